@@ -1,0 +1,195 @@
+"""Layers: forward semantics, exact gradients (hypothesis-drawn shapes), modes, and input validation."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from minigan import backend
+from minigan.gradcheck import check_layer, generic_point
+from minigan.layers import (Dropout, Join, LeakyReLU, Linear, Maxout, ReLU, Sequential, Sigmoid, Tanh,
+                            checking_finite_inputs, sigmoid)
+
+batch = st.integers(1, 6)
+width = st.integers(1, 7)
+seed = st.integers(0, 2**16)
+
+
+def _data(seed, *shape, scale=1.0):
+    return scale * np.random.default_rng(seed).standard_normal(shape)
+
+
+def _assert_passed(report):
+    assert report.passed, "\n" + report.table()
+    assert sum(r.checked + r.tiny for r in report.results) > 0
+
+
+# -- exact gradients, every layer, every backend --------------------------------------------------------
+
+
+@given(n=batch, d_in=width, d_out=width, s=seed)
+def test_linear_gradients(on_backend, n, d_in, d_out, s):
+    _assert_passed(check_layer(Linear(d_in, d_out, rng=s), _data(s, n, d_in), seed=s))
+
+
+@given(n=batch, d_in=width, units=st.integers(1, 5), pieces=st.integers(1, 4), s=seed)
+def test_maxout_gradients(on_backend, n, d_in, units, pieces, s):
+    _assert_passed(check_layer(generic_point(Maxout(d_in, units, pieces, rng=s), s), _data(s, n, d_in), seed=s))
+
+
+@pytest.mark.parametrize("make", [ReLU, lambda: LeakyReLU(0.2), Sigmoid, Tanh, lambda: Dropout(0.4, seed=3)],
+                         ids=["relu", "leaky_relu", "sigmoid", "tanh", "dropout"])
+@given(n=batch, d=width, s=seed)
+def test_activation_gradients(on_backend, make, n, d, s):
+    _assert_passed(check_layer(make(), _data(s, n, d, scale=2.0), seed=s))
+
+
+@given(n=batch, s=seed, p=st.floats(0.0, 0.8))
+def test_sequential_gradients(on_backend, n, s, p):
+    net = Sequential(Linear(5, 6, rng=s), ReLU(), Dropout(p, seed=s), Maxout(6, 3, 2, rng=s + 1), Tanh(),
+                     Linear(3, 2, rng=s + 2), Sigmoid())
+    _assert_passed(check_layer(generic_point(net, s), _data(s, n, 5), seed=s))
+
+
+@given(n=batch, s=seed)
+def test_join_gradients(on_backend, n, s):
+    net = Join({"x": Sequential(Maxout(4, 3, 2, rng=s), Dropout(0.5, seed=s)),
+                "y": Sequential(Linear(3, 2, rng=s + 1), LeakyReLU())})
+    _assert_passed(check_layer(generic_point(net, s), (_data(s, n, 4), _data(s + 1, n, 3)), seed=s))
+
+
+def test_gradcheck_fails_on_a_wrong_gradient():
+    class OffByOnePercentTanh(Tanh):
+        def backward(self, dout):
+            return 1.01 * super().backward(dout)
+
+    report = check_layer(Sequential(Linear(4, 3, rng=0), OffByOnePercentTanh()), _data(0, 3, 4))
+    assert not report.passed
+    assert report.max_rel_error > 1e-3
+
+
+def test_gradcheck_reports_kinks_instead_of_failing():
+    x = np.array([[1e-9, -1e-9, 0.5, -0.5]])  # two entries sit within the step of ReLU's kink
+    report = check_layer(ReLU(), x, check_inputs=True)
+    row = {r.name: r for r in report.results}["input"]
+    assert row.kinks == 2
+    assert row.checked == 1 and row.tiny == 1 and row.tiny_failures == 0  # -0.5 has an exactly zero gradient
+    assert report.passed
+
+
+# -- forward semantics -------------------------------------------------------------------------------------
+
+
+def test_linear_is_x_w_plus_b_with_w_shaped_in_out():
+    layer = Linear(3, 2, rng=0)
+    assert layer.params["W"].shape == (3, 2) and layer.params["b"].shape == (2,)
+    layer.params["b"][:] = [1.0, -1.0]
+    x = _data(1, 4, 3).astype(np.float32)
+    np.testing.assert_allclose(layer.forward(x), x @ layer.params["W"] + layer.params["b"], rtol=1e-6)
+
+
+def test_maxout_pieces_of_a_unit_are_adjacent_columns():
+    layer = Maxout(2, units=2, pieces=3, init="zeros")
+    # Column u*pieces + j is piece j of unit u: make piece 2 of unit 0 and piece 0 of unit 1 win.
+    layer.params["b"][:] = [0, 1, 5, 7, 2, 3]
+    out = layer.forward(np.zeros((1, 2), np.float32))
+    np.testing.assert_array_equal(out, [[5, 7]])
+    np.testing.assert_array_equal(layer.activation_pattern(), [[2, 0]])
+
+
+def test_dropout_is_inverted_seeded_and_freezable():
+    x = np.ones((2000, 50), np.float32)
+    d = Dropout(0.3, seed=5)
+    y = d.forward(x, train=True)
+    kept = y != 0
+    assert abs(kept.mean() - 0.7) < 0.01
+    np.testing.assert_allclose(y[kept], 1 / 0.7, rtol=1e-6)
+    assert abs(y.mean() - 1.0) < 0.02  # inverted: the expectation is unchanged
+    np.testing.assert_array_equal(d.forward(x, train=False), x)
+    np.testing.assert_array_equal(Dropout(0.3, seed=5).forward(x, train=True), y)  # same seed, same mask
+    d.freeze()
+    np.testing.assert_array_equal(d.forward(x, train=True), y)
+    d.unfreeze()
+    assert not np.array_equal(d.forward(x, train=True), y)
+    np.testing.assert_array_equal(d.backward(np.ones_like(x)), d._mask)
+
+
+def test_sigmoid_is_stable_for_huge_logits():
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # underflow to 0 is the right answer
+        s = sigmoid(np.array([-1e4, -1000.0, -100.0, 0.0, 100.0, 1000.0, 1e4]))
+    assert s[3] == 0.5 and s[-1] == 1.0 and s[0] == 0.0
+    np.testing.assert_allclose(s[2], np.exp(-100.0), rtol=1e-12)
+    assert np.all(np.isfinite(s))
+
+
+def test_train_eval_modes_zero_grad_and_switches():
+    net = Sequential(Linear(3, 4, rng=0), Dropout(0.5, seed=0), Linear(4, 1, rng=1))
+    x = np.ones((8, 3), np.float32)
+    net.eval()
+    np.testing.assert_array_equal(net.forward(x), net.forward(x))  # no dropout in eval mode
+    net.train()
+    assert all(layer.training for layer in net.walk())
+    net.forward(x)
+    dx = net.backward(np.ones((8, 1), np.float32))
+    assert dx.shape == (8, 3)
+    assert any(np.any(g != 0) for g in net.grads.values())
+    net.zero_grad()
+    assert all(np.all(g == 0) for g in net.grads.values())
+    net.set_requires_grad(False)
+    net.forward(x)
+    net.backward(np.ones((8, 1), np.float32))
+    assert all(np.all(g == 0) for g in net.grads.values())  # parameter gradients skipped
+    net.set_requires_grad(True).set_input_grad(False)
+    net.forward(x)
+    assert net.backward(np.ones((8, 1), np.float32)) is None
+
+
+def test_container_names_and_float64_cast():
+    net = Sequential(Join({"x": Linear(2, 3, rng=0), "y": Linear(1, 1, rng=1)}, name="in"),
+                     Linear(4, 1, rng=2, name="out"), name="D")
+    assert set(net.params) == {"in.x.W", "in.x.b", "in.y.W", "in.y.b", "out.W", "out.b"}
+    assert set(net.grads) == set(net.params)
+    net.astype(np.float64)
+    assert all(p.dtype == np.float64 for p in net.params.values())
+    assert net.forward((np.ones((2, 2)), np.ones((2, 1)))).dtype == np.float64
+
+
+# -- bad input -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.ones(3, np.float32), r"expected a 2-D batch of shape \(N, 3\).*shape \(3,\)"),
+    (np.ones((2, 4), np.float32), r"expected 3 features per row.*received shape \(2, 4\)"),
+    (np.ones((2, 3), np.int64), r"expected a floating-point input.*int64"),
+    (np.ones((2, 3), np.float64), r"expected dtype float32.*received dtype float64"),
+    ([[1.0, 2.0, 3.0]], r"expected an array"),
+])
+def test_bad_input_names_layer_expected_and_received(on_backend, bad, message):
+    net = Sequential(Linear(3, 2, rng=0, name="fc"), name="G")
+    if isinstance(bad, np.ndarray):
+        bad = backend.to_device(bad)
+    with pytest.raises(ValueError, match=message) as info:
+        net.forward(bad)
+    assert "Linear G.fc" in str(info.value)
+
+
+def test_nan_input_rejected_when_asked_to_check(on_backend):
+    layer = Linear(2, 2, rng=0, name="fc")
+    x = backend.to_device(np.array([[1.0, np.nan]], np.float32))
+    layer.forward(x)  # unchecked by default: no device sync per layer
+    with checking_finite_inputs():
+        with pytest.raises(ValueError, match="fc: input holds NaN"):
+            layer.forward(x)
+
+
+def test_constructor_errors():
+    with pytest.raises(ValueError, match="in_features"):
+        Linear(0, 3)
+    with pytest.raises(ValueError, match="pieces"):
+        Maxout(3, 2, 0)
+    with pytest.raises(ValueError, match="drop probability"):
+        Dropout(1.0)
+    with pytest.raises(ValueError, match="initialiser"):
+        Linear(2, 2, init="bogus")
+    with pytest.raises(ValueError, match="2 inputs"):
+        Join({"x": Linear(1, 1), "y": Linear(1, 1)}).forward(np.ones((1, 1), np.float32))
