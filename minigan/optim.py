@@ -1,0 +1,177 @@
+r"""Optimizers (SGD with classical momentum, Adam) and the papers' schedules.
+
+Optimizers read ``model.params`` and ``model.grads`` (written by ``backward``) and update the parameter
+arrays *in place*, so the layers keep their arrays and nothing is reallocated per step. Their state
+(velocities, moments, step counts, current hyper-parameters) is exposed by :meth:`state_dict` /
+:meth:`load_state_dict` as plain arrays and numbers, so a checkpoint restores it exactly.
+
+Schedules are functions of counters the trainer owns: the exponential learning-rate decay is per *update*
+(pylearn2's ``ExponentialDecay``), the momentum ramp per *epoch* (pylearn2's ``MomentumAdjustor``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from . import backend
+from .backend import get_array_module
+
+
+class ExponentialDecay:
+    r"""Learning rate :math:`\max(\eta_0 / \text{factor}^{t}, \eta_{min})` after :math:`t` updates.
+
+    The CGAN paper: :math:`\eta_0 = 0.1`, factor 1.00004, floor :math:`10^{-6}`; the GAN paper's code:
+    factor 1.000004.
+    """
+
+    def __init__(self, initial: float, factor: float, floor: float = 0.0):
+        if initial <= 0 or factor < 1 or floor < 0:
+            raise ValueError(f"ExponentialDecay: need initial > 0, factor >= 1, floor >= 0; got "
+                             f"{initial}, {factor}, {floor}")
+        self.initial, self.factor, self.floor = float(initial), float(factor), float(floor)
+
+    def __call__(self, updates: int) -> float:
+        return max(self.initial / self.factor ** updates, self.floor)
+
+    def __repr__(self):
+        return f"ExponentialDecay({self.initial}, factor={self.factor}, floor={self.floor})"
+
+
+class LinearRamp:
+    r"""A value moving linearly from ``start`` to ``end`` between epochs ``begin`` and ``saturate``.
+
+    :math:`\mu(e) = \mu_0 + (\mu_1 - \mu_0)\,\mathrm{clip}\big((e - e_0)/(e_1 - e_0), 0, 1\big)`.
+    The papers ramp momentum 0.5 → 0.7 (GAN: saturating at epoch 250).
+    """
+
+    def __init__(self, start: float, end: float, saturate: int, begin: int = 0):
+        if saturate <= begin:
+            raise ValueError(f"LinearRamp: saturate ({saturate}) must come after begin ({begin})")
+        self.start, self.end, self.begin, self.saturate = float(start), float(end), int(begin), int(saturate)
+
+    def __call__(self, epoch: float) -> float:
+        fraction = min(max((epoch - self.begin) / (self.saturate - self.begin), 0.0), 1.0)
+        return self.start + (self.end - self.start) * fraction
+
+    def __repr__(self):
+        return f"LinearRamp({self.start} -> {self.end}, epochs {self.begin}..{self.saturate})"
+
+
+class Optimizer:
+    """Base: holds the model, a step counter, and per-parameter state arrays keyed by parameter name."""
+
+    def __init__(self, model: Any):
+        if not hasattr(model, "params") or not hasattr(model, "grads"):
+            raise TypeError("an optimizer needs a model with params and grads dicts (a minigan Layer)")
+        self.model = model
+        self.steps = 0
+        self.state: dict[str, dict[str, Any]] = {}
+
+    def _slot(self, slot: str, name: str, like) -> Any:
+        """Per-parameter state array (zeros on first use), on the parameter's backend and dtype."""
+        store = self.state.setdefault(slot, {})
+        if name not in store or store[name].shape != like.shape or store[name].dtype != like.dtype:
+            xp = get_array_module(like)
+            store[name] = xp.zeros_like(like)
+        return store[name]
+
+    def step(self) -> None:
+        params, grads = self.model.params, self.model.grads
+        for name, p in params.items():
+            self._update(name, p, grads[name])
+        self.steps += 1
+
+    def _update(self, name: str, p, g) -> None:
+        raise NotImplementedError
+
+    # -- checkpoints ---------------------------------------------------------------------------------
+    def hyperparameters(self) -> dict[str, float]:
+        return {}
+
+    def state_dict(self) -> tuple[dict[str, np.ndarray], dict]:
+        """(arrays, scalars): host copies of the state arrays by "slot.param", and counters/hyper-params."""
+        arrays = {f"{slot}.{name}": backend.to_host(a) for slot, store in self.state.items()
+                  for name, a in store.items()}
+        return arrays, {"type": type(self).__name__, "steps": self.steps, **self.hyperparameters()}
+
+    def load_state_dict(self, arrays: dict[str, np.ndarray], scalars: dict) -> None:
+        """Restore what :meth:`state_dict` returned; shapes must match the model's parameters."""
+        if scalars.get("type") != type(self).__name__:
+            raise ValueError(f"optimizer state is for {scalars.get('type')!r}, not {type(self).__name__}")
+        params = self.model.params
+        self.state = {}
+        for key, a in arrays.items():
+            slot, _, name = key.partition(".")
+            if name not in params:
+                raise ValueError(f"optimizer state for unknown parameter {name!r}")
+            if tuple(a.shape) != tuple(params[name].shape):
+                raise ValueError(f"optimizer state {key}: shape {a.shape} != parameter shape {params[name].shape}")
+            target = backend.get_array_module(params[name])
+            host = np.asarray(a, dtype=params[name].dtype)
+            self.state.setdefault(slot, {})[name] = backend.to_device(host) if target is not np else host.copy()
+        self.steps = int(scalars["steps"])
+        for key, value in scalars.items():
+            if key not in ("type", "steps"):
+                setattr(self, key, value)
+
+
+class SGD(Optimizer):
+    r"""SGD with classical momentum: :math:`v \leftarrow \mu v - \eta g`, :math:`\theta \leftarrow \theta + v`.
+
+    ``lr`` and ``momentum`` are attributes the trainer sets from the schedules before each step.
+    """
+
+    def __init__(self, model: Any, lr: float = 0.1, momentum: float = 0.0):
+        super().__init__(model)
+        self.lr, self.momentum = float(lr), float(momentum)
+
+    def _update(self, name, p, g):
+        if self.momentum == 0:
+            p -= self.lr * g
+            return
+        v = self._slot("v", name, p)
+        v *= self.momentum
+        v -= self.lr * g
+        p += v
+
+    def hyperparameters(self):
+        return {"lr": self.lr, "momentum": self.momentum}
+
+
+class Adam(Optimizer):
+    r"""Adam (Kingma & Ba 2015) with bias correction.
+
+    :math:`m \leftarrow \beta_1 m + (1-\beta_1) g`, :math:`v \leftarrow \beta_2 v + (1-\beta_2) g^2`,
+    :math:`\theta \leftarrow \theta - \eta\,\hat m/(\sqrt{\hat v} + \epsilon)` with
+    :math:`\hat m = m/(1-\beta_1^t)`, :math:`\hat v = v/(1-\beta_2^t)`. The bias corrections are folded into
+    one scalar step size so the update costs a few elementwise passes.
+    """
+
+    def __init__(self, model: Any, lr: float = 2e-4, beta1: float = 0.5, beta2: float = 0.999, eps: float = 1e-8):
+        super().__init__(model)
+        if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
+            raise ValueError(f"Adam: betas must be in [0, 1), got {beta1}, {beta2}")
+        self.lr, self.beta1, self.beta2, self.eps = float(lr), float(beta1), float(beta2), float(eps)
+
+    def step(self) -> None:
+        t = self.steps + 1
+        # lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t), and eps scaled to match, equals the bias-corrected form.
+        self._lr_t = self.lr * math.sqrt(1 - self.beta2 ** t) / (1 - self.beta1 ** t)
+        self._eps_t = self.eps * math.sqrt(1 - self.beta2 ** t)
+        super().step()
+
+    def _update(self, name, p, g):
+        xp = get_array_module(p)
+        m = self._slot("m", name, p)
+        v = self._slot("v", name, p)
+        m *= self.beta1
+        m += (1 - self.beta1) * g
+        v *= self.beta2
+        v += (1 - self.beta2) * (g * g)
+        p -= self._lr_t * m / (xp.sqrt(v) + self._eps_t)
+
+    def hyperparameters(self):
+        return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
