@@ -1,0 +1,446 @@
+r"""Finite-difference checks of every hand-written gradient.
+
+Method
+------
+For a scalar function :math:`f(\theta)` and a sampled entry :math:`\theta_i`, the numerical derivative is the
+central difference of order 4 (the five-point stencil)
+
+.. math:: n_i = \frac{-f(\theta + 2he_i) + 8f(\theta + he_i) - 8f(\theta - he_i) + f(\theta - 2he_i)}{12h},
+
+whose truncation error is :math:`O(h^4)`, so a step of :math:`h = 10^{-3}` keeps both truncation
+(:math:`\sim h^4 = 10^{-12}`) and float64 round-off (:math:`\sim \epsilon f/h \approx 10^{-13}`) far below the
+tolerance. (``order=2`` selects the plain two-point central difference.) The analytic value :math:`a_i`
+comes from ``backward``; the score is the relative error
+
+.. math:: r_i = |a_i - n_i| \,/\, \max(10^{-8}, |a_i| + |n_i|),
+
+and a tensor passes when its largest :math:`r_i` is at most the tolerance (default :math:`10^{-7}`).
+
+Resolution
+----------
+A finite difference cannot resolve a derivative smaller than its own round-off: each :math:`f` carries an error
+of about one unit in the last place, :math:`\epsilon|f|`, so :math:`n_i` is uncertain by about
+:math:`\epsilon|f|/h`. We bound it by :math:`\nu = 4\epsilon\max|f|/h` (4 covers the stencil's weights and a
+few ulps). Entries with :math:`|a_i| + |n_i| \ge \nu/\text{tol}` are *resolvable* and must meet the relative
+tolerance. The rest (gradients near zero, typically below :math:`10^{-5}`) cannot be tested to relative
+:math:`10^{-7}` by any float64 finite difference; they must instead agree *absolutely*,
+:math:`|a_i - n_i| \le \nu`, and are counted in the report's "tiny" column, never silently dropped. The
+split looks at both values, so an analytic gradient that is wrongly large is caught either way.
+
+Everything is done in float64 (models are cast, inputs converted). Dropout masks are drawn once and frozen
+while the check perturbs the parameters, so :math:`f` is one fixed function.
+
+Kinks
+-----
+ReLU and maxout are not differentiable where a pre-activation is 0 or two maxout pieces tie. Each layer
+reports its discrete choice (:meth:`~minigan.layers.Layer.activation_pattern`); if any perturbed evaluation
+changes a pattern, the stencil straddled a kink, the entry is counted under "kinks" and left out of the
+error rather than failing or loosening the tolerance.
+
+What is checked
+---------------
+* :func:`check_layer`: one layer (or any network) under :math:`f = \sum Y \odot R` with a fixed random
+  :math:`R`, which makes every gradient entry order one;
+* :func:`check_discriminator`: D's parameters and inputs under D's loss;
+* :func:`check_generator`: G's parameters and inputs under G's loss *through* D.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from . import backend
+from .backend import get_array_module
+from .layers import Dropout, Layer
+from .objective import discriminator_step, generator_step
+
+DEFAULT_TOLERANCE = 1e-7
+
+# Central stencils as (k, c_k): n = sum_k c_k [f(x + k h) - f(x - k h)] / h. Differencing each symmetric pair
+# first makes n exactly 0 when f does not change (summing c_k f / h term by term leaves a rounding residue).
+_STENCILS = {
+    2: ((1, 1 / 2),),
+    4: ((1, 8 / 12), (2, -1 / 12)),
+}
+_DEFAULT_STEP = {2: 1e-6, 4: 1e-3}
+
+
+def _row_ok(r: "CheckResult", tolerance: float) -> bool:
+    return r.checked + r.tiny > 0 and r.max_rel_error <= tolerance and r.tiny_failures == 0
+
+
+def relative_error(analytic: float, numeric: float) -> float:
+    """|a - n| / max(1e-8, |a| + |n|)."""
+    return abs(analytic - numeric) / max(1e-8, abs(analytic) + abs(numeric))
+
+
+@dataclass
+class CheckResult:
+    """One tensor's result: the largest relative error over the entries checked."""
+
+    name: str
+    shape: tuple
+    checked: int = 0
+    kinks: int = 0
+    tiny: int = 0
+    tiny_failures: int = 0
+    max_rel_error: float = 0.0
+    worst_index: tuple | None = None
+    worst_analytic: float = 0.0
+    worst_numeric: float = 0.0
+
+
+@dataclass
+class GradCheckReport:
+    """All tensors of one check, with a pass/fail verdict and a printable table."""
+
+    title: str
+    tolerance: float
+    results: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def max_rel_error(self) -> float:
+        return max((r.max_rel_error for r in self.results), default=0.0)
+
+    @property
+    def passed(self) -> bool:
+        """Every tensor had at least one entry checked and none exceeded the tolerance."""
+        return all(_row_ok(r, self.tolerance) for r in self.results)
+
+    def table(self) -> str:
+        width = max([len(r.name) for r in self.results] + [9])
+        lines = [
+            f"{self.title}",
+            f"  {'parameter':<{width}}  {'shape':<14} {'max rel. error':>14} {'checked':>8} {'tiny':>5} "
+            f"{'kinks':>6}  ok",
+        ]
+        for r in self.results:
+            ok = "yes" if _row_ok(r, self.tolerance) else "NO"
+            lines.append(
+                f"  {r.name:<{width}}  {str(r.shape):<14} {r.max_rel_error:>14.3e} {r.checked:>8d} {r.tiny:>5d} "
+                f"{r.kinks:>6d}  {ok}"
+            )
+        verdict = "PASS" if self.passed else "FAIL"
+        lines.append(f"  {verdict}: max relative error {self.max_rel_error:.3e} (threshold {self.tolerance:.0e})")
+        return "\n".join(lines)
+
+    def __str__(self):
+        return self.table()
+
+
+@contextlib.contextmanager
+def frozen_dropout(*models: Layer):
+    """Keep every Dropout's mask fixed (after the first training forward draws it) inside the block."""
+    dropouts = [layer for model in models for layer in model.walk() if isinstance(layer, Dropout)]
+    previous = [d.frozen for d in dropouts]
+    for d in dropouts:
+        d.freeze()
+    try:
+        yield
+    finally:
+        for d, was in zip(dropouts, previous):
+            d.frozen = was
+
+
+def _patterns(models: Iterable[Layer]) -> list[np.ndarray]:
+    return [backend.to_host(p) for m in models for layer in m.walk()
+            if (p := layer.activation_pattern()) is not None]
+
+
+def _scalar(a: Any) -> float:
+    return float(backend.to_host(a))
+
+
+def _sample_indices(shape: tuple, n_samples: int, gen: np.random.Generator) -> list[tuple]:
+    size = int(np.prod(shape))
+    flat = np.arange(size) if size <= n_samples else gen.choice(size, n_samples, replace=False)
+    return [np.unravel_index(int(i), shape) for i in np.sort(flat)]
+
+
+def check_function(
+    loss_fn: Callable[[], Any],
+    grad_fn: Callable[[], dict[str, Any]],
+    tensors: dict[str, Any],
+    models: Iterable[Layer] = (),
+    n_samples: int = 20,
+    order: int = 4,
+    step: float | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    seed: int = 0,
+    title: str = "gradient check",
+) -> GradCheckReport:
+    """Compare analytic and numerical derivatives of a scalar function of several tensors.
+
+    Parameters
+    ----------
+    loss_fn : callable () -> 0-d array
+        Evaluates :math:`f` at the current values of ``tensors`` (forward only).
+    grad_fn : callable () -> dict
+        Evaluates the analytic gradients at the current values, keyed like ``tensors``.
+    tensors : dict name -> array
+        The arrays to perturb in place (parameters and inputs), float64.
+    models : layers whose activation patterns reveal kinks.
+    n_samples : int
+        Entries scored per tensor (all of them when the tensor is smaller); entries at kinks are replaced by
+        further random entries, up to four times this many.
+    order : {2, 4}
+        Central-difference stencil order.
+    step : float, optional
+        Finite-difference step (default 1e-3 for order 4, 1e-6 for order 2).
+    """
+    if order not in _STENCILS:
+        raise ValueError(f"order must be 2 or 4, got {order}")
+    h = _DEFAULT_STEP[order] if step is None else float(step)
+    models = list(models)
+    for name, t in tensors.items():
+        if t.dtype != np.float64:
+            raise ValueError(f"gradient checks run in float64; tensor {name} is {t.dtype}")
+    analytic = {name: backend.to_host(g) for name, g in grad_fn().items()}
+    base_patterns = _patterns(models)
+    gen = np.random.default_rng(seed)
+    report = GradCheckReport(title, tolerance)
+    for name, tensor in tensors.items():
+        shape = tuple(tensor.shape)
+        result = CheckResult(name, shape)
+        # Draw from a pool four times the budget so that entries lost to kinks are replaced by fresh ones.
+        for index in _sample_indices(shape, 4 * n_samples, gen):
+            if result.checked + result.tiny >= n_samples:
+                break
+            # A stencil that straddles a kink is retried once with a ten times smaller step, which usually
+            # clears it; if it still straddles one, the entry is a kink and is counted, not scored.
+            for step_here in (h, h / 10):
+                numeric, crossed_kink, largest_f = _difference(loss_fn, tensor, index, step_here, order,
+                                                               models, base_patterns)
+                if not crossed_kink:
+                    break
+            if crossed_kink:
+                result.kinks += 1
+                continue
+            a = float(analytic[name][index])
+            resolution = 4 * np.finfo(np.float64).eps * largest_f / step_here
+            if abs(a) + abs(numeric) < resolution / tolerance:
+                result.tiny += 1
+                result.tiny_failures += abs(a - numeric) > resolution
+                continue
+            err = relative_error(a, numeric)
+            result.checked += 1
+            if err >= result.max_rel_error:
+                result.max_rel_error, result.worst_index = err, tuple(int(i) for i in index)
+                result.worst_analytic, result.worst_numeric = a, numeric
+        report.results.append(result)
+    return report
+
+
+def _difference(loss_fn, tensor, index, h, order, models, base_patterns):
+    """Central difference of ``loss_fn`` along one entry of ``tensor``; restores the entry exactly.
+
+    Returns (numerical derivative, whether an activation pattern changed, largest |f| evaluated).
+    """
+    original = tensor[index].copy()
+    numeric, crossed_kink, largest_f = 0.0, False, 0.0
+    try:
+        for k, weight in _STENCILS[order]:
+            values = []
+            for offset in (k, -k):
+                tensor[index] = original + offset * h
+                values.append(_scalar(loss_fn()))
+                if not crossed_kink and any(not np.array_equal(a, b)
+                                            for a, b in zip(base_patterns, _patterns(models))):
+                    crossed_kink = True
+            numeric += weight * (values[0] - values[1]) / h
+            largest_f = max(largest_f, abs(values[0]), abs(values[1]))
+    finally:
+        tensor[index] = original  # the saved element itself, not original + h - h
+    return numeric, crossed_kink, largest_f
+
+
+def generic_point(model: Layer, seed: int = 0, scale: float = 0.1) -> Layer:
+    """Move every bias off zero (uniform ±scale), in place; returns the model.
+
+    Zero biases are a special point: a row whose inputs are all dropped out gives every maxout piece the same
+    value, an exact tie, so no finite difference of those biases exists. Checks run at a generic point.
+    """
+    gen = np.random.default_rng(seed)
+    for layer in model.walk():
+        if "b" in layer.params:
+            b = layer.params["b"]
+            layer.params["b"][...] = backend.to_device(gen.uniform(-scale, scale, b.shape).astype(b.dtype))
+    return model
+
+
+def _float64_input(x: Any) -> Any:
+    if isinstance(x, (tuple, list)):
+        return type(x)(_float64_input(v) for v in x)
+    return backend.to_device(backend.to_host(x).astype(np.float64))
+
+
+def _name_inputs(prefix: str, x: Any) -> dict[str, Any]:
+    if isinstance(x, (tuple, list)):
+        return {f"{prefix}[{i}]": v for i, v in enumerate(x)}
+    return {prefix: x}
+
+
+def check_layer(layer: Layer, x: Any, train: bool = True, seed: int = 0, check_inputs: bool = True,
+                **options) -> GradCheckReport:
+    r"""Check a layer's (or network's) parameter and input gradients under :math:`f = \sum Y \odot R`.
+
+    The layer is cast to float64 in place; ``x`` (an array or a tuple of arrays) is copied to float64 on the
+    active backend. ``R`` is a fixed standard-normal array, so :math:`\partial f/\partial Y = R`.
+    """
+    layer.astype(np.float64)
+    x = _float64_input(x)
+    with frozen_dropout(layer):
+        y = layer.forward(x, train)
+        xp = get_array_module(y)
+        r = backend.to_device(np.random.default_rng(seed + 1).standard_normal(y.shape))
+        layer.set_input_grad(True)
+
+        def loss_fn():
+            return xp.sum(layer.forward(x, train) * r)
+
+        def grad_fn():
+            layer.forward(x, train)
+            dx = layer.backward(r)
+            grads = dict(layer.grads)
+            if check_inputs:
+                grads.update(_name_inputs("input", dx))
+            return grads
+
+        tensors = dict(layer.params)
+        if check_inputs:
+            tensors.update(_name_inputs("input", x))
+        return check_function(loss_fn, grad_fn, tensors, models=[layer], seed=seed,
+                              title=f"{type(layer).__name__} {layer.path}", **options)
+
+
+def check_discriminator(D: Layer, x_real: Any, x_fake: Any, y_real: Any = None, y_fake: Any = None,
+                        seed: int = 0, **options) -> GradCheckReport:
+    """Check D's parameters and its inputs under D's loss (dropout on, masks frozen)."""
+    D.astype(np.float64)
+    x_real, x_fake = _float64_input(x_real), _float64_input(x_fake)
+    y_real = None if y_real is None else _float64_input(y_real)
+    y_fake = None if y_fake is None else _float64_input(y_fake)
+    n_real = x_real.shape[0]
+
+    def loss_fn():
+        return discriminator_step(D, x_real, x_fake, y_real, y_fake, backward=False)[0]
+
+    def grad_fn():
+        _, _, dinputs = discriminator_step(D, x_real, x_fake, y_real, y_fake, input_grads=True)
+        dx = dinputs if y_real is None else dinputs[0]
+        return {**{f"D.{k}": g for k, g in D.grads.items()}, "x_real": dx[:n_real], "x_fake": dx[n_real:]}
+
+    with frozen_dropout(D):
+        grad_fn()  # draw the dropout masks before the check freezes them in place
+        tensors = {**{f"D.{k}": p for k, p in D.params.items()}, "x_real": x_real, "x_fake": x_fake}
+        return check_function(loss_fn, grad_fn, tensors, models=[D], seed=seed,
+                              title="D's parameters and inputs under D's loss", **options)
+
+
+def check_generator(G: Layer, D: Layer, z: Any, y: Any = None, kind: str = "non_saturating", seed: int = 0,
+                    **options) -> GradCheckReport:
+    """Check G's parameters and its noise input under G's loss, backpropagated *through* D."""
+    G.astype(np.float64)
+    D.astype(np.float64)
+    z = _float64_input(z)
+    y = None if y is None else _float64_input(y)
+
+    def loss_fn():
+        return generator_step(G, D, z, y, kind, backward=False)[0]
+
+    def grad_fn():
+        _, _, _, dinputs = generator_step(G, D, z, y, kind, input_grads=True)
+        dz = dinputs if y is None else dinputs[0]
+        return {**{f"G.{k}": g for k, g in G.grads.items()}, "z": dz}
+
+    with frozen_dropout(G, D):
+        grad_fn()
+        tensors = {**{f"G.{k}": p for k, p in G.params.items()}, "z": z}
+        return check_function(loss_fn, grad_fn, tensors, models=[G, D], seed=seed,
+                              title=f"G's parameters and noise under G's {kind} loss, through D", **options)
+
+
+# --------------------------------------------------------------------------------------------------
+# The command line tour: `minigan gradcheck`
+# --------------------------------------------------------------------------------------------------
+
+
+def layer_tour(batch: int = 4, seed: int = 0, **options) -> list[GradCheckReport]:
+    """One check per layer type and container, on small random inputs (float64)."""
+    from .layers import Join, LeakyReLU, Linear, Maxout, ReLU, Sequential, Sigmoid, Tanh
+
+    gen = np.random.default_rng(seed)
+
+    def data(*shape):
+        return gen.standard_normal(shape)
+
+    cases = [
+        (Linear(7, 5, rng=seed), data(batch, 7)),
+        (Maxout(6, 4, 3, rng=seed), data(batch, 6)),
+        (ReLU(), data(batch, 9)),
+        (LeakyReLU(0.2), data(batch, 9)),
+        (Sigmoid(), 4 * data(batch, 9)),
+        (Tanh(), data(batch, 9)),
+        (Dropout(0.5, seed=seed), data(batch, 9)),
+        (Sequential(Linear(6, 8, rng=seed), ReLU(), Dropout(0.3, seed=seed), Linear(8, 3, rng=seed + 1),
+                    Sigmoid(), name="net"), data(batch, 6)),
+        (Join({"x": Maxout(5, 3, 2, rng=seed), "y": Sequential(Linear(4, 2, rng=seed + 1), Tanh())}, name="join"),
+         (data(batch, 5), data(batch, 4))),
+    ]
+    return [check_layer(generic_point(layer, seed), x, seed=seed, **options) for layer, x in cases]
+
+
+def gan_checks(model: str = "cgan", batch: int = 4, seed: int = 0, init: str = "glorot",
+               **options) -> list[GradCheckReport]:
+    """The whole objective for a paper model: D under D's loss, G under G's loss through D.
+
+    ``init="glorot"`` checks at well-scaled weights; ``"paper"`` at the papers' U(±0.05)/U(±0.005) ranges,
+    where most of D's gradients are so small that finite differences can only resolve them absolutely (the
+    "tiny" column). The code under test is the same either way.
+    """
+    from .models import build
+
+    ranges = {"g_irange": "glorot", "d_irange": "glorot"} if init == "glorot" else {}
+    m = build(model, seed=seed, **ranges)
+    generic_point(m.G, seed)
+    generic_point(m.D, seed + 1)
+    gen = np.random.default_rng(seed)
+    x_real, x_fake = gen.random((batch, 784)), gen.random((batch, 784))
+    z = gen.uniform(m.noise_low, m.noise_high, (batch, m.noise_dim))
+    y = np.eye(10)[gen.integers(0, 10, batch)] if m.conditional else None
+    return [
+        check_discriminator(m.D, x_real, x_fake, y, y, seed=seed, **options),
+        check_generator(m.G, m.D, z, y, seed=seed, **options),
+    ]
+
+
+def run_cli(model: str = "cgan", batch: int = 4, samples: int = 10, seed: int = 0,
+            tolerance: float = DEFAULT_TOLERANCE, init: str = "glorot", layers: bool = True,
+            out=None) -> int:
+    """Print the gradient-check tables; return 0 if every check passed, 1 otherwise."""
+    import sys
+
+    out = out or sys.stdout
+    options = {"n_samples": samples, "tolerance": tolerance}
+    print(f"minigan gradcheck: float64, 5-point central differences (h = {_DEFAULT_STEP[4]:g}), "
+          f"relative error |a-n|/max(1e-8,|a|+|n|), threshold {tolerance:.0e}; backend {backend.name()}", file=out)
+    print("columns: entries scored by relative error; 'tiny' entries below finite-difference resolution, "
+          "held to absolute agreement; kinks skipped\n", file=out)
+    reports = []
+    if layers:
+        reports += layer_tour(batch=batch, seed=seed, **options)
+    reports += gan_checks(model, batch=batch, seed=seed, init=init, **options)
+    for r in reports:
+        print(r.table(), file=out)
+        print(file=out)
+    failed = [r.title for r in reports if not r.passed]
+    worst = max(r.max_rel_error for r in reports)
+    if failed:
+        print(f"FAILED: {len(failed)} of {len(reports)} checks exceed {tolerance:.0e}: {'; '.join(failed)}", file=out)
+        return 1
+    print(f"all {len(reports)} checks passed: worst relative error {worst:.2e} <= {tolerance:.0e}", file=out)
+    return 0

@@ -1,0 +1,161 @@
+r"""The papers' models, by name: ``cgan`` (Mirza & Osindero 2014, §4.1) and ``gan`` (Goodfellow et al. 2014).
+
+CGAN (MNIST)
+    G: :math:`z \in \mathbb{R}^{100} \sim U(0,1)^{100}` → 200 ReLU; :math:`y` (one-hot 10) → 1000 ReLU;
+    both → 1200 ReLU → 784 sigmoid. Dropout 0.5 on the combined hidden layer.
+    D: :math:`x` → maxout 240 units × 5 pieces; :math:`y` → maxout 50 × 5; both → maxout 240 × 4 → 1
+    (the sigmoid lives in the loss, on logits). Dropout 0.2 on D's image input and 0.5 on its hidden layers,
+    the convention of the papers' pylearn2 code (``input_include_probs`` 0.8, 0.5 elsewhere).
+GAN (MNIST, ``goodfeli/adversarial`` mnist.yaml)
+    G: :math:`z \in \mathbb{R}^{100} \sim U(-\sqrt3, \sqrt3)` → 1200 ReLU → 1200 ReLU → 784 sigmoid,
+    weights U(±0.05). D: dropout 0.2 on the input → maxout 240×5 → dropout 0.5 → maxout 240×5 →
+    dropout 0.5 → 1, weights U(±0.005).
+
+Both use the GAN paper's initial weight ranges (the CGAN paper does not state its own). Every layer's
+initial weights and every dropout generator is seeded from one model seed, so a seed fixes the model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import backend
+from .backend import Rng
+from .layers import DEFAULT_DTYPE, Dropout, Join, Layer, Linear, Maxout, ReLU, Sequential, Sigmoid
+
+MODELS = ("cgan", "gan")
+IMAGE_SIZE = 784
+N_CLASSES = 10
+
+
+@dataclass
+class GANModel:
+    """A generator, a discriminator and what sampling needs: the noise prior and the conditioning."""
+
+    name: str
+    G: Layer
+    D: Layer
+    noise_dim: int
+    noise_low: float
+    noise_high: float
+    n_classes: int | None  # None: unconditional
+
+    @property
+    def conditional(self) -> bool:
+        return self.n_classes is not None
+
+    def sample_noise(self, n: int, rng: Rng, like: Any = None):
+        """``n`` draws from the noise prior U(low, high)^noise_dim on the active backend (or ``like``'s)."""
+        return rng.uniform(self.noise_low, self.noise_high, (n, self.noise_dim), self.dtype, like=like)
+
+    def one_hot(self, labels):
+        """One-hot rows (N, n_classes) in the model's dtype on the active backend; checks the label range."""
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise ValueError(f"{self.name}: labels must be a 1-D integer array, received shape {labels.shape} "
+                             f"dtype {labels.dtype}")
+        bad = labels[(labels < 0) | (labels >= self.n_classes)]
+        if bad.size:
+            raise ValueError(f"{self.name}: label {int(bad[0])} is outside the range 0..{self.n_classes - 1}")
+        y = np.zeros((labels.size, self.n_classes), self.dtype)
+        y[np.arange(labels.size), labels] = 1
+        return backend.to_device(y)
+
+    @property
+    def dtype(self):
+        return self.G.dtype
+
+    def generate(self, z, y=None):
+        """G's output for noise ``z`` (and one-hot ``y``), in evaluation mode (no dropout)."""
+        if self.conditional and y is None:
+            raise ValueError(f"{self.name} is conditional: generate() needs one-hot labels y")
+        return self.G.forward(z if not self.conditional else (z, y), train=False)
+
+    def sample(self, n: int, rng: Rng, label: int | None = None):
+        """``n`` generated images (n, 784) on the active backend, and their labels (host int64, or None).
+
+        For a conditional model, ``label=k`` samples class ``k``; ``label=None`` cycles through the classes.
+        """
+        if not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"sample: n must be a positive integer, got {n!r}")
+        if not self.conditional:
+            if label is not None:
+                raise ValueError(f"{self.name} is unconditional: it cannot sample a given label")
+            return self.generate(self.sample_noise(n, rng)), None
+        labels = np.arange(n, dtype=np.int64) % self.n_classes if label is None else np.full(n, label, np.int64)
+        return self.generate(self.sample_noise(n, rng), self.one_hot(labels)), labels
+
+    def layers(self):
+        return {"G": self.G, "D": self.D}
+
+
+def _seeds(seed: int | None, n: int) -> list[int]:
+    return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n)]
+
+
+def cgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, g_dropout: float = 0.5, d_dropout: float = 0.5,
+         d_input_dropout: float = 0.2, g_irange: float = 0.05, d_irange: float = 0.005) -> GANModel:
+    """The conditional GAN of Mirza & Osindero (2014), §4.1, for 28×28 images and 10 classes."""
+    s = iter(_seeds(seed, 16))
+    G = Sequential(
+        Join({
+            "z": Sequential(Linear(100, 200, g_irange, next(s), dtype), ReLU()),
+            "y": Sequential(Linear(N_CLASSES, 1000, g_irange, next(s), dtype), ReLU()),
+        }, name="in"),
+        Linear(1200, 1200, g_irange, next(s), dtype, name="hidden"),
+        ReLU(),
+        Dropout(g_dropout, next(s)),
+        Linear(1200, IMAGE_SIZE, g_irange, next(s), dtype, name="out"),
+        Sigmoid(),
+        name="G",
+    )
+    D = Sequential(
+        Join({
+            "x": Sequential(Dropout(d_input_dropout, next(s)), Maxout(IMAGE_SIZE, 240, 5, d_irange, next(s), dtype)),
+            "y": Sequential(Maxout(N_CLASSES, 50, 5, d_irange, next(s), dtype)),
+        }, name="in"),
+        Dropout(d_dropout, next(s)),
+        Maxout(290, 240, 4, d_irange, next(s), dtype, name="hidden"),
+        Dropout(d_dropout, next(s)),
+        Linear(240, 1, d_irange, next(s), dtype, name="out"),
+        name="D",
+    )
+    return GANModel("cgan", G, D, noise_dim=100, noise_low=0.0, noise_high=1.0, n_classes=N_CLASSES)
+
+
+def gan(seed: int | None = 0, dtype=DEFAULT_DTYPE, d_dropout: float = 0.5, d_input_dropout: float = 0.2,
+        g_irange: float = 0.05, d_irange: float = 0.005) -> GANModel:
+    """The GAN of Goodfellow et al. (2014) for MNIST (the paper's mnist.yaml)."""
+    s = iter(_seeds(seed, 16))
+    G = Sequential(
+        Linear(100, 1200, g_irange, next(s), dtype, name="h0"),
+        ReLU(),
+        Linear(1200, 1200, g_irange, next(s), dtype, name="h1"),
+        ReLU(),
+        Linear(1200, IMAGE_SIZE, g_irange, next(s), dtype, name="out"),
+        Sigmoid(),
+        name="G",
+    )
+    D = Sequential(
+        Dropout(d_input_dropout, next(s)),
+        Maxout(IMAGE_SIZE, 240, 5, d_irange, next(s), dtype, name="h0"),
+        Dropout(d_dropout, next(s)),
+        Maxout(240, 240, 5, d_irange, next(s), dtype, name="h1"),
+        Dropout(d_dropout, next(s)),
+        Linear(240, 1, d_irange, next(s), dtype, name="out"),
+        name="D",
+    )
+    sqrt3 = math.sqrt(3.0)
+    return GANModel("gan", G, D, noise_dim=100, noise_low=-sqrt3, noise_high=sqrt3, n_classes=None)
+
+
+def build(name: str, seed: int | None = 0, **options) -> GANModel:
+    """A model by name: ``"cgan"`` or ``"gan"``."""
+    builders = {"cgan": cgan, "gan": gan}
+    if name not in builders:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    return builders[name](seed, **options)

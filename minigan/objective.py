@@ -1,0 +1,98 @@
+r"""The adversarial objective as forward/backward passes through G and D.
+
+These two functions are the whole GAN gradient computation; the trainer, the gradient checker and the
+benchmark all call them, so what is checked is exactly what is trained and timed.
+
+* :func:`discriminator_step`: D's loss :math:`\tfrac12[\mathrm{BCE}(1, D(x)) + \mathrm{BCE}(0, D(\tilde x))]`
+  and its gradient into D's parameters. Real and fake rows go through D as *one* batch: the loss is a sum
+  of per-row terms and D treats rows independently (dropout masks are drawn per row), so this equals two
+  separate passes with the gradients added, at half the matrix-product launches.
+* :func:`generator_step`: G's loss on :math:`D(G(z))` and its gradient through D into G's parameters. D's
+  weights are held fixed (``requires_grad`` off: their gradients are not even computed), only the gradient
+  with respect to D's input flows back.
+
+Conditional models take ``y`` (one-hot labels); G gets ``(z, y)`` and D gets ``(x, y)``.
+"""
+
+from __future__ import annotations
+
+from .backend import get_array_module
+from .losses import discriminator_loss, generator_loss
+
+
+def _pair(x, y):
+    return x if y is None else (x, y)
+
+
+def discriminator_step(D, x_real, x_fake, y_real=None, y_fake=None, train: bool = True,
+                       backward: bool = True, input_grads: bool = False):
+    """Forward D on real and fake rows (one batch), compute D's loss, and backpropagate it into D.
+
+    Parameters
+    ----------
+    D : Layer
+        Discriminator returning logits of shape (N, 1); takes ``x`` or ``(x, y)``.
+    x_real, x_fake : arrays (N_r, d), (N_f, d)
+    y_real, y_fake : arrays or None
+        One-hot conditions of the real and fake rows (conditional models only).
+    train : bool
+        Dropout active.
+    backward : bool
+        Also run the backward pass (writing ``D.grads``).
+    input_grads : bool
+        Also return d(loss)/d(D's inputs) (the gradient checker wants them; training does not).
+
+    Returns
+    -------
+    loss : 0-d array
+    logits : array (N_r + N_f, 1), real rows first
+    dinputs : None, or the gradient with respect to D's stacked input (an array, or a tuple for ``(x, y)``)
+    """
+    xp = get_array_module(x_real)
+    n_real = x_real.shape[0]
+    x = xp.concatenate([x_real, x_fake], axis=0)
+    y = None if y_real is None else xp.concatenate([y_real, y_fake], axis=0)
+    D.set_requires_grad(True).set_input_grad(input_grads)
+    logits = D.forward(_pair(x, y), train)
+    loss, (d_real, d_fake) = discriminator_loss(logits[:n_real], logits[n_real:])
+    dinputs = None
+    if backward:
+        dinputs = D.backward(xp.concatenate([d_real, d_fake], axis=0))
+    return loss, logits, dinputs
+
+
+def generator_step(G, D, z, y=None, kind: str = "non_saturating", train: bool = True, backward: bool = True,
+                   input_grads: bool = False):
+    """Forward G then D, compute G's loss, and backpropagate it through D into G.
+
+    Parameters
+    ----------
+    G : Layer
+        Generator; takes ``z`` or ``(z, y)``.
+    D : Layer
+        Discriminator; its parameters are not changed and their gradients are not computed.
+    z : array (N, noise_dim)
+    y : array (N, n_classes) or None
+    kind : {"non_saturating", "minimax"}
+        Which generator loss (see :func:`minigan.losses.generator_loss`).
+    input_grads : bool
+        Also return d(loss)/d(G's inputs).
+
+    Returns
+    -------
+    loss : 0-d array
+    x_fake : array (N, d), G's output
+    logits : array (N, 1), D's logits on ``x_fake``
+    dinputs : None, or the gradient with respect to G's input (an array, or a tuple for ``(z, y)``)
+    """
+    G.set_requires_grad(True).set_input_grad(input_grads)
+    x_fake = G.forward(_pair(z, y), train)
+    D.set_requires_grad(False).set_input_grad(True)
+    logits = D.forward(_pair(x_fake, y), train)
+    loss, dlogits = generator_loss(logits, kind)
+    dinputs = None
+    if backward:
+        d_d_inputs = D.backward(dlogits)
+        dx_fake = d_d_inputs if y is None else d_d_inputs[0]
+        dinputs = G.backward(dx_fake)
+    return loss, x_fake, logits, dinputs

@@ -1,0 +1,81 @@
+"""The whole GAN objective: D's loss into D, and G's loss through D into G, for both paper models."""
+
+import io
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minigan import gradcheck, models
+from minigan.gradcheck import check_discriminator, check_generator, generic_point, run_cli
+
+
+def _setup(name, seed, n):
+    m = models.build(name, seed=seed, g_irange="glorot", d_irange="glorot")
+    generic_point(m.G, seed)
+    generic_point(m.D, seed + 1)
+    gen = np.random.default_rng(seed)
+    y = np.eye(10)[gen.integers(0, 10, n)] if m.conditional else None
+    z = gen.uniform(m.noise_low, m.noise_high, (n, m.noise_dim))
+    return m, gen.random((n, 784)), gen.random((n, 784)), y, z
+
+
+@pytest.mark.parametrize("name", models.MODELS)
+@settings(max_examples=4)
+@given(n=st.integers(1, 6), seed=st.integers(0, 1000))
+def test_discriminator_objective_gradients(on_backend, name, n, seed):
+    m, x_real, x_fake, y, _ = _setup(name, seed, n)
+    report = check_discriminator(m.D, x_real, x_fake, y, y, seed=seed, n_samples=6)
+    assert report.passed, report.table()
+    assert {r.name for r in report.results} >= {f"D.{k}" for k in m.D.params} | {"x_real", "x_fake"}
+
+
+@pytest.mark.parametrize("name", models.MODELS)
+@pytest.mark.parametrize("kind", ["non_saturating", "minimax"])
+@settings(max_examples=4)
+@given(n=st.integers(1, 6), seed=st.integers(0, 1000))
+def test_generator_objective_gradients_through_d(on_backend, name, kind, n, seed):
+    m, _, _, y, z = _setup(name, seed, n)
+    report = check_generator(m.G, m.D, z, y, kind=kind, seed=seed, n_samples=6)
+    assert report.passed, report.table()
+    assert {r.name for r in report.results} >= {f"G.{k}" for k in m.G.params} | {"z"}
+
+
+def test_a_wrong_gradient_deep_inside_d_is_caught():
+    m, x_real, x_fake, y, z = _setup("cgan", 3, 4)
+    hidden = m.D.layers[2]  # the combined maxout layer
+    original = type(hidden).backward
+
+    def off_by_two_percent(dout):
+        return 1.02 * original(hidden, dout)
+
+    hidden.backward = off_by_two_percent
+    report = check_generator(m.G, m.D, z, y, n_samples=6)
+    assert not report.passed
+    assert report.max_rel_error > 1e-3
+
+
+def test_a_gradient_that_should_be_zero_is_caught_even_when_tiny():
+    # An analytic gradient that is nonzero where f does not move at all must fail the absolute check.
+    x = np.zeros((2, 3))
+    report = gradcheck.check_function(lambda: np.sum(x[:, :2] ** 2), lambda: {"x": np.full((2, 3), 1e-6)},
+                                      {"x": x})
+    assert not report.passed
+
+
+def test_dropout_masks_stay_frozen_during_the_check():
+    m, x_real, x_fake, y, _ = _setup("cgan", 0, 3)
+    report = check_discriminator(m.D, x_real, x_fake, y, y, n_samples=4)
+    assert report.passed
+    assert not any(layer.frozen for layer in m.D.walk() if hasattr(layer, "frozen"))  # restored after
+
+
+def test_command_line_tour_passes_and_prints_every_table():
+    out = io.StringIO()
+    assert run_cli(batch=3, samples=4, out=out) == 0
+    text = out.getvalue()
+    for needle in ("Linear", "Maxout", "Dropout", "Join", "D's parameters and inputs under D's loss",
+                   "G's parameters and noise", "all 11 checks passed"):
+        assert needle in text
+    assert run_cli(tolerance=1e-30, batch=2, samples=2, layers=False, out=io.StringIO()) == 1
