@@ -1,0 +1,206 @@
+"""The ``minigan`` command line: ``minigan train | sample | gradcheck`` (also ``python -m minigan``).
+
+Exit codes
+----------
+0    success (and ``--help``)
+1    an internal error (a bug: the traceback is printed)
+2    bad input, one line on stderr starting ``minigan: error:`` -- an unknown choice, a non-positive size,
+     missing or corrupt data, a corrupt or missing checkpoint, a label out of range, no GPU for ``--device gpu``
+3    training diverged (a loss became NaN/inf); the last good checkpoint is left as it was
+130  interrupted by SIGINT (Ctrl-C), 143 by SIGTERM (128 + the signal number, the shell convention): the
+     current update was finished, a checkpoint written, and the message says how to resume
+
+Examples
+--------
+::
+
+    minigan train --model cgan --dataset mnist --preset modern --epochs 5 --out runs/cgan
+    minigan train --out runs/cgan --resume --epochs 10      # continue the same run to 10 epochs
+    minigan sample runs/cgan --n 20 --label 3 --out threes.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from typing import Sequence
+
+from . import backend, data, io, models
+from . import train as training
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_DIVERGED = 0, 1, 2, 3
+
+
+class UsageError(Exception):
+    """Bad command-line input; reported as one line and exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with errors as one ``minigan: error: ...`` line (and no usage dump) so they are easy to read."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="minigan", description="A from-scratch GAN engine (Conditional GAN, Mirza & Osindero 2014).")
+    sub = parser.add_subparsers(dest="command", metavar="{train,sample,gradcheck}")
+
+    t = sub.add_parser(
+        "train", help="train a GAN (Algorithm 1 of Goodfellow et al. 2014)",
+        description="Train a model; writes metrics.jsonl, samples/epoch_XXX.png, losses.png and checkpoint.npz into "
+                    "the run directory. Ctrl-C (or SIGTERM) finishes the current update, writes a checkpoint and "
+                    "exits 130 (143); continue with --resume.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    # Options that define the run default to None so --resume can tell "given" from "default".
+    t.add_argument("--model", choices=models.MODELS, default=None, help="architecture (default: cgan)")
+    t.add_argument("--dataset", choices=data.DATASET_NAMES, default=None, help="training data (default: mnist)")
+    t.add_argument("--preset", choices=training.PRESET_NAMES, default=None,
+                   help="paper: SGD+momentum with the papers' schedules; modern: Adam 2e-4, beta1 0.5 "
+                        "(default: modern)")
+    length = t.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=_positive_int, default=None,
+                        help=f"train until this many epochs are complete (default: {training.DEFAULT_EPOCHS})")
+    length.add_argument("--steps", type=_positive_int, default=None,
+                        help="train until this many updates (G steps) are done, instead of --epochs")
+    t.add_argument("--batch", type=_positive_int, default=None, help="minibatch size (default: 100)")
+    t.add_argument("--k", type=_positive_int, default=None, help="D steps per G step (default: 1)")
+    t.add_argument("--device", choices=training.DEVICES, default=None, help="cpu (NumPy) or gpu (CuPy) (default: cpu)")
+    t.add_argument("--seed", type=_non_negative_int, default=None, help="run seed (default: 0)")
+    t.add_argument("--data", metavar="DIR", default=None,
+                   help="directory with the four IDX files; default: the cache (~/.cache/minigan), then download")
+    t.add_argument("--out", metavar="RUN_DIR", default=None, help="run directory (default: runs/<model>-<dataset>-<preset>)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    t.add_argument("--log-interval", type=_positive_int, default=None,
+                   help="updates between loss read-backs from the device and NaN checks (default: 50)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    s = sub.add_parser("sample", help="generate samples from a trained run",
+                       description="Generate samples from RUN_DIR/checkpoint.npz into a .npz (arrays x: (N, 784) "
+                                   "float32 in [0, 1], y: (N,) int64; -1 for an unconditional model) or a .png grid.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (or a checkpoint file)")
+    s.add_argument("--n", type=_positive_int, default=100, help="number of samples")
+    s.add_argument("--label", type=int, default=None, help="class to generate (conditional models); default: cycle 0..9")
+    s.add_argument("--out", metavar="FILE", required=True, help="output file, .npz or .png")
+    s.add_argument("--seed", type=_non_negative_int, default=0, help="noise seed")
+    s.add_argument("--device", choices=training.DEVICES, default="cpu", help="cpu or gpu")
+
+    g = sub.add_parser("gradcheck", help="finite-difference check of every gradient",
+                       description="Check the hand-written gradients of a model's G and D against float64 finite "
+                                   "differences.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g.add_argument("--model", choices=models.MODELS, default="cgan")
+    g.add_argument("--batch", type=_positive_int, default=4)
+    g.add_argument("--samples", type=_positive_int, default=20, help="entries checked per parameter")
+    g.add_argument("--seed", type=_non_negative_int, default=0)
+    g.add_argument("--tolerance", type=_positive_float, default=1e-7, help="largest relative error allowed")
+    return parser
+
+
+def _use_device(device: str | None) -> None:
+    backend.use("cupy" if device == "gpu" else "numpy")
+
+
+def _train(args) -> int:
+    _use_device(args.device)
+    progress = False if args.no_progress else None
+    if args.resume:
+        out = args.out or training.default_out(args.model or "cgan", args.dataset or "mnist", args.preset or "modern")
+        trainer = training.Trainer.resume(
+            out, model=args.model, dataset=args.dataset, preset=args.preset, batch=args.batch, k=args.k,
+            seed=args.seed, epochs=args.epochs, steps=args.steps, device=args.device, data_dir=args.data,
+            log_interval=args.log_interval, progress=progress)
+    else:
+        given = {"model": args.model, "dataset": args.dataset, "preset": args.preset, "batch": args.batch,
+                 "k": args.k, "seed": args.seed, "epochs": args.epochs, "steps": args.steps,
+                 "device": args.device, "data_dir": args.data, "out": args.out, "log_interval": args.log_interval}
+        config = training.TrainConfig(**{k: v for k, v in given.items() if v is not None}, progress=progress)
+        if config.epochs is None and config.steps is None:
+            config.epochs = training.DEFAULT_EPOCHS
+        trainer = training.Trainer(config)
+    result = trainer.run()
+    if result.status == "interrupted":
+        return 128 + int(result.signal or signal.SIGINT)
+    return EXIT_OK
+
+
+def _sample(args) -> int:
+    _use_device(args.device)
+    x, y = training.sample(args.run_dir, args.n, label=args.label, seed=args.seed)
+    training.write_samples(args.out, x, y)
+    what = f"label {args.label}" if args.label is not None else ("labels 0..9 in turn" if (y >= 0).all() else "no labels")
+    print(f"wrote {len(x)} samples ({what}) to {args.out}", flush=True)
+    return EXIT_OK
+
+
+def _gradcheck(args) -> int:
+    try:
+        from .gradcheck import run_cli  # lazy: the gradient checker is only needed for this verb
+    except ImportError:
+        raise UsageError("this minigan has no gradcheck command (minigan.gradcheck.run_cli is missing)") from None
+    return int(run_cli(model=args.model, batch=args.batch, samples=args.samples, seed=args.seed,
+                       tolerance=args.tolerance))
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split("\n")).strip() or type(exc).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code (see the module docstring)."""
+    parser = build_parser()
+    try:
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help / --version
+            return int(exc.code or 0)
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
+        handler = {"train": _train, "sample": _sample, "gradcheck": _gradcheck}[args.command]
+        return handler(args)
+    except (UsageError, training.ConfigError, data.DataError, io.CheckpointError, backend.BackendError) as exc:
+        print(f"minigan: error: {_one_line(exc)}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    except training.TrainingDiverged as exc:
+        print(f"minigan: error: {_one_line(exc)}", file=sys.stderr, flush=True)
+        return EXIT_DIVERGED
+    except KeyboardInterrupt:
+        print("minigan: interrupted (second signal): stopped without writing a checkpoint; the last one written "
+              "is intact", file=sys.stderr, flush=True)
+        return 128 + signal.SIGINT
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,916 @@
+r"""Adversarial training: Algorithm 1 of Goodfellow et al. (2014), with the conditions of Mirza & Osindero (2014).
+
+One *update* (global step) is ``k`` discriminator steps followed by one generator step:
+
+.. code-block:: text
+
+    for k steps:
+        take the next real minibatch (x, y) of the epoch's shuffled order
+        z ~ prior;  x~ = G(z, y)               # cgan: the real batch's labels also condition the fakes
+        D ascends  log D(x, y) + log(1 - D(x~, y))
+    z ~ prior;  G descends  -log D(G(z, y), y)  # non-saturating loss; y = the last real batch's labels
+
+The gradients themselves come from :mod:`minigan.objective` (the same code the gradient checker verifies);
+this module owns everything around them: optimizers and schedules, data order, random streams, counters,
+logging, checkpoints, sample grids, signals and divergence.
+
+Presets
+-------
+``paper``
+    SGD with classical momentum, learning rate 0.1 divided by ``factor`` per update (CGAN 1.00004, GAN
+    1.000004) down to a floor of 1e-6, momentum ramped linearly 0.5 -> 0.7 over epochs 0..250 (the CGAN
+    paper gives no saturation epoch, so the GAN paper's 250 is used for both). Batch 100.
+``modern``
+    Adam, lr 2e-4, beta1 0.5, beta2 0.999, same architecture and initialisation, batch 100.
+
+Run directory
+-------------
+``metrics.jsonl``  one JSON object per finished epoch (epoch, updates, loss_D, loss_G, D_x, D_G_z, lr,
+                   momentum, seconds);
+``samples/epoch_XXX.png``  a 10x10 grid from fixed noise (cgan: row r is label r, column c one noise vector);
+``losses.png``     loss curves;
+``checkpoint.npz`` everything needed to continue the run bit-identically (see :meth:`Trainer.state`).
+
+Determinism
+-----------
+Every random stream is seeded from the one run seed and saved in the checkpoint: the model's dropout
+generators, the noise generator, and the data-shuffling generator *as it was at the start of the current
+epoch* together with the step index within the epoch. Resuming re-draws the epoch's permutation from that
+state and skips the steps already done, so on the CPU a resumed run -- from an epoch boundary or from the
+middle of an epoch (SIGINT) -- ends with weights equal bit for bit to an uninterrupted run.
+
+Host synchronisation
+--------------------
+Per-step losses and D(x)/D(G(z)) means are written as 0-d device arrays into a small device buffer; it is
+read back (one transfer) every ``log_interval`` updates and at epoch end. That read-back is also where a
+non-finite loss is detected, so the failing update is named exactly, even though it is noticed up to
+``log_interval`` updates later.
+
+Fault injection
+---------------
+``MINIGAN_INJECT_NAN_AT_STEP=N`` multiplies the real minibatch of global update ``N`` (counting from 1) by
+NaN, which makes that update's D loss NaN. Used by the tests and the fault-injection suite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import backend, data, io, models, objective, optim
+from .layers import sigmoid
+
+__all__ = [
+    "ConfigError",
+    "TrainingDiverged",
+    "TrainConfig",
+    "RunResult",
+    "Trainer",
+    "PRESETS",
+    "CHECKPOINT_NAME",
+    "load_model",
+    "sample",
+    "write_samples",
+    "default_out",
+]
+
+CHECKPOINT_NAME = "checkpoint.npz"
+CHECKPOINT_FORMAT = 1
+INJECT_NAN_ENV = "MINIGAN_INJECT_NAN_AT_STEP"
+PRESET_NAMES = ("paper", "modern")
+DEVICES = ("cpu", "gpu")
+DEFAULT_EPOCHS = 5
+
+#: Hyper-parameters of each preset. ``decay`` is the per-update divisor of the learning rate, by model.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {
+        "optimizer": "sgd",
+        "lr": 0.1,
+        "decay": {"cgan": 1.00004, "gan": 1.000004},
+        "lr_floor": 1e-6,
+        "momentum": (0.5, 0.7),
+        "momentum_saturate": {"cgan": 250, "gan": 250},
+    },
+    "modern": {
+        "optimizer": "adam",
+        "lr": 2e-4,
+        "beta1": 0.5,
+        "beta2": 0.999,
+    },
+}
+
+
+class ConfigError(ValueError):
+    """A run cannot start as asked (bad option, conflicting resume, missing checkpoint...)."""
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; ``update`` is the global update (from 1) where it first did."""
+
+    def __init__(self, message: str, update: int):
+        super().__init__(message)
+        self.update = update
+
+
+def default_out(model: str, dataset: str, preset: str) -> str:
+    """The default run directory ``runs/<model>-<dataset>-<preset>``."""
+    return os.path.join("runs", f"{model}-{dataset}-{preset}")
+
+
+def _positive(name: str, value: Any, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run. Stored in every checkpoint.
+
+    Attributes
+    ----------
+    model : {"cgan", "gan"}
+    dataset : {"mnist", "fashion-mnist"}
+    preset : {"paper", "modern"}
+    epochs : int or None
+        Train until this many epochs are complete (a total, not "more"). Default 5 when ``steps`` is None.
+    steps : int or None
+        Train until this many updates (global steps) are done; overrides ``epochs``.
+    batch : int
+        Real examples per D step (and fakes per D and G step).
+    k : int
+        D steps per G step (Algorithm 1's k).
+    device : {"cpu", "gpu"} or None
+        Backend to switch to; None keeps the active one (tests use this for the strict backend).
+    seed : int
+        The one run seed; model init, dropout, noise, data order and grid noise are all derived from it.
+    data_dir : str or None
+        Directory of IDX files (``--data``); None uses the cache / download sources of :mod:`minigan.data`.
+    out : str or None
+        Run directory; None gives ``runs/<model>-<dataset>-<preset>``.
+    log_interval : int
+        Updates between device-to-host read-backs of the running losses (and NaN checks).
+    progress : bool or None
+        Progress bar: None = automatic (tqdm, else a built-in one), False = off.
+    g_loss : {"non_saturating", "minimax"}
+    model_options : dict
+        Extra keyword arguments for :func:`minigan.models.build` (e.g. ``d_irange``).
+    """
+
+    model: str = "cgan"
+    dataset: str = "mnist"
+    preset: str = "modern"
+    epochs: int | None = None
+    steps: int | None = None
+    batch: int = 100
+    k: int = 1
+    device: str | None = None
+    seed: int = 0
+    data_dir: str | None = None
+    out: str | None = None
+    log_interval: int = 50
+    progress: bool | None = None
+    g_loss: str = "non_saturating"
+    model_options: dict = field(default_factory=dict)
+
+    #: Fields that may differ when a run is resumed (they do not change what is computed).
+    RESUMABLE_OVERRIDES = ("epochs", "steps", "device", "data_dir", "log_interval", "progress")
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> "TrainConfig":
+        if self.model not in models.MODELS:
+            raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(models.MODELS)}")
+        if self.dataset not in data.DATASET_NAMES:
+            raise ConfigError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(data.DATASET_NAMES)}")
+        if self.preset not in PRESETS:
+            raise ConfigError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        if self.device is not None and self.device not in DEVICES:
+            raise ConfigError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
+        for name in ("batch", "k", "log_interval"):
+            _positive(name, getattr(self, name))
+        _positive("epochs", self.epochs, allow_none=True)
+        _positive("steps", self.steps, allow_none=True)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.g_loss not in ("non_saturating", "minimax"):
+            raise ConfigError(f"g_loss must be 'non_saturating' or 'minimax', got {self.g_loss!r}")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out if self.out is not None else default_out(self.model, self.dataset, self.preset))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ConfigError(f"checkpoint config has unknown fields {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass
+class RunResult:
+    """How :meth:`Trainer.run` ended: ``status`` is "done" or "interrupted" (then ``signal`` is set)."""
+
+    status: str
+    epoch: int
+    updates: int
+    seconds: float
+    signal: int | None = None
+    last_record: dict | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# Progress display
+# --------------------------------------------------------------------------------------------------
+
+
+class _Progress:
+    """A progress bar with an ETA: tqdm when importable, else a small built-in one on stderr.
+
+    The built-in bar redraws one line with ``\\r`` when stderr is a terminal; otherwise (CI, pipes, no TTY)
+    it prints a plain line at most every ``interval`` seconds so logs stay readable.
+    """
+
+    def __init__(self, total: int, initial: int, enabled: bool | None, interval: float = 30.0):
+        self.total, self.n, self.start_n = total, initial, initial
+        self.enabled = enabled is not False
+        self.interval = interval
+        self.t0 = self.last = time.perf_counter()
+        self.postfix = ""
+        self._tqdm = None
+        self.tty = self.enabled and hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+        if self.enabled:
+            try:
+                from tqdm import tqdm  # optional: nicer bar when installed
+            except ImportError:
+                tqdm = None
+            if tqdm is not None:
+                self._tqdm = tqdm(total=total, initial=initial, unit="upd", file=sys.stderr, dynamic_ncols=True,
+                                  leave=False, mininterval=0.5)
+
+    def update(self, postfix: str | None = None) -> None:
+        self.n += 1
+        if postfix is not None:
+            self.postfix = postfix
+        if not self.enabled:
+            return
+        if self._tqdm is not None:
+            self._tqdm.update(1)
+            if postfix is not None:
+                self._tqdm.set_postfix_str(postfix, refresh=False)
+            return
+        now = time.perf_counter()
+        if self.tty and now - self.last >= 0.2:
+            self.last = now
+            sys.stderr.write("\r\x1b[K" + self._line(now))
+            sys.stderr.flush()
+        elif not self.tty and now - self.last >= self.interval:
+            self.last = now
+            sys.stderr.write(self._line(now) + "\n")
+            sys.stderr.flush()
+
+    def _line(self, now: float) -> str:
+        done = self.n - self.start_n
+        rate = done / max(now - self.t0, 1e-9)
+        eta = (self.total - self.n) / rate if rate > 0 else float("inf")
+        pct = 100.0 * self.n / max(self.total, 1)
+        eta_s = _hms(eta) if math.isfinite(eta) else "?"
+        return f"{self.n}/{self.total} updates ({pct:.0f}%) {rate:.1f} upd/s ETA {eta_s} {self.postfix}".rstrip()
+
+    def clear(self) -> None:
+        """Remove the bar before a log line is printed (the bar is redrawn by the next update)."""
+        if self._tqdm is not None:
+            self._tqdm.clear()
+        elif self.enabled and self.tty:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self._tqdm is not None:
+            self._tqdm.close()
+            self._tqdm = None
+        else:
+            self.clear()
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+def _print(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# The trainer
+# --------------------------------------------------------------------------------------------------
+
+
+def _derived_seeds(seed: int) -> dict[str, int]:
+    """Independent seeds for each random stream, all from the one run seed (SeedSequence spawning)."""
+    names = ("model", "noise", "data", "grid")
+    children = np.random.SeedSequence(int(seed)).spawn(len(names))
+    return {n: int(c.generate_state(1, np.uint64)[0] >> np.uint64(1)) for n, c in zip(names, children)}
+
+
+def model_options(config: TrainConfig) -> dict:
+    """Keyword arguments for :func:`minigan.models.build`: the preset's, updated by ``config.model_options``."""
+    return {**PRESETS[config.preset].get("model_options", {}), **config.model_options}
+
+
+def _make_optimizers(config: TrainConfig, model: models.GANModel):
+    preset = PRESETS[config.preset]
+    if preset["optimizer"] == "sgd":
+        return optim.SGD(model.G, lr=preset["lr"], momentum=preset["momentum"][0]), \
+            optim.SGD(model.D, lr=preset["lr"], momentum=preset["momentum"][0])
+    kw = dict(lr=preset["lr"], beta1=preset["beta1"], beta2=preset["beta2"])
+    return optim.Adam(model.G, **kw), optim.Adam(model.D, **kw)
+
+
+class Trainer:
+    """Owns a run: model, optimizers, schedules, random streams, counters, and the run directory.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    dataset : minigan.data.Dataset, optional
+        Use this instead of loading ``config.dataset`` (tests pass small synthetic datasets).
+    log : callable, optional
+        Receives each human-readable line (default: print to stdout, flushed).
+    checkpoint : (arrays, meta), optional
+        A loaded checkpoint to continue from (see :meth:`resume`).
+
+    Attributes
+    ----------
+    epoch : int
+        Completed epochs.
+    step_in_epoch : int
+        Updates done in the current epoch.
+    updates : int
+        Global updates (G steps) done; the learning-rate decay counts these.
+    """
+
+    def __init__(self, config: TrainConfig, dataset: data.Dataset | None = None, log: Callable[[str], None] = _print,
+                 checkpoint: tuple[dict, dict] | None = None):
+        config.validate()
+        self.config = config
+        self.log = log or (lambda msg: None)
+        if config.device is not None:
+            backend.use("cupy" if config.device == "gpu" else "numpy")
+        if checkpoint is None and (config.run_dir / CHECKPOINT_NAME).exists():
+            raise ConfigError(f"{config.run_dir} already holds a checkpoint; pass --resume to continue that run, "
+                              "or choose another --out")
+        self.dataset = dataset if dataset is not None else data.load_dataset(
+            config.dataset, data_dir=config.data_dir, log=self.log)
+        train = self.dataset.train
+        self.n_train = len(train)
+        batches = self.n_train // config.batch
+        self.steps_per_epoch = batches // config.k
+        if self.steps_per_epoch < 1:
+            raise ConfigError(f"batch {config.batch} x k {config.k} needs at least {config.batch * config.k} "
+                              f"training examples; the dataset has {self.n_train}")
+
+        seeds = _derived_seeds(config.seed)
+        self.model = models.build(config.model, seeds["model"], **model_options(config))  # on the active backend
+        # The papers' G starts from the data's pixel marginals (a resumed run overwrites this from its checkpoint).
+        models.init_output_bias_from_data(self.model, train.x)
+        self.opt_G, self.opt_D = _make_optimizers(config, self.model)
+        preset = PRESETS[config.preset]
+        if preset["optimizer"] == "sgd":
+            self.lr_schedule = optim.ExponentialDecay(preset["lr"], preset["decay"][config.model], preset["lr_floor"])
+            self.momentum_schedule = optim.LinearRamp(*preset["momentum"], preset["momentum_saturate"][config.model])
+        else:
+            self.lr_schedule = self.momentum_schedule = None
+        self.noise_rng = backend.Rng(seeds["noise"])
+        self.data_rng = backend.Rng(seeds["data"])  # .host is the numpy Generator that shuffles
+
+        # The training set lives on the device once; per step only a slice of the permutation is indexed.
+        self.x_train = backend.to_device(np.ascontiguousarray(train.x, dtype=self.model.dtype))
+        self.y_train = (backend.to_device(data.one_hot(train.y, self.model.n_classes, self.model.dtype))
+                        if self.model.conditional else None)
+
+        # Fixed grid noise: cgan shares column c's noise across the 10 rows (row r = label r), so the grid
+        # shows the condition changing with the noise held; gan uses 100 independent draws.
+        grid_rng = backend.Rng(seeds["grid"])
+        if self.model.conditional:
+            cols = backend.to_host(self.model.sample_noise(10, grid_rng, like=np.zeros(1)))
+            self.grid_z = np.tile(cols, (10, 1))
+            self.grid_labels = np.repeat(np.arange(10, dtype=np.int64), 10)
+        else:
+            self.grid_z = backend.to_host(self.model.sample_noise(100, grid_rng, like=np.zeros(1)))
+            self.grid_labels = None
+
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.updates = 0
+        self.train_seconds = 0.0
+        self._perm = None  # device permutation of the current epoch, None between epochs
+        self._epoch_start_state = self.data_rng.get_state()
+        self._epoch_sums = self._zero_sums()
+        self._buffer = None
+        self._buffer_rows = 0
+        self._buffer_first_update = 1
+        self._stop_signal: int | None = None
+        self._inject_nan_at = _env_int(INJECT_NAN_ENV)
+        self._last_record: dict | None = None
+        if checkpoint is not None:
+            self.load_state(*checkpoint)
+
+    # -- construction from a run directory ---------------------------------------------------------
+    @classmethod
+    def resume(cls, run_dir: str | os.PathLike, dataset: data.Dataset | None = None,
+               log: Callable[[str], None] = _print, **overrides) -> "Trainer":
+        """Continue the run in ``run_dir`` from its checkpoint.
+
+        ``overrides`` may change only what does not alter the computation (``epochs``, ``steps``, ``device``,
+        ``data_dir``, ``log_interval``, ``progress``); any other given value must equal the checkpoint's, else
+        :class:`ConfigError` (continuing with, say, another preset would not be the same run).
+        """
+        path = Path(run_dir) / CHECKPOINT_NAME
+        if not path.exists():
+            raise ConfigError(f"cannot resume: no checkpoint at {path} (train without --resume first)")
+        arrays, meta = io.load_checkpoint(path)
+        if meta.get("format") != CHECKPOINT_FORMAT or "config" not in meta:
+            raise io.CheckpointError(f"{path} is not a minigan training checkpoint (format {meta.get('format')!r})")
+        config = TrainConfig.from_dict(dict(meta["config"], out=str(run_dir)))
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if key in TrainConfig.RESUMABLE_OVERRIDES:
+                setattr(config, key, value)
+            elif getattr(config, key) != value:
+                raise ConfigError(f"cannot resume with {key}={value!r}: the run in {run_dir} was trained with "
+                                  f"{key}={getattr(config, key)!r} (drop the option, or start a new --out)")
+        if overrides.get("epochs") is not None and overrides.get("steps") is None:
+            config.steps = None
+        if overrides.get("steps") is not None and overrides.get("epochs") is None:
+            config.epochs = None
+        config.validate()
+        return cls(config, dataset=dataset, log=log, checkpoint=(arrays, meta))
+
+    # -- state ------------------------------------------------------------------------------------------
+    def state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """(arrays, meta) for a checkpoint: host arrays and JSON metadata.
+
+        Arrays: ``G.<param>``, ``D.<param>``, ``optim.G.<slot>.<param>``, ``optim.D.<slot>.<param>``,
+        ``grid.z``. Meta: the config, the counters, optimizer scalars, every generator state (noise; data at
+        the start of the current epoch; each dropout layer's), the running sums of the current epoch.
+        """
+        arrays: dict[str, np.ndarray] = {}
+        for net, layer in (("G", self.model.G), ("D", self.model.D)):
+            for name, p in layer.params.items():
+                arrays[f"{net}.{name}"] = backend.to_host(p)
+        optim_meta = {}
+        for net, opt in (("G", self.opt_G), ("D", self.opt_D)):
+            opt_arrays, scalars = opt.state_dict()
+            for key, a in opt_arrays.items():
+                arrays[f"optim.{net}.{key}"] = a
+            optim_meta[net] = scalars
+        arrays["grid.z"] = self.grid_z
+        rngs = {"noise": self.noise_rng.get_state(),
+                "data_epoch_start": self._epoch_start_state if self._perm is not None else self.data_rng.get_state()}
+        for net, layer in (("G", self.model.G), ("D", self.model.D)):
+            for name, rng in layer.rngs().items():
+                rngs[f"{net}.{name}"] = rng.get_state()
+        meta = {
+            "format": CHECKPOINT_FORMAT,
+            "minigan": _version(),
+            "config": self.config.to_dict(),
+            "model": self.config.model,
+            "n_train": self.n_train,
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "updates": self.updates,
+            "steps_per_epoch": self.steps_per_epoch,
+            "train_seconds": self.train_seconds,
+            "optim": optim_meta,
+            "rngs": rngs,
+            "epoch_sums": self._epoch_sums,
+            "last_record": self._last_record,
+        }
+        return arrays, meta
+
+    def load_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        """Restore everything :meth:`state` saved (raises CheckpointError on a mismatch)."""
+        where = self.config.run_dir / CHECKPOINT_NAME
+        try:
+            if meta["n_train"] != self.n_train:
+                raise ConfigError(f"the checkpoint was trained on {meta['n_train']} examples, this dataset has "
+                                  f"{self.n_train}: resuming would not continue the same run")
+            for net, layer in (("G", self.model.G), ("D", self.model.D)):
+                params = layer.params
+                stored = {k[len(net) + 1:] for k in arrays if k.startswith(net + ".")}
+                if stored != set(params):
+                    raise io.CheckpointError(f"{where}: parameters of {net} do not match the {self.config.model} "
+                                             f"model (missing {sorted(set(params) - stored)[:3]}, unexpected "
+                                             f"{sorted(stored - set(params))[:3]})")
+                for name, p in params.items():
+                    a = arrays[f"{net}.{name}"]
+                    if a.shape != p.shape:
+                        raise io.CheckpointError(f"{where}: {net}.{name} has shape {a.shape}, expected {p.shape}")
+                    p[...] = backend.to_device(np.asarray(a, dtype=p.dtype))
+            for net, opt in (("G", self.opt_G), ("D", self.opt_D)):
+                prefix = f"optim.{net}."
+                opt.load_state_dict({k[len(prefix):]: a for k, a in arrays.items() if k.startswith(prefix)},
+                                    meta["optim"][net])
+            self.grid_z = np.asarray(arrays["grid.z"], dtype=self.model.dtype)
+            rngs = meta["rngs"]
+            self.noise_rng.set_state(rngs["noise"])
+            self.data_rng.set_state(rngs["data_epoch_start"])
+            self._epoch_start_state = rngs["data_epoch_start"]
+            for net, layer in (("G", self.model.G), ("D", self.model.D)):
+                for name, rng in layer.rngs().items():
+                    rng.set_state(rngs[f"{net}.{name}"])
+            self.epoch = int(meta["epoch"])
+            self.step_in_epoch = int(meta["step_in_epoch"])
+            self.updates = int(meta["updates"])
+            self.train_seconds = float(meta["train_seconds"])
+            self._epoch_sums = dict(meta["epoch_sums"])
+            self._last_record = meta.get("last_record")
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, ConfigError):
+                raise
+            raise io.CheckpointError(f"{where}: incomplete or inconsistent training state ({type(exc).__name__}: "
+                                     f"{exc})") from exc
+        self._perm = None  # the epoch's permutation is re-drawn from data_epoch_start by _begin_epoch
+
+    # -- the loop -------------------------------------------------------------------------------------
+    def _target_updates(self) -> int:
+        if self.config.steps is not None:
+            return self.config.steps
+        return (self.config.epochs or DEFAULT_EPOCHS) * self.steps_per_epoch
+
+    def request_stop(self, signum: int = signal.SIGINT) -> None:
+        """Ask the loop to stop after the current update and write a checkpoint (what the signal handler does)."""
+        self._stop_signal = signum
+
+    def _handler(self, signum, frame):
+        if self._stop_signal is not None:
+            # Second signal: the user insists. The last checkpoint on disk is complete (saves are atomic).
+            raise KeyboardInterrupt
+        self._stop_signal = signum
+
+    def run(self, handle_signals: bool = True, on_step: Callable[["Trainer"], None] | None = None) -> RunResult:
+        """Train until the configured number of epochs or updates is done, or a signal arrives.
+
+        Parameters
+        ----------
+        handle_signals : bool
+            Install SIGINT/SIGTERM handlers for the duration of the run (main thread only): the first signal
+            finishes the current update, writes a checkpoint and returns ``status="interrupted"``; a second
+            one raises KeyboardInterrupt at once. The previous handlers are restored on return.
+        on_step : callable, optional
+            Called with the trainer after every update (tests use it to simulate a signal mid-epoch).
+
+        Raises
+        ------
+        TrainingDiverged
+            A loss became non-finite; no checkpoint is written, so the last good one stays on disk.
+        """
+        previous = {}
+        if handle_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, self._handler)
+        run_dir = self.config.run_dir
+        (run_dir / "samples").mkdir(parents=True, exist_ok=True)
+        self._prepare_metrics_file()
+        target = self._target_updates()
+        self.log(self._describe(target))
+        progress = _Progress(target, self.updates, self.config.progress)
+        session_t0 = time.perf_counter()
+        session_updates0 = self.updates
+        try:
+            while self.updates < target and self._stop_signal is None:
+                if self._perm is None:
+                    self._begin_epoch()
+                epoch_t0 = time.perf_counter()
+                while self.step_in_epoch < self.steps_per_epoch and self.updates < target:
+                    self._train_step()
+                    progress.update()
+                    if on_step is not None:
+                        on_step(self)
+                    if self._buffer_rows == self.config.log_interval:
+                        self._flush()
+                        progress.postfix = self._postfix()
+                    if self._stop_signal is not None:
+                        break
+                self._epoch_sums["seconds"] += time.perf_counter() - epoch_t0
+                self.train_seconds += time.perf_counter() - epoch_t0
+                if self.step_in_epoch == self.steps_per_epoch:
+                    progress.clear()
+                    self._end_epoch()
+            progress.close()
+            self._flush()
+            if self._stop_signal is not None or self.step_in_epoch != 0:
+                # Stopped inside an epoch (signal, or --steps): save the exact mid-epoch state.
+                self._save_checkpoint()
+            if self._stop_signal is not None:
+                name = signal.Signals(self._stop_signal).name
+                self.log(f"{name} received: stopped after update {self.updates} (epoch {self.epoch + 1}, step "
+                         f"{self.step_in_epoch}/{self.steps_per_epoch}); checkpoint written to "
+                         f"{run_dir / CHECKPOINT_NAME}. Resume with: minigan train --out {run_dir} --resume")
+                status = "interrupted"
+            else:
+                status = "done"
+                if self.step_in_epoch != 0:
+                    self._write_grid(run_dir / "samples" / f"step_{self.updates:06d}.png")
+                    s = self._epoch_sums
+                    if s["count"]:
+                        self.log(f"stopped inside epoch {self.epoch + 1} at update {self.updates}: "
+                                 + self._format_means(self._means(s)))
+            session_seconds = time.perf_counter() - session_t0
+            done = self.updates - session_updates0
+            self.log(f"{done} updates in {session_seconds:.1f} s this session "
+                     f"({session_seconds / max(done, 1) * 1000:.1f} ms/update); {self.epoch} epochs, "
+                     f"{self.updates} updates, {self.train_seconds:.1f} s of training in total")
+            return RunResult(status, self.epoch, self.updates, self.train_seconds, self._stop_signal,
+                             self._last_record)
+        finally:
+            progress.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _describe(self, target: int) -> str:
+        c = self.config
+        what = f"{c.steps} updates" if c.steps is not None else f"{c.epochs or DEFAULT_EPOCHS} epochs"
+        start = "resuming at" if self.updates else "starting at"
+        return (f"minigan train: {c.model} on {c.dataset} ({self.n_train} examples), preset {c.preset}, batch "
+                f"{c.batch}, k {c.k}, {self.steps_per_epoch} updates/epoch, backend {backend.name()}, seed {c.seed}; "
+                f"{start} update {self.updates} (epoch {self.epoch + 1}, step {self.step_in_epoch}); "
+                f"target {what} ({target} updates); run dir {c.run_dir}")
+
+    def _begin_epoch(self) -> None:
+        """Draw the epoch's permutation from the data generator, remembering the state it was drawn from."""
+        self._epoch_start_state = self.data_rng.get_state()
+        self._perm = backend.to_device(self.data_rng.permutation(self.n_train))
+        if self.step_in_epoch == 0:
+            self._epoch_sums = self._zero_sums()
+
+    def _apply_schedules(self) -> None:
+        if self.lr_schedule is None:
+            return
+        lr = self.lr_schedule(self.updates)
+        momentum = self.momentum_schedule(self.epoch)
+        for opt in (self.opt_G, self.opt_D):
+            opt.lr, opt.momentum = lr, momentum
+
+    def _train_step(self) -> None:
+        """One update: k D steps on successive real batches, then one G step."""
+        c, m = self.config, self.model
+        xp = backend.get_array_module(self.x_train)
+        B = c.batch
+        self._apply_schedules()
+        loss_D = dx = dgz = None
+        y_real = None
+        for j in range(c.k):
+            start = (self.step_in_epoch * c.k + j) * B
+            idx = self._perm[start:start + B]
+            x_real = self.x_train[idx]
+            if self._inject_nan_at == self.updates + 1:
+                x_real = x_real * float("nan")
+            y_real = self.y_train[idx] if m.conditional else None
+            z = m.sample_noise(B, self.noise_rng, like=x_real)
+            x_fake = m.G.forward(z if y_real is None else (z, y_real), train=True)
+            l_d, logits, _ = objective.discriminator_step(m.D, x_real, x_fake, y_real, y_real, train=True)
+            self.opt_D.step()
+            probs = sigmoid(logits)
+            dx_j, dgz_j = probs[:B].mean(), probs[B:].mean()
+            loss_D = l_d if loss_D is None else loss_D + l_d
+            dx = dx_j if dx is None else dx + dx_j
+            dgz = dgz_j if dgz is None else dgz + dgz_j
+        z = m.sample_noise(B, self.noise_rng, like=self.x_train)
+        loss_G, _, _, _ = objective.generator_step(m.G, m.D, z, y_real, kind=c.g_loss)
+        self.opt_G.step()
+        if c.k > 1:
+            loss_D, dx, dgz = loss_D / c.k, dx / c.k, dgz / c.k
+        self._record(xp, loss_D, loss_G, dx, dgz)
+        self.step_in_epoch += 1
+        self.updates += 1
+
+    # -- metrics: device buffer, read back once per interval ----------------------------------------------
+    @staticmethod
+    def _zero_sums() -> dict:
+        return {"loss_D": 0.0, "loss_G": 0.0, "D_x": 0.0, "D_G_z": 0.0, "count": 0, "seconds": 0.0}
+
+    def _record(self, xp, loss_D, loss_G, dx, dgz) -> None:
+        if self._buffer is None:
+            self._buffer = xp.zeros((self.config.log_interval, 4), dtype=np.float64)
+        if self._buffer_rows == 0:
+            self._buffer_first_update = self.updates + 1
+        self._buffer[self._buffer_rows] = xp.stack([loss_D, loss_G, dx, dgz]).astype(np.float64)
+        self._buffer_rows += 1
+
+    def _flush(self) -> None:
+        """Read the buffered per-update values back (one transfer), check them, add them to the epoch sums."""
+        if self._buffer_rows == 0:
+            return
+        rows = backend.to_host(self._buffer[:self._buffer_rows])
+        n, first = self._buffer_rows, self._buffer_first_update
+        self._buffer_rows = 0
+        finite = np.isfinite(rows)
+        if not finite.all():
+            r, col = np.argwhere(~finite)[0]
+            update = first + int(r)
+            names = ("loss_D", "loss_G", "D(x)", "D(G(z))")
+            # The buffer never spans epochs (it is flushed at every epoch end), so the update's position in
+            # the current epoch follows from the counters.
+            epoch_step = update - (self.updates - self.step_in_epoch)
+            where = f"epoch {self.epoch + 1}, step {epoch_step}/{self.steps_per_epoch}"
+            ckpt = self.config.run_dir / CHECKPOINT_NAME
+            kept = (f"the last good checkpoint {ckpt} was left untouched" if ckpt.exists()
+                    else "no checkpoint had been written yet")
+            raise TrainingDiverged(
+                f"training diverged: {names[col]} is {rows[r, col]} at update {update} ({where}); "
+                f"noticed at the read-back after update {first + n - 1} (values are read every "
+                f"{self.config.log_interval} updates); {kept}", update)
+        s = self._epoch_sums
+        for j, key in enumerate(("loss_D", "loss_G", "D_x", "D_G_z")):
+            s[key] += float(rows[:, j].sum())
+        s["count"] += n
+
+    @staticmethod
+    def _means(s: dict) -> dict:
+        c = max(s["count"], 1)
+        return {k: s[k] / c for k in ("loss_D", "loss_G", "D_x", "D_G_z")}
+
+    @staticmethod
+    def _format_means(means: dict) -> str:
+        return (f"loss_D {means['loss_D']:.4f}  loss_G {means['loss_G']:.4f}  D(x) {means['D_x']:.3f}  "
+                f"D(G(z)) {means['D_G_z']:.3f}")
+
+    def _postfix(self) -> str:
+        means = self._means(self._epoch_sums)
+        return f"D {means['loss_D']:.3f} G {means['loss_G']:.3f}"
+
+    # -- epoch end: metrics line, grid, checkpoint, plot ----------------------------------------------------
+    def _end_epoch(self) -> None:
+        self._flush()
+        s = self._epoch_sums
+        self.epoch += 1
+        self.step_in_epoch = 0
+        self._perm = None
+        record = {"epoch": self.epoch, "updates": self.updates, **self._means(s), "seconds": s["seconds"]}
+        if self.lr_schedule is not None:
+            record["lr"] = self.opt_G.lr
+            record["momentum"] = self.opt_G.momentum
+        else:
+            record["lr"] = self.opt_G.lr
+        self._last_record = record
+        self.log(f"epoch {self.epoch:3d}  {self._format_means(record)}  {s['seconds']:.1f} s/epoch")
+        run_dir = self.config.run_dir
+        with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        self._write_grid(run_dir / "samples" / f"epoch_{self.epoch:03d}.png")
+        self._save_checkpoint()
+        io.plot_metrics(self._read_metrics(), run_dir / "losses.png", title=f"{self.config.model} {self.config.dataset}")
+        self._epoch_sums = self._zero_sums()
+
+    def _grid_images(self) -> np.ndarray:
+        z = backend.to_device(self.grid_z)
+        y = self.model.one_hot(self.grid_labels) if self.model.conditional else None
+        return backend.to_host(self.model.generate(z, y))  # eval mode: no dropout draws, no effect on the run
+
+    def _write_grid(self, path: Path) -> None:
+        io.write_png(path, io.image_grid(self._grid_images(), 10, 10))
+
+    def _params_finite(self) -> bool:
+        xp = backend.get_array_module(self.x_train)
+        flags = [xp.isfinite(p).all() for layer in (self.model.G, self.model.D) for p in layer.params.values()]
+        return bool(backend.to_host(xp.stack(flags)).all())
+
+    def _save_checkpoint(self) -> None:
+        """Write the checkpoint atomically -- never from non-finite weights (the last good one is kept)."""
+        path = self.config.run_dir / CHECKPOINT_NAME
+        if not self._params_finite():
+            raise TrainingDiverged(f"training diverged: a weight became NaN or infinite by update {self.updates}; "
+                                   f"not overwriting the last good checkpoint {path}", self.updates)
+        arrays, meta = self.state()
+        io.save_checkpoint(path, arrays, meta)
+
+    def _prepare_metrics_file(self) -> None:
+        """Fresh run: empty metrics.jsonl. Resume: keep only epochs the checkpoint includes (a crash between
+        the metrics line and the checkpoint would otherwise leave a duplicate epoch)."""
+        path = self.config.run_dir / "metrics.jsonl"
+        records = [r for r in self._read_metrics() if r.get("epoch", 0) <= self.epoch] if self.updates else []
+        with open(path, "w", encoding="utf-8") as f:
+            for r in records:
+                f.write(json.dumps(r) + "\n")
+
+    def _read_metrics(self) -> list[dict]:
+        path = self.config.run_dir / "metrics.jsonl"
+        records = []
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    r = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(r, dict):
+                    records.append(r)
+        return records
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"environment variable {name} must be an integer, got {value!r}") from None
+
+
+def _version() -> str:
+    from . import __version__
+    return __version__
+
+
+# --------------------------------------------------------------------------------------------------
+# Sampling from a run
+# --------------------------------------------------------------------------------------------------
+
+
+def load_model(run_dir: str | os.PathLike) -> tuple[models.GANModel, dict]:
+    """The model saved in ``run_dir/checkpoint.npz`` (or a checkpoint file path), on the active backend."""
+    path = Path(run_dir)
+    if path.is_dir() or not path.suffix:
+        path = path / CHECKPOINT_NAME
+    if not path.exists():
+        raise ConfigError(f"no checkpoint at {path}: train a model into that run directory first")
+    arrays, meta = io.load_checkpoint(path)
+    try:
+        config = TrainConfig.from_dict(meta["config"])
+        model = models.build(config.model, 0, **model_options(config))
+        # Fill the weights on the host, then move the whole model (device arrays refuse host assignment).
+        backend.to_host(model.G), backend.to_host(model.D)
+        for net, layer in (("G", model.G), ("D", model.D)):
+            for name, p in layer.params.items():
+                a = arrays[f"{net}.{name}"]
+                if a.shape != p.shape:
+                    raise ValueError(f"{net}.{name} has shape {a.shape}, expected {p.shape}")
+                p[...] = np.asarray(a, dtype=p.dtype)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise io.CheckpointError(f"{path}: not a usable minigan checkpoint ({type(exc).__name__}: {exc})") from exc
+    backend.to_device(model.G), backend.to_device(model.D)
+    return model, meta
+
+
+def sample(run_dir: str | os.PathLike, n: int, label: int | None = None, seed: int = 0):
+    """``n`` samples from the run's generator: host ``x`` (n, 784) float32 in [0, 1] and ``y`` (n,) int64.
+
+    For a conditional model ``label=None`` cycles through the classes (0, 1, ..., 9, 0, ...). For an
+    unconditional model ``y`` is all -1 and giving a label is an error.
+    """
+    _positive("n", n)
+    model, _ = load_model(run_dir)
+    if label is not None:
+        if not model.conditional:
+            raise ConfigError(f"the {model.name} model is unconditional: --label cannot be used")
+        if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or not 0 <= label < model.n_classes:
+            raise ConfigError(f"label {label!r} is out of range: the {model.name} model has labels 0..{model.n_classes - 1}")
+    x, y = model.sample(int(n), backend.Rng(seed), label=label)
+    x = np.clip(backend.to_host(x).astype(np.float32), 0.0, 1.0)
+    y = np.full(int(n), -1, np.int64) if y is None else np.asarray(y, dtype=np.int64)
+    return x, y
+
+
+def write_samples(path: str | os.PathLike, x: np.ndarray, y: np.ndarray) -> None:
+    """Write samples as ``.npz`` (keys ``x``, ``y``) or ``.png`` (a grid, 10 per row, blank-padded)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, x=x, y=y)
+        os.replace(tmp, path)
+    elif suffix == ".png":
+        cols = min(10, len(x))
+        rows = -(-len(x) // cols)
+        padded = np.zeros((rows * cols, x.shape[1]), np.float32)
+        padded[:len(x)] = x
+        io.write_png(path, io.image_grid(padded, rows, cols))
+    else:
+        raise ConfigError(f"--out {path}: unknown output type {suffix or '(none)'!r}; use a .npz or .png file name")

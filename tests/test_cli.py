@@ -1,0 +1,228 @@
+"""Tests for the ``minigan`` command line: an end-to-end smoke run, signals, and every error path.
+
+Data are small IDX files written into ``tmp_path`` and passed with ``--data``: no network, no real data.
+Subprocesses run with one BLAS thread, which is faster for these tiny matrices on a busy machine.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minigan import backend, io
+from minigan.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_idx_dir(directory: Path, n_train: int = 30, n_test: int = 6, seed: int = 0) -> Path:
+    """The four standard IDX files (gzipped) with random pixels and labels."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train, dtype=np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test, dtype=np.uint8),
+    }
+    for name, arr in arrays.items():
+        header = bytes((0, 0, 0x08, arr.ndim)) + struct.pack(f">{arr.ndim}I", *arr.shape)
+        (directory / f"{name}.gz").write_bytes(gzip.compress(header + arr.tobytes(), mtime=0))
+    return directory
+
+
+def run_cli(*args, env_extra=None, **kw):
+    env = dict(os.environ, PYTHONPATH=str(REPO), OPENBLAS_NUM_THREADS="1", MINIGAN_DATA="/nonexistent-cache")
+    env.pop("MINIGAN_INJECT_NAN_AT_STEP", None)
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "minigan", *args], capture_output=True, text=True, env=env,
+                          stdin=subprocess.DEVNULL, timeout=120, **kw)
+
+
+@pytest.fixture
+def idx(tmp_path):
+    return write_idx_dir(tmp_path / "idx")
+
+
+@pytest.fixture(autouse=True)
+def numpy_backend(monkeypatch, tmp_path):
+    monkeypatch.setenv("MINIGAN_DATA", str(tmp_path / "cache"))  # never touch the user's cache
+    monkeypatch.delenv("MINIGAN_INJECT_NAN_AT_STEP", raising=False)
+    backend.use("numpy")
+    yield
+    backend.use("numpy")
+
+
+def assert_usage_error(code, capsys_or_stderr, match=None):
+    err = capsys_or_stderr if isinstance(capsys_or_stderr, str) else capsys_or_stderr.readouterr().err
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("minigan: error: ")
+    assert "Traceback" not in err
+    if match:
+        assert match in lines[0], lines[0]
+
+
+# --------------------------------------------------------------------------------------------------
+# End to end
+# --------------------------------------------------------------------------------------------------
+
+
+def test_smoke_train_then_sample(tmp_path, idx):
+    run = tmp_path / "run"
+    r = run_cli("train", "--model", "cgan", "--dataset", "mnist", "--preset", "modern", "--steps", "3",
+                "--batch", "4", "--data", str(idx), "--out", str(run))
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    assert (run / "checkpoint.npz").exists()
+    assert (run / "samples" / "step_000003.png").exists()
+
+    r = run_cli("sample", str(run), "--n", "20", "--label", "3", "--out", str(tmp_path / "x.npz"))
+    assert r.returncode == 0, r.stderr
+    with np.load(tmp_path / "x.npz") as f:
+        x, y = f["x"], f["y"]
+    assert x.shape == (20, 784) and x.dtype == np.float32
+    assert y.shape == (20,) and y.dtype == np.int64 and (y == 3).all()
+    assert x.min() >= 0.0 and x.max() <= 1.0
+
+    r = run_cli("sample", str(run), "--n", "20", "--out", str(tmp_path / "x.png"))
+    assert r.returncode == 0, r.stderr
+    assert io.read_png(tmp_path / "x.png").shape == (2 + 2 * 30, 2 + 10 * 30)
+
+
+def test_help_for_each_verb(capsys):
+    for verb in ("train", "sample", "gradcheck"):
+        assert main([verb, "--help"]) == 0
+        assert "usage: minigan " + verb in capsys.readouterr().out
+    assert main(["--help"]) == 0
+
+
+def test_real_sigint_writes_a_checkpoint_and_exits_130(tmp_path, idx):
+    run = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=str(REPO), OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env.pop("MINIGAN_INJECT_NAN_AT_STEP", None)
+    proc = subprocess.Popen([sys.executable, "-m", "minigan", "train", "--data", str(idx), "--batch", "4",
+                             "--epochs", "1000", "--out", str(run), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                            env=env)
+    try:
+        # Wait for the first epoch line: the loop is running and handlers are installed.
+        deadline = time.monotonic() + 60
+        for line in proc.stdout:
+            if line.startswith("epoch"):
+                break
+            assert time.monotonic() < deadline
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert "SIGINT received" in out and f"--out {run} --resume" in out
+    _, meta = io.load_checkpoint(run / "checkpoint.npz")
+    assert meta["updates"] >= 6
+
+    # The run continues from its checkpoint.
+    r = run_cli("train", "--out", str(run), "--resume", "--steps", str(meta["updates"] + 1), "--data", str(idx))
+    assert r.returncode == 0, r.stderr
+    _, meta2 = io.load_checkpoint(run / "checkpoint.npz")
+    assert meta2["updates"] == meta["updates"] + 1
+
+
+def test_nan_exits_3_names_the_step_and_keeps_the_checkpoint(tmp_path, idx, capsys, monkeypatch):
+    run = tmp_path / "run"
+    # 30 IDX training images -> 25 train; batch 5 -> 5 updates per epoch.
+    assert main(["train", "--data", str(idx), "--batch", "5", "--epochs", "1", "--out", str(run),
+                 "--no-progress"]) == 0
+    good = (run / "checkpoint.npz").read_bytes()
+    capsys.readouterr()
+    monkeypatch.setenv("MINIGAN_INJECT_NAN_AT_STEP", "8")
+    code = main(["train", "--out", str(run), "--resume", "--epochs", "2", "--data", str(idx), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert "update 8" in err and "Traceback" not in err
+    assert (run / "checkpoint.npz").read_bytes() == good
+
+
+# --------------------------------------------------------------------------------------------------
+# Errors: exit code 2, one line, no traceback
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["train", "--model", "vae"], "invalid choice"),
+    (["train", "--dataset", "cifar"], "invalid choice"),
+    (["train", "--preset", "fast"], "invalid choice"),
+    (["train", "--batch", "0"], "positive integer"),
+    (["train", "--epochs", "-1"], "positive integer"),
+    (["train", "--k", "x"], "positive integer"),
+    (["train", "--epochs", "2", "--steps", "3"], "not allowed"),
+    (["sample"], "required"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_arguments(capsys, argv, match):
+    assert_usage_error(main(argv), capsys, match)
+
+
+def test_missing_data_dir(tmp_path, capsys):
+    code = main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "run"), "--steps", "1"])
+    assert_usage_error(code, capsys, "nope")
+
+
+def test_resume_without_checkpoint(tmp_path, idx, capsys):
+    code = main(["train", "--resume", "--data", str(idx), "--out", str(tmp_path / "run")])
+    assert_usage_error(code, capsys, "no checkpoint")
+
+
+def test_corrupt_checkpoint_with_resume(tmp_path, idx, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.npz").write_bytes(b"PK\x03\x04 this is not a zip archive at all")
+    code = main(["train", "--resume", "--data", str(idx), "--out", str(run)])
+    assert_usage_error(code, capsys, "checkpoint")
+
+
+def test_sample_errors(tmp_path, idx, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(idx), "--batch", "5", "--steps", "1", "--out", str(run),
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    assert_usage_error(main(["sample", str(run), "--label", "10", "--out", str(tmp_path / "x.npz")]), capsys,
+                       "label 10")
+    assert_usage_error(main(["sample", str(run), "--label", "-1", "--out", str(tmp_path / "x.npz")]), capsys,
+                       "out of range")
+    assert_usage_error(main(["sample", str(run), "--out", str(tmp_path / "x.txt")]), capsys, ".png")
+    assert_usage_error(main(["sample", str(tmp_path / "empty"), "--out", str(tmp_path / "x.npz")]), capsys,
+                       "no checkpoint")
+    # A fresh run into a directory that holds a checkpoint must not overwrite it.
+    assert_usage_error(main(["train", "--data", str(idx), "--steps", "1", "--out", str(run)]), capsys, "--resume")
+    # Resuming with a different run definition is refused.
+    assert_usage_error(main(["train", "--resume", "--model", "gan", "--data", str(idx), "--out", str(run)]), capsys,
+                       "model")
+
+
+def test_gpu_without_cupy_is_one_line(tmp_path, idx, capsys):
+    try:
+        backend.use("cupy")
+        pytest.skip("a GPU is available here")
+    except backend.BackendError:
+        pass
+    code = main(["train", "--device", "gpu", "--data", str(idx), "--out", str(tmp_path / "run")])
+    assert_usage_error(code, capsys)
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    assert main([]) == 2
+    assert "usage:" in capsys.readouterr().err

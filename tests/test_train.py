@@ -1,0 +1,267 @@
+"""Tests for minigan.train: checkpoints, bit-identical resume, signals, divergence, the strict backend.
+
+Everything runs on tiny synthetic datasets (no network, no real data) with batches of 4 and a handful of
+updates, so the whole file takes seconds. The models are the papers' full-size ones: what is tested is the
+trainer, on the real architecture.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import numpy as np
+import pytest
+
+from minigan import backend, io
+from minigan.data import Dataset, Split
+from minigan.train import (CHECKPOINT_NAME, ConfigError, TrainConfig, Trainer, TrainingDiverged, load_model,
+                           sample, write_samples)
+
+
+def tiny_dataset(n_train: int = 20, seed: int = 0) -> Dataset:
+    """Random images in [0, 1] with labels 0..9: enough to exercise every code path of the trainer."""
+    rng = np.random.default_rng(seed)
+
+    def split(n):
+        return Split(rng.random((n, 784), dtype=np.float32), rng.integers(0, 10, n).astype(np.int64))
+
+    return Dataset("mnist", split(n_train), split(4), split(4), "synthetic")
+
+
+def config(tmp_path, name="run", **kw) -> TrainConfig:
+    options = dict(model="cgan", preset="modern", batch=4, epochs=2, out=str(tmp_path / name), progress=False,
+                   log_interval=50)
+    options.update(kw)
+    return TrainConfig(**options)
+
+
+def quiet(msg):
+    pass
+
+
+def params(trainer):
+    return {f"{net}.{k}": backend.to_host(v) for net, layer in (("G", trainer.model.G), ("D", trainer.model.D))
+            for k, v in layer.params.items()}
+
+
+def assert_same_params(a, b):
+    pa, pb = params(a), params(b)
+    assert pa.keys() == pb.keys()
+    for k in pa:
+        assert np.array_equal(pa[k], pb[k]), f"{k} differs"
+
+
+@pytest.fixture
+def numpy_backend():
+    backend.use("numpy")
+    yield
+    backend.use("numpy")
+
+
+@pytest.fixture
+def strict_backend():
+    backend.use("strict")
+    yield
+    backend.use("numpy")
+
+
+# --------------------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [dict(batch=0), dict(k=-1), dict(epochs=0), dict(model="vae"), dict(preset="x"),
+                                 dict(dataset="cifar"), dict(seed=-3), dict(device="tpu")])
+def test_config_rejects_bad_values(tmp_path, bad):
+    with pytest.raises(ConfigError):
+        config(tmp_path, **bad)
+
+
+def test_batch_larger_than_dataset_is_a_config_error(tmp_path, numpy_backend):
+    with pytest.raises(ConfigError, match="training examples"):
+        Trainer(config(tmp_path, batch=32), dataset=tiny_dataset(20), log=quiet)
+
+
+def test_fresh_run_refuses_to_overwrite_a_checkpoint(tmp_path, numpy_backend):
+    ds = tiny_dataset()
+    Trainer(config(tmp_path, steps=1), dataset=ds, log=quiet).run()
+    with pytest.raises(ConfigError, match="--resume"):
+        Trainer(config(tmp_path, steps=1), dataset=ds, log=quiet)
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoints and resume
+# --------------------------------------------------------------------------------------------------
+
+
+def test_checkpoint_round_trip_restores_every_array_and_state(tmp_path, numpy_backend):
+    ds = tiny_dataset()
+    t = Trainer(config(tmp_path, preset="paper", steps=2), dataset=ds, log=quiet)
+    t.run()
+    arrays, meta = io.load_checkpoint(tmp_path / "run" / CHECKPOINT_NAME)
+    # Every parameter, every optimizer slot, the grid noise.
+    assert {k for k in arrays if k.startswith(("G.", "D."))} == set(params(t))
+    assert any(k.startswith("optim.G.v.") for k in arrays) and any(k.startswith("optim.D.v.") for k in arrays)
+    assert meta["updates"] == 2 and meta["step_in_epoch"] == 2 and meta["epoch"] == 0
+    dropout_keys = {f"{n}.{k}" for n, layer in (("G", t.model.G), ("D", t.model.D)) for k in layer.rngs()}
+    assert dropout_keys and dropout_keys <= set(meta["rngs"])
+    assert meta["config"]["preset"] == "paper"
+
+    r = Trainer.resume(tmp_path / "run", dataset=ds, log=quiet)
+    assert_same_params(t, r)
+    for opt_t, opt_r in ((t.opt_G, r.opt_G), (t.opt_D, r.opt_D)):
+        at, st = opt_t.state_dict()
+        ar, sr = opt_r.state_dict()
+        assert st == sr and at.keys() == ar.keys()
+        assert all(np.array_equal(at[k], ar[k]) for k in at)
+    assert r.noise_rng.get_state() == t.noise_rng.get_state()
+    for net in ("G", "D"):
+        lt, lr = getattr(t.model, net).rngs(), getattr(r.model, net).rngs()
+        assert {k: v.get_state() for k, v in lt.items()} == {k: v.get_state() for k, v in lr.items()}
+    assert (r.epoch, r.step_in_epoch, r.updates) == (t.epoch, t.step_in_epoch, t.updates)
+    assert np.array_equal(r.grid_z, t.grid_z)
+    # The data generator is restored to the start of the interrupted epoch (its permutation is re-drawn).
+    assert r.data_rng.get_state() == t._epoch_start_state
+
+
+@pytest.mark.parametrize("model,preset", [("cgan", "modern"), ("gan", "paper")])
+def test_resume_at_epoch_boundary_is_bit_identical(tmp_path, numpy_backend, model, preset):
+    ds = tiny_dataset(12)  # 3 updates per epoch
+    straight = Trainer(config(tmp_path, "straight", model=model, preset=preset, epochs=2), dataset=ds, log=quiet)
+    straight.run()
+    first = Trainer(config(tmp_path, "split", model=model, preset=preset, epochs=1), dataset=ds, log=quiet)
+    first.run()
+    second = Trainer.resume(tmp_path / "split", dataset=ds, log=quiet, epochs=2)
+    result = second.run()
+    assert result.status == "done" and result.epoch == 2 and result.updates == 6
+    assert_same_params(straight, second)
+    lines = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+
+
+def test_resume_mid_epoch_after_simulated_sigint_is_bit_identical(tmp_path, numpy_backend):
+    ds = tiny_dataset(20)  # 5 updates per epoch
+    straight = Trainer(config(tmp_path, "straight", epochs=2), dataset=ds, log=quiet)
+    straight.run()
+
+    def interrupt(trainer):
+        if trainer.updates == 3:
+            trainer._handler(signal.SIGINT, None)  # exactly what the installed handler does
+
+    messages = []
+    first = Trainer(config(tmp_path, "split", epochs=2), dataset=ds, log=messages.append)
+    result = first.run(on_step=interrupt)
+    assert result.status == "interrupted" and result.signal == signal.SIGINT and result.updates == 3
+    assert any("--resume" in m for m in messages)
+    _, meta = io.load_checkpoint(tmp_path / "split" / CHECKPOINT_NAME)
+    assert (meta["epoch"], meta["step_in_epoch"], meta["updates"]) == (0, 3, 3)
+
+    second = Trainer.resume(tmp_path / "split", dataset=ds, log=quiet)
+    assert second.run().updates == 10
+    assert_same_params(straight, second)
+    # The epoch's statistics survive the interruption: epoch 1's record averages all 5 updates.
+    rec_split = json.loads((tmp_path / "split" / "metrics.jsonl").read_text().splitlines()[0])
+    rec_straight = json.loads((tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()[0])
+    for key in ("loss_D", "loss_G", "D_x", "D_G_z"):
+        assert rec_split[key] == pytest.approx(rec_straight[key], rel=1e-12)
+
+
+def test_signal_handlers_are_restored_after_run(tmp_path, numpy_backend):
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    Trainer(config(tmp_path, steps=1), dataset=tiny_dataset(), log=quiet).run()
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_resume_rejects_a_changed_run_definition(tmp_path, numpy_backend):
+    ds = tiny_dataset()
+    Trainer(config(tmp_path, steps=1), dataset=ds, log=quiet).run()
+    with pytest.raises(ConfigError, match="preset"):
+        Trainer.resume(tmp_path / "run", dataset=ds, log=quiet, preset="paper")
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        Trainer.resume(tmp_path / "elsewhere", dataset=ds, log=quiet)
+
+
+# --------------------------------------------------------------------------------------------------
+# Divergence
+# --------------------------------------------------------------------------------------------------
+
+
+def test_nan_stops_names_the_update_and_keeps_the_last_good_checkpoint(tmp_path, numpy_backend, monkeypatch):
+    ds = tiny_dataset(20)  # 5 updates per epoch
+    Trainer(config(tmp_path, epochs=1), dataset=ds, log=quiet).run()
+    ckpt = tmp_path / "run" / CHECKPOINT_NAME
+    good = ckpt.read_bytes()
+    monkeypatch.setenv("MINIGAN_INJECT_NAN_AT_STEP", "7")  # epoch 2, step 2
+    trainer = Trainer.resume(tmp_path / "run", dataset=ds, log=quiet, epochs=3)
+    with pytest.raises(TrainingDiverged) as info:
+        trainer.run()
+    assert info.value.update == 7
+    assert "update 7" in str(info.value) and "epoch 2, step 2/5" in str(info.value)
+    assert ckpt.read_bytes() == good
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_nan_is_caught_before_a_mid_epoch_checkpoint(tmp_path, numpy_backend, monkeypatch):
+    monkeypatch.setenv("MINIGAN_INJECT_NAN_AT_STEP", "2")
+    with pytest.raises(TrainingDiverged, match="update 2"):
+        Trainer(config(tmp_path, steps=3), dataset=tiny_dataset(), log=quiet).run()
+    assert not (tmp_path / "run" / CHECKPOINT_NAME).exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# Outputs, sampling, strict backend
+# --------------------------------------------------------------------------------------------------
+
+
+def test_epoch_outputs_and_sampling(tmp_path, numpy_backend):
+    ds = tiny_dataset(8)  # 2 updates per epoch
+    Trainer(config(tmp_path, epochs=1), dataset=ds, log=quiet).run()
+    run = tmp_path / "run"
+    record = json.loads((run / "metrics.jsonl").read_text())
+    assert record["epoch"] == 1 and record["updates"] == 2
+    assert 0 <= record["D_x"] <= 1 and 0 <= record["D_G_z"] <= 1
+    grid = io.read_png(run / "samples" / "epoch_001.png")
+    assert grid.shape == (2 + 10 * 30, 2 + 10 * 30)
+    assert io.read_png(run / "losses.png").ndim in (2, 3)
+
+    x, y = sample(run, 7, label=3, seed=1)
+    assert x.shape == (7, 784) and x.dtype == np.float32 and y.dtype == np.int64
+    assert (y == 3).all() and x.min() >= 0 and x.max() <= 1
+    x2, _ = sample(run, 7, label=3, seed=1)
+    assert np.array_equal(x, x2)
+    with pytest.raises(ConfigError, match="out of range"):
+        sample(run, 2, label=10)
+    write_samples(tmp_path / "s.png", x, y)
+    assert io.read_png(tmp_path / "s.png").shape == (2 + 30, 2 + 7 * 30)
+    with pytest.raises(ConfigError, match="npz or .png"):
+        write_samples(tmp_path / "s.txt", x, y)
+
+
+def test_unconditional_model_samples_without_labels(tmp_path, numpy_backend):
+    Trainer(config(tmp_path, model="gan", steps=1), dataset=tiny_dataset(), log=quiet).run()
+    x, y = sample(tmp_path / "run", 5)
+    assert x.shape == (5, 784) and (y == -1).all()
+    with pytest.raises(ConfigError, match="unconditional"):
+        sample(tmp_path / "run", 5, label=1)
+
+
+def test_strict_backend_trains_without_host_syncs(tmp_path, strict_backend):
+    """The strict backend rejects np.* on device arrays and implicit float() pulls, as CuPy would."""
+    ds = tiny_dataset(12)
+    trainer = Trainer(config(tmp_path, epochs=1, log_interval=2, k=1), dataset=ds, log=quiet)
+    assert backend.is_device_array(trainer.x_train)
+    result = trainer.run()
+    assert result.updates == 3 and (tmp_path / "run" / CHECKPOINT_NAME).exists()
+    model, _ = load_model(tmp_path / "run")
+    assert backend.is_device_array(model.G.params["hidden.W"])
+    x, y = sample(tmp_path / "run", 3, label=2)
+    assert x.shape == (3, 784)
+
+
+def test_k_discriminator_steps_per_update(tmp_path, numpy_backend):
+    ds = tiny_dataset(16)  # 4 batches of 4, k=2: 2 updates per epoch
+    t = Trainer(config(tmp_path, epochs=1, k=2), dataset=ds, log=quiet)
+    assert t.steps_per_epoch == 2
+    assert t.run().updates == 2
+    assert t.opt_D.steps == 4 and t.opt_G.steps == 2
