@@ -11,8 +11,11 @@ GAN (MNIST, ``goodfeli/adversarial`` mnist.yaml)
     weights U(±0.05). D: dropout 0.2 on the input → maxout 240×5 → dropout 0.5 → maxout 240×5 →
     dropout 0.5 → 1, weights U(±0.005).
 
-Both use the GAN paper's initial weight ranges (the CGAN paper does not state its own). Every layer's
-initial weights and every dropout generator is seeded from one model seed, so a seed fixes the model.
+Both use the GAN paper's initial weight ranges (the CGAN paper does not state its own), and G's output bias
+starts at the logit of each pixel's mean over the training images (:func:`init_output_bias_from_data`, the
+``init_sigmoid_bias_from_marginals`` of the papers' pylearn2 code), so G begins by drawing the mean digit rather
+than a uniform grey that D rejects at once. Every layer's initial weights and every dropout generator is seeded
+from one model seed, so a seed fixes the model.
 """
 
 from __future__ import annotations
@@ -91,6 +94,24 @@ class GANModel:
 
     def layers(self):
         return {"G": self.G, "D": self.D}
+
+
+def marginal_logits(x: np.ndarray, clip: float = 1e-3) -> np.ndarray:
+    """Logit of each feature's mean over the rows of ``x`` (host array), means clipped to [clip, 1 - clip].
+
+    The clip keeps always-black border pixels at a finite bias (logit(1e-3) ≈ -6.9) that G can still move.
+    """
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] != IMAGE_SIZE:
+        raise ValueError(f"marginal_logits: expected images of shape (N, {IMAGE_SIZE}), received {x.shape}")
+    mean = np.clip(x.mean(axis=0, dtype=np.float64), clip, 1 - clip)
+    return np.log(mean / (1 - mean))
+
+
+def init_output_bias_from_data(model: GANModel, x_train: np.ndarray) -> None:
+    """Set G's output-layer bias to :func:`marginal_logits` of the training images (in place)."""
+    bias = model.G.params["out.b"]
+    bias[...] = backend.to_device(marginal_logits(x_train).astype(bias.dtype))
 
 
 def _seeds(seed: int | None, n: int) -> list[int]:
