@@ -109,3 +109,62 @@ def generator_loss(logits_fake, kind: str = "non_saturating"):
         loss, d = bce_with_logits(logits_fake, 0.0)
         return -loss, -d
     raise ValueError(f"generator_loss: kind must be 'non_saturating' or 'minimax', got {kind!r}")
+
+
+def softmax_cross_entropy(logits, labels):
+    r"""Mean cross-entropy of integer ``labels`` under :math:`\operatorname{softmax}(\ell)`, and its gradient.
+
+    For a row :math:`\ell \in \mathbb{R}^K` with label :math:`y`, :math:`p_j = e^{\ell_j}/\sum_i e^{\ell_i}` and
+    the loss is :math:`-\log p_y`; the batch loss is the mean over the :math:`N` rows.
+
+    Stable form. With :math:`m = \max_j \ell_j` and :math:`s_j = \ell_j - m \le 0`,
+    :math:`-\log p_y = \log\sum_j e^{s_j} - s_y`. No exponential overflows (:math:`e^{s_j} \le 1`), and both
+    terms are non-negative (the sum contains :math:`e^0 = 1`; :math:`s_y \le 0`), so adding them never
+    cancels; the first is computed as :math:`\operatorname{log1p}` of the sum without one maximal entry (which is
+    exactly 1), so the loss keeps full relative precision even when it is tiny (a confident, correct classifier).
+
+    Gradient. :math:`-\log p_y = \log\sum_i e^{\ell_i} - \ell_y`, and
+    :math:`\partial/\partial\ell_j \log\sum_i e^{\ell_i} = e^{\ell_j}/\sum_i e^{\ell_i} = p_j`, so
+    :math:`\partial(-\log p_y)/\partial\ell_j = p_j - [j = y]`, and for the mean
+    :math:`\partial L/\partial \ell_{kj} = (p_{kj} - [j = y_k])/N`.
+
+    The label's entry :math:`p_y - 1` is computed as :math:`-\sum_{j \ne y} p_j` (equal, since
+    :math:`\sum_j p_j = 1`): when :math:`p_y` rounds to 1 the subtraction would give exactly 0, while the
+    sum of the other probabilities keeps the true small value (the same care as :func:`bce_with_logits`).
+
+    Parameters
+    ----------
+    logits : array (N, K), floating point, on any backend
+    labels : integer array (N,) with values in 0..K-1 (host or the logits' backend)
+
+    Returns
+    -------
+    loss : 0-d array (the logits' backend)
+    dlogits : array (N, K), the logits' dtype
+    """
+    if not hasattr(logits, "ndim") or logits.ndim != 2:
+        shape = getattr(logits, "shape", type(logits).__name__)
+        raise ValueError(f"softmax_cross_entropy: expected logits of shape (N, K), received {shape}")
+    if logits.dtype.kind != "f":
+        raise ValueError(f"softmax_cross_entropy: expected floating-point logits, received dtype {logits.dtype}")
+    xp = get_array_module(logits)
+    labels = xp.asarray(labels)  # an explicit host-to-device transfer where the labels are on the host
+    n, k = logits.shape
+    if labels.ndim != 1 or labels.shape[0] != n or labels.dtype.kind not in "iu":
+        raise ValueError(f"softmax_cross_entropy: expected {n} integer labels (shape ({n},)), received shape "
+                         f"{tuple(labels.shape)} dtype {labels.dtype}")
+    is_label = labels[:, None] == xp.arange(k)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    e = xp.exp(shifted)
+    # log(sum_j e^{s_j}) = log1p(sum over all but one maximal entry): the maximal entry is exactly e^0 = 1,
+    # and log1p keeps a tiny remainder that log(1 + r) would round away.
+    is_max = shifted.argmax(axis=1)[:, None] == xp.arange(k)
+    rest = xp.where(is_max, 0, e).sum(axis=1, keepdims=True)
+    lse = xp.log1p(rest)
+    total = 1 + rest
+    s_y = (shifted * is_label).sum(axis=1, keepdims=True)
+    loss = xp.mean(lse - s_y)
+    p = e / total
+    others = xp.where(is_label, 0, p).sum(axis=1, keepdims=True)
+    dlogits = xp.where(is_label, -others, p) / n
+    return loss, dlogits.astype(logits.dtype, copy=False)
