@@ -102,7 +102,7 @@ def test_smoke_train_then_sample(tmp_path, idx):
 
 
 def test_help_for_each_verb(capsys):
-    for verb in ("train", "sample", "gradcheck"):
+    for verb in ("train", "sample", "gradcheck", "eval", "train-classifier"):
         assert main([verb, "--help"]) == 0
         assert "usage: minigan " + verb in capsys.readouterr().out
     assert main(["--help"]) == 0
@@ -226,3 +226,16 @@ def test_gpu_without_cupy_is_one_line(tmp_path, idx, capsys):
 def test_no_command_prints_help_and_exits_2(capsys):
     assert main([]) == 2
     assert "usage:" in capsys.readouterr().err
+
+
+def test_classifier_then_eval_end_to_end(tmp_path, idx, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--steps", "2", "--batch", "4", "--data", str(idx), "--out", str(run), "--no-progress"]) == 0
+    # Without a trained classifier, eval says how to get one, in one line.
+    assert_usage_error(main(["eval", str(run), "--classifier"]), capsys, match="train-classifier")
+    assert main(["train-classifier", "--data", str(idx), "--epochs", "1"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(run), "--classifier", "--n-per-class", "5"]) == 0
+    results = json.loads((run / "eval.json").read_text())
+    assert "label_accuracy" in json.dumps(results)
+    assert_usage_error(main(["eval", str(tmp_path / "nowhere")]), capsys, match="no checkpoint")
