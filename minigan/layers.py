@@ -188,6 +188,20 @@ class Layer:
         for g in self.grads.values():
             g[...] = 0
 
+    def _buffer(self, key: str, shape: tuple, dtype, like):
+        """A scratch array of ``shape`` and ``dtype`` on ``like``'s backend, kept and reused across calls.
+
+        Only for arrays that never leave the layer (intermediate products, winners, masks): what ``forward``
+        and ``backward`` *return* is always a fresh array, so callers may keep it. Reuse saves an allocation
+        (and, for large arrays, the page faults of touching fresh memory) per call.
+        """
+        work = self.__dict__.setdefault("_work", {})
+        buf = work.get(key)
+        xp = get_array_module(like)
+        if buf is None or buf.shape != tuple(shape) or buf.dtype != dtype or get_array_module(buf) is not xp:
+            buf = work[key] = xp.empty(shape, dtype)
+        return buf
+
     # -- arrays -----------------------------------------------------------------------------------------
     def map_arrays(self, convert: Callable[[Any], Any]) -> "Layer":
         """Replace every parameter and gradient array by ``convert(array)`` (moving devices, casting)."""
@@ -195,6 +209,7 @@ class Layer:
             for store in (layer._params, layer._grads):
                 for key in store:
                     store[key] = convert(store[key])
+            layer.__dict__.pop("_work", None)  # scratch buffers of the old backend / dtype
             layer._forget()
         return self
 
@@ -344,19 +359,46 @@ class Maxout(Linear):
         self._winner = None
 
     def forward(self, x, train: bool | None = None):
-        z = super().forward(x, train).reshape(x.shape[0], self.units, self.pieces)
-        xp = get_array_module(z)
-        self._winner = z.argmax(axis=2)
-        return xp.take_along_axis(z, self._winner[:, :, None], axis=2)[:, :, 0]
+        # Z = XW + b goes into a reused buffer (it never leaves the layer); the max over pieces is a running
+        # maximum over the P strided column views Z[:, :, j], and the winner index is updated where a later
+        # piece is *strictly* greater, so ties keep the first maximal piece. This is P-1 cheap elementwise
+        # passes over (N, units), against argmax's per-unit inner loop of length P.
+        _check_input(self, x, self.in_features)
+        self._x = x
+        xp = get_array_module(x)
+        n, units, pieces = x.shape[0], self.units, self.pieces
+        z = self._buffer("z", (n, units * pieces), x.dtype, x)
+        xp.matmul(x, self._params["W"], out=z)
+        z += self._params["b"]
+        z = z.reshape(n, units, pieces)
+        h = z[:, :, 0].copy()
+        winner = self._buffer("winner", (n, units), np.int8 if pieces <= 127 else np.int32, x)
+        winner.fill(0)
+        better = self._buffer("mask", (n, units), np.bool_, x)
+        for j in range(1, pieces):
+            zj = z[:, :, j]
+            xp.greater(zj, h, out=better)
+            xp.copyto(winner, j, where=better)
+            xp.maximum(h, zj, out=h)
+        self._winner = winner
+        return h
 
     def backward(self, dout):
+        # dL/dZ[:, :, j] = G * [j = j*]: one masked copy of G per piece, into a reused buffer.
+        if self._x is None:
+            raise RuntimeError(f"{type(self).__name__} {self.path}: backward called before forward")
         xp = get_array_module(dout)
-        is_winner = self._winner[:, :, None] == xp.arange(self.pieces)
-        dz = (is_winner * dout[:, :, None]).astype(dout.dtype, copy=False)
-        return super().backward(dz.reshape(dout.shape[0], self.units * self.pieces))
+        n = dout.shape[0]
+        dz = self._buffer("dz", (n, self.units * self.pieces), dout.dtype, dout)
+        dz_pieces = dz.reshape(n, self.units, self.pieces)
+        is_winner = self._buffer("mask", (n, self.units), np.bool_, dout)
+        for j in range(self.pieces):
+            xp.equal(self._winner, j, out=is_winner)
+            xp.multiply(dout, is_winner, out=dz_pieces[:, :, j])
+        return super().backward(dz)
 
     def activation_pattern(self):
-        return self._winner
+        return None if self._winner is None else self._winner.copy()
 
     def _forget(self):
         super()._forget()
@@ -508,8 +550,9 @@ class Dropout(Layer):
             return x
         reuse = self.frozen and self._mask is not None and self._mask.shape == x.shape
         if not reuse:
-            u = self.rng.random(x.shape, x.dtype, like=x)
-            mask = (u >= self.p).astype(x.dtype)
+            xp = get_array_module(x)
+            mask = self.rng.random(x.shape, x.dtype, like=x)  # u ~ U[0, 1)
+            xp.greater_equal(mask, self.p, out=mask)  # [u >= p] as 1.0 / 0.0, in place: no bool temporary
             mask *= 1 / (1 - self.p)
             self._mask = mask
         return x * self._mask
@@ -597,11 +640,22 @@ class Sequential(_Container):
     def backward(self, dout):
         for layer in reversed(self.layers):
             dout = layer.backward(dout)
+            if dout is None:  # a layer was told not to compute d/d(input): only parameter-free layers precede it
+                return None
         return dout
 
     def set_input_grad(self, flag: bool):
+        """Tell the layers that see this network's input whether d/d(input) is wanted.
+
+        Those are the leading parameter-free layers (dropout or an activation on the input) *and* the first
+        layer with parameters after them: without this, ``Dropout -> Maxout`` would still compute the
+        Maxout's input gradient (a full matrix product) only to drop it.
+        """
         self.input_grad = flag
-        self.layers[0].set_input_grad(flag)
+        for layer in self.layers:
+            layer.set_input_grad(flag)
+            if layer.params:
+                break
         return self
 
 
