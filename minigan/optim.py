@@ -84,6 +84,16 @@ class Optimizer:
             self._update(name, p, grads[name])
         self.steps += 1
 
+    def _scratch(self, like, key: str = "a"):
+        """A work array shaped like ``like``: a view of one flat buffer (per ``key``) sized to the largest
+        parameter, so updates compute their terms without allocating temporaries. Never checkpointed."""
+        work = self.__dict__.setdefault("_work", {})
+        buf = work.get(key)
+        xp = get_array_module(like)
+        if buf is None or buf.size < like.size or buf.dtype != like.dtype or get_array_module(buf) is not xp:
+            buf = work[key] = xp.empty(like.size, like.dtype)
+        return buf[:like.size].reshape(like.shape)
+
     def _update(self, name: str, p, g) -> None:
         raise NotImplementedError
 
@@ -129,12 +139,14 @@ class SGD(Optimizer):
         self.lr, self.momentum = float(lr), float(momentum)
 
     def _update(self, name, p, g):
+        xp = get_array_module(p)
+        lr_g = xp.multiply(g, self.lr, out=self._scratch(p))  # lr * g, without a temporary
         if self.momentum == 0:
-            p -= self.lr * g
+            p -= lr_g
             return
         v = self._slot("v", name, p)
         v *= self.momentum
-        v -= self.lr * g
+        v -= lr_g
         p += v
 
     def hyperparameters(self):
@@ -164,14 +176,23 @@ class Adam(Optimizer):
         super().step()
 
     def _update(self, name, p, g):
+        # The same arithmetic, term by term, as the formulas above; the terms go into two reused work
+        # arrays instead of fresh temporaries.
         xp = get_array_module(p)
         m = self._slot("m", name, p)
         v = self._slot("v", name, p)
+        a, b = self._scratch(p, "a"), self._scratch(p, "b")
         m *= self.beta1
-        m += (1 - self.beta1) * g
+        m += xp.multiply(g, 1 - self.beta1, out=a)
         v *= self.beta2
-        v += (1 - self.beta2) * (g * g)
-        p -= self._lr_t * m / (xp.sqrt(v) + self._eps_t)
+        xp.multiply(g, g, out=a)
+        a *= 1 - self.beta2
+        v += a
+        xp.multiply(m, self._lr_t, out=a)   # lr_t * m
+        xp.sqrt(v, out=b)
+        b += self._eps_t                    # sqrt(v) + eps_t
+        a /= b
+        p -= a
 
     def hyperparameters(self):
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
