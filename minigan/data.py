@@ -98,6 +98,8 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from . import io as checkpoint_io
+
 __all__ = [
     "DataError",
     "Split",
@@ -686,58 +688,19 @@ def _idx_bytes(arr: np.ndarray, path: Path) -> bytes:
 _CACHE_KEYS = ("x_train", "y_train", "x_valid", "y_valid", "x_test", "y_test")
 
 
-def _check_cache_headers(path: Path) -> None:
-    """Validate every array header in the .npz before numpy allocates anything.
-
-    np.load allocates an array of the size its header declares before reading
-    the data, so a corrupt header could request an enormous allocation; this
-    checks that each declared size matches the bytes actually stored.
-    """
-    archive_size = path.stat().st_size
-    with zipfile.ZipFile(path) as z:
-        names = set(z.namelist())
-        for key in _CACHE_KEYS:
-            member = f"{key}.npy"
-            if member not in names:
-                raise DataError(f"missing array {key!r}")
-            info = z.getinfo(member)
-            if info.compress_type != zipfile.ZIP_STORED or info.file_size > archive_size:
-                raise DataError(f"array {key!r} is not stored as written by minigan")
-            with z.open(info) as f:
-                version = np.lib.format.read_magic(f)
-                if version == (1, 0):
-                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-                elif version == (2, 0):
-                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-                else:
-                    raise DataError(f"array {key!r} has unsupported .npy version {version}")
-                header_len = f.tell()
-            want = np.float32 if key.startswith("x") else np.int64
-            if dtype != np.dtype(want) or fortran:
-                raise DataError(f"array {key!r} has dtype {dtype} (fortran={fortran}), "
-                                f"expected {np.dtype(want)}")
-            if key.startswith("x") and (len(shape) != 2 or shape[1] != N_PIXELS):
-                raise DataError(f"array {key!r} has shape {shape}, expected (N, {N_PIXELS})")
-            if key.startswith("y") and len(shape) != 1:
-                raise DataError(f"array {key!r} has shape {shape}, expected (N,)")
-            if math.prod(shape) * dtype.itemsize != info.file_size - header_len:
-                raise DataError(f"array {key!r} declares shape {shape} but holds "
-                                f"{info.file_size - header_len} data bytes")
-
-
 def _read_cache(path: Path, name: str) -> Dataset:
-    """Load and validate the cache; any problem raises DataError."""
+    """Load and validate the cache; any problem raises DataError.
+
+    The cache is a checkpoint-format .npz (:mod:`minigan.io`), so it gets the same checks before anything is
+    allocated: every array header against the bytes actually stored, no object arrays, no zip bombs.
+    """
     try:
-        _check_cache_headers(path)
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in _CACHE_KEYS}
-            built_from = str(npz["source"]) if "source" in npz.files else "unknown source"
-    except DataError as e:
+        arrays, meta = checkpoint_io.load_checkpoint(path)
+    except checkpoint_io.CheckpointError as e:
         raise DataError(f"cache {path} is corrupt: {e}") from None
-    except MemoryError:
-        raise
-    except Exception as e:  # noqa: BLE001 - zip/npy errors of every kind mean "corrupt"
-        raise DataError(f"cache {path} is corrupt: {type(e).__name__}: {e}") from None
+    missing = [k for k in _CACHE_KEYS if k not in arrays]
+    if missing or meta.get("dataset") != name:
+        raise DataError(f"cache {path} is corrupt: missing arrays {missing} or not a {name} cache")
     splits = {}
     for part in ("train", "valid", "test"):
         w = f"cache {path} [{part}]"
@@ -748,37 +711,21 @@ def _read_cache(path: Path, name: str) -> Dataset:
         if len(y) == 0:
             raise DataError(f"{w}: split is empty")
         splits[part] = Split(x, y)
-    return Dataset(name=name, source=f"cache {path} (built from {built_from})", **splits)
+    return Dataset(name=name, source=f"cache {path} (built from {meta.get('source', 'unknown source')})", **splits)
 
 
 def _write_cache(path: Path, ds: Dataset, log: Callable) -> None:
-    """Write the cache atomically; failure to write only costs speed later."""
-    tmp = None
+    """Write the cache atomically (uncompressed: loading stored float32 beats inflating it); failure only
+    costs speed later."""
+    arrays = {"x_train": ds.train.x, "y_train": ds.train.y, "x_valid": ds.valid.x, "y_valid": ds.valid.y,
+              "x_test": ds.test.x, "y_test": ds.test.y}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz.tmp", dir=path.parent)
-        # mkstemp creates mode 0600; a cache is ordinary user data.
-        os.chmod(tmp, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            # Uncompressed on purpose: loading 220 MB of stored float32 is much
-            # faster than inflating it, and disk is cheap.
-            np.savez(f, x_train=ds.train.x, y_train=ds.train.y, x_valid=ds.valid.x,
-                     y_valid=ds.valid.y, x_test=ds.test.x, y_test=ds.test.y,
-                     source=np.array(ds.source))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
+        checkpoint_io.save_checkpoint(path, arrays, {"dataset": ds.name, "source": ds.source})
         log(f"minigan.data: wrote cache {path}")
-    except OSError as e:
+    except (OSError, checkpoint_io.CheckpointError) as e:
         log(f"minigan.data: warning: could not write cache {path} ({e}); "
             f"the next run will convert the data again")
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
 
 
 # ---------------------------------------------------------------------------
