@@ -344,7 +344,6 @@ def use(backend: str) -> None:
 
 def name() -> str:
     """Name of the active backend ("numpy", "cupy" or "strict")."""
-    global _active
     if _active is None:
         use(os.environ.get("MINIGAN_BACKEND", "numpy") or "numpy")
     return _active  # type: ignore[return-value]
