@@ -8,6 +8,7 @@ Exit codes
 1    an internal error (a bug: the traceback is printed)
 2    bad input, one line on stderr starting ``minigan: error:`` -- an unknown choice, a non-positive size,
      missing or corrupt data, a corrupt or missing checkpoint, a label out of range, no GPU for ``--device gpu``
+     -- and an operating-system refusal to read or write a file (read-only directory, full disk, permissions)
 3    training diverged (a loss became NaN/inf); the last good checkpoint is left as it was
 130  interrupted by SIGINT (Ctrl-C), 143 by SIGTERM (128 + the signal number, the shell convention): the
      current update was finished, a checkpoint written, and the message says how to resume
@@ -26,6 +27,7 @@ Examples
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 import sys
 from typing import Sequence
@@ -241,6 +243,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, training.ConfigError, data.DataError, io.CheckpointError, backend.BackendError,
             _ClassifierError) as exc:
         print(f"minigan: error: {_one_line(exc)}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    except OSError as exc:
+        # The environment refused a read or write (read-only or full disk, permissions...): not a bug, so one
+        # line. Every file minigan writes is replaced atomically, so the last checkpoint is left as it was.
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"minigan: error: {where}{_one_line(exc.strerror or exc)} (operating-system error "
+              f"{errno.errorcode.get(exc.errno, exc.errno) if exc.errno else type(exc).__name__}); files already "
+              "written, including the last checkpoint, are left as they were", file=sys.stderr, flush=True)
         return EXIT_USAGE
     except training.TrainingDiverged as exc:
         print(f"minigan: error: {_one_line(exc)}", file=sys.stderr, flush=True)

@@ -602,7 +602,7 @@ def _find_idx_file(directory: Path, base: str) -> Path | None:
 def _idx_images(arr: np.ndarray, where: str) -> np.ndarray:
     if arr.dtype != np.uint8:
         raise DataError(f"{where}: images must be uint8 (IDX type 0x08), got {arr.dtype}")
-    if arr.ndim != 3 or arr.shape[1] * arr.shape[2] != N_PIXELS:
+    if arr.ndim != 3 or arr.shape[1:] != (28, 28):  # 784 pixels in another layout are not MNIST images
         raise DataError(f"{where}: images must have shape (N, 28, 28), got {arr.shape}")
     return arr.reshape(len(arr), N_PIXELS)
 

@@ -34,6 +34,7 @@ import os
 import struct
 import tempfile
 import time
+import tokenize
 import zipfile
 import zlib
 
@@ -74,6 +75,7 @@ _CORRUPT_ERRORS = (
     NotImplementedError,  # zipfile: "compressed patched data", etc.
     RuntimeError,  # includes RecursionError (deeply nested JSON)
     SyntaxError,
+    tokenize.TokenError,  # numpy's .npy header parser on an unterminated dict literal
     MemoryError,
 )
 

@@ -55,7 +55,6 @@ NaN, which makes that update's D loss NaN. Used by the tests and the fault-injec
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 import os
@@ -338,7 +337,7 @@ def _derived_seeds(seed: int) -> dict[str, int]:
 
 def model_options(config: TrainConfig) -> dict:
     """Keyword arguments for :func:`minigan.models.build`: the preset's, updated by ``config.model_options``."""
-    return {**PRESETS[config.preset].get("model_options", {}), **config.model_options}
+    return {**PRESETS[config.preset].get("model_options", {}).get(config.model, {}), **config.model_options}
 
 
 def _make_optimizers(config: TrainConfig, model: models.GANModel):
@@ -394,7 +393,10 @@ class Trainer:
                               f"training examples; the dataset has {self.n_train}")
 
         seeds = _derived_seeds(config.seed)
-        self.model = models.build(config.model, seeds["model"], **model_options(config))  # on the active backend
+        try:
+            self.model = models.build(config.model, seeds["model"], **model_options(config))  # on the active backend
+        except TypeError as exc:  # model_options the builder does not take (e.g. from a tampered checkpoint)
+            raise ConfigError(f"model options {config.model_options!r} are not valid for {config.model}: {exc}") from None
         # The papers' G starts from the data's pixel marginals (a resumed run overwrites this from its checkpoint).
         models.init_output_bias_from_data(self.model, train.x)
         self.opt_G, self.opt_D = _make_optimizers(config, self.model)
@@ -455,6 +457,8 @@ class Trainer:
         arrays, meta = io.load_checkpoint(path)
         if meta.get("format") != CHECKPOINT_FORMAT or "config" not in meta:
             raise io.CheckpointError(f"{path} is not a minigan training checkpoint (format {meta.get('format')!r})")
+        if not isinstance(meta.get("config"), dict):
+            raise io.CheckpointError(f"{path}: the checkpoint's config is not an object")
         config = TrainConfig.from_dict(dict(meta["config"], out=str(run_dir)))
         for key, value in overrides.items():
             if value is None:
@@ -528,15 +532,30 @@ class Trainer:
                                              f"model (missing {sorted(set(params) - stored)[:3]}, unexpected "
                                              f"{sorted(stored - set(params))[:3]})")
                 for name, p in params.items():
-                    a = arrays[f"{net}.{name}"]
-                    if a.shape != p.shape:
-                        raise io.CheckpointError(f"{where}: {net}.{name} has shape {a.shape}, expected {p.shape}")
-                    p[...] = backend.to_device(np.asarray(a, dtype=p.dtype))
+                    a = _checked_array(where, f"{net}.{name}", arrays[f"{net}.{name}"], p)
+                    p[...] = backend.to_device(a)
             for net, opt in (("G", self.opt_G), ("D", self.opt_D)):
                 prefix = f"optim.{net}."
-                opt.load_state_dict({k[len(prefix):]: a for k, a in arrays.items() if k.startswith(prefix)},
-                                    meta["optim"][net])
-            self.grid_z = np.asarray(arrays["grid.z"], dtype=self.model.dtype)
+                params = opt.model.params
+                slots = {k[len(prefix):]: a for k, a in arrays.items() if k.startswith(prefix)}
+                for key, a in slots.items():
+                    name = key.partition(".")[2]
+                    if name in params:
+                        _checked_array(where, prefix + key, a, params[name])
+                # Scalars are set as attributes by the optimizer: admit only the ones it saves itself, as numbers.
+                scalars, own = meta["optim"][net], opt.state_dict()[1]
+                if not isinstance(scalars, dict):
+                    raise io.CheckpointError(f"{where}: optimizer state of {net} is not an object")
+                for key, value in scalars.items():
+                    if key not in own:
+                        raise io.CheckpointError(f"{where}: unknown optimizer field optim.{net}.{key}")
+                    ok = (value == own[key] if key == "type" else _is_int(value) and value >= 0 if key == "steps"
+                          else _is_number(value) and math.isfinite(value))
+                    if not ok:
+                        raise io.CheckpointError(f"{where}: optimizer field optim.{net}.{key} has invalid value "
+                                                 f"{value!r}")
+                opt.load_state_dict(slots, scalars)
+            self.grid_z = _checked_array(where, "grid.z", arrays["grid.z"], self.grid_z)
             rngs = meta["rngs"]
             self.noise_rng.set_state(rngs["noise"])
             self.data_rng.set_state(rngs["data_epoch_start"])
@@ -544,11 +563,19 @@ class Trainer:
             for net, layer in (("G", self.model.G), ("D", self.model.D)):
                 for name, rng in layer.rngs().items():
                     rng.set_state(rngs[f"{net}.{name}"])
-            self.epoch = int(meta["epoch"])
-            self.step_in_epoch = int(meta["step_in_epoch"])
-            self.updates = int(meta["updates"])
+            epoch, step, updates = meta["epoch"], meta["step_in_epoch"], meta["updates"]
+            # The counters must describe a reachable state: a tampered step index would make the loop spin.
+            if not (all(_is_int(v) and v >= 0 for v in (epoch, step, updates)) and step < self.steps_per_epoch
+                    and updates == epoch * self.steps_per_epoch + step):
+                raise io.CheckpointError(f"{where}: inconsistent counters (epoch {epoch!r}, step_in_epoch {step!r}, "
+                                         f"updates {updates!r} with {self.steps_per_epoch} updates per epoch)")
+            self.epoch, self.step_in_epoch, self.updates = epoch, step, updates
             self.train_seconds = float(meta["train_seconds"])
-            self._epoch_sums = dict(meta["epoch_sums"])
+            sums = meta["epoch_sums"]
+            if not isinstance(sums, dict) or set(sums) != set(self._zero_sums()) or not all(
+                    _is_number(v) for v in sums.values()):
+                raise io.CheckpointError(f"{where}: epoch_sums is not a valid running-sum record")
+            self._epoch_sums = dict(sums)
             self._last_record = meta.get("last_record")
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, ConfigError):
@@ -833,6 +860,30 @@ class Trainer:
         return records
 
 
+def _checked_array(where, key: str, a: np.ndarray, like) -> np.ndarray:
+    """``a`` if it has exactly the shape and dtype of ``like`` (a model parameter), else CheckpointError.
+
+    Checkpoints are written from the model's own arrays, so anything else (another shape, an integer, complex,
+    string or structured dtype, another float width) means the file is not what it claims to be; casting
+    would hide that (complex -> float drops the imaginary part, float64 -> float32 rounds silently).
+    """
+    if not isinstance(a, np.ndarray):
+        raise io.CheckpointError(f"{where}: {key} is not an array")
+    if tuple(a.shape) != tuple(like.shape):
+        raise io.CheckpointError(f"{where}: {key} has shape {tuple(a.shape)}, expected {tuple(like.shape)}")
+    if a.dtype != np.dtype(like.dtype):
+        raise io.CheckpointError(f"{where}: {key} has dtype {a.dtype}, expected {np.dtype(like.dtype)}")
+    return a
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _env_int(name: str) -> int | None:
     value = os.environ.get(name, "").strip()
     if not value:
@@ -868,10 +919,8 @@ def load_model(run_dir: str | os.PathLike) -> tuple[models.GANModel, dict]:
         backend.to_host(model.G), backend.to_host(model.D)
         for net, layer in (("G", model.G), ("D", model.D)):
             for name, p in layer.params.items():
-                a = arrays[f"{net}.{name}"]
-                if a.shape != p.shape:
-                    raise ValueError(f"{net}.{name} has shape {a.shape}, expected {p.shape}")
-                p[...] = np.asarray(a, dtype=p.dtype)
+                a = _checked_array(path, f"{net}.{name}", arrays[f"{net}.{name}"], p)
+                p[...] = a
     except (KeyError, TypeError, ValueError) as exc:
         raise io.CheckpointError(f"{path}: not a usable minigan checkpoint ({type(exc).__name__}: {exc})") from exc
     backend.to_device(model.G), backend.to_device(model.D)

@@ -6,11 +6,9 @@ Subprocesses run with one BLAS thread, which is faster for these tiny matrices o
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -22,23 +20,9 @@ import pytest
 from minigan import backend, io
 from minigan.cli import main
 
+from helpers import write_idx_dir
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def write_idx_dir(directory: Path, n_train: int = 30, n_test: int = 6, seed: int = 0) -> Path:
-    """The four standard IDX files (gzipped) with random pixels and labels."""
-    directory.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    arrays = {
-        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
-        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train, dtype=np.uint8),
-        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
-        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test, dtype=np.uint8),
-    }
-    for name, arr in arrays.items():
-        header = bytes((0, 0, 0x08, arr.ndim)) + struct.pack(f">{arr.ndim}I", *arr.shape)
-        (directory / f"{name}.gz").write_bytes(gzip.compress(header + arr.tobytes(), mtime=0))
-    return directory
 
 
 def run_cli(*args, env_extra=None, **kw):
