@@ -119,13 +119,24 @@ def _seeds(seed: int | None, n: int) -> list[int]:
 
 
 def cgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, g_dropout: float = 0.5, d_dropout: float = 0.5,
-         d_input_dropout: float = 0.2, g_irange: float = 0.05, d_irange: float = 0.005) -> GANModel:
-    """The conditional GAN of Mirza & Osindero (2014), §4.1, for 28×28 images and 10 classes."""
+         d_input_dropout: float = 0.2, g_irange: Any = 0.05, d_irange: Any = 0.005,
+         noise: tuple[float, float] = (0.0, 1.0), g_y_irange: Any = None, d_y_irange: Any = None,
+         g_y_bias: float = 0.0) -> GANModel:
+    """The conditional GAN of Mirza & Osindero (2014), §4.1, for 28×28 images and 10 classes.
+
+    ``noise`` is the range of the uniform noise prior (the paper: the unit hypercube, (0, 1)).
+    ``g_y_irange`` / ``d_y_irange`` initialise the first layer of G's / D's label branch (``None``: the same as
+    ``g_irange`` / ``d_irange``, the paper's setting). A layer on a one-hot input is an embedding lookup
+    (each row of ``W`` is one class's pre-activation vector, constant over a batch): G's label ReLUs can all die
+    (``W[y] + b < 0`` for every class, G then ignores ``y`` exactly), which a larger ``g_y_irange`` delays.
+    """
+    g_y_irange = g_irange if g_y_irange is None else g_y_irange
+    d_y_irange = d_irange if d_y_irange is None else d_y_irange
     s = iter(_seeds(seed, 16))
     G = Sequential(
         Join({
             "z": Sequential(Linear(100, 200, g_irange, next(s), dtype), ReLU()),
-            "y": Sequential(Linear(N_CLASSES, 1000, g_irange, next(s), dtype), ReLU()),
+            "y": Sequential(Linear(N_CLASSES, 1000, g_y_irange, next(s), dtype), ReLU()),
         }, name="in"),
         Linear(1200, 1200, g_irange, next(s), dtype, name="hidden"),
         ReLU(),
@@ -137,7 +148,7 @@ def cgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, g_dropout: float = 0.5, d_dr
     D = Sequential(
         Join({
             "x": Sequential(Dropout(d_input_dropout, next(s)), Maxout(IMAGE_SIZE, 240, 5, d_irange, next(s), dtype)),
-            "y": Sequential(Maxout(N_CLASSES, 50, 5, d_irange, next(s), dtype)),
+            "y": Sequential(Maxout(N_CLASSES, 50, 5, d_y_irange, next(s), dtype)),
         }, name="in"),
         Dropout(d_dropout, next(s)),
         Maxout(290, 240, 4, d_irange, next(s), dtype, name="hidden"),
@@ -145,7 +156,11 @@ def cgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, g_dropout: float = 0.5, d_dr
         Linear(240, 1, d_irange, next(s), dtype, name="out"),
         name="D",
     )
-    return GANModel("cgan", G, D, noise_dim=100, noise_low=0.0, noise_high=1.0, n_classes=N_CLASSES)
+    G.params["in.y.0.b"][...] = g_y_bias
+    low, high = (float(v) for v in noise)
+    if not low < high:
+        raise ValueError(f"cgan: the noise range must have low < high, got {noise!r}")
+    return GANModel("cgan", G, D, noise_dim=100, noise_low=low, noise_high=high, n_classes=N_CLASSES)
 
 
 def gan(seed: int | None = 0, dtype=DEFAULT_DTYPE, d_dropout: float = 0.5, d_input_dropout: float = 0.2,

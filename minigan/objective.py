@@ -96,3 +96,26 @@ def generator_step(G, D, z, y=None, kind: str = "non_saturating", train: bool = 
         dx_fake = d_d_inputs if y is None else d_d_inputs[0]
         dinputs = G.backward(dx_fake)
     return loss, x_fake, logits, dinputs
+
+
+def matching_aware_step(D, x_real, y_real, y_wrong, train: bool = True, backward: bool = True):
+    r"""D's matching-aware term for conditional models (Reed et al. 2016, "GAN-CLS").
+
+    Real images with their own labels are "real"; the same images with *wrong* labels are "fake":
+    :math:`\tfrac12[\mathrm{BCE}(1, D(x, y)) + \mathrm{BCE}(0, D(x, y'))]`. It is :func:`discriminator_step` on
+    those rows, so its gradient is the one checked there.
+
+    Why: in Algorithm 1 the fakes carry the real batch's labels, so every class is as frequent among real as
+    among fake rows and a label-only feature of D cancels out; D gains from reading ``y`` only through x-y
+    interactions, which it learns slowly, and until then G gets no label-dependent gradient. This term rewards
+    reading ``y`` from the first update.
+
+    Parameters
+    ----------
+    x_real : array (N, d)
+        Real images (the trainer uses a batch other than the adversarial step's).
+    y_real, y_wrong : arrays (N, n_classes), one-hot
+        Their labels, and labels that differ from them in every row.
+    """
+    loss, _, _ = discriminator_step(D, x_real, x_real, y_real, y_wrong, train=train, backward=backward)
+    return loss

@@ -79,3 +79,22 @@ def test_command_line_tour_passes_and_prints_every_table():
                    "G's parameters and noise", "all 11 checks passed"):
         assert needle in text
     assert run_cli(tolerance=1e-30, batch=2, samples=2, layers=False, out=io.StringIO()) == 1
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_matching_aware_term_gradient(on_backend, seed):
+    from minigan import backend
+    from minigan.objective import matching_aware_step
+
+    m, x_real, _, y, _ = _setup("cgan", seed, 4)
+    m.D.astype(np.float64)
+    x = backend.to_device(x_real)
+    y_wrong = backend.to_device(np.roll(y, 1 + seed, axis=1))
+    y = backend.to_device(y)
+    with gradcheck.frozen_dropout(m.D):
+        matching_aware_step(m.D, x, y, y_wrong)  # draws the dropout masks
+        report = gradcheck.check_function(
+            lambda: matching_aware_step(m.D, x, y, y_wrong, backward=False),
+            lambda: (matching_aware_step(m.D, x, y, y_wrong), dict(m.D.grads))[1],
+            dict(m.D.params), models=[m.D], n_samples=5, title="matching-aware D term")
+    assert report.passed, report.table()

@@ -1,0 +1,87 @@
+"""The papers' models: exact architectures, noise priors, sampling, and label checks."""
+
+import math
+
+import numpy as np
+import pytest
+
+from minigan import backend, models
+from minigan.layers import Dropout, Maxout
+
+
+def test_cgan_architecture_is_the_papers():
+    m = models.build("cgan", seed=0)
+    shapes = {k: tuple(v.shape) for k, v in m.G.params.items()}
+    assert shapes == {
+        "in.z.0.W": (100, 200), "in.z.0.b": (200,),          # z -> 200 ReLU
+        "in.y.0.W": (10, 1000), "in.y.0.b": (1000,),         # y -> 1000 ReLU
+        "hidden.W": (1200, 1200), "hidden.b": (1200,),       # joined -> 1200 ReLU
+        "out.W": (1200, 784), "out.b": (784,),               # -> 784 sigmoid
+    }
+    maxouts = {layer.path: (layer.in_features, layer.units, layer.pieces)
+               for layer in m.D.walk() if isinstance(layer, Maxout)}
+    assert maxouts == {"D.in.x.1": (784, 240, 5), "D.in.y.0": (10, 50, 5), "D.hidden": (290, 240, 4)}
+    assert m.D.params["out.W"].shape == (240, 1)
+    assert sorted(d.p for d in m.D.walk() if isinstance(d, Dropout)) == [0.2, 0.5, 0.5]
+    assert (m.noise_low, m.noise_high, m.n_classes) == (0.0, 1.0, 10)
+    assert np.abs(m.G.params["hidden.W"]).max() <= 0.05 and np.abs(m.D.params["hidden.W"]).max() <= 0.005
+
+
+def test_gan_architecture_is_the_papers():
+    m = models.build("gan", seed=0)
+    assert {k: tuple(v.shape) for k, v in m.G.params.items() if k.endswith("W")} == {
+        "h0.W": (100, 1200), "h1.W": (1200, 1200), "out.W": (1200, 784)}
+    assert [(l.in_features, l.units, l.pieces) for l in m.D.walk() if isinstance(l, Maxout)] == [
+        (784, 240, 5), (240, 240, 5)]
+    assert m.noise_low == pytest.approx(-math.sqrt(3)) and m.noise_high == pytest.approx(math.sqrt(3))
+    assert not m.conditional
+
+
+def test_same_seed_same_model_and_seeds_differ():
+    a, b, c = models.build("cgan", seed=3), models.build("cgan", seed=3), models.build("cgan", seed=4)
+    for k in a.G.params:
+        np.testing.assert_array_equal(a.G.params[k], b.G.params[k])
+    assert not np.array_equal(a.G.params["hidden.W"], c.G.params["hidden.W"])
+
+
+def test_sampling_shapes_ranges_and_labels(on_backend):
+    m = models.build("cgan", seed=0)
+    x, labels = m.sample(25, backend.Rng(0), label=7)
+    x = backend.to_host(x)
+    assert x.shape == (25, 784) and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
+    assert (labels == 7).all()
+    _, cycled = m.sample(12, backend.Rng(0))
+    np.testing.assert_array_equal(cycled, np.arange(12) % 10)
+    z = backend.to_host(m.sample_noise(1000, backend.Rng(1)))
+    assert 0 <= z.min() and z.max() < 1
+
+
+@pytest.mark.parametrize("bad", [10, -1, 99])
+def test_label_outside_range_is_rejected_with_its_value(bad):
+    m = models.build("cgan", seed=0)
+    with pytest.raises(ValueError, match=rf"label {bad} is outside the range 0..9"):
+        m.sample(3, backend.Rng(0), label=bad)
+    with pytest.raises(ValueError, match="1-D integer"):
+        m.one_hot(np.array([[1, 2]]))
+    with pytest.raises(ValueError, match="unconditional"):
+        models.build("gan", seed=0).sample(2, backend.Rng(0), label=1)
+    with pytest.raises(ValueError, match="unknown model"):
+        models.build("vae")
+
+
+def test_output_bias_starts_at_the_pixel_marginals():
+    x = np.zeros((4, 784), np.float32)
+    x[:2, 0] = 1.0  # pixel 0 is on in half the images; every other pixel is always off
+    m = models.build("cgan", seed=0)
+    models.init_output_bias_from_data(m, x)
+    b = m.G.params["out.b"]
+    assert b[0] == pytest.approx(0.0, abs=1e-6)                        # logit(0.5)
+    assert b[1] == pytest.approx(math.log(1e-3 / (1 - 1e-3)), rel=1e-5)  # clipped, finite
+    with pytest.raises(ValueError, match="784"):
+        models.marginal_logits(np.zeros((3, 5)))
+
+
+def test_label_branch_bias_option():
+    m = models.build("cgan", seed=0, g_y_bias=0.5)
+    np.testing.assert_array_equal(m.G.params["in.y.0.b"], np.full(1000, 0.5, np.float32))
+    assert np.all(models.build("cgan", seed=0).G.params["in.y.0.b"] == 0)  # the paper's default
