@@ -28,3 +28,14 @@ def on_backend(request):
         yield request.param
     finally:
         backend.use("numpy")
+
+
+@pytest.fixture
+def isolated_run_env(monkeypatch, tmp_path):
+    """A run that touches nothing of the user's: its own data cache, no fault-injection variables, NumPy."""
+    monkeypatch.setenv("MINIGAN_DATA", str(tmp_path / "cache"))
+    monkeypatch.delenv("MINIGAN_INJECT_NAN_AT_STEP", raising=False)
+    monkeypatch.delenv("MINIGAN_SLOW_CHECKPOINT", raising=False)
+    backend.use("numpy")
+    yield
+    backend.use("numpy")

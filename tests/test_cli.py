@@ -38,13 +38,7 @@ def idx(tmp_path):
     return write_idx_dir(tmp_path / "idx")
 
 
-@pytest.fixture(autouse=True)
-def numpy_backend(monkeypatch, tmp_path):
-    monkeypatch.setenv("MINIGAN_DATA", str(tmp_path / "cache"))  # never touch the user's cache
-    monkeypatch.delenv("MINIGAN_INJECT_NAN_AT_STEP", raising=False)
-    backend.use("numpy")
-    yield
-    backend.use("numpy")
+pytestmark = pytest.mark.usefixtures("isolated_run_env")
 
 
 def assert_usage_error(code, capsys_or_stderr, match=None):

@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minigan import backend, io
+from minigan import io
 from minigan.cli import main
 
 from helpers import write_idx_dir
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("isolated_run_env")]
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 5
@@ -38,16 +38,6 @@ FAULTS: Counter = Counter()
 @pytest.fixture(scope="module")
 def idx(tmp_path_factory):
     return write_idx_dir(tmp_path_factory.mktemp("idx"))
-
-
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path):
-    monkeypatch.setenv("MINIGAN_DATA", str(tmp_path / "cache"))
-    monkeypatch.delenv("MINIGAN_INJECT_NAN_AT_STEP", raising=False)
-    monkeypatch.delenv("MINIGAN_SLOW_CHECKPOINT", raising=False)
-    backend.use("numpy")
-    yield
-    backend.use("numpy")
 
 
 def env(**extra) -> dict:

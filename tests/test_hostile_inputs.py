@@ -28,23 +28,15 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from minigan import backend, data, io
+from minigan import data, io
 from minigan.cli import main
 
 from helpers import write_idx_dir
 
+pytestmark = pytest.mark.usefixtures("isolated_run_env")
+
 REJECTED: Counter = Counter()
 ACCEPTED_HARMLESS: Counter = Counter()
-
-
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path):
-    monkeypatch.setenv("MINIGAN_DATA", str(tmp_path / "cache"))
-    monkeypatch.delenv("MINIGAN_INJECT_NAN_AT_STEP", raising=False)
-    monkeypatch.delenv("MINIGAN_SLOW_CHECKPOINT", raising=False)
-    backend.use("numpy")
-    yield
-    backend.use("numpy")
 
 
 @pytest.fixture(scope="module")
