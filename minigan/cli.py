@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--log-interval", type=_positive_int, default=None,
                    help="updates between loss read-backs from the device and NaN checks (default: 50)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--select-every", type=_positive_int, default=None, metavar="N",
+                   help="every N epochs, score the model by validation Parzen log-likelihood and keep the best "
+                        "as RUN_DIR/best.npz (model selection, as in the CGAN paper; ~10 s per evaluation)")
 
     s = sub.add_parser("sample", help="generate samples from a trained run",
                        description="Generate samples from RUN_DIR/checkpoint.npz into a .npz (arrays x: (N, 784) "
@@ -171,11 +174,12 @@ def _train(args) -> int:
         trainer = training.Trainer.resume(
             out, model=args.model, dataset=args.dataset, preset=args.preset, batch=args.batch, k=args.k,
             seed=args.seed, epochs=args.epochs, steps=args.steps, device=args.device, data_dir=args.data,
-            log_interval=args.log_interval, progress=progress)
+            log_interval=args.log_interval, progress=progress, select_every=args.select_every)
     else:
         given = {"model": args.model, "dataset": args.dataset, "preset": args.preset, "batch": args.batch,
                  "k": args.k, "seed": args.seed, "epochs": args.epochs, "steps": args.steps,
-                 "device": args.device, "data_dir": args.data, "out": args.out, "log_interval": args.log_interval}
+                 "device": args.device, "data_dir": args.data, "out": args.out, "log_interval": args.log_interval,
+                 "select_every": args.select_every}
         config = training.TrainConfig(**{k: v for k, v in given.items() if v is not None}, progress=progress)
         if config.epochs is None and config.steps is None:
             config.epochs = training.DEFAULT_EPOCHS

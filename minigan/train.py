@@ -86,6 +86,7 @@ __all__ = [
 ]
 
 CHECKPOINT_NAME = "checkpoint.npz"
+BEST_NAME = "best.npz"
 CHECKPOINT_FORMAT = 1
 INJECT_NAN_ENV = "MINIGAN_INJECT_NAN_AT_STEP"
 PRESET_NAMES = ("paper", "modern")
@@ -186,6 +187,10 @@ class TrainConfig:
     g_loss : {"non_saturating", "minimax"}
     model_options : dict
         Extra keyword arguments for :func:`minigan.models.build` (e.g. ``d_irange``).
+    select_every : int or None
+        Model selection as in the CGAN paper: every this many epochs, score G by the Parzen-window
+        log-likelihood of the validation images (σ chosen on the first half of them, at most 1,000, the rest
+        scored; 10,000 samples, 1,000 per class for the CGAN) and keep the best model as ``best.npz``.
     """
 
     model: str = "cgan"
@@ -203,9 +208,10 @@ class TrainConfig:
     progress: bool | None = None
     g_loss: str = "non_saturating"
     model_options: dict = field(default_factory=dict)
+    select_every: int | None = None
 
     #: Fields that may differ when a run is resumed (they do not change what is computed).
-    RESUMABLE_OVERRIDES = ("epochs", "steps", "device", "data_dir", "log_interval", "progress")
+    RESUMABLE_OVERRIDES = ("epochs", "steps", "device", "data_dir", "log_interval", "progress", "select_every")
 
     def __post_init__(self):
         self.validate()
@@ -424,6 +430,7 @@ class Trainer:
         self.opt_G, self.opt_D = _make_optimizers(config, self.model)
         self._matching_aware = bool(PRESETS[config.preset].get("matching_aware", {}).get(config.model, False))
         self._labels_host = np.asarray(train.y)
+        self._best = None  # {"epoch", "valid_ll", "sigma"} of the best model so far (model selection)
         preset = PRESETS[config.preset]
         if preset["optimizer"] == "sgd":
             self.lr_schedule = optim.ExponentialDecay(preset["lr"], preset["decay"][config.model], preset["lr_floor"])
@@ -538,6 +545,7 @@ class Trainer:
             "rngs": rngs,
             "epoch_sums": self._epoch_sums,
             "last_record": self._last_record,
+            "best": self._best,
         }
         return arrays, meta
 
@@ -601,6 +609,11 @@ class Trainer:
                 raise io.CheckpointError(f"{where}: epoch_sums is not a valid running-sum record")
             self._epoch_sums = dict(sums)
             self._last_record = meta.get("last_record")
+            best = meta.get("best")
+            if best is not None and not (isinstance(best, dict) and _is_int(best.get("epoch"))
+                                         and _is_number(best.get("valid_ll"))):
+                raise io.CheckpointError(f"{where}: the best-model record is not valid: {best!r:.200}")
+            self._best = best
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, ConfigError):
                 raise
@@ -848,12 +861,40 @@ class Trainer:
         self._last_record = record
         self.log(f"epoch {self.epoch:3d}  {self._format_means(record)}  {s['seconds']:.1f} s/epoch")
         run_dir = self.config.run_dir
+        every = self.config.select_every
+        if every and self.epoch % every == 0:
+            self._select(record)
         with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         self._write_grid(run_dir / "samples" / f"epoch_{self.epoch:03d}.png")
         self._save_checkpoint()
         io.plot_metrics(self._read_metrics(), run_dir / "losses.png", title=f"{self.config.model} {self.config.dataset}")
         self._epoch_sums = self._zero_sums()
+
+    def _select(self, record: dict) -> None:
+        """Score the model by validation Parzen log-likelihood; if it is the best so far, write best.npz.
+
+        best.npz is written (atomically) before the checkpoint that records it, so a crash in between can only
+        leave a best.npz newer than the checkpoint's record, never a record without its file.
+        """
+        from . import metrics  # lazy: evaluation code is not needed unless selection is asked for
+
+        valid = self.dataset.valid.x
+        n_sigma = min(1000, len(valid) // 2)
+        samples, _ = metrics.draw_samples(self.model, seed=self.config.seed)
+        score = metrics.parzen_evaluate(samples, valid[:n_sigma], valid[n_sigma:], n_valid=n_sigma)
+        record["parzen_valid"], record["parzen_sigma"] = score["mean"], score["sigma"]
+        improved = self._best is None or score["mean"] > self._best["valid_ll"]
+        if improved:
+            verdict = "best so far: wrote best.npz"
+        else:
+            verdict = f"(best {self._best['valid_ll']:.2f}, epoch {self._best['epoch']})"
+        self.log(f"          validation Parzen LL {score['mean']:.2f} ± {score['se']:.2f} "
+                 f"(sigma {score['sigma']:.3f})  {verdict}")
+        if improved:
+            self._best = {"epoch": self.epoch, "valid_ll": score["mean"], "sigma": score["sigma"]}
+            arrays, meta = self.state()
+            io.save_checkpoint(self.config.run_dir / BEST_NAME, arrays, meta)
 
     def _grid_images(self) -> np.ndarray:
         z = backend.to_device(self.grid_z)

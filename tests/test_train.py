@@ -267,3 +267,22 @@ def test_k_discriminator_steps_per_update(tmp_path, numpy_backend):
     # Each of the k D steps is followed by one matching-aware D step where the preset asks for it.
     per_d_step = 2 if PRESETS[t.config.preset].get("matching_aware", {}).get(t.config.model) else 1
     assert t.opt_D.steps == 4 * per_d_step and t.opt_G.steps == 2
+
+
+def test_model_selection_keeps_the_best_and_does_not_perturb_training(tmp_path, numpy_backend):
+    ds = tiny_dataset(24)
+    plain = Trainer(config(tmp_path / "plain", epochs=2), dataset=ds, log=quiet)
+    plain.run()
+    t = Trainer(config(tmp_path / "sel", epochs=2, select_every=1), dataset=ds, log=quiet)
+    t.run()
+    # Scoring draws its samples from its own stream: the trained weights are exactly those of a plain run.
+    for name, p in plain.model.G.params.items():
+        np.testing.assert_array_equal(p, t.model.G.params[name])
+    records = [json.loads(line) for line in (t.config.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["parzen_valid"]) for r in records)
+    best_epoch = max(records, key=lambda r: r["parzen_valid"])["epoch"]
+    assert t._best["epoch"] == best_epoch
+    model, meta = load_model(t.config.run_dir / "best.npz")
+    assert meta["epoch"] == best_epoch and meta["best"]["epoch"] == best_epoch
+    resumed = Trainer.resume(t.config.run_dir, dataset=ds, log=quiet, epochs=3)
+    assert resumed._best == t._best
