@@ -786,7 +786,8 @@ class Trainer:
         rows = gen.integers(0, self.n_train, batch)
         labels = self._labels_host[rows]
         wrong = (labels + gen.integers(1, m.n_classes, batch)) % m.n_classes
-        objective.matching_aware_step(m.D, self.x_train[backend.to_device(rows)], m.one_hot(labels),
+        rows_on_device = backend.to_device(rows)
+        objective.matching_aware_step(m.D, self.x_train[rows_on_device], self.y_train[rows_on_device],
                                       m.one_hot(wrong), train=True)
         self.opt_D.step()
 
