@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="train until this many updates (G steps) are done, instead of --epochs")
     t.add_argument("--batch", type=_positive_int, default=None, help="minibatch size (default: 100)")
     t.add_argument("--k", type=_positive_int, default=None, help="D steps per G step (default: 1)")
+    t.add_argument("--update", choices=training.UPDATE_RULES, default=None,
+                   help="alternating (Algorithm 1) or simultaneous (the original code's one-pass update) "
+                        "(default: the preset's: paper simultaneous, modern alternating)")
     t.add_argument("--device", choices=training.DEVICES, default=None, help="cpu (NumPy) or gpu (CuPy) (default: cpu)")
     t.add_argument("--seed", type=_non_negative_int, default=None, help="run seed (default: 0)")
     t.add_argument("--data", metavar="DIR", default=None,
@@ -173,11 +176,11 @@ def _train(args) -> int:
         out = args.out or training.default_out(args.model or "cgan", args.dataset or "mnist", args.preset or "modern")
         trainer = training.Trainer.resume(
             out, model=args.model, dataset=args.dataset, preset=args.preset, batch=args.batch, k=args.k,
-            seed=args.seed, epochs=args.epochs, steps=args.steps, device=args.device, data_dir=args.data,
+            update=args.update, seed=args.seed, epochs=args.epochs, steps=args.steps, device=args.device, data_dir=args.data,
             log_interval=args.log_interval, progress=progress, select_every=args.select_every)
     else:
         given = {"model": args.model, "dataset": args.dataset, "preset": args.preset, "batch": args.batch,
-                 "k": args.k, "seed": args.seed, "epochs": args.epochs, "steps": args.steps,
+                 "k": args.k, "update": args.update, "seed": args.seed, "epochs": args.epochs, "steps": args.steps,
                  "device": args.device, "data_dir": args.data, "out": args.out, "log_interval": args.log_interval,
                  "select_every": args.select_every}
         config = training.TrainConfig(**{k: v for k, v in given.items() if v is not None}, progress=progress)

@@ -56,7 +56,7 @@ import numpy as np
 from . import backend
 from .backend import get_array_module
 from .layers import Dropout, Layer
-from .objective import discriminator_step, generator_step
+from .objective import discriminator_step, generator_step, simultaneous_step
 
 DEFAULT_TOLERANCE = 1e-7
 
@@ -364,6 +364,43 @@ def check_generator(G: Layer, D: Layer, z: Any, y: Any = None, kind: str = "non_
                               title=f"G's parameters and noise under G's {kind} loss, through D", **options)
 
 
+def check_simultaneous(G: Layer, D: Layer, x_real: Any, z: Any, y: Any = None, kind: str = "non_saturating",
+                       seed: int = 0, **options) -> list[GradCheckReport]:
+    """Check the one-pass update (:func:`minigan.objective.simultaneous_step`): two reports.
+
+    D's parameters under D's loss, and G's parameters and noise under G's loss through the *same* D pass.
+    All dropout masks (G's and D's, over the stacked real+fake batch) are frozen, so each loss is a
+    deterministic function of both networks' parameters and the finite differences see what the update uses.
+    """
+    G.astype(np.float64)
+    D.astype(np.float64)
+    x_real, z = _float64_input(x_real), _float64_input(z)
+    y = None if y is None else _float64_input(y)
+
+    def loss_fn(which):
+        return lambda: simultaneous_step(G, D, x_real, z, y, kind, backward=False)[which]
+
+    def grad_fn():
+        _, _, _, dinputs = simultaneous_step(G, D, x_real, z, y, kind, input_grads=True)
+        dz = dinputs if y is None else dinputs[0]
+        return {**{f"D.{k}": g for k, g in D.grads.items()}, **{f"G.{k}": g for k, g in G.grads.items()}, "z": dz}
+
+    def grads_of(prefixes):
+        return lambda: {k: g for k, g in grad_fn().items() if k.startswith(prefixes)}
+
+    with frozen_dropout(G, D):
+        grad_fn()
+        d_tensors = {f"D.{k}": p for k, p in D.params.items()}
+        g_tensors = {**{f"G.{k}": p for k, p in G.params.items()}, "z": z}
+        return [
+            check_function(loss_fn(0), grads_of("D."), d_tensors, models=[G, D], seed=seed,
+                           title="one-pass update: D's parameters under D's loss", **options),
+            check_function(loss_fn(1), grads_of(("G.", "z")), g_tensors, models=[G, D], seed=seed,
+                           title=f"one-pass update: G's parameters and noise under G's {kind} loss, through the same D pass",
+                           **options),
+        ]
+
+
 # --------------------------------------------------------------------------------------------------
 # The command line tour: `minigan gradcheck`
 # --------------------------------------------------------------------------------------------------
@@ -396,7 +433,8 @@ def layer_tour(batch: int = 4, seed: int = 0, **options) -> list[GradCheckReport
 
 def gan_checks(model: str = "cgan", batch: int = 4, seed: int = 0, init: str = "glorot",
                **options) -> list[GradCheckReport]:
-    """The whole objective for a paper model: D under D's loss, G under G's loss through D.
+    """The whole objective for a paper model: D under D's loss, G under G's loss through D, and both again
+    for the one-pass (simultaneous) update.
 
     ``init="glorot"`` checks at well-scaled weights; ``"paper"`` at the papers' U(±0.05)/U(±0.005) ranges,
     where most of D's gradients are so small that finite differences can only resolve them absolutely (the
@@ -415,6 +453,7 @@ def gan_checks(model: str = "cgan", batch: int = 4, seed: int = 0, init: str = "
     return [
         check_discriminator(m.D, x_real, x_fake, y, y, seed=seed, **options),
         check_generator(m.G, m.D, z, y, seed=seed, **options),
+        *check_simultaneous(m.G, m.D, x_real, z, y, seed=seed, **options),
     ]
 
 

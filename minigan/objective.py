@@ -10,6 +10,9 @@ benchmark all call them, so what is checked is exactly what is trained and timed
 * :func:`generator_step`: G's loss on :math:`D(G(z))` and its gradient through D into G's parameters. D's
   weights are held fixed (``requires_grad`` off: their gradients are not even computed), only the gradient
   with respect to D's input flows back.
+* :func:`simultaneous_step`: both losses from *one* forward pass, as the original pylearn2 code trains
+  (``AdversaryCost2`` of goodfeli/adversarial): D's loss into D, and G's loss through the same D pass (same
+  dropout masks, D's weights before this update) into G, so both networks can then be updated at once.
 
 Conditional models take ``y`` (one-hot labels); G gets ``(z, y)`` and D gets ``(x, y)``.
 """
@@ -119,3 +122,66 @@ def matching_aware_step(D, x_real, y_real, y_wrong, train: bool = True, backward
     """
     loss, _, _ = discriminator_step(D, x_real, x_real, y_real, y_wrong, train=train, backward=backward)
     return loss
+
+
+def simultaneous_step(G, D, x_real, z, y=None, kind: str = "non_saturating", train: bool = True,
+                      backward: bool = True, input_grads: bool = False):
+    r"""One forward pass of G and D; D's loss into D and G's loss through that same pass into G.
+
+    This is the update of the original GAN code (pylearn2's ``AdversaryCost2``, goodfeli/adversarial): G makes
+    :math:`\tilde x = G(z)`, D sees real and fake rows as one batch, and from those logits
+
+    * D's gradient is :math:`\nabla_{\theta_D}\,\tfrac12[\mathrm{BCE}(1, D(x)) + \mathrm{BCE}(0, D(\tilde x))]`,
+      exactly as in :func:`discriminator_step`;
+    * G's gradient is :math:`\nabla_{\theta_G}\,\mathrm{BCE}(1, D(\tilde x))` (or the minimax loss) through the
+      *same* D evaluation: same dropout masks, D's parameters before this update.
+
+    An optimizer step on each then updates G and D simultaneously (neither sees the other's new weights),
+    where :func:`discriminator_step` then :func:`generator_step` alternate (Goodfellow 2014, Algorithm 1, with
+    a fresh noise batch and a D already updated for G's step).
+
+    Backward runs through D twice: once with G's loss gradient on the fake rows (zero on the real rows; D's
+    parameter gradients off) for :math:`\partial L_G/\partial \tilde x`, once with D's loss gradient (input
+    gradients off) for D's parameters. Both reuse the forward pass's cached activations. The fake-row part of
+    a two-block backward is the chain rule with a zero block, so the first pass is exactly
+    :math:`J_D(\tilde x)^\top\,\partial L_G/\partial \ell`.
+
+    Parameters
+    ----------
+    G, D : Layer
+        Generator (takes ``z`` or ``(z, y)``) and discriminator (takes ``x`` or ``(x, y)``, returns (N, 1)).
+    x_real : array (N, d)
+    z : array (N, noise_dim)
+    y : array (N, n_classes) or None
+        One-hot labels, shared by the real rows and the fakes (conditional models).
+    kind : {"non_saturating", "minimax"}
+        G's loss.
+    input_grads : bool
+        Also return d(G's loss)/d(z) (the gradient checker wants it).
+
+    Returns
+    -------
+    loss_D, loss_G : 0-d arrays
+    logits : array (2N, 1), real rows first
+    dz : None, or the gradient of G's loss with respect to G's input (an array, or a tuple for ``(z, y)``)
+    """
+    xp = get_array_module(x_real)
+    n = x_real.shape[0]
+    G.set_requires_grad(True).set_input_grad(input_grads)
+    x_fake = G.forward(_pair(z, y), train)
+    x = xp.concatenate([x_real, x_fake], axis=0)
+    y2 = None if y is None else xp.concatenate([y, y], axis=0)
+    D.set_requires_grad(True).set_input_grad(False)
+    logits = D.forward(_pair(x, y2), train)
+    loss_D, (d_real, d_fake) = discriminator_loss(logits[:n], logits[n:])
+    loss_G, d_gen = generator_loss(logits[n:], kind)
+    dz = None
+    if backward:
+        D.set_requires_grad(False).set_input_grad(True)
+        d_inputs = D.backward(xp.concatenate([xp.zeros_like(d_gen), d_gen], axis=0))
+        dx = d_inputs if y is None else d_inputs[0]
+        dx_fake = dx[n:]
+        D.set_requires_grad(True).set_input_grad(False)
+        D.backward(xp.concatenate([d_real, d_fake], axis=0))
+        dz = G.backward(dx_fake)
+    return loss_D, loss_G, logits, dz

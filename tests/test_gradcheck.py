@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minigan import gradcheck, models
-from minigan.gradcheck import check_discriminator, check_generator, generic_point, run_cli
+from minigan.gradcheck import check_discriminator, check_generator, check_simultaneous, generic_point, run_cli
 
 
 def _setup(name, seed, n):
@@ -40,6 +40,53 @@ def test_generator_objective_gradients_through_d(on_backend, name, kind, n, seed
     report = check_generator(m.G, m.D, z, y, kind=kind, seed=seed, n_samples=6)
     assert report.passed, report.table()
     assert {r.name for r in report.results} >= {f"G.{k}" for k in m.G.params} | {"z"}
+
+
+@pytest.mark.parametrize("name", models.MODELS)
+@pytest.mark.parametrize("kind", ["non_saturating", "minimax"])
+@settings(max_examples=3)
+@given(n=st.integers(1, 5), seed=st.integers(0, 1000))
+def test_one_pass_update_gradients(on_backend, name, kind, n, seed):
+    """D's loss into D and G's loss through the same D pass (same masks) into G, from one forward pass."""
+    m, x_real, _, y, z = _setup(name, seed, n)
+    d_report, g_report = check_simultaneous(m.G, m.D, x_real, z, y, kind=kind, seed=seed, n_samples=6)
+    assert d_report.passed, d_report.table()
+    assert g_report.passed, g_report.table()
+    assert {r.name for r in d_report.results} == {f"D.{k}" for k in m.D.params}
+    assert {r.name for r in g_report.results} == {f"G.{k}" for k in m.G.params} | {"z"}
+
+
+def test_one_pass_update_matches_the_separate_steps_with_the_same_masks():
+    """With D's masks frozen, the one-pass gradients equal discriminator_step's (D) and a G step through an
+    identical D pass (G): the one-pass update changes which D the gradients see, not the gradients' maths."""
+    from minigan.gradcheck import frozen_dropout
+    from minigan.losses import generator_loss
+    from minigan.objective import discriminator_step, simultaneous_step
+
+    m, x_real, _, y, z = _setup("cgan", 5, 3)
+    m.G.astype(np.float64)
+    m.D.astype(np.float64)
+    with frozen_dropout(m.G, m.D):
+        loss_D, loss_G, logits, _ = simultaneous_step(m.G, m.D, x_real, z, y)
+        d_grads = {k: g.copy() for k, g in m.D.grads.items()}
+        g_grads = {k: g.copy() for k, g in m.G.grads.items()}
+        x_fake = m.G.forward((z, y), True)
+        loss_D2, logits2, _ = discriminator_step(m.D, x_real, x_fake, y, y)
+        assert float(loss_D2) == pytest.approx(float(loss_D), rel=1e-12)
+        np.testing.assert_allclose(logits2, logits, rtol=1e-12)
+        for k in d_grads:
+            np.testing.assert_allclose(m.D.grads[k], d_grads[k], rtol=1e-10, atol=1e-14, err_msg=k)
+        # G's gradient by hand: G's loss on the fake rows of the same stacked D pass.
+        m.D.set_requires_grad(False).set_input_grad(True)
+        m.D.forward((np.concatenate([x_real, x_fake]), np.concatenate([y, y])), True)
+        n = len(x_real)
+        loss, dlogits = generator_loss(logits2[n:])
+        assert float(loss) == pytest.approx(float(loss_G), rel=1e-12)
+        dx = m.D.backward(np.concatenate([np.zeros_like(dlogits), dlogits]))[0][n:]
+        m.G.set_requires_grad(True)
+        m.G.backward(dx)
+        for k in g_grads:
+            np.testing.assert_allclose(m.G.grads[k], g_grads[k], rtol=1e-10, atol=1e-14, err_msg=k)
 
 
 def test_a_wrong_gradient_deep_inside_d_is_caught():
@@ -76,7 +123,7 @@ def test_command_line_tour_passes_and_prints_every_table():
     assert run_cli(batch=3, samples=4, out=out) == 0
     text = out.getvalue()
     for needle in ("Linear", "Maxout", "Dropout", "Join", "D's parameters and inputs under D's loss",
-                   "G's parameters and noise", "all 11 checks passed"):
+                   "G's parameters and noise", "one-pass update", "all 13 checks passed"):
         assert needle in text
     assert run_cli(tolerance=1e-30, batch=2, samples=2, layers=False, out=io.StringIO()) == 1
 

@@ -246,10 +246,11 @@ def test_unconditional_model_samples_without_labels(tmp_path, numpy_backend):
         sample(tmp_path / "run", 5, label=1)
 
 
-def test_strict_backend_trains_without_host_syncs(tmp_path, strict_backend):
+@pytest.mark.parametrize("preset", ["modern", "paper"])
+def test_strict_backend_trains_without_host_syncs(tmp_path, strict_backend, preset):
     """The strict backend rejects np.* on device arrays and implicit float() pulls, as CuPy would."""
     ds = tiny_dataset(12)
-    trainer = Trainer(config(tmp_path, epochs=1, log_interval=2, k=1), dataset=ds, log=quiet)
+    trainer = Trainer(config(tmp_path, preset=preset, epochs=1, log_interval=2, k=1), dataset=ds, log=quiet)
     assert backend.is_device_array(trainer.x_train)
     result = trainer.run()
     assert result.updates == 3 and (tmp_path / "run" / CHECKPOINT_NAME).exists()
@@ -267,6 +268,38 @@ def test_k_discriminator_steps_per_update(tmp_path, numpy_backend):
     # Each of the k D steps is followed by one matching-aware D step where the preset asks for it.
     per_d_step = 2 if PRESETS[t.config.preset].get("matching_aware", {}).get(t.config.model) else 1
     assert t.opt_D.steps == 4 * per_d_step and t.opt_G.steps == 2
+
+
+@pytest.mark.parametrize("model", ["cgan", "gan"])
+def test_simultaneous_update_steps_both_networks_once_per_update(tmp_path, numpy_backend, model):
+    ds = tiny_dataset(12)
+    t = Trainer(config(tmp_path, model=model, preset="paper", epochs=1), dataset=ds, log=quiet)
+    assert t.config.update_rule == "simultaneous"
+    before = params(t)
+    assert t.run().updates == 3
+    assert t.opt_D.steps == 3 and t.opt_G.steps == 3
+    after = params(t)
+    assert all(not np.array_equal(before[k], after[k]) for k in before if k.endswith(".W"))
+
+
+def test_update_rule_changes_training_and_is_part_of_the_run_definition(tmp_path, numpy_backend):
+    ds = tiny_dataset(12)
+    one_pass = Trainer(config(tmp_path, "a", preset="paper", epochs=1), dataset=ds, log=quiet)
+    alternating = Trainer(config(tmp_path, "b", preset="paper", epochs=1, update="alternating"), dataset=ds,
+                          log=quiet)
+    one_pass.run()
+    alternating.run()
+    assert not np.array_equal(params(one_pass)["G.out.W"], params(alternating)["G.out.W"])
+    with pytest.raises(ConfigError, match="update"):
+        Trainer.resume(tmp_path / "b", dataset=ds, log=quiet, update="simultaneous")
+
+
+@pytest.mark.parametrize("bad,match", [(dict(update="both"), "unknown update rule"),
+                                       (dict(preset="paper", k=2), "simultaneous"),
+                                       (dict(update="simultaneous", k=3), "simultaneous")])
+def test_update_rule_config_errors(tmp_path, bad, match):
+    with pytest.raises(ConfigError, match=match):
+        config(tmp_path, **bad)
 
 
 def test_model_selection_keeps_the_best_and_does_not_perturb_training(tmp_path, numpy_backend):
