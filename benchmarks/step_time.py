@@ -16,6 +16,11 @@ The *floor* is the list of matrix products that iteration cannot avoid, run bare
 * G step, on B rows: G forward; D forward; dx through every D layer down to D's x input (not to its y input),
   and no dW for D; dW for every G layer, dx for every G layer except the first of each input branch (z, y).
 
+``--update simultaneous`` times the paper presets' one-pass update instead
+(:func:`minigan.objective.simultaneous_step`, the original pylearn2 code's): G forward on B rows; D forward on
+2B rows; dx through D down to its x input on 2B rows (G's loss); dW for every D layer on 2B rows (D's loss);
+G backward on B rows. The PyTorch reference implements the alternating iteration only, so it is skipped there.
+
 Contenders are interleaved (minigan, floor, torch, minigan, ...) and each reports the median of its samples, so
 the ratios compare the same minutes of a shared, noisy machine.
 
@@ -48,6 +53,9 @@ def _parse(argv=None):
     ap.add_argument("--model", default="cgan", choices=["cgan"])
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    ap.add_argument("--update", default="alternating", choices=["alternating", "simultaneous"],
+                    help="the iteration timed: Algorithm 1 (default; the issue's and PyTorch's) or the paper "
+                         "presets' one-pass update")
     ap.add_argument("--iters", type=int, default=100, help="timed samples per contender (after warm-up)")
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--inner", type=int, default=None,
@@ -106,7 +114,7 @@ def linear_layers(layer: Layer, source="data"):
     return [], source  # an activation or dropout: passes its input's source through
 
 
-def products(model, B: int):
+def products(model, B: int, update: str = "alternating"):
     """The matrix products of one iteration: ``[(label, (m, k), (k, n), a_transposed, b_transposed), ...]``.
 
     ``x @ W`` is (rows, in) @ (in, out); ``dW = x.T @ dout`` is (in, rows) @ (rows, out) with x.T a transposed
@@ -129,6 +137,13 @@ def products(model, B: int):
                 out.append((f"{tag} dx {lin.path}", (rows, lin.out_features), (lin.out_features, lin.in_features),
                             False, True))
 
+    if update == "simultaneous":
+        fwd(G, B, "G")
+        fwd(D, 2 * B, "D")
+        bwd(D, 2 * B, "D (G's loss)", dW=False, dx_wanted=lambda src: src is None or src == 0)
+        bwd(D, 2 * B, "D (D's loss)", dW=True, dx_wanted=lambda src: False)
+        bwd(G, B, "G", dW=True, dx_wanted=lambda src: src is None)
+        return out
     # D step
     fwd(G, B, "Dstep G")
     fwd(D, 2 * B, "Dstep D")
@@ -144,12 +159,12 @@ def products(model, B: int):
 class Floor:
     """The products of :func:`products`, bare, on preallocated operands of the active backend."""
 
-    def __init__(self, model, B: int, seed: int = 0):
+    def __init__(self, model, B: int, seed: int = 0, update: str = "alternating"):
         xp = backend.xp()
         rng = np.random.default_rng(seed)
         self.matmul = xp.matmul
         self.ops = []
-        self.list = products(model, B)
+        self.list = products(model, B, update)
         for _, (m, k), (k2, n), ta, tb in self.list:
             def operand(r, c, transposed):
                 host = rng.uniform(-1, 1, (c, r) if transposed else (r, c)).astype(np.float32)
@@ -179,10 +194,10 @@ def data_pool(B: int, seed: int = 0):
 
 
 class MiniganStep:
-    """One iteration of ``Trainer._train_step`` (k = 1, paper preset, metrics left out)."""
+    """One iteration of ``Trainer._train_step`` (k = 1, SGD as in the paper preset, metrics left out)."""
 
-    def __init__(self, model, B: int, x_pool, labels, seed: int = 0):
-        self.m, self.B = model, B
+    def __init__(self, model, B: int, x_pool, labels, seed: int = 0, update: str = "alternating"):
+        self.m, self.B, self.update = model, B, update
         self.opt_G = optim.SGD(model.G, lr=0.1, momentum=0.5)
         self.opt_D = optim.SGD(model.D, lr=0.1, momentum=0.5)
         self.x_train = backend.to_device(x_pool)
@@ -203,6 +218,11 @@ class MiniganStep:
         self.start += B
         x_real, y_real = self.x_train[idx], self.y_train[idx]
         z = m.sample_noise(B, self.noise_rng, like=x_real)
+        if self.update == "simultaneous":
+            loss_D, loss_G, _, _ = objective.simultaneous_step(m.G, m.D, x_real, z, y_real)
+            self.opt_D.step()
+            self.opt_G.step()
+            return loss_D, loss_G
         x_fake = m.G.forward((z, y_real), train=True)
         loss_D, _, _ = objective.discriminator_step(m.D, x_real, x_fake, y_real, y_real, train=True)
         self.opt_D.step()
@@ -300,7 +320,7 @@ def memory_run(which: str, args) -> dict:
     x_pool, labels = data_pool(args.batch, args.seed)
     model = models.cgan(args.seed)
     if which == "minigan":
-        step, sync = MiniganStep(model, args.batch, x_pool, labels, args.seed), backend.synchronize
+        step, sync = MiniganStep(model, args.batch, x_pool, labels, args.seed, args.update), backend.synchronize
     else:
         step, sync = make_torch_step(model, args.batch, x_pool, labels, args.device,
                                      args.threads or blas_threads(), args.seed)
@@ -327,7 +347,8 @@ def memory_run(which: str, args) -> dict:
 def measure_memory(which: str, args) -> dict | None:
     """Run :func:`memory_run` in a child process, so each contender's RSS is its own."""
     cmd = [sys.executable, os.path.abspath(__file__), "--_mem", which, "--batch", str(args.batch),
-           "--device", args.device, "--mem-iters", str(args.mem_iters), "--seed", str(args.seed)]
+           "--device", args.device, "--mem-iters", str(args.mem_iters), "--seed", str(args.seed),
+           "--update", args.update]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     res = subprocess.run(cmd, capture_output=True, text=True)
@@ -364,23 +385,25 @@ def main(args) -> dict:
     threads = args.threads or blas_threads()
     x_pool, labels = data_pool(B, args.seed)
     model = models.cgan(args.seed)
-    floor = Floor(model, B, args.seed)
+    floor = Floor(model, B, args.seed, args.update)
     if args.list_products:
         for label, (m, k), (_, n), ta, tb in floor.list:
             print(f"{label:32s} ({m:5d} x {k:5d}{'ᵀ' if ta else ' '}) @ ({k:5d} x {n:5d}{'ᵀ' if tb else ' '})")
         print(f"{len(floor.list)} products, {floor.flops / 1e9:.3f} GFLOP per iteration")
         return {}
     torch_model = models.cgan(args.seed)  # its own copy: minigan's weights move as minigan trains
-    contenders = {"minigan": (MiniganStep(model, B, x_pool, labels, args.seed), backend.synchronize),
+    contenders = {"minigan": (MiniganStep(model, B, x_pool, labels, args.seed, args.update),
+                              backend.synchronize),
                   "floor": (floor, backend.synchronize)}
-    use_torch = have_torch() and not args.no_torch
+    use_torch = have_torch() and not args.no_torch and args.update == "alternating"
     if use_torch:
         contenders["torch"] = make_torch_step(torch_model, B, x_pool, labels, args.device, threads, args.seed)
     t = interleaved(contenders, args.iters, args.warmup, inner)
     mg, fl = t["minigan"]["median"], t["floor"]["median"]
     th = t["torch"]["median"] if use_torch else None
     result = {
-        "model": args.model, "batch": B, "device": args.device, "threads": threads, "iters": args.iters,
+        "model": args.model, "update": args.update, "batch": B, "device": args.device, "threads": threads,
+        "iters": args.iters,
         "inner": inner, "minigan_s": mg, "floor_s": fl, "torch_s": th,
         "minigan_over_floor": mg / fl, "torch_over_floor": th / fl if th else None,
         "torch_over_minigan": th / mg if th else None, "floor_gflops": floor.flops / fl / 1e9,
@@ -394,7 +417,8 @@ def main(args) -> dict:
         if use_torch:
             result["memory"]["torch"] = measure_memory("torch", args)
     ms = lambda s: f"{1e3 * s:8.2f} ms" if s is not None else "     n/a"  # noqa: E731
-    print(f"CGAN iteration, batch {B}, {args.device}, {threads} threads, median of {args.iters} interleaved samples")
+    print(f"CGAN iteration ({args.update} update), batch {B}, {args.device}, {threads} threads, "
+          f"median of {args.iters} interleaved samples")
     print(f"  minigan {ms(mg)}   floor {ms(fl)} ({result['floor_gflops']:.1f} GFLOP/s)   torch {ms(th)}")
     print(f"  minigan/floor {mg / fl:.3f}" + (f"   torch/floor {th / fl:.3f}   torch/minigan {th / mg:.3f}"
                                                if th else ""))
