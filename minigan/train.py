@@ -745,7 +745,8 @@ class Trainer:
         what = f"{c.steps} updates" if c.steps is not None else f"{c.epochs or DEFAULT_EPOCHS} epochs"
         start = "resuming at" if self.updates else "starting at"
         return (f"minigan train: {c.model} on {c.dataset} ({self.n_train} examples), preset {c.preset}, batch "
-                f"{c.batch}, k {c.k}, {c.update_rule} updates, {self.steps_per_epoch} updates/epoch, backend {backend.name()}, seed {c.seed}; "
+                f"{c.batch}, k {c.k}, {c.update_rule} updates, {self.steps_per_epoch} updates/epoch, "
+                f"backend {backend.name()}, seed {c.seed}; "
                 f"{start} update {self.updates} (epoch {self.epoch + 1}, step {self.step_in_epoch}); "
                 f"target {what} ({target} updates); run dir {c.run_dir}")
 
@@ -765,6 +766,7 @@ class Trainer:
             opt.lr, opt.momentum = lr, momentum
 
     def _train_step(self) -> None:
+        """One update (one G step), by the run's update rule."""
         if self.config.update_rule == "simultaneous":
             self._simultaneous_step()
         else:
