@@ -365,10 +365,12 @@ class Maxout(Linear):
         self._winner = None
 
     def forward(self, x, train: bool | None = None):
-        # Z = XW + b goes into a reused buffer (it never leaves the layer); the max over pieces is a running
-        # maximum over the P strided column views Z[:, :, j], and the winner index is updated where a later
-        # piece is *strictly* greater, so ties keep the first maximal piece. This is P-1 cheap elementwise
-        # passes over (N, units), against argmax's per-unit inner loop of length P.
+        # Z = XW + b goes into a reused buffer (it never leaves the layer). Pieces of a unit are adjacent
+        # columns, so one transposing copy first makes each piece a contiguous (N, units) slice: the running
+        # maximum then takes P-1 contiguous passes (strided ones cost ~6x as much). The winner is tracked as
+        # max(winner, j * [piece j > running max]): a later piece wins only if *strictly* greater, so ties keep
+        # the first maximal piece, and j exceeds every earlier winner. (A masked assignment, copyto(where=),
+        # cost 45x a contiguous pass here.)
         _check_input(self, x, self.in_features)
         self._x = x
         xp = get_array_module(x)
@@ -376,16 +378,19 @@ class Maxout(Linear):
         z = self._buffer("z", (n, units * pieces), x.dtype, x)
         xp.matmul(x, self._params["W"], out=z)
         z += self._params["b"]
-        z = z.reshape(n, units, pieces)
-        h = z[:, :, 0].copy()
-        winner = self._buffer("winner", (n, units), np.int8 if pieces <= 127 else np.int32, x)
+        z_pieces = self._buffer("z_pieces", (pieces, n, units), x.dtype, x)
+        xp.copyto(z_pieces, z.reshape(n, units, pieces).transpose(2, 0, 1))
+        h = z_pieces[0].copy()
+        index_type = np.int8 if pieces <= 127 else np.int32
+        winner = self._buffer("winner", (n, units), index_type, x)
         winner.fill(0)
         better = self._buffer("mask", (n, units), np.bool_, x)
+        candidate = self._buffer("candidate", (n, units), index_type, x)
         for j in range(1, pieces):
-            zj = z[:, :, j]
-            xp.greater(zj, h, out=better)
-            xp.copyto(winner, j, where=better)
-            xp.maximum(h, zj, out=h)
+            xp.greater(z_pieces[j], h, out=better)
+            xp.multiply(better, j, out=candidate)
+            xp.maximum(winner, candidate, out=winner)
+            xp.maximum(h, z_pieces[j], out=h)
         self._winner = winner
         return h
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minigan import backend
@@ -86,6 +86,26 @@ def test_linear_is_x_w_plus_b_with_w_shaped_in_out():
     layer.params["b"][:] = [1.0, -1.0]
     x = _data(1, 4, 3).astype(np.float32)
     np.testing.assert_allclose(layer.forward(x), x @ layer.params["W"] + layer.params["b"], rtol=1e-6)
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=st.data(), units=st.integers(1, 6), pieces=st.integers(1, 7), n=st.integers(1, 5))
+def test_maxout_winner_is_the_first_maximal_piece_even_with_ties(data, units, pieces, n):
+    # Small integer pre-activations make ties common; the winner must be argmax's (the first maximal piece),
+    # and the backward pass must route each unit's gradient to that piece alone.
+    z = np.array(data.draw(st.lists(st.integers(-2, 2), min_size=n * units * pieces, max_size=n * units * pieces)),
+                 np.float32).reshape(n, units * pieces)
+    layer = Maxout(n, units=units, pieces=pieces, init="zeros")
+    layer.params["W"][...] = z  # x = identity rows, so Z = I @ W = z (b = 0)
+    out = layer.forward(np.eye(n, dtype=np.float32))
+    z3 = z.reshape(n, units, pieces)
+    np.testing.assert_array_equal(out, z3.max(axis=2))
+    np.testing.assert_array_equal(layer.activation_pattern(), z3.argmax(axis=2))
+    g = np.arange(1, n * units + 1, dtype=np.float32).reshape(n, units)
+    layer.backward(g)
+    expected_dz = np.zeros_like(z3)
+    np.put_along_axis(expected_dz, z3.argmax(axis=2)[..., None], g[..., None], axis=2)
+    np.testing.assert_array_equal(layer.grads["W"][:n], expected_dz.reshape(n, -1))
 
 
 def test_maxout_pieces_of_a_unit_are_adjacent_columns():
