@@ -683,6 +683,7 @@ class Trainer:
                 previous[sig] = signal.signal(sig, self._handler)
         run_dir = self.config.run_dir
         (run_dir / "samples").mkdir(parents=True, exist_ok=True)
+        self._remove_stale_temporaries()
         self._prepare_metrics_file()
         target = self._target_updates()
         self.log(self._describe(target))
@@ -971,6 +972,24 @@ class Trainer:
                                    f"not overwriting the last good checkpoint {path}", self.updates)
         arrays, meta = self.state()
         io.save_checkpoint(path, arrays, meta)
+
+    def _remove_stale_temporaries(self) -> None:
+        """Delete temporary files of saves that a hard kill (SIGKILL, power loss) interrupted.
+
+        Checkpoints and grids are written to ``.ckpt-*.tmp`` / ``.png-*.tmp`` and renamed into place, so such a
+        file is never the only copy of anything: the save it belonged to either completed (and renamed
+        another temporary) or left the previous file untouched. Only one trainer may use a run directory.
+        """
+        run_dir = self.config.run_dir
+        stale = [p for d in (run_dir, run_dir / "samples") for pattern in (".ckpt-*.tmp", ".png-*.tmp")
+                 for p in d.glob(pattern)]
+        for path in stale:
+            try:
+                path.unlink()
+            except OSError:  # already gone, or not ours to delete: harmless either way
+                pass
+        if stale:
+            self.log(f"removed {len(stale)} temporary file(s) left by an interrupted save in {run_dir}")
 
     def _prepare_metrics_file(self) -> None:
         """Fresh run: empty metrics.jsonl. Resume: keep only epochs the checkpoint includes (a crash between

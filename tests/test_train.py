@@ -167,6 +167,24 @@ def test_resume_mid_epoch_after_simulated_sigint_is_bit_identical(tmp_path, nump
         assert rec_split[key] == pytest.approx(rec_straight[key], rel=1e-12)
 
 
+def test_resume_removes_temporaries_of_killed_saves_and_keeps_everything_else(tmp_path, numpy_backend):
+    ds = tiny_dataset(12)
+    Trainer(config(tmp_path, epochs=1), dataset=ds, log=quiet).run()
+    run = tmp_path / "run"
+    # What a SIGKILL during a checkpoint or grid save leaves behind (io._atomic_write's temp names).
+    stale = [run / ".ckpt-abc123.tmp", run / "samples" / ".png-def456.tmp", run / ".png-0.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a file")
+    keep = run / "notes.tmp"  # not ours: a user's file with a similar suffix stays
+    keep.write_text("mine")
+    before = set(p.name for p in run.rglob("*") if p.is_file()) - {p.name for p in stale}
+    messages = []
+    Trainer.resume(run, dataset=ds, log=messages.append, epochs=2).run()
+    assert not any(path.exists() for path in stale) and keep.read_text() == "mine"
+    assert before <= set(p.name for p in run.rglob("*") if p.is_file())
+    assert any("removed 3 temporary file(s)" in m for m in messages)
+
+
 def test_signal_handlers_are_restored_after_run(tmp_path, numpy_backend):
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     Trainer(config(tmp_path, steps=1), dataset=tiny_dataset(), log=quiet).run()
