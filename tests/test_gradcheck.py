@@ -125,7 +125,18 @@ def test_command_line_tour_passes_and_prints_every_table():
     for needle in ("Linear", "Maxout", "Dropout", "Join", "D's parameters and inputs under D's loss",
                    "G's parameters and noise", "one-pass update", "all 13 checks passed"):
         assert needle in text
-    assert run_cli(tolerance=1e-30, batch=2, samples=2, layers=False, out=io.StringIO()) == 1
+
+
+def test_command_line_tour_fails_on_a_planted_gradient_bug(monkeypatch):
+    # Sigmoid's backward off by 0.1%: G's output layer and everything below it in G is wrong, D is not.
+    from minigan.layers import Sigmoid
+
+    exact = Sigmoid.backward
+    monkeypatch.setattr(Sigmoid, "backward", lambda self, dout: exact(self, dout) * 1.001)
+    out = io.StringIO()
+    assert run_cli(batch=2, samples=3, layers=False, out=out) == 1
+    text = out.getvalue()
+    assert "FAIL" in text and "D's parameters and inputs under D's loss" in text
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -145,3 +156,17 @@ def test_matching_aware_term_gradient(on_backend, seed):
             lambda: (matching_aware_step(m.D, x, y, y_wrong), dict(m.D.grads))[1],
             dict(m.D.params), models=[m.D], n_samples=5, title="matching-aware D term")
     assert report.passed, report.table()
+
+
+def test_sampling_scores_the_entries_that_matter_on_one_hot_inputs():
+    # A layer on one-hot labels has non-zero weight gradients only in the rows of the classes present: here 2
+    # rows of 50 (2 of 500 entries). Uniform sampling alone would find only exact zeros to compare.
+    from minigan.layers import Linear
+
+    layer = Linear(50, 10, init=0.5, rng=0).astype(np.float64)
+    x = np.zeros((3, 50))
+    x[[0, 1, 2], [7, 7, 31]] = 1
+    report = gradcheck.check_layer(layer, x, n_samples=6, seed=0)
+    weights = next(r for r in report.results if r.name == "W")
+    assert weights.checked >= 3 and weights.max_rel_error <= 1e-7
+    assert weights.tiny >= 1  # the uniform half still looks at (and holds to zero) the other rows
