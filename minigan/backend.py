@@ -30,7 +30,6 @@ it draws on the GPU from a device generator seeded from the host stream.
 
 from __future__ import annotations
 
-import math
 import numbers
 import os
 import types
@@ -473,40 +472,6 @@ class Rng:
             draw = self.host.random(shape, dtype=dtype)
             return StrictArray(draw) if namespace is strict_xp else draw
         return self._device_generator().random(shape, dtype=dtype)
-
-    def bernoulli(self, prob: float, shape, like: Any = None):
-        """Boolean array of ``shape``, each entry True with probability ``prob``, on the backend of ``like``.
-
-        On the host each entry compares a ``b``-bit word of the PCG64 stream with ``prob * 2**b``, taken
-        straight from the bit generator (64 bits per draw): ``b`` is the smallest of 1, 8, 16 for which
-        ``prob * 2**b`` is a whole number (dropout's 0.5 takes one bit per entry), else 32, with the threshold
-        rounded: ``prob`` is then honoured to within 2**-33 (a float32 uniform resolves only 2**-24).
-        Measured on a (200, 784) mask: 0.25 ms at 32 bits and about 0.03 ms at one bit, against 0.39 ms for
-        ``random(shape) < prob``.
-        """
-        if not 0 <= prob <= 1:
-            raise ValueError(f"bernoulli: prob must be in [0, 1], got {prob!r}")
-        namespace = get_array_module(like) if like is not None else xp()
-        if namespace is not np and namespace is not strict_xp:
-            return self._device_generator().random(shape, dtype=np.float32) < prob
-        shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(shape)
-        n = math.prod(shape)
-        for bits, word in ((1, np.uint8), (8, np.uint8), (16, np.uint16), (32, np.uint32)):
-            threshold = prob * 2**bits
-            if threshold == int(threshold) or bits == 32:
-                break
-        threshold = round(threshold)
-        n_words = -(-n // 8) if bits == 1 else n
-        draws = -(-n_words * np.dtype(word).itemsize // 8)  # 64-bit draws needed
-        words = self.host.bit_generator.random_raw(draws).view(word)[:n_words]
-        if bits == 1:
-            words = np.unpackbits(words, count=n)
-        if threshold >= 2**bits:
-            draw = np.ones(n, np.bool_)
-        else:
-            draw = words < threshold
-        draw = draw.reshape(shape)
-        return StrictArray(draw) if namespace is strict_xp else draw
 
     def uniform(self, low: float, high: float, shape, dtype=np.float32, like: Any = None):
         """U[low, high) array of ``shape`` and ``dtype`` on the backend of ``like`` (or the active one)."""

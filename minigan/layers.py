@@ -525,8 +525,8 @@ class Tanh(Layer):
 
 
 class Dropout(Layer):
-    r"""Inverted dropout: in training, :math:`y = x \odot m` with :math:`m_{ki} = b_{ki}/(1-p)`,
-    :math:`b_{ki} \sim \text{Bernoulli}(1-p)` (:meth:`minigan.backend.Rng.bernoulli`); at evaluation :math:`y = x`. Scaling by :math:`1/(1-p)` keeps
+    r"""Inverted dropout: in training, :math:`y = x \odot m` with :math:`m_{ki} = [u_{ki} \ge p]/(1-p)`,
+    :math:`u \sim U[0,1)`; at evaluation :math:`y = x`. Scaling by :math:`1/(1-p)` keeps
     :math:`\mathbb{E}[y] = x`, so evaluation needs no rescaling.
 
     Gradient: :math:`y` is linear in :math:`x` for a fixed mask, so :math:`\partial L/\partial X = G \odot m`
@@ -562,8 +562,10 @@ class Dropout(Layer):
         reuse = self.frozen and self._mask is not None and self._mask.shape == x.shape
         if not reuse:
             xp = get_array_module(x)
-            keep = self.rng.bernoulli(1 - self.p, x.shape, like=x)
-            self._mask = xp.multiply(keep, 1 / (1 - self.p), dtype=x.dtype)  # kept: 1/(1-p), dropped: 0
+            mask = self.rng.random(x.shape, x.dtype, like=x)  # u ~ U[0, 1)
+            xp.greater_equal(mask, self.p, out=mask)  # [u >= p] as 1.0 / 0.0, in place: no bool temporary
+            mask *= 1 / (1 - self.p)
+            self._mask = mask
         return x * self._mask
 
     def backward(self, dout):

@@ -2,8 +2,6 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from minigan import backend
 from minigan.backend import BackendError, Rng, StrictArray, StrictBackendError, strict_xp
@@ -140,40 +138,6 @@ def test_environment_variable_selects_backend(monkeypatch):
         assert backend.xp() is strict_xp
     finally:
         backend.use("numpy")
-
-
-@settings(max_examples=40, deadline=None)
-@given(prob=st.one_of(st.sampled_from([0.0, 0.5, 0.8, 0.25, 0.75, 1.0, 1 - 2**-16]), st.floats(0, 1)),
-       shape=st.one_of(st.integers(1, 3000), st.lists(st.integers(1, 40), min_size=1, max_size=3).map(tuple)),
-       seed=st.integers(0, 2**32))
-def test_bernoulli_has_the_asked_probability_shape_and_stream(prob, shape, seed):
-    draw = Rng(seed).bernoulli(prob, shape)
-    expected_shape = (shape,) if isinstance(shape, int) else shape
-    assert draw.dtype == np.bool_ and draw.shape == expected_shape
-    n = draw.size
-    if prob in (0.0, 1.0):
-        assert draw.all() if prob == 1.0 else not draw.any()
-    else:
-        # The count is Binomial(n, prob): 6 standard errors never fail by chance in practice.
-        assert abs(draw.sum() - n * prob) <= 6 * np.sqrt(n * prob * (1 - prob)) + 1
-    np.testing.assert_array_equal(Rng(seed).bernoulli(prob, shape), draw)  # seeded
-
-
-def test_bernoulli_is_exact_in_distribution_and_resumable():
-    # One-bit (0.5), 8-bit (0.75: 192/256) and 32-bit (0.8) paths over 10^6 draws: within 5 SE of prob.
-    for prob in (0.5, 0.75, 0.8):
-        draw = Rng(7).bernoulli(prob, (1000, 1000))
-        assert abs(draw.mean() - prob) < 5 * np.sqrt(prob * (1 - prob) / draw.size)
-    a = Rng(3)
-    a.bernoulli(0.8, 17)
-    state = a.get_state()
-    after = a.bernoulli(0.5, 33)
-    a.set_state(state)
-    np.testing.assert_array_equal(a.bernoulli(0.5, 33), after)
-    assert isinstance(Rng(1).bernoulli(0.5, (2,), like=StrictArray(np.zeros(1))), StrictArray)
-    for bad in (-0.1, 1.5, float("nan")):
-        with pytest.raises(ValueError, match="prob must be in"):
-            a.bernoulli(bad, 3)
 
 
 def test_rng_is_seeded_and_its_state_round_trips():
