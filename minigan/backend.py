@@ -432,6 +432,31 @@ def to_device(obj: Any, backend: str | None = None) -> Any:
     raise BackendError(f"unknown backend {target!r}; choose one of {', '.join(BACKENDS)}")
 
 
+#: Elements per block of a memory-bound, multi-pass update on the CPU (see :func:`cache_blocks`): 64 Ki float32
+#: is 256 KiB per array, so the four arrays of an SGD step (parameter, gradient, velocity, scratch) stay within
+#: this machine's 1 MiB L2 between passes. Measured on the CGAN's 3.6 M parameters: 4.5 ms per SGD step in
+#: blocks of 64 Ki against 6.4 ms whole-array (16 Ki: 6.6 ms, call overhead; 128 Ki: 4.7 ms).
+CPU_BLOCK_ELEMENTS = 65536
+
+
+def cache_blocks(*arrays: Any):
+    """Yield tuples of matching flat views of same-shaped arrays, block by block, for in-place updates.
+
+    An update of several elementwise passes (SGD: scale the gradient, decay the velocity, add, step) over
+    arrays larger than the cache streams every array from memory once per pass; done block by block, only the
+    first pass of a block misses the cache. On a GPU one pass is one kernel launch, so the arrays come back
+    whole. Arrays that are not C-contiguous also come back whole (a flat view of them would be a copy).
+    """
+    first = arrays[0]
+    flat = all(a.flags.c_contiguous for a in arrays)
+    if _is_cupy_array(first) or not flat or first.size <= CPU_BLOCK_ELEMENTS:
+        yield arrays
+        return
+    views = [a.reshape(-1) for a in arrays]
+    for start in range(0, first.size, CPU_BLOCK_ELEMENTS):
+        yield tuple(v[start:start + CPU_BLOCK_ELEMENTS] for v in views)
+
+
 def synchronize() -> None:
     """Wait for queued device work (no-op off the GPU). Benchmarks call this before reading a clock."""
     if name() == "cupy":

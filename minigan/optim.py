@@ -140,14 +140,16 @@ class SGD(Optimizer):
 
     def _update(self, name, p, g):
         xp = get_array_module(p)
-        lr_g = xp.multiply(g, self.lr, out=self._scratch(p))  # lr * g, without a temporary
         if self.momentum == 0:
-            p -= lr_g
+            for p_, g_ in backend.cache_blocks(p, g):
+                p_ -= xp.multiply(g_, self.lr, out=self._scratch(p_))  # lr * g, without a temporary
             return
         v = self._slot("v", name, p)
-        v *= self.momentum
-        v -= lr_g
-        p += v
+        for p_, g_, v_ in backend.cache_blocks(p, g, v):
+            lr_g = xp.multiply(g_, self.lr, out=self._scratch(p_))
+            v_ *= self.momentum
+            v_ -= lr_g
+            p_ += v_
 
     def hyperparameters(self):
         return {"lr": self.lr, "momentum": self.momentum}
@@ -177,22 +179,21 @@ class Adam(Optimizer):
 
     def _update(self, name, p, g):
         # The same arithmetic, term by term, as the formulas above; the terms go into two reused work
-        # arrays instead of fresh temporaries.
+        # arrays instead of fresh temporaries, one cache-sized block at a time (backend.cache_blocks).
         xp = get_array_module(p)
-        m = self._slot("m", name, p)
-        v = self._slot("v", name, p)
-        a, b = self._scratch(p, "a"), self._scratch(p, "b")
-        m *= self.beta1
-        m += xp.multiply(g, 1 - self.beta1, out=a)
-        v *= self.beta2
-        xp.multiply(g, g, out=a)
-        a *= 1 - self.beta2
-        v += a
-        xp.multiply(m, self._lr_t, out=a)   # lr_t * m
-        xp.sqrt(v, out=b)
-        b += self._eps_t                    # sqrt(v) + eps_t
-        a /= b
-        p -= a
+        for p, g, m, v in backend.cache_blocks(p, g, self._slot("m", name, p), self._slot("v", name, p)):
+            a, b = self._scratch(p, "a"), self._scratch(p, "b")
+            m *= self.beta1
+            m += xp.multiply(g, 1 - self.beta1, out=a)
+            v *= self.beta2
+            xp.multiply(g, g, out=a)
+            a *= 1 - self.beta2
+            v += a
+            xp.multiply(m, self._lr_t, out=a)   # lr_t * m
+            xp.sqrt(v, out=b)
+            b += self._eps_t                    # sqrt(v) + eps_t
+            a /= b
+            p -= a
 
     def hyperparameters(self):
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}

@@ -127,6 +127,34 @@ def test_adam_matches_the_paper_algorithm(on_backend):
         np.testing.assert_allclose(a, p[k], rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("make", [lambda m: SGD(m, 0.1, 0.5), lambda m: SGD(m, 0.1, 0.0), lambda m: Adam(m, 1e-3)],
+                         ids=["sgd", "sgd-no-momentum", "adam"])
+def test_blocked_updates_equal_whole_array_updates_bit_for_bit(on_backend, make, monkeypatch):
+    # A weight matrix of 3 blocks and a bit (plus a bias, a single block): the cache-blocked update must be
+    # the very same float32 arithmetic as one pass over the whole arrays.
+    rng = np.random.default_rng(4)
+    values = {"W": rng.standard_normal((700, 300)), "gW": rng.standard_normal((700, 300)),
+              "gb": rng.standard_normal(300)}
+
+    def model():
+        m = Linear(700, 300, rng=0)
+        m.params["W"][...] = backend.to_device(values["W"].astype(np.float32))
+        m.grads["W"][...] = backend.to_device(values["gW"].astype(np.float32))
+        m.grads["b"][...] = backend.to_device(values["gb"].astype(np.float32))
+        return m
+
+    blocked, whole = model(), model()
+    assert blocked.params["W"].size > 3 * backend.CPU_BLOCK_ELEMENTS
+    opt_blocked, opt_whole = make(blocked), make(whole)
+    for _ in range(3):
+        opt_blocked.step()
+    monkeypatch.setattr(backend, "CPU_BLOCK_ELEMENTS", 10 ** 9)
+    for _ in range(3):
+        opt_whole.step()
+    for name in blocked.params:
+        np.testing.assert_array_equal(backend.to_host(blocked.params[name]), backend.to_host(whole.params[name]))
+
+
 @pytest.mark.parametrize("make", [lambda m: SGD(m, 0.1, 0.5), lambda m: Adam(m, 1e-3)], ids=["sgd", "adam"])
 def test_optimizer_state_round_trip_continues_identically(make):
     a, b = _model_with_grads(2), _model_with_grads(2)
