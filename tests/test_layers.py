@@ -213,3 +213,18 @@ def test_constructor_errors():
         Linear(2, 2, init="bogus")
     with pytest.raises(ValueError, match="2 inputs"):
         Join({"x": Linear(1, 1), "y": Linear(1, 1)}).forward(np.ones((1, 1), np.float32))
+
+
+def test_scratch_buffers_are_kept_per_shape_for_the_alternating_batch_sizes():
+    # D sees 2B rows in its own step and B rows in G's: both buffers must survive the alternation (no
+    # reallocation per step), and only the few most recently used shapes are kept.
+    layer = Maxout(6, units=3, pieces=2, rng=0)
+    big, small = np.ones((8, 6), np.float32), np.ones((4, 6), np.float32)
+    layer.forward(big)
+    z_big = layer._buffer("z", (8, 6), np.float32, big)
+    layer.forward(small)
+    layer.forward(big)
+    assert layer._buffer("z", (8, 6), np.float32, big) is z_big
+    for n in range(1, 6):
+        layer.forward(np.ones((n, 6), np.float32))
+    assert len(layer.__dict__["_work"]["z"]) <= 3
