@@ -206,8 +206,7 @@ class Layer:
         (and, for large arrays, the page faults of touching fresh memory) per call.
         """
         # Kept per (shape, dtype), the most recently used few: D sees 2B rows in its own step and B rows in
-        # G's, so a single buffer per key was reallocated twice per iteration, and the churn of ~1 MB blocks
-        # let the process's RSS creep up (0.78 MiB over 2,900 iterations at batch 100).
+        # G's, so with a single buffer per key each ~1 MB buffer was reallocated twice per iteration.
         slots = self.__dict__.setdefault("_work", {}).setdefault(key, {})
         xp = get_array_module(like)
         ident = (tuple(shape), np.dtype(dtype))
