@@ -48,6 +48,7 @@ What is checked
 from __future__ import annotations
 
 import contextlib
+import itertools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -171,13 +172,8 @@ def _sample_indices(shape: tuple, n_samples: int, gen: np.random.Generator, anal
     uniform = gen.choice(size, n_samples, replace=False)
     nonzero = np.flatnonzero(analytic) if analytic is not None else np.empty(0, np.int64)
     informative = gen.choice(nonzero, min(n_samples, nonzero.size), replace=False) if nonzero.size else nonzero
-    order, seen = [], set()
-    for pair in zip(np.pad(informative, (0, n_samples - informative.size), constant_values=-1), uniform):
-        for i in pair:
-            if i >= 0 and int(i) not in seen:
-                seen.add(int(i))
-                order.append(int(i))
-    return [np.unravel_index(i, shape) for i in order]
+    alternating = (int(i) for pair in itertools.zip_longest(informative, uniform) for i in pair if i is not None)
+    return [np.unravel_index(i, shape) for i in dict.fromkeys(alternating)]  # first occurrences, in order
 
 
 def check_function(

@@ -181,19 +181,19 @@ class Adam(Optimizer):
         # The same arithmetic, term by term, as the formulas above; the terms go into two reused work
         # arrays instead of fresh temporaries, one cache-sized block at a time (backend.cache_blocks).
         xp = get_array_module(p)
-        for p, g, m, v in backend.cache_blocks(p, g, self._slot("m", name, p), self._slot("v", name, p)):
-            a, b = self._scratch(p, "a"), self._scratch(p, "b")
-            m *= self.beta1
-            m += xp.multiply(g, 1 - self.beta1, out=a)
-            v *= self.beta2
-            xp.multiply(g, g, out=a)
+        for p_, g_, m_, v_ in backend.cache_blocks(p, g, self._slot("m", name, p), self._slot("v", name, p)):
+            a, b = self._scratch(p_, "a"), self._scratch(p_, "b")
+            m_ *= self.beta1
+            m_ += xp.multiply(g_, 1 - self.beta1, out=a)
+            v_ *= self.beta2
+            xp.multiply(g_, g_, out=a)
             a *= 1 - self.beta2
-            v += a
-            xp.multiply(m, self._lr_t, out=a)   # lr_t * m
-            xp.sqrt(v, out=b)
+            v_ += a
+            xp.multiply(m_, self._lr_t, out=a)  # lr_t * m
+            xp.sqrt(v_, out=b)
             b += self._eps_t                    # sqrt(v) + eps_t
             a /= b
-            p -= a
+            p_ -= a
 
     def hyperparameters(self):
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
