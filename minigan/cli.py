@@ -10,6 +10,8 @@ Exit codes
      missing or corrupt data, a corrupt or missing checkpoint, a label out of range, no GPU for ``--device gpu``
      -- and an operating-system refusal to read or write a file (read-only directory, full disk, permissions)
 3    training diverged (a loss became NaN/inf); the last good checkpoint is left as it was
+4    training failed the health check with ``--stop-on-collapse`` (D won, G ignores its label, or the samples
+     collapsed); the last checkpoint without a finding is left as it was
 130  interrupted by SIGINT (Ctrl-C), 143 by SIGTERM (128 + the signal number, the shell convention): the
      current update was finished, a checkpoint written, and the message says how to resume
 
@@ -37,7 +39,7 @@ from . import train as training
 
 from .classifier import ClassifierError as _ClassifierError
 
-EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_DIVERGED = 0, 1, 2, 3
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_DIVERGED, EXIT_COLLAPSED = 0, 1, 2, 3, 4
 
 
 class UsageError(Exception):
@@ -128,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--log-interval", type=_positive_int, default=None,
                    help="updates between loss read-backs from the device and NaN checks (default: 50)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--lr-G", dest="lr_G", type=_positive_float, default=None, metavar="LR",
+                   help="G's learning rate (default: the preset's; modern cgan 2e-3)")
+    t.add_argument("--lr-D", dest="lr_D", type=_positive_float, default=None, metavar="LR",
+                   help="D's learning rate (default: the preset's; modern cgan 4e-4)")
+    t.add_argument("--stop-on-collapse", action="store_true", default=None,
+                   help="stop with exit code 4 when the health monitor finds a failed run (D won, G ignores its "
+                        "label, collapsed samples), keeping the last checkpoint without a finding")
     t.add_argument("--select-every", type=_positive_int, default=None, metavar="N",
                    help="every N epochs, score the model by validation Parzen log-likelihood and keep the best "
                         "as RUN_DIR/best.npz (model selection, as in the CGAN paper; ~10 s per evaluation)")
@@ -190,12 +199,14 @@ def _train(args) -> int:
         trainer = training.Trainer.resume(
             out, model=args.model, dataset=args.dataset, preset=args.preset, batch=args.batch, k=args.k,
             update=args.update, seed=args.seed, epochs=args.epochs, steps=args.steps, device=args.device, data_dir=args.data,
-            log_interval=args.log_interval, progress=progress, select_every=args.select_every)
+            log_interval=args.log_interval, progress=progress, select_every=args.select_every,
+            lr_G=args.lr_G, lr_D=args.lr_D, stop_on_collapse=args.stop_on_collapse)
     else:
         given = {"model": args.model, "dataset": args.dataset, "preset": args.preset, "batch": args.batch,
                  "k": args.k, "update": args.update, "seed": args.seed, "epochs": args.epochs, "steps": args.steps,
                  "device": args.device, "data_dir": args.data, "out": args.out, "log_interval": args.log_interval,
-                 "select_every": args.select_every}
+                 "select_every": args.select_every, "lr_G": args.lr_G, "lr_D": args.lr_D,
+                 "stop_on_collapse": args.stop_on_collapse}
         config = training.TrainConfig(**{k: v for k, v in given.items() if v is not None}, progress=progress)
         if config.epochs is None and config.steps is None:
             config.epochs = training.DEFAULT_EPOCHS
@@ -274,6 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except training.TrainingDiverged as exc:
         print(f"minigan: error: {_one_line(exc)}", file=sys.stderr, flush=True)
         return EXIT_DIVERGED
+    except training.TrainingCollapsed as exc:
+        print(f"minigan: error: {_one_line(exc)}", file=sys.stderr, flush=True)
+        return EXIT_COLLAPSED
     except KeyboardInterrupt:
         print("minigan: interrupted (second signal): stopped without writing a checkpoint; the last one written "
               "is intact", file=sys.stderr, flush=True)

@@ -423,7 +423,7 @@ def check_simultaneous(G: Layer, D: Layer, x_real: Any, z: Any, y: Any = None, k
 
 def layer_tour(batch: int = 4, seed: int = 0, **options) -> list[GradCheckReport]:
     """One check per layer type and container, on small random inputs (float64)."""
-    from .layers import Join, LeakyReLU, Linear, Maxout, ReLU, Sequential, Sigmoid, Tanh
+    from .layers import Identity, Join, LeakyReLU, Linear, Maxout, ProjectionHead, ReLU, Sequential, Sigmoid, Tanh
 
     gen = np.random.default_rng(seed)
 
@@ -442,14 +442,19 @@ def layer_tour(batch: int = 4, seed: int = 0, **options) -> list[GradCheckReport
                     Sigmoid(), name="net"), data(batch, 6)),
         (Join({"x": Maxout(5, 3, 2, rng=seed), "y": Sequential(Linear(4, 2, rng=seed + 1), Tanh())}, name="join"),
          (data(batch, 5), data(batch, 4))),
+        (Identity(), data(batch, 5)),
+        # The projection output on [h | one-hot y]: every input column is checked, labels included.
+        (ProjectionHead(6, 3, rng=seed, embed_rng=seed + 1), np.hstack([data(batch, 6),
+                                                                         np.eye(3)[np.arange(batch) % 3]])),
     ]
     return [check_layer(generic_point(layer, seed), x, seed=seed, **options) for layer, x in cases]
 
 
 def gan_checks(model: str = "cgan", batch: int = 4, seed: int = 0, init: str = "glorot",
-               **options) -> list[GradCheckReport]:
-    """The whole objective for a paper model: D under D's loss, G under G's loss through D, and both again
-    for the one-pass (simultaneous) update.
+               model_options: dict | None = None, **options) -> list[GradCheckReport]:
+    """The whole objective for a model: D under D's loss, G under G's loss through D, and both again for the
+    one-pass (simultaneous) update. ``model_options`` go to :func:`minigan.models.build` (for the CGAN,
+    ``{"design": "projection"}`` checks the default ``modern`` networks, whose D scores with a projection).
 
     ``init="glorot"`` checks at well-scaled weights; ``"paper"`` at the papers' U(±0.05)/U(±0.005) ranges,
     where most of D's gradients are so small that finite differences can only resolve them absolutely (the
@@ -458,18 +463,22 @@ def gan_checks(model: str = "cgan", batch: int = 4, seed: int = 0, init: str = "
     from .models import build
 
     ranges = {"g_irange": "glorot", "d_irange": "glorot"} if init == "glorot" else {}
-    m = build(model, seed=seed, **ranges)
+    m = build(model, seed=seed, **ranges, **(model_options or {}))
     generic_point(m.G, seed)
     generic_point(m.D, seed + 1)
     gen = np.random.default_rng(seed)
     x_real, x_fake = gen.random((batch, 784)), gen.random((batch, 784))
     z = gen.uniform(m.noise_low, m.noise_high, (batch, m.noise_dim))
     y = np.eye(10)[gen.integers(0, 10, batch)] if m.conditional else None
-    return [
+    reports = [
         check_discriminator(m.D, x_real, x_fake, y, y, seed=seed, **options),
         check_generator(m.G, m.D, z, y, seed=seed, **options),
         *check_simultaneous(m.G, m.D, x_real, z, y, seed=seed, **options),
     ]
+    design = (model_options or {}).get("design")
+    for r in reports:
+        r.title = f"{model}{f' ({design})' if design else ''}: {r.title}"
+    return reports
 
 
 def run_cli(model: str = "cgan", batch: int = 4, samples: int = 10, seed: int = 0,
@@ -488,6 +497,9 @@ def run_cli(model: str = "cgan", batch: int = 4, samples: int = 10, seed: int = 
     if layers:
         reports += layer_tour(batch=batch, seed=seed, **options)
     reports += gan_checks(model, batch=batch, seed=seed, init=init, **options)
+    if model == "cgan":  # the default (modern) CGAN's networks too: label embedding in G, projection in D
+        reports += gan_checks(model, batch=batch, seed=seed, init=init, model_options={"design": "projection"},
+                              **options)
     for r in reports:
         print(r.table(), file=out)
         print(file=out)

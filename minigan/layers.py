@@ -426,6 +426,92 @@ class Maxout(Linear):
         self._winner = None
 
 
+class ProjectionHead(Linear):
+    r"""The output of a projection discriminator (Miyato & Koyama 2018): :math:`\ell = hw + b + \langle h, Ey\rangle`.
+
+    Input: one array :math:`[\,h \;\; y\,]` of width ``features + n_classes``, D's features :math:`h` (N, F)
+    beside the one-hot condition :math:`y` (N, C), as :class:`Join` makes it; output (N, 1) logits. ``W``
+    (F, 1) and ``b`` are the unconditional score, ``E`` (C, F) holds one embedding row per class, and row
+    :math:`k` scores :math:`\ell_k = \sum_i h_{ki} w_i + b + \sum_i h_{ki} e_{ki}` with :math:`e = yE`, the
+    embedding of row :math:`k`'s class.
+
+    Why: a D that concatenates :math:`y` with :math:`x` must *learn* an x-y interaction before its score depends
+    on whether the image matches its label, and until then G gets no label-dependent gradient (a label feature
+    alone cancels out, real and fake rows carrying the same labels). The projection term is that interaction
+    from the first update: it is the log-ratio form of an optimal conditional D when :math:`p(y|x)` is a
+    log-linear model of :math:`h`.
+
+    Gradients, with upstream :math:`G` (N, 1):
+
+    * :math:`\partial\ell_k/\partial w_i = h_{ki}`, so :math:`\partial L/\partial W = h^\top G`, and
+      :math:`\partial L/\partial b = \sum_k G_k`;
+    * :math:`e_{ki} = \sum_c y_{kc}E_{ci}`, so :math:`\partial\ell_k/\partial E_{ci} = y_{kc}h_{ki}` and
+      :math:`\partial L/\partial E = y^\top (G \odot h)` (row :math:`c` collects the rows of class :math:`c`);
+    * :math:`\partial\ell_k/\partial h_{ki} = w_i + e_{ki}`, so :math:`\partial L/\partial h = G(w^\top + e)`
+      (broadcast over rows);
+    * :math:`\partial\ell_k/\partial y_{kc} = \sum_i h_{ki}E_{ci}`, so :math:`\partial L/\partial y = (G\odot h)E^\top`.
+
+    ``backward`` returns :math:`[\,\partial L/\partial h \;\; \partial L/\partial y\,]`, which :class:`Join`
+    splits back into its branches.
+    """
+
+    def __init__(self, features: int, n_classes: int, init: Any = "glorot", rng: Any = None,
+                 embed_init: Any = None, embed_rng: Any = None, dtype=DEFAULT_DTYPE, name: str | None = None):
+        super().__init__(features, 1, init, rng, dtype, name)
+        if not isinstance(n_classes, (int, np.integer)) or n_classes < 1:
+            raise ValueError(f"ProjectionHead: n_classes must be a positive integer, got {n_classes!r}")
+        self.features, self.n_classes = int(features), int(n_classes)
+        # The class embedding E (C, F): by default the same initialiser as W, from its own generator.
+        E = init_weights((self.n_classes, self.features), init if embed_init is None else embed_init,
+                         embed_rng, dtype)
+        self._params["E"] = backend.to_device(E)
+        self._grads["E"] = backend.to_device(np.zeros_like(E))
+        self._h = self._y = self._e = None
+
+    def forward(self, x, train: bool | None = None):
+        _check_input(self, x, self.features + self.n_classes)
+        F = self.features
+        self._h, self._y = h, y = x[:, :F], x[:, F:]
+        self._e = e = y @ self._params["E"]
+        out = h @ self._params["W"]
+        out += self._params["b"]
+        out += (h * e).sum(axis=1, keepdims=True)
+        return out
+
+    def backward(self, dout):
+        if self._h is None:
+            raise RuntimeError(f"ProjectionHead {self.path}: backward called before forward")
+        xp = get_array_module(dout)
+        h, y, e = self._h, self._y, self._e
+        g_h = dout * h  # (N, F): G_k h_ki, shared by dE and dy
+        if self.requires_grad:
+            xp.matmul(h.T, dout, out=self._grads["W"])
+            dout.sum(axis=0, out=self._grads["b"])
+            xp.matmul(y.T, g_h, out=self._grads["E"])
+        if not self.input_grad:
+            return None
+        dx = xp.empty((h.shape[0], self.features + self.n_classes), dout.dtype)
+        xp.multiply(dout, self._params["W"].T, out=dx[:, :self.features])
+        dx[:, :self.features] += dout * e
+        xp.matmul(g_h, self._params["E"].T, out=dx[:, self.features:])
+        return dx
+
+    def _forget(self):
+        super()._forget()
+        self._h = self._y = self._e = None
+
+
+class Identity(Layer):
+    r""":math:`y = x`; gradient :math:`\partial L/\partial X = G`. A branch of :class:`Join` that passes its input
+    through unchanged (the noise beside a label embedding, the labels beside D's features)."""
+
+    def forward(self, x, train: bool | None = None):
+        return x
+
+    def backward(self, dout):
+        return dout
+
+
 # --------------------------------------------------------------------------------------------------
 # Activations
 # --------------------------------------------------------------------------------------------------

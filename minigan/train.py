@@ -68,11 +68,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import backend, data, io, models, objective, optim
+from . import backend, data, health, io, models, objective, optim
 from .layers import sigmoid
 
 __all__ = [
     "ConfigError",
+    "TrainingCollapsed",
     "TrainingDiverged",
     "TrainConfig",
     "RunResult",
@@ -136,11 +137,29 @@ PRESETS: dict[str, dict[str, Any]] = {
         "update": "alternating",
     },
 }
+# Screening candidates (temporary).
+for _name, _extra in {
+    "candA": {"model_options": {"cgan": {"noise": (-3 ** 0.5, 3 ** 0.5), "g_dropout": 0.0, "g_label": "linear",
+                                         "d_y_irange": 3 ** 0.5}}, "matching_aware": {"cgan": "joint"}},
+    "candC": {"model_options": {"cgan": {"noise": (-3 ** 0.5, 3 ** 0.5), "g_dropout": 0.0, "g_label": "linear",
+                                         "d_y_irange": 3 ** 0.5}}, "matching_aware": {"cgan": "joint"},
+              "lr_D": {"cgan": 2e-4}},
+}.items():
+    PRESETS[_name] = {**PRESETS["modern"], **_extra}
+PRESET_NAMES = tuple(PRESETS)
 UPDATE_RULES = ("alternating", "simultaneous")
 
 
 class ConfigError(ValueError):
     """A run cannot start as asked (bad option, conflicting resume, missing checkpoint...)."""
+
+
+class TrainingCollapsed(RuntimeError):
+    """The health monitor found a failed run and ``stop_on_collapse`` is set; ``findings`` say what failed."""
+
+    def __init__(self, message: str, epoch: int, findings: list[dict]):
+        super().__init__(message)
+        self.epoch, self.findings = epoch, findings
 
 
 class TrainingDiverged(RuntimeError):
@@ -203,6 +222,12 @@ class TrainConfig:
         Model selection as in the CGAN paper: every this many epochs, score G by the Parzen-window
         log-likelihood of the validation images (σ chosen on the first half of them, at most 1,000, the rest
         scored; 10,000 samples, 1,000 per class for the CGAN) and keep the best model as ``best.npz``.
+    lr_G, lr_D : float or None
+        Learning rates of G's and D's optimizers in place of the preset's (the initial rate under ``paper``'s
+        decay).
+    stop_on_collapse : bool
+        End the run when the health monitor (:mod:`minigan.health`) reports a failure, without saving the
+        failed epoch's state: the checkpoint on disk is the last one without a finding.
     """
 
     model: str = "cgan"
@@ -222,9 +247,13 @@ class TrainConfig:
     update: str | None = None
     model_options: dict = field(default_factory=dict)
     select_every: int | None = None
+    lr_G: float | None = None
+    lr_D: float | None = None
+    stop_on_collapse: bool = False
 
     #: Fields that may differ when a run is resumed (they do not change what is computed).
-    RESUMABLE_OVERRIDES = ("epochs", "steps", "device", "data_dir", "log_interval", "progress", "select_every")
+    RESUMABLE_OVERRIDES = ("epochs", "steps", "device", "data_dir", "log_interval", "progress", "select_every",
+                           "stop_on_collapse")
 
     def __post_init__(self):
         self.validate()
@@ -248,6 +277,10 @@ class TrainConfig:
             raise ConfigError(f"g_loss must be 'non_saturating' or 'minimax', got {self.g_loss!r}")
         if self.update is not None and self.update not in UPDATE_RULES:
             raise ConfigError(f"unknown update rule {self.update!r}; choose one of {', '.join(UPDATE_RULES)}")
+        for name in ("lr_G", "lr_D"):
+            value = getattr(self, name)
+            if value is not None and not (_is_number(value) and math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be a positive number, got {value!r}")
         if self.update_rule == "simultaneous" and self.k != 1:
             raise ConfigError(f"the simultaneous update takes one D step per G step; k {self.k} needs "
                               "--update alternating")
@@ -388,15 +421,21 @@ def model_options(config: TrainConfig) -> dict:
     return {**PRESETS[config.preset].get("model_options", {}).get(config.model, {}), **config.model_options}
 
 
+def learning_rates(config: TrainConfig) -> tuple[float, float]:
+    """(lr_G, lr_D): the config's, else the preset's per-model rates (``"lr_G": {"cgan": ...}``), else ``lr``."""
+    preset = PRESETS[config.preset]
+    lr_G = preset.get("lr_G", {}).get(config.model, preset["lr"]) if config.lr_G is None else config.lr_G
+    lr_D = preset.get("lr_D", {}).get(config.model, preset["lr"]) if config.lr_D is None else config.lr_D
+    return float(lr_G), float(lr_D)
+
+
 def _make_optimizers(config: TrainConfig, model: models.GANModel):
     preset = PRESETS[config.preset]
+    lr_G, lr_D = learning_rates(config)
     if preset["optimizer"] == "sgd":
-        return optim.SGD(model.G, lr=preset["lr"], momentum=preset["momentum"][0]), \
-            optim.SGD(model.D, lr=preset["lr"], momentum=preset["momentum"][0])
+        return optim.SGD(model.G, lr=lr_G, momentum=preset["momentum"][0]), \
+            optim.SGD(model.D, lr=lr_D, momentum=preset["momentum"][0])
     kw = dict(beta1=preset["beta1"], beta2=preset["beta2"])
-    # Optional per-network learning rates, by model (``"lr_G": {"cgan": ...}``); ``lr`` otherwise.
-    lr_G = preset.get("lr_G", {}).get(config.model, preset["lr"])
-    lr_D = preset.get("lr_D", {}).get(config.model, preset["lr"])
     return optim.Adam(model.G, lr=lr_G, **kw), optim.Adam(model.D, lr=lr_D, **kw)
 
 
@@ -451,15 +490,16 @@ class Trainer:
         # The papers' G starts from the data's pixel marginals (a resumed run overwrites this from its checkpoint).
         models.init_output_bias_from_data(self.model, train.x)
         self.opt_G, self.opt_D = _make_optimizers(config, self.model)
-        self._matching_aware = bool(PRESETS[config.preset].get("matching_aware", {}).get(config.model, False))
+        self._matching_aware = PRESETS[config.preset].get("matching_aware", {}).get(config.model, False)
         self._labels_host = np.asarray(train.y)
         self._best = None  # {"epoch", "valid_ll", "sigma"} of the best model so far (model selection)
         preset = PRESETS[config.preset]
         if preset["optimizer"] == "sgd":
-            self.lr_schedule = optim.ExponentialDecay(preset["lr"], preset["decay"][config.model], preset["lr_floor"])
+            decay, floor = preset["decay"][config.model], preset["lr_floor"]
+            self.lr_schedules = tuple(optim.ExponentialDecay(lr, decay, floor) for lr in learning_rates(config))
             self.momentum_schedule = optim.LinearRamp(*preset["momentum"], preset["momentum_saturate"][config.model])
         else:
-            self.lr_schedule = self.momentum_schedule = None
+            self.lr_schedules = self.momentum_schedule = None
         self.noise_rng = backend.Rng(seeds["noise"])
         self.data_rng = backend.Rng(seeds["data"])  # .host is the numpy Generator that shuffles
 
@@ -491,6 +531,8 @@ class Trainer:
         self._buffer_first_update = 1
         self._stop_signal: int | None = None
         self._inject_nan_at = _env_int(INJECT_NAN_ENV)
+        self.monitor = health.HealthMonitor(self.model.conditional, health.real_diversity(
+            train.x, train.y if self.model.conditional else None))
         self._last_record: dict | None = None
         if checkpoint is not None:
             self.load_state(*checkpoint)
@@ -759,12 +801,11 @@ class Trainer:
             self._epoch_sums = self._zero_sums()
 
     def _apply_schedules(self) -> None:
-        if self.lr_schedule is None:
+        if self.lr_schedules is None:
             return
-        lr = self.lr_schedule(self.updates)
         momentum = self.momentum_schedule(self.epoch)
-        for opt in (self.opt_G, self.opt_D):
-            opt.lr, opt.momentum = lr, momentum
+        for opt, schedule in zip((self.opt_G, self.opt_D), self.lr_schedules):
+            opt.lr, opt.momentum = schedule(self.updates), momentum
 
     def _train_step(self) -> None:
         """One update (one G step), by the run's update rule."""
@@ -812,9 +853,12 @@ class Trainer:
             x_real, y_real = self._real_batch(self.step_in_epoch * c.k + j)
             z = m.sample_noise(B, self.noise_rng, like=x_real)
             x_fake = m.G.forward(z if y_real is None else (z, y_real), train=True)
-            l_d, logits, _ = objective.discriminator_step(m.D, x_real, x_fake, y_real, y_real, train=True)
+            if self._matching_aware == "joint":
+                l_d, logits = self._joint_matching_aware_step(x_real, x_fake, y_real)
+            else:
+                l_d, logits, _ = objective.discriminator_step(m.D, x_real, x_fake, y_real, y_real, train=True)
             self.opt_D.step()
-            if self._matching_aware:
+            if self._matching_aware is True:
                 self._matching_aware_step(B)
             probs = sigmoid(logits)
             dx_j, dgz_j = probs[:B].mean(), probs[B:].mean()
@@ -829,6 +873,22 @@ class Trainer:
         self._record(xp, loss_D, loss_G, dx, dgz)
         self.step_in_epoch += 1
         self.updates += 1
+
+    def _joint_matching_aware_step(self, x_real, x_fake, y_real):
+        r"""D's step with the matching-aware negatives in the same pass: the real batch again, with wrong labels.
+
+        The fake half of D's loss then averages over G's samples and the mismatched pairs, GAN-CLS's
+        :math:`\tfrac12[\mathrm{BCE}(1, D(x,y)) + \tfrac12(\mathrm{BCE}(0, D(G(z),y)) + \mathrm{BCE}(0, D(x,y')))]`.
+        One D step per update, as in Algorithm 1 with k = 1 (a separate step would give D two).
+        """
+        m, gen = self.model, self.noise_rng.host
+        xp = backend.get_array_module(x_real)
+        B = x_real.shape[0]
+        labels = backend.to_host(y_real.argmax(axis=1))
+        wrong = m.one_hot((labels + gen.integers(1, m.n_classes, B)) % m.n_classes)
+        l_d, logits, _ = objective.discriminator_step(m.D, x_real, xp.concatenate([x_fake, x_real]), y_real,
+                                                      xp.concatenate([y_real, wrong]), train=True)
+        return l_d, logits[:2 * B]
 
     def _matching_aware_step(self, batch: int) -> None:
         """One D update on other real images with their labels (real) and with wrong labels (fake).
@@ -907,24 +967,43 @@ class Trainer:
         self.epoch += 1
         self.step_in_epoch = 0
         self._perm = None
-        record = {"epoch": self.epoch, "updates": self.updates, **self._means(s), "seconds": s["seconds"]}
-        if self.lr_schedule is not None:
-            record["lr"] = self.opt_G.lr
+        record = {"epoch": self.epoch, "updates": self.updates, **self._means(s), "seconds": s["seconds"],
+                  "lr": self.opt_G.lr, "lr_D": self.opt_D.lr}
+        if self.lr_schedules is not None:
             record["momentum"] = self.opt_G.momentum
-        else:
-            record["lr"] = self.opt_G.lr
         self._last_record = record
         self.log(f"epoch {self.epoch:3d}  {self._format_means(record)}  {s['seconds']:.1f} s/epoch")
         run_dir = self.config.run_dir
         every = self.config.select_every
         if every and self.epoch % every == 0:
             self._select(record)
+        grid = self._grid_images()
+        findings = self._check_health(record, grid)
         with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
-        self._write_grid(run_dir / "samples" / f"epoch_{self.epoch:03d}.png")
+        io.write_png(run_dir / "samples" / f"epoch_{self.epoch:03d}.png", io.image_grid(grid, 10, 10))
+        if findings and self.config.stop_on_collapse:
+            ckpt = run_dir / CHECKPOINT_NAME
+            kept = (f"the last checkpoint without a finding, {ckpt} (epoch {self.epoch - 1}), is kept"
+                    if ckpt.exists() else "no checkpoint had been written yet")
+            raise TrainingCollapsed(f"training failed the health check at epoch {self.epoch} ("
+                                    f"{'; '.join(f['kind'] for f in findings)}) and --stop-on-collapse is set: "
+                                    f"stopped without saving this epoch; {kept}", self.epoch, findings)
         self._save_checkpoint()
         io.plot_metrics(self._read_metrics(), run_dir / "losses.png", title=f"{self.config.model} {self.config.dataset}")
         self._epoch_sums = self._zero_sums()
+
+    def _check_health(self, record: dict, grid: np.ndarray) -> list[dict]:
+        """Add the monitor's measures (and findings, if any) to the epoch's record; report findings."""
+        measures = self.monitor.measure(grid)
+        record.update(measures)
+        findings = self.monitor.findings(self.epoch, record, measures)
+        if findings:
+            record["health"] = findings
+        for f in findings:
+            self.log(f"health WARNING (epoch {f['epoch']}): {f['message']}. Likely cause: {f['cause']}. "
+                     f"Try: {f['advice']}.")
+        return findings
 
     def _select(self, record: dict) -> None:
         """Score the model by validation Parzen log-likelihood; if it is the best so far, write best.npz.

@@ -1,0 +1,239 @@
+"""Seed robustness of a training command: train it on many seeds, score every run, report a pass rate.
+
+One good seed proves nothing about a GAN: its trajectory can flip on the seed or on the BLAS summation order
+(the thread count). This trains ``minigan train`` exactly as a user runs it (a subprocess, the machine's
+default thread count unless ``--threads`` is given) on each seed, then scores each run with the fixed
+classifier (``minigan eval --classifier``, and ``--parzen`` on request) and its own metrics.jsonl:
+
+* label accuracy of 10,000 conditional samples (1,000 per class), overall and for the worst class;
+* the Fréchet distance of the classifier's features of the samples to the test set's, and its ratio to the
+  real-data ceiling (validation vs test images, the same features);
+* whether D won (mean D(G(z)) below 0.05 over the last epoch) and what the training-health monitor flagged;
+* optionally the Parzen log-likelihood of the papers' protocol.
+
+A run passes when label accuracy >= ``--min-accuracy`` (0.97), every class >= ``--min-class`` (0.90), FID <=
+``--max-fid-ratio`` (8) times the real-data FID and, with ``--parzen``, Parzen >= ``--min-parzen`` (132).
+
+Examples::
+
+    python benchmarks/seeds.py --seeds 0-19 --epochs 5                      # the default run, default threads
+    python benchmarks/seeds.py --seeds 0-9 --epochs 5 --threads 1 --json benchmarks/seeds_5ep_1thread.json
+    python benchmarks/seeds.py --seeds 0-9 --epochs 15 --parzen
+    python benchmarks/seeds.py --seeds 0-4 --epochs 2 -- --model cgan --preset paper   # any train options
+
+Runs go to ``--out`` (default ``benchmarks/out/seeds``, ignored by git); each seed's run directory is removed
+first so every run is fresh. Independent runs are trained ``--jobs`` at a time (default: one per two cores,
+at least one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+D_WON_BELOW = 0.05  # mean D(G(z)) over an epoch below this: D rejects practically every sample
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-9"``, ``"0,3,5"`` or ``"0-4,11"`` -> a sorted list of distinct non-negative integers."""
+    seeds: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, _, hi = part.partition("-")
+        a, b = int(lo), int(hi) if hi else int(lo)
+        if a < 0 or b < a:
+            raise argparse.ArgumentTypeError(f"bad seed range {part!r}")
+        seeds.update(range(a, b + 1))
+    if not seeds:
+        raise argparse.ArgumentTypeError("no seeds given")
+    return sorted(seeds)
+
+
+def _env(threads: int | None) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if threads is not None:
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[var] = str(threads)
+    return env
+
+
+def run_seed(seed: int, args, extra: list[str]) -> dict:
+    """Train and score one seed; returns its row (never raises for a failed run: the row says what failed)."""
+    run_dir = Path(args.out) / f"seed-{seed}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    env = _env(args.threads)
+    t0 = time.perf_counter()
+    train = subprocess.run([sys.executable, "-m", "minigan", "train", "--seed", str(seed), "--epochs",
+                            str(args.epochs), "--out", str(run_dir), "--no-progress", *extra],
+                           env=env, capture_output=True, text=True)
+    row: dict = {"seed": seed, "train_exit": train.returncode, "train_seconds": time.perf_counter() - t0}
+    (run_dir.mkdir(parents=True, exist_ok=True), (run_dir / "train.log").write_text(train.stdout + train.stderr))
+    records = []
+    if (run_dir / "metrics.jsonl").exists():
+        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    if records:
+        last = records[-1]
+        row.update(epochs=last["epoch"], D_x=last["D_x"], D_G_z=last["D_G_z"], loss_G=last["loss_G"],
+                   epoch_seconds=[r["seconds"] for r in records])
+        row["d_won"] = last["D_G_z"] < D_WON_BELOW
+        row["health"] = sorted({flag["kind"] for r in records for flag in r.get("health", [])})
+        row["health_first_epoch"] = next((r["epoch"] for r in records if r.get("health")), None)
+    if train.returncode != 0 and not records:
+        row["error"] = (train.stderr.strip().splitlines() or ["?"])[-1]
+        return row
+    cmd = [sys.executable, "-m", "minigan", "eval", str(run_dir), "--classifier"] + (["--parzen"] if args.parzen else [])
+    ev = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if ev.returncode != 0:
+        row["error"] = "eval: " + (ev.stderr.strip().splitlines() or ["?"])[-1]
+        return row
+    res = json.loads((run_dir / "eval.json").read_text())
+    s, r = res["classifier"]["samples"], res["classifier"]["real_valid"]
+    if s.get("label_accuracy"):
+        row["accuracy"] = s["label_accuracy"]["overall"]
+        row["worst_class"] = min(s["label_accuracy"]["per_class"])
+    row["fid"], row["fid_real"] = s["fid_test"], r["fid_test"]
+    row["fid_ratio"] = s["fid_test"] / r["fid_test"]
+    row["min_share"] = s["histogram_summary"]["min_share"]
+    if args.parzen:
+        row["parzen"], row["parzen_se"] = res["parzen"]["mean"], res["parzen"]["se"]
+    row["passed"] = passes(row, args)
+    return row
+
+
+def passes(row: dict, args) -> bool:
+    if "error" in row or "fid" not in row:
+        return False
+    ok = row["fid_ratio"] <= args.max_fid_ratio
+    if "accuracy" in row:
+        ok = ok and row["accuracy"] >= args.min_accuracy and row["worst_class"] >= args.min_class
+    if args.parzen:
+        ok = ok and row["parzen"] >= args.min_parzen
+    return bool(ok)
+
+
+def _fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def table(rows: list[dict], parzen: bool) -> str:
+    head = f"{'seed':>4}  {'acc':>6}  {'worst':>6}  {'FID':>6}  {'xreal':>5}  {'D(G(z))':>7}  {'D won':>5}  "
+    head += (f"{'Parzen':>7}  " if parzen else "") + f"{'s/epoch':>7}  {'health':<24} pass"
+    lines = [head]
+    for r in rows:
+        sec = r.get("epoch_seconds") or []
+        line = (f"{r['seed']:>4}  {_fmt(r.get('accuracy'), '.4f'):>6}  {_fmt(r.get('worst_class'), '.4f'):>6}  "
+                f"{_fmt(r.get('fid'), '.2f'):>6}  {_fmt(r.get('fid_ratio'), '.1f'):>5}  "
+                f"{_fmt(r.get('D_G_z'), '.3f'):>7}  {('yes' if r.get('d_won') else 'no'):>5}  ")
+        if parzen:
+            line += f"{_fmt(r.get('parzen'), '.1f'):>7}  "
+        line += f"{_fmt(sorted(sec)[len(sec) // 2] if sec else None, '.1f'):>7}  "
+        line += f"{','.join(r.get('health') or []) or '-':<24} {'yes' if r.get('passed') else 'NO'}"
+        if "error" in r:
+            line += f"  ({r['error']})"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def summary(rows: list[dict]) -> dict:
+    def stat(key, worst):
+        values = sorted(r[key] for r in rows if r.get(key) is not None)
+        if not values:
+            return None
+        return {"median": values[len(values) // 2] if len(values) % 2 else 0.5 * (values[len(values) // 2 - 1]
+                + values[len(values) // 2]), "worst": worst(values)}
+
+    return {
+        "passed": sum(bool(r.get("passed")) for r in rows),
+        "runs": len(rows),
+        "d_won": sum(bool(r.get("d_won")) for r in rows),
+        "flagged": sum(bool(r.get("health")) for r in rows),
+        "accuracy": stat("accuracy", min),
+        "worst_class": stat("worst_class", min),
+        "fid": stat("fid", max),
+        "fid_ratio": stat("fid_ratio", max),
+        "parzen": stat("parzen", min),
+    }
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1:]
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--seeds", type=parse_seeds, default=parse_seeds("0-19"), help="e.g. 0-19 or 0,3,11")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None,
+                   help="BLAS threads per run (default: unset, the machine's default, as users run)")
+    p.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 1) // 2), help="runs at a time")
+    p.add_argument("--parzen", action="store_true", help="also score Parzen log-likelihood (slow: ~1 min a run)")
+    p.add_argument("--min-accuracy", type=float, default=0.97)
+    p.add_argument("--min-class", type=float, default=0.90)
+    p.add_argument("--max-fid-ratio", type=float, default=8.0)
+    p.add_argument("--min-parzen", type=float, default=132.0)
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "seeds"), help="run directories")
+    p.add_argument("--json", default=None, help="write the rows and summary here")
+    args = p.parse_args(argv)
+
+    classifier = Path(os.environ.get("MINIGAN_DATA") or Path.home() / ".cache" / "minigan") / "classifier-mnist.npz"
+    if not classifier.exists():
+        print(f"seeds.py: the fixed classifier {classifier} is missing; train it first with "
+              "'minigan train-classifier --dataset mnist'", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    print(f"training {len(args.seeds)} seeds x {args.epochs} epochs, {args.jobs} at a time, threads "
+          f"{args.threads or 'default'}; extra train options: {' '.join(extra) or '(none)'}", flush=True)
+    rows = []
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+        futures = {pool.submit(run_seed, seed, args, extra): seed for seed in args.seeds}
+        for fut in concurrent.futures.as_completed(futures):
+            row = fut.result()
+            rows.append(row)
+            print(f"seed {row['seed']}: " + ", ".join(f"{k} {row[k]:.4g}" if isinstance(row[k], float) else
+                                                       f"{k} {row[k]}" for k in ("accuracy", "worst_class", "fid",
+                                                                                 "D_G_z", "passed", "error")
+                                                       if k in row), flush=True)
+    rows.sort(key=lambda r: r["seed"])
+    summ = summary(rows)
+    print(table(rows, args.parzen))
+    print(f"pass rate: {summ['passed']}/{summ['runs']}; D won in {summ['d_won']}; the monitor flagged "
+          f"{summ['flagged']}; wall {time.perf_counter() - t0:.0f} s")
+    if args.json:
+        import numpy
+
+        out = {
+            "command": "python benchmarks/seeds.py " + " ".join(sys.argv[1:] if argv is None else argv)
+                       + (" -- " + " ".join(extra) if extra else ""),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                        "numpy": numpy.__version__},
+            "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                     text=True).stdout.strip() or None,
+            "threads": args.threads or "default",
+            "epochs": args.epochs,
+            "criteria": {"min_accuracy": args.min_accuracy, "min_class": args.min_class,
+                         "max_fid_ratio": args.max_fid_ratio, "min_parzen": args.min_parzen if args.parzen else None},
+            "summary": summ,
+            "rows": rows,
+        }
+        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    return 0 if summ["passed"] == summ["runs"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+r"""The training-health monitor: a GAN that fails must never fail silently.
+
+A GAN run can end with exit 0 and a useless generator. Three failures account for what we have seen, and
+each can be read off numbers the trainer already has at an epoch's end, so the check is nearly free:
+
+``d_won``
+    D rejects practically every sample: the epoch's mean :math:`D(G(z))` is below ``d_won_below`` (0.05).
+    G's non-saturating gradient then carries little information about *what* to change, and runs in this
+    state have not recovered in our measurements (D(G(z)) 0.07 -> 0.001 over the next epochs).
+``ignores_label``
+    A conditional G whose output barely depends on its label. On the epoch's sample grid (row :math:`r`
+    is label :math:`r`, columns share a noise vector) the *label share* is the variance across labels with
+    the noise held, averaged over columns and pixels, divided by the grid's total variance:
+
+    .. math:: s = \frac{\operatorname{mean}_{c,p}\operatorname{Var}_r X_{rcp}}{\operatorname{mean}_p
+              \operatorname{Var}_{r,c} X_{rcp}} \in [0, 1].
+
+    A G that ignores :math:`y` has :math:`s = 0` exactly; one that draws a different digit per row has
+    :math:`s` near the share of between-class variance in real digits (about 0.5).
+``mode_collapse``
+    Samples that hardly vary with the noise: the *diversity* is the variance across the noise with the
+    label held (for an unconditional model, across all grid samples), relative to the same variance of real
+    images (within a class, resp. overall). Collapse to one image per label gives 0.
+
+Each finding is a dict ``{"kind", "epoch", "value", "message", "cause", "advice"}``; the trainer prints it,
+stores it in ``metrics.jsonl`` under ``"health"`` and, with ``--stop-on-collapse``, stops the run keeping the
+last checkpoint that had no finding. The measures themselves (``label_share``, ``diversity``) go into every
+epoch's record, flagged or not, so thresholds can be judged against real runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["HealthMonitor", "Thresholds", "label_share", "diversity", "real_diversity"]
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Where each measure raises a flag (see the module docstring for what they mean)."""
+
+    d_won_below: float = 0.05
+    label_share_below: float = 0.05
+    diversity_below: float = 0.10
+
+
+def _as_grid(images: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    x = np.asarray(images, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] != rows * cols:
+        raise ValueError(f"health: expected {rows * cols} grid images of shape (N, D), received {x.shape}")
+    return x.reshape(rows, cols, -1)
+
+
+def label_share(grid: np.ndarray, rows: int = 10, cols: int = 10) -> float:
+    """Variance across labels (noise held) over the total variance of a conditional sample grid; 0 ignores y."""
+    x = _as_grid(grid, rows, cols)
+    total = x.reshape(rows * cols, -1).var(axis=0).mean()
+    if total <= 0:
+        return 0.0
+    return float(x.var(axis=0).mean() / total)
+
+
+def diversity(grid: np.ndarray, rows: int = 10, cols: int = 10, conditional: bool = True) -> float:
+    """Mean per-pixel variance across the noise: within each row (label) of a conditional grid, else overall."""
+    x = _as_grid(grid, rows, cols)
+    if conditional:
+        return float(x.var(axis=1).mean())
+    return float(x.reshape(rows * cols, -1).var(axis=0).mean())
+
+
+def real_diversity(x: np.ndarray, y: np.ndarray | None, per_class: int = 200) -> float:
+    """:func:`diversity` of real images: per-pixel variance within each class (``y`` given), else overall.
+
+    Uses the first ``per_class`` images of each class (deterministic, and cheap for 50,000 training images).
+    """
+    x = np.asarray(x)
+    if y is None:
+        return float(np.asarray(x[:per_class * 10], dtype=np.float64).var(axis=0).mean())
+    y = np.asarray(y)
+    values = [np.asarray(x[np.flatnonzero(y == k)[:per_class]], dtype=np.float64).var(axis=0).mean()
+              for k in np.unique(y)]
+    return float(np.mean(values))
+
+
+class HealthMonitor:
+    """Judges each finished epoch; returns the measures and the findings.
+
+    Parameters
+    ----------
+    conditional : bool
+        Whether the model takes labels (the label-share check applies only then).
+    reference_diversity : float
+        :func:`real_diversity` of the training images, the scale of the diversity check.
+    thresholds : Thresholds, optional
+    """
+
+    def __init__(self, conditional: bool, reference_diversity: float, thresholds: Thresholds | None = None):
+        self.conditional = bool(conditional)
+        self.reference = float(reference_diversity)
+        self.thresholds = thresholds or Thresholds()
+
+    def measure(self, grid_images: np.ndarray) -> dict:
+        """``label_share`` (conditional models) and ``diversity`` (relative to real images) of an epoch's grid."""
+        measures = {"diversity": diversity(grid_images, conditional=self.conditional) / max(self.reference, 1e-12)}
+        if self.conditional:
+            measures["label_share"] = label_share(grid_images)
+        return measures
+
+    def findings(self, epoch: int, record: dict, measures: dict) -> list[dict]:
+        """The failures that the epoch's record (its mean D(G(z))) and grid measures show, as dicts."""
+        t, found = self.thresholds, []
+        d_g_z = record.get("D_G_z")
+        if d_g_z is not None and d_g_z < t.d_won_below:
+            found.append(_finding(
+                "d_won", epoch, d_g_z,
+                f"D has won: mean D(G(z)) {d_g_z:.3f} over epoch {epoch} (below {t.d_won_below})",
+                "D learns faster than G (its learning rate, extra D steps per G step, or a D that reads the "
+                "labels while G cannot yet), and G's gradient no longer says what to change",
+                "lower D's learning rate or raise G's (--lr-D / --lr-G), use the modern preset, or resume from "
+                "an earlier checkpoint; runs in this state did not recover in our measurements"))
+        share = measures.get("label_share")
+        if share is not None and share < t.label_share_below:
+            found.append(_finding(
+                "ignores_label", epoch, share,
+                f"G ignores its label: only {share:.1%} of the sample grid's variance comes from the label "
+                f"(below {t.label_share_below:.0%}; real digits: about 50%)",
+                "G's label path is dead or D does not score whether an image matches its label, so nothing "
+                "pushes G to use it",
+                "use the modern preset (label embedding in G, projection discriminator); the paper CGAN is "
+                "known to do this (docs/RESULTS.md)"))
+        div = measures.get("diversity")
+        if div is not None and div < t.diversity_below:
+            found.append(_finding(
+                "mode_collapse", epoch, div,
+                f"samples have collapsed: their variation across the noise is {div:.1%} of real images' "
+                f"(below {t.diversity_below:.0%})",
+                "G maps most noise vectors to a few images (mode collapse), usually after D won",
+                "restart with another --seed or a lower learning rate; a checkpoint from before the collapse "
+                "can be resumed"))
+        return found
+
+
+def _finding(kind: str, epoch: int, value: float, message: str, cause: str, advice: str) -> dict:
+    return {"kind": kind, "epoch": int(epoch), "value": float(value), "message": message, "cause": cause,
+            "advice": advice}

@@ -1,0 +1,197 @@
+"""The training-health monitor (minigan.health) and its wiring into the trainer and the command line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from helpers import write_idx_dir
+from minigan import cli, health
+from minigan.data import Dataset, Split
+from minigan.train import CHECKPOINT_NAME, TrainConfig, Trainer, TrainingCollapsed
+
+# --------------------------------------------------------------------------------------------------
+# The measures, on grids whose answer is known by construction
+# --------------------------------------------------------------------------------------------------
+
+
+def grid_from(f, rows=10, cols=10, d=16):
+    """A (rows*cols, d) grid whose image at (row r, column c) is f(r, c) (row-major, like the trainer's)."""
+    return np.array([f(r, c) for r in range(rows) for c in range(cols)], dtype=np.float64)
+
+
+def test_label_share_is_zero_when_rows_repeat_and_one_when_columns_repeat():
+    rng = np.random.default_rng(0)
+    by_column = rng.random((10, 16))
+    by_row = rng.random((10, 16))
+    assert health.label_share(grid_from(lambda r, c: by_column[c])) == pytest.approx(0.0, abs=1e-15)  # ignores y
+    assert health.label_share(grid_from(lambda r, c: by_row[r])) == pytest.approx(1.0)  # G ignores z exactly
+    # Half of each image from the row, half from the column: the label share is the row part's share.
+    both = grid_from(lambda r, c: np.concatenate([by_row[r][:8], by_column[c][8:]]))
+    row_var = by_row[:, :8].var(axis=0).sum()
+    col_var = by_column[:, 8:].var(axis=0).sum()
+    assert health.label_share(both) == pytest.approx(row_var / (row_var + col_var))
+
+
+@given(st.integers(0, 2**32 - 1), st.floats(-3, 3), st.floats(0.1, 10))
+def test_label_share_is_a_fraction_unchanged_by_brightness_and_contrast(seed, shift, scale):
+    x = np.random.default_rng(seed).random((100, 12))
+    s = health.label_share(x)
+    assert 0.0 <= s <= 1.0 + 1e-12
+    assert health.label_share(scale * x + shift) == pytest.approx(s, rel=1e-9)
+
+
+def test_diversity_is_the_variance_across_noise():
+    rng = np.random.default_rng(1)
+    by_row = rng.random((10, 16))
+    assert health.diversity(grid_from(lambda r, c: by_row[r])) == pytest.approx(0.0, abs=1e-15)  # collapsed
+    x = rng.random((100, 16))
+    expected = x.reshape(10, 10, 16).var(axis=1).mean()
+    assert health.diversity(x) == pytest.approx(expected)
+    assert health.diversity(x, conditional=False) == pytest.approx(x.var(axis=0).mean())
+
+
+def test_real_diversity_is_within_class_variance():
+    rng = np.random.default_rng(2)
+    y = np.repeat(np.arange(10), 30)
+    centres = rng.random((10, 16))
+    x = centres[y]                      # every class one image: no variation within a class
+    assert health.real_diversity(x, y) == pytest.approx(0.0, abs=1e-15)
+    assert health.real_diversity(x, None) > 0  # but plenty across classes
+
+
+def test_grid_shape_is_checked():
+    with pytest.raises(ValueError, match="100 grid images"):
+        health.label_share(np.zeros((99, 4)))
+
+
+# --------------------------------------------------------------------------------------------------
+# Findings
+# --------------------------------------------------------------------------------------------------
+
+
+def test_each_failure_is_found_and_explained():
+    monitor = health.HealthMonitor(conditional=True, reference_diversity=0.1)
+    healthy = monitor.findings(3, {"D_G_z": 0.3}, {"label_share": 0.4, "diversity": 0.6})
+    assert healthy == []
+    found = monitor.findings(3, {"D_G_z": 0.01}, {"label_share": 0.001, "diversity": 0.02})
+    assert [f["kind"] for f in found] == ["d_won", "ignores_label", "mode_collapse"]
+    for f in found:
+        assert f["epoch"] == 3 and f["message"] and f["cause"] and f["advice"]
+    assert found[0]["value"] == 0.01
+    json.dumps(found)  # metrics.jsonl must be able to hold them
+
+
+def test_unconditional_model_has_no_label_check():
+    monitor = health.HealthMonitor(conditional=False, reference_diversity=0.1)
+    measures = monitor.measure(np.random.default_rng(3).random((100, 16)))
+    assert "label_share" not in measures
+    assert measures["diversity"] > 0
+
+
+def test_thresholds_are_what_the_findings_use():
+    monitor = health.HealthMonitor(True, 0.1, health.Thresholds(d_won_below=0.5))
+    assert [f["kind"] for f in monitor.findings(1, {"D_G_z": 0.4}, {})] == ["d_won"]
+
+
+# --------------------------------------------------------------------------------------------------
+# The trainer: measures in metrics.jsonl, warnings on the console, --stop-on-collapse
+# --------------------------------------------------------------------------------------------------
+
+
+def tiny_dataset(n_train: int = 20, seed: int = 0) -> Dataset:
+    rng = np.random.default_rng(seed)
+
+    def split(n):
+        return Split(rng.random((n, 784), dtype=np.float32), rng.integers(0, 10, n).astype(np.int64))
+
+    return Dataset("mnist", split(n_train), split(4), split(4), "synthetic")
+
+
+def make_config(tmp_path, **kw):
+    options = dict(model="cgan", preset="modern", batch=4, epochs=2, out=str(tmp_path / "run"), progress=False)
+    options.update(kw)
+    return TrainConfig(**options)
+
+
+def records(tmp_path):
+    return [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_every_epoch_records_the_measures(tmp_path, isolated_run_env):
+    lines = []
+    Trainer(make_config(tmp_path), dataset=tiny_dataset(), log=lines.append).run(handle_signals=False)
+    recs = records(tmp_path)
+    assert [r["epoch"] for r in recs] == [1, 2]
+    for r in recs:
+        assert 0 <= r["label_share"] <= 1 and r["diversity"] >= 0
+        # A finding is in the record exactly when a warning was printed for that epoch.
+        warned = [line for line in lines if line.startswith(f"health WARNING (epoch {r['epoch']})")]
+        assert len(warned) == len(r.get("health", []))
+
+
+def flag_from_epoch(monkeypatch, epoch):
+    """Make the monitor find D won from ``epoch`` on, whatever the run does."""
+    original = health.HealthMonitor.findings
+
+    def findings(self, e, record, measures):
+        forced = dict(record, D_G_z=0.0) if e >= epoch else dict(record, D_G_z=1.0)
+        return original(self, e, forced, {})
+
+    monkeypatch.setattr(health.HealthMonitor, "findings", findings)
+
+
+def test_warning_only_by_default(tmp_path, isolated_run_env, monkeypatch):
+    flag_from_epoch(monkeypatch, 1)
+    lines = []
+    result = Trainer(make_config(tmp_path), dataset=tiny_dataset(), log=lines.append).run(handle_signals=False)
+    assert result.status == "done" and result.epoch == 2
+    assert sum("health WARNING" in line and "D has won" in line for line in lines) == 2
+    assert all("Likely cause" in line and "Try:" in line for line in lines if "health WARNING" in line)
+    assert [f["kind"] for r in records(tmp_path) for f in r["health"]] == ["d_won", "d_won"]
+
+
+def test_stop_on_collapse_keeps_the_last_good_checkpoint(tmp_path, isolated_run_env, monkeypatch):
+    flag_from_epoch(monkeypatch, 2)
+    cfg = make_config(tmp_path, epochs=4, stop_on_collapse=True)
+    with pytest.raises(TrainingCollapsed, match="epoch 2.*d_won.*epoch 1") as info:
+        Trainer(cfg, dataset=tiny_dataset(), log=lambda m: None).run(handle_signals=False)
+    assert info.value.epoch == 2 and info.value.findings[0]["kind"] == "d_won"
+    # The checkpoint is epoch 1's (the last without a finding); the failed epoch is in the log and the grid.
+    resumed = Trainer.resume(tmp_path / "run", dataset=tiny_dataset(), log=lambda m: None)
+    assert resumed.epoch == 1 and resumed.config.stop_on_collapse
+    assert (tmp_path / "run" / "samples" / "epoch_002.png").exists()
+    # Resuming (with the stop turned off: 20 random images do not make a healthy GAN) replays epoch 2 and keeps
+    # one line per epoch in metrics.jsonl.
+    resumed = Trainer.resume(tmp_path / "run", dataset=tiny_dataset(), log=lambda m: None, stop_on_collapse=False)
+    resumed.run(handle_signals=False)
+    assert [r["epoch"] for r in records(tmp_path)] == [1, 2, 3, 4]
+
+
+def test_cli_exit_code_4_on_collapse(tmp_path, isolated_run_env, monkeypatch, capsys):
+    idx = write_idx_dir(tmp_path / "idx", n_train=30)
+    args = ["train", "--data", str(idx), "--batch", "4", "--epochs", "3", "--out", str(tmp_path / "run"),
+            "--no-progress"]
+    flag_from_epoch(monkeypatch, 2)
+    assert cli.main(args + ["--stop-on-collapse"]) == cli.EXIT_COLLAPSED == 4
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("minigan: error: training failed the health check at epoch 2")
+    # Without the flag the same run warns and finishes.
+    assert cli.main(args[:-3] + ["--out", str(tmp_path / "run2"), "--no-progress"]) == 0
+    assert "health WARNING (epoch 2)" in capsys.readouterr().out
+
+
+def test_learning_rate_overrides(tmp_path, isolated_run_env):
+    t = Trainer(make_config(tmp_path, lr_G=1e-3, lr_D=5e-5), dataset=tiny_dataset(), log=lambda m: None)
+    assert (t.opt_G.lr, t.opt_D.lr) == (1e-3, 5e-5)
+    paper = Trainer(make_config(tmp_path, preset="paper", lr_D=0.01, out=str(tmp_path / "p")),
+                    dataset=tiny_dataset(), log=lambda m: None)
+    paper.run(handle_signals=False)
+    rec = json.loads((tmp_path / "p" / "metrics.jsonl").read_text().splitlines()[-1])
+    # The paper schedule decays each network's own rate, 0.1 and 0.01, by 1.00004 per update before the last.
+    assert rec["lr"] == pytest.approx(0.1 / 1.00004 ** (rec["updates"] - 1))
+    assert rec["lr_D"] == pytest.approx(0.01 / 1.00004 ** (rec["updates"] - 1))
