@@ -135,8 +135,10 @@ class GradCheckReport:
 
 @contextlib.contextmanager
 def frozen_dropout(*models: Layer):
-    """Keep every Dropout's mask fixed (after the first training forward draws it) inside the block."""
-    dropouts = [layer for model in models for layer in model.walk() if isinstance(layer, Dropout)]
+    """Keep every Dropout's mask fixed (after the first training forward draws it) inside the block, and every
+    spectral normalisation's power-iteration vectors (a check must see one fixed function)."""
+    dropouts = [layer for model in models for layer in model.walk()
+                if isinstance(layer, Dropout) or getattr(layer, "spectral_norm", False)]
     previous = [d.frozen for d in dropouts]
     for d in dropouts:
         d.freeze()

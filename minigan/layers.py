@@ -320,48 +320,112 @@ class Linear(Layer):
     * :math:`b_j` is added to every row: :math:`\partial L/\partial b = \sum_k G_{k\cdot}` (column sums);
     * :math:`\partial Y_{kj}/\partial X_{ki} = W_{ij}`, hence :math:`\partial L/\partial X = G W^\top`.
 
+    Spectral normalisation (Miyato et al. 2018), ``spectral_norm=True``: the layer computes with
+    :math:`\bar W = W/\sigma` in place of :math:`W`, where :math:`\sigma = u^\top W v` estimates the largest
+    singular value of :math:`W` by power iteration. ``u`` (in) and ``v`` (out) are buffers (so checkpoints
+    keep them and a resumed run continues exactly); each training forward first advances them one step,
+    :math:`v \leftarrow W^\top u/\lVert W^\top u\rVert`, :math:`u \leftarrow Wv/\lVert Wv\rVert`, which tracks the top
+    singular pair as :math:`W` drifts. Gradient, with :math:`u, v` held (as the paper and every
+    implementation do; a gradient check freezes them like dropout masks): the formulas above give
+    :math:`\bar G = \partial L/\partial \bar W = X^\top G` and :math:`\partial L/\partial X = G\bar W^\top`; and from
+    :math:`d\bar W = dW/\sigma - W\,d\sigma/\sigma^2` with :math:`d\sigma = u^\top dW\,v = \langle uv^\top, dW\rangle`,
+
+    .. math:: \frac{\partial L}{\partial W} = \frac{1}{\sigma}\Big(\bar G - \langle \bar G, \bar W\rangle\, u v^\top\Big).
+
     Parameters
     ----------
     in_features, out_features : int
     init : float or str
         Weight initialiser (see :func:`init_weights`); biases start at zero.
     rng : int, numpy Generator or None
-        Seed or host generator for the initial weights.
+        Seed or host generator for the initial weights (and, with ``spectral_norm``, the initial ``u``).
     dtype : numpy dtype, default float32
+    spectral_norm : bool
+        Compute with :math:`W/\sigma(W)` (see above).
     """
 
     def __init__(self, in_features: int, out_features: int, init: Any = "glorot", rng: Any = None,
-                 dtype=DEFAULT_DTYPE, name: str | None = None):
+                 dtype=DEFAULT_DTYPE, name: str | None = None, spectral_norm: bool = False):
         super().__init__(name)
         for what, value in (("in_features", in_features), ("out_features", out_features)):
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{type(self).__name__}: {what} must be a positive integer, got {value!r}")
         self.in_features, self.out_features = int(in_features), int(out_features)
-        W = init_weights((self.in_features, self.out_features), init, rng, dtype)
+        gen = make_generator(rng)
+        W = init_weights((self.in_features, self.out_features), init, gen, dtype)
         self._params = backend.to_device({"W": W, "b": np.zeros(self.out_features, dtype)})
         self._grads = backend.to_device({"W": np.zeros_like(W), "b": np.zeros(self.out_features, dtype)})
         self._x = None
+        self.spectral_norm = bool(spectral_norm)
+        self._W = None  # the weight the last forward used: W, or W / sigma
+        if self.spectral_norm:
+            # Start u, v near the top singular pair (a few power steps from a random u), so that sigma is the
+            # top singular value from the first forward, as it is after training steps.
+            u, W64 = gen.standard_normal(self.in_features), W.astype(np.float64)
+            for _ in range(20):
+                v = W64.T @ u
+                v /= max(np.linalg.norm(v), 1e-30)
+                u = W64 @ v
+                u /= max(np.linalg.norm(u), 1e-30)
+            self._buffers = backend.to_device({"u": u.astype(dtype), "v": v.astype(dtype)})
+            self.frozen = False  # True: training forwards keep u and v (gradient checks)
+            self._sigma = None
+
+    def _weight(self, train: bool):
+        r"""The weight to compute with: ``W``, or :math:`W/\sigma` after one power-iteration step in training."""
+        W = self._params["W"]
+        if not self.spectral_norm:
+            return W
+        xp = get_array_module(W)
+        u, v = self._buffers["u"], self._buffers["v"]
+        if train and not self.frozen:
+            v[...] = W.T @ u
+            v /= xp.maximum(xp.linalg.norm(v), 1e-30)
+            u[...] = W @ v
+            u /= xp.maximum(xp.linalg.norm(u), 1e-30)
+        self._sigma = u @ (W @ v)
+        W_bar = self._buffer("W_bar", W.shape, W.dtype, W)
+        xp.divide(W, self._sigma, out=W_bar)
+        return W_bar
+
+    def _weight_grad(self, x, dout):
+        r"""Write :math:`\partial L/\partial W` into ``grads["W"]`` from the layer input and upstream gradient."""
+        xp = get_array_module(dout)
+        gW = self._grads["W"]
+        xp.matmul(x.T, dout, out=gW)  # dL/dW, or dL/dW_bar under spectral normalisation
+        if self.spectral_norm:
+            u, v = self._buffers["u"], self._buffers["v"]
+            inner = xp.vdot(gW, self._W)  # <G_bar, W_bar>
+            gW -= inner * xp.outer(u, v)
+            gW /= self._sigma
+
+    def freeze(self) -> None:
+        """Keep ``u`` and ``v`` through training forwards (spectral normalisation; gradient checks)."""
+        self.frozen = True
+
+    def unfreeze(self) -> None:
+        self.frozen = False
 
     def forward(self, x, train: bool | None = None):
         _check_input(self, x, self.in_features)
         self._x = x
-        y = x @ self._params["W"]
+        self._W = self._weight(self._mode(train))
+        y = x @ self._W
         y += self._params["b"]
         return y
 
     def backward(self, dout):
         if self._x is None:
             raise RuntimeError(f"{type(self).__name__} {self.path}: backward called before forward")
-        xp = get_array_module(dout)
         if self.requires_grad:
-            xp.matmul(self._x.T, dout, out=self._grads["W"])
+            self._weight_grad(self._x, dout)
             dout.sum(axis=0, out=self._grads["b"])
         if not self.input_grad:
             return None
-        return dout @ self._params["W"].T
+        return dout @ self._W.T
 
     def _forget(self):
-        self._x = None
+        self._x = self._W = None
 
 
 class Maxout(Linear):
@@ -378,11 +442,11 @@ class Maxout(Linear):
     """
 
     def __init__(self, in_features: int, units: int, pieces: int, init: Any = "glorot", rng: Any = None,
-                 dtype=DEFAULT_DTYPE, name: str | None = None):
+                 dtype=DEFAULT_DTYPE, name: str | None = None, spectral_norm: bool = False):
         for what, value in (("units", units), ("pieces", pieces)):
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"Maxout: {what} must be a positive integer, got {value!r}")
-        super().__init__(in_features, units * pieces, init, rng, dtype, name)
+        super().__init__(in_features, units * pieces, init, rng, dtype, name, spectral_norm)
         self.units, self.pieces = int(units), int(pieces)
         self._winner = None
 
@@ -398,7 +462,8 @@ class Maxout(Linear):
         xp = get_array_module(x)
         n, units, pieces = x.shape[0], self.units, self.pieces
         z = self._buffer("z", (n, units * pieces), x.dtype, x)
-        xp.matmul(x, self._params["W"], out=z)
+        self._W = self._weight(self._mode(train))
+        xp.matmul(x, self._W, out=z)
         z += self._params["b"]
         z_pieces = self._buffer("z_pieces", (pieces, n, units), x.dtype, x)
         xp.copyto(z_pieces, z.reshape(n, units, pieces).transpose(2, 0, 1))
@@ -468,8 +533,9 @@ class ProjectionHead(Linear):
     """
 
     def __init__(self, features: int, n_classes: int, init: Any = "glorot", rng: Any = None,
-                 embed_init: Any = None, embed_rng: Any = None, dtype=DEFAULT_DTYPE, name: str | None = None):
-        super().__init__(features, 1, init, rng, dtype, name)
+                 embed_init: Any = None, embed_rng: Any = None, dtype=DEFAULT_DTYPE, name: str | None = None,
+                 spectral_norm: bool = False):
+        super().__init__(features, 1, init, rng, dtype, name, spectral_norm)
         if not isinstance(n_classes, (int, np.integer)) or n_classes < 1:
             raise ValueError(f"ProjectionHead: n_classes must be a positive integer, got {n_classes!r}")
         self.features, self.n_classes = int(features), int(n_classes)
@@ -485,7 +551,8 @@ class ProjectionHead(Linear):
         F = self.features
         self._h, self._y = h, y = x[:, :F], x[:, F:]
         self._e = e = y @ self._params["E"]
-        out = h @ self._params["W"]
+        self._W = self._weight(self._mode(train))
+        out = h @ self._W
         out += self._params["b"]
         out += (h * e).sum(axis=1, keepdims=True)
         return out
@@ -497,13 +564,13 @@ class ProjectionHead(Linear):
         h, y, e = self._h, self._y, self._e
         g_h = dout * h  # (N, F): G_k h_ki, shared by dE and dy
         if self.requires_grad:
-            xp.matmul(h.T, dout, out=self._grads["W"])
+            self._weight_grad(h, dout)
             dout.sum(axis=0, out=self._grads["b"])
             xp.matmul(y.T, g_h, out=self._grads["E"])
         if not self.input_grad:
             return None
         dx = xp.empty((h.shape[0], self.features + self.n_classes), dout.dtype)
-        xp.multiply(dout, self._params["W"].T, out=dx[:, :self.features])
+        xp.multiply(dout, self._W.T, out=dx[:, :self.features])
         dx[:, :self.features] += dout * e
         xp.matmul(g_h, self._params["E"].T, out=dx[:, self.features:])
         return dx

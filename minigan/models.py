@@ -28,7 +28,7 @@ import numpy as np
 
 from . import backend
 from .backend import Rng
-from .layers import (DEFAULT_DTYPE, Dropout, Identity, Join, Layer, Linear, Maxout, ProjectionHead, ReLU, Sequential,
+from .layers import (DEFAULT_DTYPE, Dropout, Identity, Join, Layer, LeakyReLU, Linear, Maxout, ProjectionHead, ReLU, Sequential,
                      Sigmoid)
 
 MODELS = ("cgan", "gan")
@@ -122,10 +122,13 @@ def _seeds(seed: int | None, n: int) -> list[int]:
 def cgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, g_dropout: float = 0.5, d_dropout: float = 0.5,
          d_input_dropout: float = 0.2, g_irange: Any = 0.05, d_irange: Any = 0.005,
          noise: tuple[float, float] = (0.0, 1.0), g_y_irange: Any = None, d_y_irange: Any = None,
-         g_y_bias: float = 0.0, design: str = "paper", embed_dim: int = 100, g_label: str = "relu") -> GANModel:
+         g_y_bias: float = 0.0, design: str = "paper", embed_dim: int = 100, g_label: str = "relu",
+         d_y_dropout: float = 0.0, spectral_norm: bool = False) -> GANModel:
     """The conditional GAN of Mirza & Osindero (2014), §4.1, for 28×28 images and 10 classes.
 
-    ``design="projection"`` builds the robust variant instead (:func:`cgan_projection`), which takes only the
+    ``d_y_dropout`` drops D's one-hot label inputs in training (pylearn2's default include probability 0.5
+    applies to every input of a composite layer unless a config overrides it, so the original code may have
+    done this). ``design="projection"`` builds the robust variant instead (:func:`cgan_projection`), which takes only the
     options that still apply (dropout, ranges, noise, ``embed_dim``).
 
     ``noise`` is the range of the uniform noise prior (the paper: the unit hypercube, (0, 1)).
@@ -139,17 +142,19 @@ def cgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, g_dropout: float = 0.5, d_dr
             raise TypeError("the projection design has no label branches: g_y_bias and d_y_irange do not apply")
         return cgan_projection(seed, dtype, g_dropout=g_dropout, d_dropout=d_dropout,
                                d_input_dropout=d_input_dropout, g_irange=g_irange, d_irange=d_irange, noise=noise,
-                               embed_irange=g_y_irange if g_y_irange is not None else 3 ** 0.5, embed_dim=embed_dim)
+                               embed_irange=g_y_irange if g_y_irange is not None else 3 ** 0.5, embed_dim=embed_dim,
+                               spectral_norm=spectral_norm)
     if design != "paper":
         raise TypeError(f"unknown cgan design {design!r}; choose 'paper' or 'projection'")
     g_y_irange = g_irange if g_y_irange is None else g_y_irange
     d_y_irange = d_irange if d_y_irange is None else d_y_irange
-    s = iter(_seeds(seed, 16))
+    seeds = _seeds(seed, 16)
+    s = iter(seeds)
     G = Sequential(
         Join({
             "z": Sequential(Linear(100, 200, g_irange, next(s), dtype), ReLU()),
-            "y": (Sequential(Linear(N_CLASSES, 1000, g_y_irange, next(s), dtype), ReLU()) if g_label == "relu" else
-                  Sequential(Linear(N_CLASSES, 1000, g_y_irange, next(s), dtype))),
+            "y": Sequential(Linear(N_CLASSES, 1000, g_y_irange, next(s), dtype),
+                            *{"relu": [ReLU()], "leaky": [LeakyReLU(0.2)], "linear": []}[g_label]),
         }, name="in"),
         Linear(1200, 1200, g_irange, next(s), dtype, name="hidden"),
         ReLU(),
@@ -160,13 +165,15 @@ def cgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, g_dropout: float = 0.5, d_dr
     )
     D = Sequential(
         Join({
-            "x": Sequential(Dropout(d_input_dropout, next(s)), Maxout(IMAGE_SIZE, 240, 5, d_irange, next(s), dtype)),
-            "y": Sequential(Maxout(N_CLASSES, 50, 5, d_y_irange, next(s), dtype)),
+            "x": Sequential(Dropout(d_input_dropout, next(s)),
+                            Maxout(IMAGE_SIZE, 240, 5, d_irange, next(s), dtype, spectral_norm=spectral_norm)),
+            "y": Sequential(*([Dropout(d_y_dropout, seeds[-1])] if d_y_dropout else []),
+                            Maxout(N_CLASSES, 50, 5, d_y_irange, next(s), dtype, spectral_norm=spectral_norm)),
         }, name="in"),
         Dropout(d_dropout, next(s)),
-        Maxout(290, 240, 4, d_irange, next(s), dtype, name="hidden"),
+        Maxout(290, 240, 4, d_irange, next(s), dtype, name="hidden", spectral_norm=spectral_norm),
         Dropout(d_dropout, next(s)),
-        Linear(240, 1, d_irange, next(s), dtype, name="out"),
+        Linear(240, 1, d_irange, next(s), dtype, name="out", spectral_norm=spectral_norm),
         name="D",
     )
     G.params["in.y.0.b"][...] = g_y_bias
@@ -184,7 +191,7 @@ def _noise_range(noise, who: str) -> tuple[float, float]:
 def cgan_projection(seed: int | None = 0, dtype=DEFAULT_DTYPE, g_dropout: float = 0.0, d_dropout: float = 0.5,
                     d_input_dropout: float = 0.2, g_irange: Any = 0.05, d_irange: Any = 0.005,
                     noise: tuple[float, float] = (-3 ** 0.5, 3 ** 0.5), embed_irange: Any = 3 ** 0.5,
-                    embed_dim: int = 100) -> GANModel:
+                    embed_dim: int = 100, spectral_norm: bool = False) -> GANModel:
     r"""A conditional GAN whose label path cannot die or be ignored: a label embedding joined to z in G, a
     projection discriminator (Miyato & Koyama 2018) in D. The default ``modern`` CGAN.
 
@@ -217,14 +224,15 @@ def cgan_projection(seed: int | None = 0, dtype=DEFAULT_DTYPE, g_dropout: float 
     )
     features = Sequential(
         Dropout(d_input_dropout, next(s)),
-        Maxout(IMAGE_SIZE, 240, 5, d_irange, next(s), dtype, name="h0"),
+        Maxout(IMAGE_SIZE, 240, 5, d_irange, next(s), dtype, name="h0", spectral_norm=spectral_norm),
         Dropout(d_dropout, next(s)),
-        Maxout(240, 240, 4, d_irange, next(s), dtype, name="h1"),
+        Maxout(240, 240, 4, d_irange, next(s), dtype, name="h1", spectral_norm=spectral_norm),
         Dropout(d_dropout, next(s)),
     )
     D = Sequential(
         Join({"x": features, "y": Identity()}, name="in"),
-        ProjectionHead(240, N_CLASSES, d_irange, next(s), embed_rng=next(s), dtype=dtype, name="out"),
+        ProjectionHead(240, N_CLASSES, d_irange, next(s), embed_rng=next(s), dtype=dtype, name="out",
+                       spectral_norm=spectral_norm),
         name="D",
     )
     low, high = _noise_range(noise, "cgan")

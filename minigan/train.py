@@ -138,12 +138,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 # Screening candidates (temporary).
+_old = PRESETS["modern"]["model_options"]["cgan"]
 for _name, _extra in {
-    "candA": {"model_options": {"cgan": {"noise": (-3 ** 0.5, 3 ** 0.5), "g_dropout": 0.0, "g_label": "linear",
-                                         "d_y_irange": 3 ** 0.5}}, "matching_aware": {"cgan": "joint"}},
-    "candC": {"model_options": {"cgan": {"noise": (-3 ** 0.5, 3 ** 0.5), "g_dropout": 0.0, "g_label": "linear",
-                                         "d_y_irange": 3 ** 0.5}}, "matching_aware": {"cgan": "joint"},
-              "lr_D": {"cgan": 2e-4}},
+    "candJ": {"model_options": {"cgan": {**_old, "g_label": "leaky", "spectral_norm": True, "d_irange": "glorot"}}},
+    "candK": {"model_options": {"cgan": {**_old, "g_label": "leaky"}}},
+    "candM": {"model_options": {"cgan": {"design": "projection", "g_irange": "glorot", "d_irange": "glorot",
+                                         "spectral_norm": True, "g_y_irange": 0.05}},
+              "matching_aware": {"cgan": False}, "lr_G": {"cgan": 2e-4}, "lr_D": {"cgan": 2e-4}},
 }.items():
     PRESETS[_name] = {**PRESETS["modern"], **_extra}
 PRESET_NAMES = tuple(PRESETS)
@@ -583,6 +584,8 @@ class Trainer:
         for net, layer in (("G", self.model.G), ("D", self.model.D)):
             for name, p in layer.params.items():
                 arrays[f"{net}.{name}"] = backend.to_host(p)
+            for name, b in layer.buffers.items():
+                arrays[f"buffers.{net}.{name}"] = backend.to_host(b)
         optim_meta = {}
         for net, opt in (("G", self.opt_G), ("D", self.opt_D)):
             opt_arrays, scalars = opt.state_dict()
@@ -631,6 +634,7 @@ class Trainer:
                 for name, p in params.items():
                     a = _checked_array(where, f"{net}.{name}", arrays[f"{net}.{name}"], p)
                     p[...] = backend.to_device(a)
+                _load_buffers(where, net, layer, arrays, backend.to_device)
             for net, opt in (("G", self.opt_G), ("D", self.opt_D)):
                 prefix = f"optim.{net}."
                 params = opt.model.params
@@ -1109,6 +1113,21 @@ def _checked_array(where, key: str, a: np.ndarray, like) -> np.ndarray:
     return a
 
 
+def _load_buffers(where, net: str, layer, arrays: dict, convert) -> None:
+    """Restore ``layer``'s buffers (spectral-norm vectors, running statistics) from ``buffers.<net>.<name>``.
+
+    The set of stored names must match the model's exactly, as for parameters.
+    """
+    prefix = f"buffers.{net}."
+    stored = {k[len(prefix):] for k in arrays if k.startswith(prefix)}
+    buffers = layer.buffers
+    if stored != set(buffers):
+        raise io.CheckpointError(f"{where}: buffers of {net} do not match the model (missing "
+                                 f"{sorted(set(buffers) - stored)[:3]}, unexpected {sorted(stored - set(buffers))[:3]})")
+    for name, b in buffers.items():
+        b[...] = convert(_checked_array(where, prefix + name, arrays[prefix + name], b))
+
+
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -1154,6 +1173,7 @@ def load_model(run_dir: str | os.PathLike) -> tuple[models.GANModel, dict]:
             for name, p in layer.params.items():
                 a = _checked_array(path, f"{net}.{name}", arrays[f"{net}.{name}"], p)
                 p[...] = a
+            _load_buffers(path, net, layer, arrays, lambda a: a)
     except (KeyError, TypeError, ValueError) as exc:
         raise io.CheckpointError(f"{path}: not a usable minigan checkpoint ({type(exc).__name__}: {exc})") from exc
     backend.to_device(model.G), backend.to_device(model.D)

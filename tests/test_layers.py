@@ -249,3 +249,65 @@ def test_buffers_are_non_trainable_state_under_dotted_names(on_backend):
     host = backend.to_host(net)
     assert isinstance(host.buffers["x.c.seen"], np.ndarray)
     assert Linear(2, 2).buffers == {} and Linear(2, 2).dtype == np.float32
+
+
+# -- spectral normalisation and the projection head ------------------------------------------------------
+
+
+@given(n=batch, d_in=width, d_out=width, pieces=st.integers(1, 3), s=seed)
+def test_spectral_norm_gradients(on_backend, n, d_in, d_out, pieces, s):
+    layer = (Linear(d_in, d_out, rng=s, spectral_norm=True) if pieces == 1
+             else Maxout(d_in, d_out, pieces, rng=s, spectral_norm=True))
+    _assert_passed(check_layer(generic_point(layer, s), _data(s, n, d_in), seed=s))
+
+
+def test_spectral_norm_divides_by_the_top_singular_value(on_backend):
+    layer = Linear(30, 20, rng=4, spectral_norm=True)
+    x = backend.to_device(np.eye(30, dtype=np.float32))
+    for _ in range(60):  # power iteration: one step per training forward
+        y = layer.forward(x, train=True)
+    W = backend.to_host(layer.params["W"]).astype(np.float64)
+    top = np.linalg.svd(W, compute_uv=False)[0]
+    # Y = I W_bar + b: the normalised weight itself, whose top singular value is 1.
+    assert np.linalg.svd(backend.to_host(y).astype(np.float64), compute_uv=False)[0] == pytest.approx(1, rel=1e-4)
+    assert float(backend.to_host(layer._sigma)) == pytest.approx(top, rel=1e-4)
+    # Evaluation reuses u and v: the same function, and the buffers do not move.
+    u = backend.to_host(layer.buffers["u"]).copy()
+    assert np.array_equal(backend.to_host(layer.forward(x, train=False)), backend.to_host(y))
+    assert np.array_equal(backend.to_host(layer.buffers["u"]), u)
+
+
+def test_spectral_norm_frozen_keeps_u_and_v():
+    layer = Linear(5, 4, rng=0, spectral_norm=True)
+    u0 = layer.buffers["u"].copy()
+    layer.freeze()
+    layer.forward(np.ones((2, 5), np.float32), train=True)
+    assert np.array_equal(layer.buffers["u"], u0)
+    layer.unfreeze()
+    layer.forward(np.ones((2, 5), np.float32), train=True)
+    assert not np.array_equal(layer.buffers["u"], u0)
+    assert sorted(layer.buffers) == ["u", "v"] and sorted(layer.params) == ["W", "b"]
+
+
+@given(n=batch, f=width, c=st.integers(1, 5), s=seed, sn=st.booleans())
+def test_projection_head_gradients(on_backend, n, f, c, s, sn):
+    from minigan.layers import ProjectionHead
+
+    labels = np.random.default_rng(s).integers(0, c, n)
+    x = np.hstack([_data(s, n, f), np.eye(c)[labels]])
+    _assert_passed(check_layer(generic_point(ProjectionHead(f, c, rng=s, embed_rng=s + 1, spectral_norm=sn), s),
+                               x, seed=s))
+
+
+def test_projection_head_scores_hw_plus_b_plus_class_embedding():
+    from minigan.layers import ProjectionHead
+
+    head = ProjectionHead(3, 2, rng=0, embed_rng=1, dtype=np.float64)
+    head.params["W"][...] = [[1.0], [2.0], [3.0]]
+    head.params["b"][...] = 0.5
+    head.params["E"][...] = [[1.0, 0.0, 0.0], [0.0, 0.0, -1.0]]
+    h = np.array([[1.0, 1.0, 1.0], [2.0, 0.0, 1.0]])
+    y = np.array([[1.0, 0.0], [0.0, 1.0]])
+    out = head.forward(np.hstack([h, y]))
+    # Row 0, class 0: 6 + 0.5 + 1; row 1, class 1: 5 + 0.5 - 1.
+    np.testing.assert_allclose(out, [[7.5], [4.5]])
