@@ -9,6 +9,7 @@ The contract (one rule per line)
   :math:`\partial L/\partial\theta` into ``grads`` under the same keys as ``params``.
 * ``backward`` never updates weights: optimizers do that, from ``params`` and ``grads``.
 * Containers (:class:`Sequential`, :class:`Join`) expose their children's params/grads under dotted names.
+* Non-trainable state (running statistics) lives in ``buffers``, also under dotted names; checkpoints save it.
 
 Every gradient is derived in its class's docstring, in the notation: batch of :math:`N` rows, upstream
 gradient :math:`G = \partial L/\partial Y` of the output's shape, :math:`\odot` the elementwise product.
@@ -131,6 +132,7 @@ class Layer:
         self.input_grad = True
         self._params: dict[str, Any] = {}
         self._grads: dict[str, Any] = {}
+        self._buffers: dict[str, Any] = {}
 
     # -- the contract ----------------------------------------------------------------------------
     def forward(self, x, train: bool | None = None):
@@ -151,6 +153,16 @@ class Layer:
     def grads(self) -> dict[str, Any]:
         """Gradient arrays by name, the same keys as :attr:`params`, written by :meth:`backward`."""
         return self._grads
+
+    @property
+    def buffers(self) -> dict[str, Any]:
+        """Non-trainable state arrays by name (BatchNorm's running statistics), saved in checkpoints.
+
+        The layer updates them in place (in training-mode ``forward``); optimizers never see them. Restore one
+        by assigning into it, ``layer.buffers[name][...] = value``, as for :attr:`params`. (Not to be confused
+        with the scratch arrays of :meth:`_buffer`, which hold nothing between calls that matters.)
+        """
+        return self._buffers
 
     # -- tree helpers -----------------------------------------------------------------------------
     def children(self) -> dict[str, "Layer"]:
@@ -220,9 +232,9 @@ class Layer:
 
     # -- arrays -----------------------------------------------------------------------------------------
     def map_arrays(self, convert: Callable[[Any], Any]) -> "Layer":
-        """Replace every parameter and gradient array by ``convert(array)`` (moving devices, casting)."""
+        """Replace every parameter, gradient and buffer array by ``convert(array)`` (moving devices, casting)."""
         for layer in self.walk():
-            for store in (layer._params, layer._grads):
+            for store in (layer._params, layer._grads, layer._buffers):
                 for key in store:
                     store[key] = convert(store[key])
             layer.__dict__.pop("_work", None)  # scratch buffers of the old backend / dtype
@@ -233,7 +245,7 @@ class Layer:
         """Drop what forward cached for backward (called when arrays move or change dtype)."""
 
     def astype(self, dtype) -> "Layer":
-        """Cast all parameters and gradients (float64 for gradient checks, float32 to train)."""
+        """Cast all parameters, gradients and buffers (float64 for gradient checks, float32 to train)."""
         dtype = np.dtype(dtype)
         if dtype.kind != "f":
             raise ValueError(f"{self.path}: a model's dtype must be floating point, got {dtype}")
@@ -241,8 +253,8 @@ class Layer:
 
     @property
     def dtype(self):
-        """dtype of the parameters (None for a layer without any)."""
-        for p in self.params.values():
+        """dtype of the parameters, else of the buffers (None for a layer without either)."""
+        for p in (*self.params.values(), *self.buffers.values()):
             return p.dtype
         return None
 
@@ -600,7 +612,7 @@ class Dropout(Layer):
 
 
 class _Container(Layer):
-    """Shared plumbing: children by name, params/grads/rngs gathered under dotted names."""
+    """Shared plumbing: children by name, params/grads/buffers/rngs gathered under dotted names."""
 
     def __init__(self, children: dict[str, Layer], name: str | None = None):
         super().__init__(name)
@@ -627,6 +639,10 @@ class _Container(Layer):
     @property
     def grads(self):
         return self._gather(lambda c: c.grads)
+
+    @property
+    def buffers(self):
+        return self._gather(lambda c: c.buffers)
 
     def rngs(self):
         return self._gather(lambda c: c.rngs())

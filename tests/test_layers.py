@@ -228,3 +228,24 @@ def test_scratch_buffers_are_kept_per_shape_for_the_alternating_batch_sizes():
     for n in range(1, 6):
         layer.forward(np.ones((n, 6), np.float32))
     assert len(layer.__dict__["_work"]["z"]) <= 3
+
+
+def test_buffers_are_non_trainable_state_under_dotted_names(on_backend):
+    class Counter(Linear):  # a layer with one buffer, as BatchNorm keeps its running statistics
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._buffers = backend.to_device({"seen": np.zeros(1, np.float32)})
+
+        def forward(self, x, train=None):
+            self._buffers["seen"] += x.shape[0]
+            return super().forward(x, train)
+
+    net = Join({"x": Sequential(Linear(2, 3, rng=0), Counter(3, 1, rng=1, name="c")), "y": Linear(1, 1, rng=2)})
+    assert set(net.buffers) == {"x.c.seen"} and not set(net.buffers) & set(net.params)
+    net.forward((backend.to_device(np.ones((4, 2), np.float32)), backend.to_device(np.ones((4, 1), np.float32))))
+    assert backend.to_host(net.buffers["x.c.seen"]).tolist() == [4.0]
+    net.astype(np.float64)
+    assert net.buffers["x.c.seen"].dtype == np.float64
+    host = backend.to_host(net)
+    assert isinstance(host.buffers["x.c.seen"], np.ndarray)
+    assert Linear(2, 2).buffers == {} and Linear(2, 2).dtype == np.float32
