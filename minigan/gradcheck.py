@@ -21,7 +21,10 @@ Resolution
 A finite difference cannot resolve a derivative smaller than its own round-off: each :math:`f` carries an error
 of about one unit in the last place, :math:`\epsilon|f|`, so :math:`n_i` is uncertain by about
 :math:`\epsilon|f|/h`. We bound it by :math:`\nu = 4\epsilon\max|f|/h` (4 covers the stencil's weights and a
-few ulps). Entries with :math:`|a_i| + |n_i| \ge \nu/\text{tol}` are *resolvable* and must meet the relative
+few ulps). When :math:`f` is a sum whose terms cancel, it is rounded at the scale of the terms, not of the
+sum, and :math:`|f|` is replaced by that scale :math:`S` where it is larger (:func:`check_layer` passes
+:math:`S = \sum|Y \odot R|`): a convolution's bias followed by a normalisation has an exactly zero gradient,
+whose finite difference is pure round-off of :math:`S`. Entries with :math:`|a_i| + |n_i| \ge \nu/\text{tol}` are *resolvable* and must meet the relative
 tolerance. The rest (gradients near zero, typically below :math:`10^{-5}`) cannot be tested to relative
 :math:`10^{-7}` by any float64 finite difference; they must instead agree *absolutely*,
 :math:`|a_i - n_i| \le \nu`, and are counted in the report's "tiny" column, never silently dropped. The
@@ -187,6 +190,7 @@ def check_function(
     tolerance: float = DEFAULT_TOLERANCE,
     seed: int = 0,
     title: str = "gradient check",
+    f_scale: float = 0.0,
 ) -> GradCheckReport:
     """Compare analytic and numerical derivatives of a scalar function of several tensors.
 
@@ -206,6 +210,10 @@ def check_function(
         Central-difference stencil order.
     step : float, optional
         Finite-difference step (default 1e-3 for order 4, 1e-6 for order 2).
+    f_scale : float, optional
+        The magnitude at which :math:`f` is rounded when that exceeds :math:`|f|`: for a sum
+        :math:`f = \sum_k t_k` with cancellation, :math:`\sum_k |t_k|`. The resolution uses
+        :math:`\max(|f|, f_\text{scale})` (see the module docstring).
     """
     if order not in _STENCILS:
         raise ValueError(f"order must be 2 or 4, got {order}")
@@ -236,7 +244,7 @@ def check_function(
                 result.kinks += 1
                 continue
             a = float(analytic[name][index])
-            resolution = 4 * np.finfo(np.float64).eps * largest_f / step_here
+            resolution = 4 * np.finfo(np.float64).eps * max(largest_f, f_scale) / step_here
             if abs(a) + abs(numeric) < resolution / tolerance:
                 result.tiny += 1
                 result.tiny_failures += abs(a - numeric) > resolution
@@ -274,16 +282,19 @@ def _difference(loss_fn, tensor, index, h, order, models, base_patterns):
 
 
 def generic_point(model: Layer, seed: int = 0, scale: float = 0.1) -> Layer:
-    """Move every bias off zero (uniform ±scale), in place; returns the model.
+    """Move every bias off zero (``b``, ``beta``: uniform ±scale) and every scale off one (``gamma``: uniform
+    1 ± 0.5), in place; returns the model.
 
     Zero biases are a special point: a row whose inputs are all dropped out gives every maxout piece the same
-    value, an exact tie, so no finite difference of those biases exists. Checks run at a generic point.
+    value, an exact tie, so no finite difference of those biases exists. Checks run at a generic point. A
+    normalisation's gamma at exactly 1 would hide a backward pass that forgot to multiply by it.
     """
     gen = np.random.default_rng(seed)
     for layer in model.walk():
-        if "b" in layer.params:
-            b = layer.params["b"]
-            layer.params["b"][...] = backend.to_device(gen.uniform(-scale, scale, b.shape).astype(b.dtype))
+        for name, (low, high) in (("b", (-scale, scale)), ("beta", (-scale, scale)), ("gamma", (0.5, 1.5))):
+            if name in layer.params:
+                p = layer.params[name]
+                p[...] = backend.to_device(gen.uniform(low, high, p.shape).astype(p.dtype))
     return model
 
 
@@ -304,7 +315,9 @@ def check_layer(layer: Layer, x: Any, train: bool = True, seed: int = 0, check_i
     r"""Check a layer's (or network's) parameter and input gradients under :math:`f = \sum Y \odot R`.
 
     The layer is cast to float64 in place; ``x`` (an array or a tuple of arrays) is copied to float64 on the
-    active backend. ``R`` is a fixed standard-normal array, so :math:`\partial f/\partial Y = R`.
+    active backend. ``R`` is a fixed standard-normal array, so :math:`\partial f/\partial Y = R`. The
+    resolution of the finite differences is taken at the scale :math:`\sum |Y \odot R|`, the size of the
+    terms whose rounding :math:`f` carries.
     """
     layer.astype(np.float64)
     x = _float64_input(x)
@@ -328,6 +341,8 @@ def check_layer(layer: Layer, x: Any, train: bool = True, seed: int = 0, check_i
         tensors = dict(layer.params)
         if check_inputs:
             tensors.update(_name_inputs("input", x))
+        # f sums Y * R, whose terms cancel: f is rounded at the scale of sum |Y * R|, not of |f|.
+        options.setdefault("f_scale", _scalar(xp.sum(xp.abs(y * r))))
         return check_function(loss_fn, grad_fn, tensors, models=[layer], seed=seed,
                               title=f"{type(layer).__name__} {layer.path}", **options)
 
