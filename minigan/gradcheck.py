@@ -461,6 +461,58 @@ def layer_tour(batch: int = 4, seed: int = 0, **options) -> list[GradCheckReport
     return [check_layer(generic_point(layer, seed), x, seed=seed, **options) for layer, x in cases]
 
 
+def conv_tour(batch: int = 4, seed: int = 0, **options) -> list[GradCheckReport]:
+    """One check per convolutional-family layer and container, on small random images (float64).
+
+    Together the cases cover: kernels 1, 3, 4 and 7; strides 1 and 2; paddings 0 to 3; odd, even and
+    non-square images; sizes where the stride skips the last rows ((H + 2p - k) % s != 0); ``output_padding``;
+    BatchNorm in training mode (on (N, C) and (N, C, H, W)) and in evaluation mode, with gamma and beta off
+    their initial values; and the U-Net and ResNet joins, with a bias before a normalisation (an exactly zero
+    gradient) inside the residual block.
+    """
+    from .layers import LeakyReLU, Linear, ReLU, Sequential, Tanh
+    from .nn import (BatchNorm, Conv2d, ConvTranspose2d, Flatten, InstanceNorm2d, ReflectionPad2d, Reshape, Residual,
+                     UNetBlock, Upsample)
+
+    gen = np.random.default_rng(seed)
+
+    def images(c, h, w, n=batch):
+        return gen.standard_normal((n, c, h, w))
+
+    bn_eval = BatchNorm(3, name="bn_eval")
+    bn_eval.buffers["running_mean"][...] = backend.to_device(gen.standard_normal(3).astype(np.float32))
+    bn_eval.buffers["running_var"][...] = backend.to_device(gen.uniform(0.5, 2.0, 3).astype(np.float32))
+    resnet_block = Residual(Sequential(ReflectionPad2d(1), Conv2d(2, 2, 3, rng=seed), InstanceNorm2d(2, affine=True),
+                                       ReLU(), ReflectionPad2d(1), Conv2d(2, 2, 3, rng=seed + 1), InstanceNorm2d(2)),
+                            name="resnet_block")
+    unet = UNetBlock(down=Sequential(LeakyReLU(0.2), Conv2d(2, 3, 4, 2, 1, rng=seed)),
+                     up=Sequential(ReLU(), ConvTranspose2d(3, 2, 4, 2, 1, bias=False, rng=seed + 1), BatchNorm(2)),
+                     name="unet_block")
+    cases = [  # (layer, input, train)
+        (Conv2d(3, 4, 3, 1, 1, rng=seed, name="k3_s1_p1"), images(3, 5, 6), True),
+        (Conv2d(2, 3, 4, 2, 1, rng=seed, name="k4_s2_p1_skips"), images(2, 7, 8), True),  # (7+2-4) % 2 = 1
+        (Conv2d(2, 2, 7, 1, 3, rng=seed, name="k7_s1_p3"), images(2, 9, 8), True),
+        (Conv2d(3, 2, 1, 2, 0, bias=False, rng=seed, name="k1_s2_p0_nobias"), images(3, 6, 5), True),
+        (Conv2d(2, 3, 3, 2, 2, rng=seed, name="k3_s2_p2"), images(2, 6, 7), True),
+        (ConvTranspose2d(3, 2, 4, 2, 1, rng=seed, name="T_k4_s2_p1"), images(3, 3, 4), True),
+        (ConvTranspose2d(2, 3, 3, 2, 1, output_padding=1, rng=seed, name="T_k3_s2_p1_op1"), images(2, 4, 3), True),
+        (ConvTranspose2d(2, 2, 7, 1, 3, rng=seed, name="T_k7_s1_p3"), images(2, 3, 5), True),
+        (ConvTranspose2d(2, 2, 1, 2, 0, output_padding=1, rng=seed, name="T_k1_s2_op1"), images(2, 3, 2), True),
+        (BatchNorm(4, name="bn_train_NC"), gen.standard_normal((max(batch, 2), 4)) * 2 + 1, True),
+        (BatchNorm(3, name="bn_train_NCHW"), images(3, 3, 5) * 2 - 1, True),
+        (bn_eval, images(3, 3, 5), False),
+        (InstanceNorm2d(3, affine=True, name="instance_norm"), images(3, 4, 5), True),
+        (ReflectionPad2d((1, 2, 3, 0), name="reflection_pad"), images(2, 5, 4), True),
+        (Upsample(2, name="upsample"), images(2, 3, 4), True),
+        (Sequential(Linear(5, 2 * 3 * 3, rng=seed), Reshape(2, 3, 3), ConvTranspose2d(2, 2, 4, 2, 1, rng=seed + 1),
+                    Tanh(), Conv2d(2, 3, 4, 2, 1, rng=seed + 2), Flatten(), Linear(27, 1, rng=seed + 3), name="dcgan"),
+         gen.standard_normal((batch, 5)), True),
+        (resnet_block, images(2, 4, 5), True),
+        (unet, images(2, 8, 6, n=max(batch, 2)), True),
+    ]
+    return [check_layer(generic_point(layer, seed), x, train=train, seed=seed, **options) for layer, x, train in cases]
+
+
 def gan_checks(model: str = "cgan", batch: int = 4, seed: int = 0, init: str = "glorot",
                **options) -> list[GradCheckReport]:
     """The whole objective for a paper model: D under D's loss, G under G's loss through D, and both again
@@ -502,6 +554,7 @@ def run_cli(model: str = "cgan", batch: int = 4, samples: int = 10, seed: int = 
     reports = []
     if layers:
         reports += layer_tour(batch=batch, seed=seed, **options)
+        reports += conv_tour(batch=batch, seed=seed, **options)
     reports += gan_checks(model, batch=batch, seed=seed, init=init, **options)
     for r in reports:
         print(r.table(), file=out)
