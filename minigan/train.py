@@ -86,6 +86,7 @@ __all__ = [
 ]
 
 CHECKPOINT_NAME = "checkpoint.npz"
+BUFFERS_PREFIX = "buffers."  # checkpoint keys of layers' non-trainable state: buffers.G.<name>, buffers.D.<name>
 BEST_NAME = "best.npz"
 CHECKPOINT_FORMAT = 1
 INJECT_NAN_ENV = "MINIGAN_INJECT_NAN_AT_STEP"
@@ -533,14 +534,17 @@ class Trainer:
     def state(self) -> tuple[dict[str, np.ndarray], dict]:
         """(arrays, meta) for a checkpoint: host arrays and JSON metadata.
 
-        Arrays: ``G.<param>``, ``D.<param>``, ``optim.G.<slot>.<param>``, ``optim.D.<slot>.<param>``,
-        ``grid.z``. Meta: the config, the counters, optimizer scalars, every generator state (noise; data at
+        Arrays: ``G.<param>``, ``D.<param>``, ``buffers.G.<buffer>``, ``buffers.D.<buffer>`` (non-trainable state
+        such as BatchNorm's running statistics; none for the MLP models), ``optim.G.<slot>.<param>``,
+        ``optim.D.<slot>.<param>``, ``grid.z``. Meta: the config, the counters, optimizer scalars, every generator state (noise; data at
         the start of the current epoch; each dropout layer's), the running sums of the current epoch.
         """
         arrays: dict[str, np.ndarray] = {}
         for net, layer in (("G", self.model.G), ("D", self.model.D)):
             for name, p in layer.params.items():
                 arrays[f"{net}.{name}"] = backend.to_host(p)
+            for name, b in layer.buffers.items():
+                arrays[f"{BUFFERS_PREFIX}{net}.{name}"] = backend.to_host(b)
         optim_meta = {}
         for net, opt in (("G", self.opt_G), ("D", self.opt_D)):
             opt_arrays, scalars = opt.state_dict()
@@ -589,6 +593,7 @@ class Trainer:
                 for name, p in params.items():
                     a = _checked_array(where, f"{net}.{name}", arrays[f"{net}.{name}"], p)
                     p[...] = backend.to_device(a)
+                _restore_buffers(where, arrays, net, layer, backend.to_device)
             for net, opt in (("G", self.opt_G), ("D", self.opt_D)):
                 prefix = f"optim.{net}."
                 params = opt.model.params
@@ -1014,6 +1019,18 @@ class Trainer:
         return records
 
 
+def _restore_buffers(where, arrays: dict, net: str, layer, convert) -> None:
+    """Assign the checkpoint's ``buffers.<net>.<name>`` arrays into ``layer.buffers`` (exactly the same names)."""
+    prefix = f"{BUFFERS_PREFIX}{net}."
+    buffers = layer.buffers
+    stored = {k[len(prefix):] for k in arrays if k.startswith(prefix)}
+    if stored != set(buffers):
+        raise io.CheckpointError(f"{where}: buffers of {net} do not match the model (missing "
+                                 f"{sorted(set(buffers) - stored)[:3]}, unexpected {sorted(stored - set(buffers))[:3]})")
+    for name, b in buffers.items():
+        b[...] = convert(_checked_array(where, prefix + name, arrays[prefix + name], b))
+
+
 def _checked_array(where, key: str, a: np.ndarray, like) -> np.ndarray:
     """``a`` if it has exactly the shape and dtype of ``like`` (a model parameter), else CheckpointError.
 
@@ -1075,6 +1092,7 @@ def load_model(run_dir: str | os.PathLike) -> tuple[models.GANModel, dict]:
             for name, p in layer.params.items():
                 a = _checked_array(path, f"{net}.{name}", arrays[f"{net}.{name}"], p)
                 p[...] = a
+            _restore_buffers(path, arrays, net, layer, lambda a: a)
     except (KeyError, TypeError, ValueError) as exc:
         raise io.CheckpointError(f"{path}: not a usable minigan checkpoint ({type(exc).__name__}: {exc})") from exc
     backend.to_device(model.G), backend.to_device(model.D)
