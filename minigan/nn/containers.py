@@ -36,15 +36,14 @@ class Residual(_Container):
         if fx.shape != x.shape:
             raise ValueError(f"Residual {self.path}: the body maps shape {tuple(x.shape)} to {tuple(fx.shape)}; "
                              "a residual block needs the same shape out as in")
-        fx += x  # the body's output is a fresh array: add the identity path in place
-        return fx
+        # Not in place: a body may return its input itself or a view of it (Dropout at evaluation, Reshape).
+        return fx + x
 
     def backward(self, dout):
         dx = self.body.backward(dout)
         if dx is None:  # told not to compute d/d(input) (see set_input_grad)
             return None
-        dx += dout
-        return dx
+        return dx + dout  # not in place, for the same reason: dx may be dout itself
 
     def set_input_grad(self, flag: bool):
         self.input_grad = flag
@@ -89,8 +88,7 @@ class SkipConcat(_Container):
         dx = self._body_backward(dout[:, c:])
         if dx is None:
             return None
-        dx += dout[:, :c]
-        return dx
+        return dx + dout[:, :c]  # not in place: dx may be a view of dout (an identity-like body)
 
     def set_input_grad(self, flag: bool):
         self.input_grad = flag
