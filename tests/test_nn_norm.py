@@ -23,9 +23,11 @@ def _assert_passed(report):
 
 
 batch_shapes = st.one_of(
-    st.tuples(st.integers(2, 6), st.integers(1, 4)),  # (N, C)
+    st.tuples(st.integers(3, 6), st.integers(1, 4)),  # (N, C)
     st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 4), st.integers(1, 5)),  # (N, C, H, W)
-).filter(lambda shape: np.prod(shape) // shape[1] >= 2)  # training needs two values per channel
+# At least three values per channel: with two, x_hat is +-1 up to O(eps / d^2) (d their distance), a derivative
+# that a finite difference at h = 1e-3 cannot resolve (measured: 21 of 300 random cases fail, none with three).
+).filter(lambda shape: np.prod(shape) // shape[1] >= 3)
 
 
 # -- exact gradients -------------------------------------------------------------------------------------------
@@ -43,7 +45,7 @@ def test_batchnorm_gradients(on_backend, shape, train, affine, s):
 
 
 @settings(max_examples=25)
-@given(n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(1, 5), w=st.integers(2, 5), affine=st.booleans(),
+@given(n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(1, 5), w=st.integers(3, 5), affine=st.booleans(),
        s=st.integers(0, 2**16))
 def test_instancenorm_gradients(on_backend, n, c, h, w, affine, s):
     layer = generic_point(InstanceNorm2d(c, affine=affine), s)
