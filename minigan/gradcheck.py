@@ -21,7 +21,10 @@ Resolution
 A finite difference cannot resolve a derivative smaller than its own round-off: each :math:`f` carries an error
 of about one unit in the last place, :math:`\epsilon|f|`, so :math:`n_i` is uncertain by about
 :math:`\epsilon|f|/h`. We bound it by :math:`\nu = 4\epsilon\max|f|/h` (4 covers the stencil's weights and a
-few ulps). Entries with :math:`|a_i| + |n_i| \ge \nu/\text{tol}` are *resolvable* and must meet the relative
+few ulps). When :math:`f` is a sum whose terms cancel, it is rounded at the scale of the terms, not of the
+sum, and :math:`|f|` is replaced by that scale :math:`S` where it is larger (:func:`check_layer` passes
+:math:`S = \sum|Y \odot R|`): a convolution's bias followed by a normalisation has an exactly zero gradient,
+whose finite difference is pure round-off of :math:`S`. Entries with :math:`|a_i| + |n_i| \ge \nu/\text{tol}` are *resolvable* and must meet the relative
 tolerance. The rest (gradients near zero, typically below :math:`10^{-5}`) cannot be tested to relative
 :math:`10^{-7}` by any float64 finite difference; they must instead agree *absolutely*,
 :math:`|a_i - n_i| \le \nu`, and are counted in the report's "tiny" column, never silently dropped. The
@@ -189,6 +192,7 @@ def check_function(
     tolerance: float = DEFAULT_TOLERANCE,
     seed: int = 0,
     title: str = "gradient check",
+    f_scale: float = 0.0,
 ) -> GradCheckReport:
     """Compare analytic and numerical derivatives of a scalar function of several tensors.
 
@@ -208,6 +212,10 @@ def check_function(
         Central-difference stencil order.
     step : float, optional
         Finite-difference step (default 1e-3 for order 4, 1e-6 for order 2).
+    f_scale : float, optional
+        The magnitude at which :math:`f` is rounded when that exceeds :math:`|f|`: for a sum
+        :math:`f = \sum_k t_k` with cancellation, :math:`\sum_k |t_k|`. The resolution uses
+        :math:`\max(|f|, f_\text{scale})` (see the module docstring).
     """
     if order not in _STENCILS:
         raise ValueError(f"order must be 2 or 4, got {order}")
@@ -238,7 +246,7 @@ def check_function(
                 result.kinks += 1
                 continue
             a = float(analytic[name][index])
-            resolution = 4 * np.finfo(np.float64).eps * largest_f / step_here
+            resolution = 4 * np.finfo(np.float64).eps * max(largest_f, f_scale) / step_here
             if abs(a) + abs(numeric) < resolution / tolerance:
                 result.tiny += 1
                 result.tiny_failures += abs(a - numeric) > resolution
@@ -276,16 +284,19 @@ def _difference(loss_fn, tensor, index, h, order, models, base_patterns):
 
 
 def generic_point(model: Layer, seed: int = 0, scale: float = 0.1) -> Layer:
-    """Move every bias off zero (uniform ±scale), in place; returns the model.
+    """Move every bias off zero (``b``, ``beta``: uniform ±scale) and every scale off one (``gamma``: uniform
+    1 ± 0.5), in place; returns the model.
 
     Zero biases are a special point: a row whose inputs are all dropped out gives every maxout piece the same
-    value, an exact tie, so no finite difference of those biases exists. Checks run at a generic point.
+    value, an exact tie, so no finite difference of those biases exists. Checks run at a generic point. A
+    normalisation's gamma at exactly 1 would hide a backward pass that forgot to multiply by it.
     """
     gen = np.random.default_rng(seed)
     for layer in model.walk():
-        if "b" in layer.params:
-            b = layer.params["b"]
-            layer.params["b"][...] = backend.to_device(gen.uniform(-scale, scale, b.shape).astype(b.dtype))
+        for name, (low, high) in (("b", (-scale, scale)), ("beta", (-scale, scale)), ("gamma", (0.5, 1.5))):
+            if name in layer.params:
+                p = layer.params[name]
+                p[...] = backend.to_device(gen.uniform(low, high, p.shape).astype(p.dtype))
     return model
 
 
@@ -306,7 +317,9 @@ def check_layer(layer: Layer, x: Any, train: bool = True, seed: int = 0, check_i
     r"""Check a layer's (or network's) parameter and input gradients under :math:`f = \sum Y \odot R`.
 
     The layer is cast to float64 in place; ``x`` (an array or a tuple of arrays) is copied to float64 on the
-    active backend. ``R`` is a fixed standard-normal array, so :math:`\partial f/\partial Y = R`.
+    active backend. ``R`` is a fixed standard-normal array, so :math:`\partial f/\partial Y = R`. The
+    resolution of the finite differences is taken at the scale :math:`\sum |Y \odot R|`, the size of the
+    terms whose rounding :math:`f` carries.
     """
     layer.astype(np.float64)
     x = _float64_input(x)
@@ -330,6 +343,8 @@ def check_layer(layer: Layer, x: Any, train: bool = True, seed: int = 0, check_i
         tensors = dict(layer.params)
         if check_inputs:
             tensors.update(_name_inputs("input", x))
+        # f sums Y * R, whose terms cancel: f is rounded at the scale of sum |Y * R|, not of |f|.
+        options.setdefault("f_scale", _scalar(xp.sum(xp.abs(y * r))))
         return check_function(loss_fn, grad_fn, tensors, models=[layer], seed=seed,
                               title=f"{type(layer).__name__} {layer.path}", **options)
 
@@ -452,6 +467,64 @@ def layer_tour(batch: int = 4, seed: int = 0, **options) -> list[GradCheckReport
     return [check_layer(generic_point(layer, seed), x, seed=seed, **options) for layer, x in cases]
 
 
+def conv_tour(batch: int = 4, seed: int = 0, **options) -> list[GradCheckReport]:
+    """One check per convolutional-family layer and container, on small random images (float64).
+
+    Together the cases cover: kernels 1, 3, 4 and 7; strides 1 and 2; paddings 0 to 3; odd, even and
+    non-square images; sizes where the stride skips the last rows ((H + 2p - k) % s != 0); ``output_padding``;
+    BatchNorm in training mode (on (N, C) and (N, C, H, W)) and in evaluation mode, with gamma and beta off
+    their initial values; and the U-Net and ResNet joins, with a bias before a normalisation (an exactly zero
+    gradient) inside the residual block.
+    """
+    from .layers import LeakyReLU, Linear, ReLU, Sequential, Tanh
+    from .nn import (BatchNorm, Conv2d, ConvTranspose2d, Flatten, InstanceNorm2d, ReflectionPad2d, Reshape, Residual,
+                     UNetBlock, Upsample)
+
+    gen = np.random.default_rng(seed)
+
+    def images(c, h, w, n=batch):
+        return gen.standard_normal((n, c, h, w))
+
+    bn_eval = BatchNorm(3, name="bn_eval")
+    bn_eval.buffers["running_mean"][...] = backend.to_device(gen.standard_normal(3).astype(np.float32))
+    bn_eval.buffers["running_var"][...] = backend.to_device(gen.uniform(0.5, 2.0, 3).astype(np.float32))
+    resnet_block = Residual(Sequential(ReflectionPad2d(1), Conv2d(2, 2, 3, rng=seed), InstanceNorm2d(2, affine=True),
+                                       ReLU(), ReflectionPad2d(1), Conv2d(2, 2, 3, rng=seed + 1), InstanceNorm2d(2)),
+                            name="resnet_block")
+    unet = UNetBlock(down=Sequential(LeakyReLU(0.2), Conv2d(2, 3, 4, 2, 1, rng=seed)),
+                     up=Sequential(ReLU(), ConvTranspose2d(3, 2, 4, 2, 1, bias=False, rng=seed + 1), BatchNorm(2)),
+                     name="unet_block")
+    # The two networks normalise the outputs of learned layers, whose spread can be small (0.05, say): then
+    # h = 1e-3 is a 2% move in normalised units and the stencil's O(h^4) truncation reaches 1e-7 for some
+    # seeds. They are checked at h = 1e-4 (truncation 1e4 times smaller; round-off still far below 1e-7).
+    fine = {"step": options.get("step") or 1e-4}
+    cases = [  # (layer, input, train, extra options)
+        (Conv2d(3, 4, 3, 1, 1, rng=seed, name="k3_s1_p1"), images(3, 5, 6), True, {}),
+        (Conv2d(2, 3, 4, 2, 1, rng=seed, name="k4_s2_p1_skips"), images(2, 7, 8), True, {}),  # (7+2-4) % 2 = 1
+        (Conv2d(2, 2, 7, 1, 3, rng=seed, name="k7_s1_p3"), images(2, 9, 8), True, {}),
+        (Conv2d(3, 2, 1, 2, 0, bias=False, rng=seed, name="k1_s2_p0_nobias"), images(3, 6, 5), True, {}),
+        (Conv2d(2, 3, 3, 2, 2, rng=seed, name="k3_s2_p2"), images(2, 6, 7), True, {}),
+        (ConvTranspose2d(3, 2, 4, 2, 1, rng=seed, name="T_k4_s2_p1"), images(3, 3, 4), True, {}),
+        (ConvTranspose2d(2, 3, 3, 2, 1, output_padding=1, rng=seed, name="T_k3_s2_p1_op1"), images(2, 4, 3), True, {}),
+        (ConvTranspose2d(2, 2, 7, 1, 3, rng=seed, name="T_k7_s1_p3"), images(2, 3, 5), True, {}),
+        (ConvTranspose2d(2, 2, 1, 2, 0, output_padding=1, rng=seed, name="T_k1_s2_op1"), images(2, 3, 2), True, {}),
+        # Two rows would be degenerate: x_hat = +-1 up to O(eps), a derivative no finite difference resolves.
+        (BatchNorm(4, name="bn_train_NC"), gen.standard_normal((max(batch, 4), 4)) * 2 + 1, True, {}),
+        (BatchNorm(3, name="bn_train_NCHW"), images(3, 3, 5) * 2 - 1, True, {}),
+        (bn_eval, images(3, 3, 5), False, {}),
+        (InstanceNorm2d(3, affine=True, name="instance_norm"), images(3, 4, 5), True, {}),
+        (ReflectionPad2d((1, 2, 3, 0), name="reflection_pad"), images(2, 5, 4), True, {}),
+        (Upsample(2, name="upsample"), images(2, 3, 4), True, {}),
+        (Sequential(Linear(5, 2 * 3 * 3, rng=seed), Reshape(2, 3, 3), ConvTranspose2d(2, 2, 4, 2, 1, rng=seed + 1),
+                    Tanh(), Conv2d(2, 3, 4, 2, 1, rng=seed + 2), Flatten(), Linear(27, 1, rng=seed + 3), name="dcgan"),
+         gen.standard_normal((batch, 5)), True, {}),
+        (resnet_block, images(2, 4, 5), True, fine),
+        (unet, images(2, 8, 6, n=max(batch, 2)), True, fine),
+    ]
+    return [check_layer(generic_point(layer, seed), x, train=train, seed=seed, **{**options, **extra})
+            for layer, x, train, extra in cases]
+
+
 def gan_checks(model: str = "cgan", batch: int = 4, seed: int = 0, init: str = "glorot",
                model_options: dict | None = None, **options) -> list[GradCheckReport]:
     """The whole objective for a model: D under D's loss, G under G's loss through D, and both again for the
@@ -498,6 +571,7 @@ def run_cli(model: str = "cgan", batch: int = 4, samples: int = 10, seed: int = 
     reports = []
     if layers:
         reports += layer_tour(batch=batch, seed=seed, **options)
+        reports += conv_tour(batch=batch, seed=seed, **options)
     reports += gan_checks(model, batch=batch, seed=seed, init=init, **options)
     if model == "cgan":  # the default (modern) CGAN's networks too: label embedding in G, projection in D
         reports += gan_checks(model, batch=batch, seed=seed, init=init, model_options={"design": "projection"},

@@ -87,6 +87,7 @@ __all__ = [
 ]
 
 CHECKPOINT_NAME = "checkpoint.npz"
+BUFFERS_PREFIX = "buffers."  # checkpoint keys of layers' non-trainable state: buffers.G.<name>, buffers.D.<name>
 BEST_NAME = "best.npz"
 CHECKPOINT_FORMAT = 1
 INJECT_NAN_ENV = "MINIGAN_INJECT_NAN_AT_STEP"
@@ -576,8 +577,9 @@ class Trainer:
     def state(self) -> tuple[dict[str, np.ndarray], dict]:
         """(arrays, meta) for a checkpoint: host arrays and JSON metadata.
 
-        Arrays: ``G.<param>``, ``D.<param>``, ``optim.G.<slot>.<param>``, ``optim.D.<slot>.<param>``,
-        ``grid.z``. Meta: the config, the counters, optimizer scalars, every generator state (noise; data at
+        Arrays: ``G.<param>``, ``D.<param>``, ``buffers.G.<buffer>``, ``buffers.D.<buffer>`` (non-trainable state
+        such as BatchNorm's running statistics; none for the MLP models), ``optim.G.<slot>.<param>``,
+        ``optim.D.<slot>.<param>``, ``grid.z``. Meta: the config, the counters, optimizer scalars, every generator state (noise; data at
         the start of the current epoch; each dropout layer's), the running sums of the current epoch.
         """
         arrays: dict[str, np.ndarray] = {}
@@ -585,7 +587,7 @@ class Trainer:
             for name, p in layer.params.items():
                 arrays[f"{net}.{name}"] = backend.to_host(p)
             for name, b in layer.buffers.items():
-                arrays[f"buffers.{net}.{name}"] = backend.to_host(b)
+                arrays[f"{BUFFERS_PREFIX}{net}.{name}"] = backend.to_host(b)
         optim_meta = {}
         for net, opt in (("G", self.opt_G), ("D", self.opt_D)):
             opt_arrays, scalars = opt.state_dict()
@@ -634,7 +636,7 @@ class Trainer:
                 for name, p in params.items():
                     a = _checked_array(where, f"{net}.{name}", arrays[f"{net}.{name}"], p)
                     p[...] = backend.to_device(a)
-                _load_buffers(where, net, layer, arrays, backend.to_device)
+                _restore_buffers(where, arrays, net, layer, backend.to_device)
             for net, opt in (("G", self.opt_G), ("D", self.opt_D)):
                 prefix = f"optim.{net}."
                 params = opt.model.params
@@ -1097,6 +1099,18 @@ class Trainer:
         return records
 
 
+def _restore_buffers(where, arrays: dict, net: str, layer, convert) -> None:
+    """Assign the checkpoint's ``buffers.<net>.<name>`` arrays into ``layer.buffers`` (exactly the same names)."""
+    prefix = f"{BUFFERS_PREFIX}{net}."
+    buffers = layer.buffers
+    stored = {k[len(prefix):] for k in arrays if k.startswith(prefix)}
+    if stored != set(buffers):
+        raise io.CheckpointError(f"{where}: buffers of {net} do not match the model (missing "
+                                 f"{sorted(set(buffers) - stored)[:3]}, unexpected {sorted(stored - set(buffers))[:3]})")
+    for name, b in buffers.items():
+        b[...] = convert(_checked_array(where, prefix + name, arrays[prefix + name], b))
+
+
 def _checked_array(where, key: str, a: np.ndarray, like) -> np.ndarray:
     """``a`` if it has exactly the shape and dtype of ``like`` (a model parameter), else CheckpointError.
 
@@ -1111,21 +1125,6 @@ def _checked_array(where, key: str, a: np.ndarray, like) -> np.ndarray:
     if a.dtype != np.dtype(like.dtype):
         raise io.CheckpointError(f"{where}: {key} has dtype {a.dtype}, expected {np.dtype(like.dtype)}")
     return a
-
-
-def _load_buffers(where, net: str, layer, arrays: dict, convert) -> None:
-    """Restore ``layer``'s buffers (spectral-norm vectors, running statistics) from ``buffers.<net>.<name>``.
-
-    The set of stored names must match the model's exactly, as for parameters.
-    """
-    prefix = f"buffers.{net}."
-    stored = {k[len(prefix):] for k in arrays if k.startswith(prefix)}
-    buffers = layer.buffers
-    if stored != set(buffers):
-        raise io.CheckpointError(f"{where}: buffers of {net} do not match the model (missing "
-                                 f"{sorted(set(buffers) - stored)[:3]}, unexpected {sorted(stored - set(buffers))[:3]})")
-    for name, b in buffers.items():
-        b[...] = convert(_checked_array(where, prefix + name, arrays[prefix + name], b))
 
 
 def _is_int(v) -> bool:
@@ -1173,7 +1172,7 @@ def load_model(run_dir: str | os.PathLike) -> tuple[models.GANModel, dict]:
             for name, p in layer.params.items():
                 a = _checked_array(path, f"{net}.{name}", arrays[f"{net}.{name}"], p)
                 p[...] = a
-            _load_buffers(path, net, layer, arrays, lambda a: a)
+            _restore_buffers(path, arrays, net, layer, lambda a: a)
     except (KeyError, TypeError, ValueError) as exc:
         raise io.CheckpointError(f"{path}: not a usable minigan checkpoint ({type(exc).__name__}: {exc})") from exc
     backend.to_device(model.G), backend.to_device(model.D)

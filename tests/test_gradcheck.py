@@ -123,7 +123,9 @@ def test_command_line_tour_passes_and_prints_every_table():
     assert run_cli(batch=3, samples=4, out=out) == 0
     text = out.getvalue()
     for needle in ("Linear", "Maxout", "Dropout", "Join", "D's parameters and inputs under D's loss",
-                   "G's parameters and noise", "one-pass update", "all 13 checks passed"):
+                   "G's parameters and noise", "one-pass update", "all 31 checks passed",
+                   "Conv2d k4_s2_p1_skips", "ConvTranspose2d T_k3_s2_p1_op1", "BatchNorm bn_train_NCHW",
+                   "InstanceNorm2d", "ReflectionPad2d", "Upsample", "Residual resnet_block", "UNetBlock unet_block"):
         assert needle in text
 
 
@@ -170,3 +172,15 @@ def test_sampling_scores_the_entries_that_matter_on_one_hot_inputs():
     weights = next(r for r in report.results if r.name == "W")
     assert weights.checked >= 3 and weights.max_rel_error <= 1e-7
     assert weights.tiny >= 1  # the uniform half still looks at (and holds to zero) the other rows
+
+
+def test_conv_tour_fails_exactly_where_a_conv_gradient_is_wrong(monkeypatch):
+    from minigan.gradcheck import conv_tour
+    from minigan.nn import ConvTranspose2d
+
+    assert all(r.passed for r in conv_tour(batch=2, n_samples=4))
+    exact = ConvTranspose2d.backward
+    monkeypatch.setattr(ConvTranspose2d, "backward", lambda self, dout: exact(self, dout) * 1.0001)
+    failed = {r.title for r in conv_tour(batch=2, n_samples=4) if not r.passed}
+    assert failed == {"ConvTranspose2d T_k4_s2_p1", "ConvTranspose2d T_k3_s2_p1_op1", "ConvTranspose2d T_k7_s1_p3",
+                      "ConvTranspose2d T_k1_s2_op1", "Sequential dcgan", "UNetBlock unet_block"}

@@ -337,3 +337,38 @@ def test_model_selection_keeps_the_best_and_does_not_perturb_training(tmp_path, 
     assert meta["epoch"] == best_epoch and meta["best"]["epoch"] == best_epoch
     resumed = Trainer.resume(t.config.run_dir, dataset=ds, log=quiet, epochs=3)
     assert resumed._best == t._best
+
+
+def test_layer_buffers_go_into_checkpoints_and_come_back(tmp_path, numpy_backend, monkeypatch):
+    # The MLP models have no buffers: give the GAN's D a BatchNorm on its input, whose running statistics must
+    # be saved, restored by resume and by load_model, and refused when the checkpoint's buffers do not match.
+    from minigan import models
+    from minigan.layers import Sequential
+    from minigan.nn import BatchNorm
+
+    build = models.build
+
+    def with_batchnorm(name, seed=0, **options):
+        m = build(name, seed, **options)
+        m.D = Sequential(BatchNorm(models.IMAGE_SIZE, name="bn"), *m.D.layers, name="D")
+        return m
+
+    monkeypatch.setattr(models, "build", with_batchnorm)
+    ds = tiny_dataset()
+    t = Trainer(config(tmp_path, model="gan", preset="paper", steps=2), dataset=ds, log=quiet)
+    t.run()
+    path = tmp_path / "run" / CHECKPOINT_NAME
+    arrays, meta = io.load_checkpoint(path)
+    assert {k for k in arrays if k.startswith("buffers.")} == {"buffers.D.bn.running_mean", "buffers.D.bn.running_var"}
+    trained = {k: backend.to_host(v) for k, v in t.model.D.buffers.items()}
+    assert not np.array_equal(trained["bn.running_var"], np.ones(models.IMAGE_SIZE, np.float32))  # it was updated
+    r = Trainer.resume(tmp_path / "run", dataset=ds, log=quiet)
+    for k, v in trained.items():
+        assert np.array_equal(backend.to_host(r.model.D.buffers[k]), v), k
+    model, _ = load_model(tmp_path / "run")
+    for k, v in trained.items():
+        assert np.array_equal(backend.to_host(model.D.buffers[k]), v), k
+    del arrays["buffers.D.bn.running_var"]
+    io.save_checkpoint(path, arrays, meta)
+    with pytest.raises(io.CheckpointError, match="buffers of D do not match.*missing \\['bn.running_var'\\]"):
+        Trainer.resume(tmp_path / "run", dataset=ds, log=quiet)

@@ -1,0 +1,358 @@
+r"""Convolutions in NCHW: im2col / col2im by strided slices, :class:`Conv2d` and its adjoint
+:class:`ConvTranspose2d`. Weight layouts are PyTorch's.
+
+Notation
+--------
+Input :math:`X` of shape (N, C, H, W); kernel :math:`k_h \times k_w`, stride :math:`s`, zero padding
+:math:`p` (each a (height, width) pair; written once for both axes below); :math:`\tilde X` the padded input,
+(N, C, H + 2p, W + 2p). The output has :math:`OH = \lfloor (H + 2p - k_h)/s \rfloor + 1` rows (likewise
+:math:`OW`). When :math:`(H + 2p - k_h)` is not a multiple of :math:`s`, the last rows of :math:`\tilde X`
+are never read (and get zero gradient), as in PyTorch.
+
+The column matrix
+-----------------
+.. math:: C[(c, i, j), (n, a, b)] = \tilde X[n, c, i + s a, j + s b],
+
+stored as an array of shape (C, kh, kw, N, OH, OW) and used as a (C·kh·kw) × (N·OH·OW) matrix. Its rows are
+ordered (c, i, j), which is the order of a Conv2d weight (O, C, kh, kw) flattened to :math:`W_2` of shape
+(O, C·kh·kw), so a convolution is *one* matrix product :math:`Y_2 = W_2 C` of shape (O, N·OH·OW), followed by
+a transposing copy to (N, O, OH, OW).
+
+:func:`im2col` fills :math:`C` with one strided-slice copy per kernel offset :math:`(i, j)`:
+``C[:, i, j] = X̃[:, :, i:i+s*OH:s, j:j+s*OW:s]`` (axes 0 and 1 swapped). As a linear map,
+:math:`C = S\tilde X` with :math:`S` a 0/1 selection matrix. Its adjoint :math:`S^\top` is :func:`col2im`:
+the same loop with ``X̃[:, :, i:i+s*OH:s, j:j+s*OW:s] += C[:, i, j]``. For a fixed offset the slice visits
+each pixel of :math:`\tilde X` at most once, so the in-place add is exact: no scatter-add (``np.add.at``)
+and no loop over pixels. Both loops run :math:`k_h k_w` times and are the same code on NumPy and CuPy.
+
+Scratch arrays (the padded input, the column matrices, the transposed products) are kept per shape on the
+layer (:meth:`~minigan.layers.Layer._buffer`) and reused by the next step of the same shape; what ``forward``
+and ``backward`` return is always a fresh array.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .. import backend
+from ..backend import get_array_module
+from ..layers import DEFAULT_DTYPE, Layer, make_generator
+from ._checks import check_batch, pair, positive_int
+
+__all__ = ["Conv2d", "ConvTranspose2d", "im2col", "col2im", "conv_output_size", "conv_init"]
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Output length of a convolution along one axis: ``(size + 2 padding - kernel) // stride + 1``."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def im2col(x_padded, kernel: tuple[int, int], stride: tuple[int, int], out_hw: tuple[int, int], cols):
+    """Fill ``cols`` (C, kh, kw, N, OH, OW) with ``cols[c, i, j, n, a, b] = x_padded[n, c, i + sh a, j + sw b]``.
+
+    One strided-slice copy per kernel offset; returns ``cols``.
+    """
+    xp = get_array_module(x_padded)
+    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_hw
+    for i in range(kh):
+        for j in range(kw):
+            window = x_padded[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw]
+            xp.copyto(cols[:, i, j], window.transpose(1, 0, 2, 3))
+    return cols
+
+
+def col2im(cols, kernel: tuple[int, int], stride: tuple[int, int], out_hw: tuple[int, int], x_padded):
+    """The adjoint of :func:`im2col`: ``x_padded[n, c, i + sh a, j + sw b] += cols[c, i, j, n, a, b]``.
+
+    Accumulates into ``x_padded`` (zero it first for a plain col2im); returns it. Within one offset no pixel
+    repeats, so each in-place add on a strided slice is exact.
+    """
+    xp = get_array_module(cols)
+    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_hw
+    for i in range(kh):
+        for j in range(kw):
+            window = x_padded[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw]
+            xp.add(window, cols[:, i, j].transpose(1, 0, 2, 3), out=window)
+    return x_padded
+
+
+def conv_init(weight_shape: tuple, fan_in: int, n_bias: int, init: Any, init_std: float, rng: Any, dtype):
+    """Initial (W, b) on the host, drawn from one seeded generator (W first, then b); b is None if n_bias is 0.
+
+    ``init``:
+
+    * ``"pytorch"`` (default): PyTorch's default for conv layers, ``kaiming_uniform_(a=sqrt(5))``, which is
+      W ~ U(±1/sqrt(fan_in)), and b ~ U(±1/sqrt(fan_in));
+    * ``"normal"``: W ~ N(0, init_std²) (DCGAN: ``init_std=0.02``), b = 0;
+    * ``"zeros"``: W = 0, b = 0.
+    """
+    gen = make_generator(rng)
+    if init == "pytorch":
+        bound = 1.0 / math.sqrt(fan_in)
+        W = gen.uniform(-bound, bound, weight_shape)
+        b = gen.uniform(-bound, bound, n_bias)
+    elif init == "normal":
+        if isinstance(init_std, bool) or not isinstance(init_std, (int, float)) or not init_std >= 0:
+            raise ValueError(f"init_std must be a non-negative number, got {init_std!r}")
+        W = gen.normal(0.0, float(init_std), weight_shape)
+        b = np.zeros(n_bias)
+    elif init == "zeros":
+        W, b = np.zeros(weight_shape), np.zeros(n_bias)
+    else:
+        raise ValueError(f"unknown initialiser {init!r}: give 'pytorch', 'normal' or 'zeros'")
+    return W.astype(dtype), (b.astype(dtype) if n_bias else None)
+
+
+class _ConvBase(Layer):
+    """What Conv2d and ConvTranspose2d share: hyper-parameters, parameters, padding and crop helpers."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, bias, init, init_std, rng,
+                 dtype, name, weight_shape_of, fan_in_of):
+        super().__init__(name)
+        kind = type(self).__name__
+        self.in_channels = positive_int(in_channels, "in_channels", kind)
+        self.out_channels = positive_int(out_channels, "out_channels", kind)
+        self.kernel_size = pair(kernel_size, "kernel_size", kind, minimum=1)
+        self.stride = pair(stride, "stride", kind, minimum=1)
+        self.padding = pair(padding, "padding", kind, minimum=0)
+        self.bias = bool(bias)
+        shape = weight_shape_of(self.in_channels, self.out_channels, *self.kernel_size)
+        fan_in = fan_in_of(self.in_channels, self.out_channels, *self.kernel_size)
+        W, b = conv_init(shape, fan_in, self.out_channels if self.bias else 0, init, init_std, rng, dtype)
+        params = {"W": W} if b is None else {"W": W, "b": b}
+        self._params = backend.to_device(params)
+        self._grads = backend.to_device({k: np.zeros_like(v) for k, v in params.items()})
+        self._cache: dict[str, Any] | None = None
+
+    def _zeroed(self, key: str, shape: tuple, pad: tuple[int, int], like):
+        """A zero array of ``shape``: fresh if ``pad`` is (0, 0) (it will be returned as is), else a reused
+        scratch array (only its interior will be copied out)."""
+        xp = get_array_module(like)
+        if pad == (0, 0):
+            return xp.zeros(shape, like.dtype)
+        buf = self._buffer(key, shape, like.dtype, like)
+        buf.fill(0)
+        return buf
+
+    def _padded(self, key: str, x, pad: tuple[int, int]):
+        """``x`` zero-padded by ``pad`` (a reused scratch array), or ``x`` itself when there is no padding."""
+        if pad == (0, 0):
+            return x
+        (ph, pw), (n, c, h, w) = pad, x.shape
+        out = self._buffer(key, (n, c, h + 2 * ph, w + 2 * pw), x.dtype, x)
+        if ph:
+            out[:, :, :ph] = 0
+            out[:, :, ph + h:] = 0
+        if pw:
+            out[:, :, :, :pw] = 0
+            out[:, :, :, pw + w:] = 0
+        out[:, :, ph:ph + h, pw:pw + w] = x
+        return out
+
+    @staticmethod
+    def _crop(a, pad: tuple[int, int], h: int, w: int):
+        """The (h, w) interior of ``a`` after ``pad`` rows/columns, as a fresh array (``a`` itself if no pad)."""
+        if pad == (0, 0):
+            return a
+        ph, pw = pad
+        return a[:, :, ph:ph + h, pw:pw + w].copy()
+
+    def _forget(self):
+        self._cache = None
+
+    def _require_forward(self):
+        if self._cache is None:
+            raise RuntimeError(f"{type(self).__name__} {self.path}: backward called before forward")
+        return self._cache
+
+
+class Conv2d(_ConvBase):
+    r"""2-D convolution (cross-correlation, as in PyTorch) of an NCHW batch, ``W`` shaped (out, in, kh, kw).
+
+    .. math:: Y[n, o, a, b] = b_o + \sum_{c, i, j} W[o, c, i, j]\, \tilde X[n, c, s a + i, s b + j],
+
+    computed as :math:`Y_2 = W_2 C + b\mathbf 1^\top` with :math:`C = S\tilde X` the column matrix (module
+    docstring), :math:`W_2` = ``W.reshape(out, in·kh·kw)`` and :math:`Y_2` = :math:`Y` as (out, N·OH·OW).
+
+    Gradients. With :math:`G_2` the upstream gradient laid out like :math:`Y_2`:
+
+    * :math:`Y_2` is linear in :math:`W_2` with :math:`\partial Y_2[o, m]/\partial W_2[o, r] = C[r, m]`, so
+      :math:`\partial L/\partial W_2 = G_2 C^\top` (one product), reshaped to (out, in, kh, kw);
+    * :math:`b_o` is added at every (n, a, b): :math:`\partial L/\partial b_o = \sum_{n,a,b} G[n, o, a, b]`;
+    * :math:`\partial L/\partial C = W_2^\top G_2` (one product), and since :math:`C = S\tilde X` is linear,
+      :math:`\partial L/\partial \tilde X = S^\top (W_2^\top G_2)` = col2im (module docstring): each padded
+      pixel collects every (offset, output position) that read it;
+    * padding is :math:`\tilde X = P X` with :math:`P` the embedding into zeros, whose adjoint is the crop:
+      :math:`\partial L/\partial X` is the interior of :math:`\partial L/\partial \tilde X`.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size, stride, padding : int or (int, int)
+        As in ``torch.nn.Conv2d``; padding is zeros on both sides.
+    bias : bool, default True
+        Without a bias the layer has only ``W`` (for a convolution followed by a normalisation).
+    init : {"pytorch", "normal", "zeros"}
+        See :func:`conv_init`; the fan-in is in·kh·kw. DCGAN uses ``init="normal"`` with ``init_std=0.02``.
+    rng : int, numpy Generator or None
+        Seed or host generator of the initial weights (the same numbers on every backend).
+    dtype : numpy dtype, default float32
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, bias: bool = True,
+                 init: str = "pytorch", init_std: float = 0.02, rng: Any = None, dtype=DEFAULT_DTYPE,
+                 name: str | None = None):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias, init, init_std, rng, dtype,
+                         name, weight_shape_of=lambda i, o, kh, kw: (o, i, kh, kw),
+                         fan_in_of=lambda i, o, kh, kw: i * kh * kw)
+
+    def output_shape(self, input_shape: tuple) -> tuple:
+        """(N, out, OH, OW) for an input of shape (N, in, H, W)."""
+        n, _, h, w = input_shape
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        return (n, self.out_channels, conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw))
+
+    def forward(self, x, train: bool | None = None):
+        check_batch(self, x, self.in_channels)
+        xp = get_array_module(x)
+        n, c, h, w = x.shape
+        _, o, oh, ow = self.output_shape(x.shape)
+        if oh < 1 or ow < 1:
+            raise ValueError(f"Conv2d {self.path}: input of spatial size {h}x{w} is smaller than the kernel "
+                             f"{self.kernel_size} with padding {self.padding}")
+        kh, kw = self.kernel_size
+        k = c * kh * kw
+        cols = self._buffer("cols", (c, kh, kw, n, oh, ow), x.dtype, x)
+        im2col(self._padded("x_padded", x, self.padding), self.kernel_size, self.stride, (oh, ow), cols)
+        cols = cols.reshape(k, n * oh * ow)
+        y2 = self._buffer("y2", (o, n * oh * ow), x.dtype, x)
+        xp.matmul(self._params["W"].reshape(o, k), cols, out=y2)
+        if self.bias:
+            y2 += self._params["b"].reshape(o, 1)
+        y = xp.empty((n, o, oh, ow), x.dtype)
+        xp.copyto(y, y2.reshape(o, n, oh, ow).transpose(1, 0, 2, 3))
+        self._cache = {"cols": cols, "x_shape": x.shape}
+        return y
+
+    def backward(self, dout):
+        cache = self._require_forward()
+        xp = get_array_module(dout)
+        n, c, h, w = cache["x_shape"]
+        _, o, oh, ow = dout.shape
+        kh, kw = self.kernel_size
+        k = c * kh * kw
+        g2 = self._buffer("g2", (o, n * oh * ow), dout.dtype, dout)
+        xp.copyto(g2.reshape(o, n, oh, ow), dout.transpose(1, 0, 2, 3))
+        if self.requires_grad:
+            xp.matmul(g2, cache["cols"].T, out=self._grads["W"].reshape(o, k))
+            if self.bias:
+                g2.sum(axis=1, out=self._grads["b"])
+        if not self.input_grad:
+            return None
+        dcols = self._buffer("dcols", (c, kh, kw, n, oh, ow), dout.dtype, dout)
+        xp.matmul(self._params["W"].reshape(o, k).T, g2, out=dcols.reshape(k, n * oh * ow))
+        ph, pw = self.padding
+        dx_padded = self._zeroed("dx_padded", (n, c, h + 2 * ph, w + 2 * pw), self.padding, dout)
+        col2im(dcols, self.kernel_size, self.stride, (oh, ow), dx_padded)
+        return self._crop(dx_padded, self.padding, h, w)
+
+
+class ConvTranspose2d(_ConvBase):
+    r"""Transposed convolution: the adjoint of :class:`Conv2d` in its input, ``W`` shaped (in, out, kh, kw).
+
+    With :math:`X_2` the input as (in, N·H·W) and :math:`W_2` = ``W.reshape(in, out·kh·kw)``:
+
+    .. math:: \tilde Y = S^\top (W_2^\top X_2), \qquad Y = \text{crop}_p(\tilde Y) + b,
+
+    i.e. :math:`\tilde Y[n, o, s a + i, s b + j] \mathrel{+}= \sum_c X[n, c, a, b]\, W[c, o, i, j]`: each input
+    pixel stamps the kernel, scaled, onto the output at stride :math:`s`. :math:`\tilde Y` has
+    :math:`(H-1)s + k_h + \text{output\_padding}` rows, of which the last ``output_padding`` receive nothing;
+    cropping :math:`p` on each side leaves :math:`OH = (H-1)s - 2p + k_h + \text{output\_padding}`, PyTorch's
+    size. (``output_padding`` picks among the input sizes that a stride-:math:`s` Conv2d maps to the same
+    output size; it must be smaller than the stride.)
+
+    Gradients. Let :math:`\tilde G = \text{pad}_p(G)`, the adjoint of the crop (zeros outside). Then
+
+    * :math:`\partial L/\partial(W_2^\top X_2) = S \tilde G` = im2col of :math:`\tilde G`, call it :math:`D`
+      (out·kh·kw, N·H·W): the adjoint of :math:`S^\top` is :math:`S`;
+    * :math:`\partial L/\partial X_2 = W_2 D` (one product): that is, the input gradient is the *convolution*
+      of :math:`G` with :math:`W` (stride :math:`s`, padding :math:`p`);
+    * :math:`\partial L/\partial W_2 = X_2 D^\top` (one product);
+    * :math:`\partial L/\partial b_o = \sum_{n,a,b} G[n, o, a, b]`.
+
+    Parameters
+    ----------
+    in_channels, out_channels, kernel_size, stride, padding, bias, rng, dtype
+        As for :class:`Conv2d` (and ``torch.nn.ConvTranspose2d``).
+    output_padding : int or (int, int), default 0
+        Extra rows/columns on the bottom/right of the output; smaller than the stride.
+    init : {"pytorch", "normal", "zeros"}
+        See :func:`conv_init`. The fan-in is PyTorch's for this weight layout, out·kh·kw (the size of
+        ``W[0]``), so ``"pytorch"`` draws U(±1/sqrt(out·kh·kw)) as ``torch.nn.ConvTranspose2d`` does.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, output_padding=0,
+                 bias: bool = True, init: str = "pytorch", init_std: float = 0.02, rng: Any = None,
+                 dtype=DEFAULT_DTYPE, name: str | None = None):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias, init, init_std, rng,
+                         dtype, name, weight_shape_of=lambda i, o, kh, kw: (i, o, kh, kw),
+                         fan_in_of=lambda i, o, kh, kw: o * kh * kw)
+        self.output_padding = pair(output_padding, "output_padding", "ConvTranspose2d", minimum=0)
+        if any(op >= s for op, s in zip(self.output_padding, self.stride)):
+            raise ValueError(f"ConvTranspose2d: output_padding {self.output_padding} must be smaller than the "
+                             f"stride {self.stride}")
+
+    def output_shape(self, input_shape: tuple) -> tuple:
+        """(N, out, OH, OW) for an input of shape (N, in, H, W): OH = (H - 1) s - 2p + kh + output_padding."""
+        n, _, h, w = input_shape
+        size = [(d - 1) * s - 2 * p + k + op for d, s, p, k, op in
+                zip((h, w), self.stride, self.padding, self.kernel_size, self.output_padding)]
+        return (n, self.out_channels, *size)
+
+    def forward(self, x, train: bool | None = None):
+        check_batch(self, x, self.in_channels)
+        xp = get_array_module(x)
+        n, c, h, w = x.shape
+        _, o, oh, ow = self.output_shape(x.shape)
+        if oh < 1 or ow < 1:
+            raise ValueError(f"ConvTranspose2d {self.path}: padding {self.padding} leaves no output for an "
+                             f"input of spatial size {h}x{w}")
+        kh, kw = self.kernel_size
+        k = o * kh * kw
+        x2 = self._buffer("x2", (c, n * h * w), x.dtype, x)
+        xp.copyto(x2.reshape(c, n, h, w), x.transpose(1, 0, 2, 3))
+        cols = self._buffer("cols", (o, kh, kw, n, h, w), x.dtype, x)
+        xp.matmul(self._params["W"].reshape(c, k).T, x2, out=cols.reshape(k, n * h * w))
+        ph, pw = self.padding
+        y_full = self._zeroed("y_full", (n, o, oh + 2 * ph, ow + 2 * pw), self.padding, x)
+        col2im(cols, self.kernel_size, self.stride, (h, w), y_full)
+        y = self._crop(y_full, self.padding, oh, ow)
+        if self.bias:
+            y += self._params["b"].reshape(1, o, 1, 1)
+        self._cache = {"x2": x2, "x_shape": x.shape}
+        return y
+
+    def backward(self, dout):
+        cache = self._require_forward()
+        xp = get_array_module(dout)
+        n, c, h, w = cache["x_shape"]
+        o = self.out_channels
+        kh, kw = self.kernel_size
+        k = o * kh * kw
+        dcols = self._buffer("dcols", (o, kh, kw, n, h, w), dout.dtype, dout)
+        im2col(self._padded("dout_padded", dout, self.padding), self.kernel_size, self.stride, (h, w), dcols)
+        dcols = dcols.reshape(k, n * h * w)
+        if self.requires_grad:
+            xp.matmul(cache["x2"], dcols.T, out=self._grads["W"].reshape(c, k))
+            if self.bias:
+                dout.sum(axis=(0, 2, 3), out=self._grads["b"])
+        if not self.input_grad:
+            return None
+        dx2 = self._buffer("dx2", (c, n * h * w), dout.dtype, dout)
+        xp.matmul(self._params["W"].reshape(c, k), dcols, out=dx2)
+        dx = xp.empty((n, c, h, w), dout.dtype)
+        xp.copyto(dx, dx2.reshape(c, n, h, w).transpose(1, 0, 2, 3))
+        return dx

@@ -1,0 +1,250 @@
+r"""Normalisation layers: :class:`BatchNorm` (over the batch, per channel) and :class:`InstanceNorm2d` (per
+sample and channel). PyTorch's conventions: eps 1e-5, momentum 0.1, running variance from the *unbiased*
+batch variance, parameters ``gamma`` (PyTorch's ``weight``, starting at 1) and ``beta`` (``bias``, at 0).
+
+The shared derivation
+---------------------
+Both normalise each group of :math:`M` values :math:`x_1..x_M` (BatchNorm: one channel over the batch and
+the spatial axes, :math:`M = N H W`; InstanceNorm: one channel of one sample, :math:`M = H W`):
+
+.. math:: \mu = \tfrac1M \textstyle\sum_m x_m,\quad \sigma^2 = \tfrac1M \sum_m (x_m - \mu)^2,\quad
+          \hat x_m = (x_m - \mu)/\sqrt{\sigma^2 + \epsilon},\quad y_m = \gamma \hat x_m + \beta,
+
+with :math:`\gamma, \beta` per channel. Write :math:`g_m = \partial L/\partial y_m` and
+:math:`r = 1/\sqrt{\sigma^2+\epsilon}`. Then :math:`\partial L/\partial\beta = \sum g_m` and
+:math:`\partial L/\partial\gamma = \sum g_m \hat x_m` (summed over every group of the channel), and with
+:math:`d_m = \gamma g_m = \partial L/\partial \hat x_m`:
+
+* :math:`\partial \hat x_k / \partial x_m = r\,(\delta_{km} - \tfrac1M) - \hat x_k\, r\,\tfrac1M \hat x_m`,
+  because :math:`\partial\mu/\partial x_m = 1/M` and
+  :math:`\partial r/\partial x_m = -r^3 \tfrac1M (x_m - \mu) = -\tfrac{r^2}{M}\hat x_m`
+  (the :math:`\mu`-term of :math:`\partial\sigma^2/\partial x_m` sums to zero);
+* so :math:`\partial L/\partial x_m = \sum_k d_k\,\partial \hat x_k/\partial x_m
+  = r\,\big(d_m - \overline{d} - \hat x_m\, \overline{d\hat x}\big)`, bars being means over the group:
+
+.. math:: \frac{\partial L}{\partial x} = \frac{\gamma}{\sigma}\Big(g - \operatorname{mean}(g)
+          - \hat x \operatorname{mean}(g \hat x)\Big), \qquad \sigma = \sqrt{\sigma^2 + \epsilon}.
+
+In evaluation mode BatchNorm uses the running statistics, constants, so it is the per-channel affine map
+:math:`y = \gamma (x - \mu_R) r_R + \beta` and :math:`\partial L/\partial x = \gamma r_R\, g`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import backend
+from ..backend import get_array_module
+from ..layers import DEFAULT_DTYPE, Layer
+from ._checks import check_batch, positive_int
+
+__all__ = ["BatchNorm", "InstanceNorm2d"]
+
+
+class _Normalization(Layer):
+    """What both share: the per-channel affine map and the backward pass through batch statistics."""
+
+    def __init__(self, num_features: int, eps: float, affine: bool, dtype, name: str | None):
+        super().__init__(name)
+        kind = type(self).__name__
+        self.num_features = positive_int(num_features, "num_features", kind)
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+            raise ValueError(f"{kind}: eps must be a positive number, got {eps!r}")
+        self.eps = float(eps)
+        self.affine = bool(affine)
+        if self.affine:
+            params = {"gamma": np.ones(self.num_features, dtype), "beta": np.zeros(self.num_features, dtype)}
+            self._params = backend.to_device(params)
+            self._grads = backend.to_device({k: np.zeros_like(v) for k, v in params.items()})
+        self._cache: dict[str, Any] | None = None
+
+    def _per_channel(self, v, ndim: int):
+        """A (C,) vector shaped (1, C, 1, ...) to broadcast against an ``ndim``-dimensional batch."""
+        return v.reshape((1, self.num_features) + (1,) * (ndim - 2))
+
+    def _centred(self, x, mean):
+        """x - mean, into a scratch array that becomes x_hat (kept until the next forward of this shape)."""
+        xp = get_array_module(x)
+        return xp.subtract(x, mean, out=self._buffer("x_hat", x.shape, x.dtype, x))
+
+    def _statistics(self, x, axes):
+        """(mean, biased variance, x - mean) over ``axes``, kept as size-1 axes; the variance by two passes."""
+        xp = get_array_module(x)
+        mean = x.mean(axis=axes, keepdims=True)
+        centred = self._centred(x, mean)
+        square = xp.multiply(centred, centred, out=self._buffer("scratch", x.shape, x.dtype, x))
+        return mean, square.mean(axis=axes, keepdims=True), centred
+
+    def _affine_output(self, x_hat, inv_std):
+        """Scale x - mean in place to x_hat, and return y = gamma x_hat + beta (a fresh array)."""
+        x_hat *= inv_std
+        if not self.affine:
+            return x_hat.copy()
+        y = x_hat * self._per_channel(self._params["gamma"], x_hat.ndim)
+        y += self._per_channel(self._params["beta"], x_hat.ndim)
+        return y
+
+    @staticmethod
+    def _inverse_std(var, eps: float):
+        """1 / sqrt(var + eps) as a new array (``var`` may be a running-statistics buffer: never written)."""
+        xp = get_array_module(var)
+        r = var + eps
+        return xp.reciprocal(xp.sqrt(r, out=r), out=r)
+
+    def _write_param_grads(self, sum_g, sum_g_x_hat) -> None:
+        """dL/dbeta = sum g, dL/dgamma = sum g x_hat; the sums may still have a batch axis to add up."""
+        if self.affine and self.requires_grad:
+            self._grads["beta"][...] = sum_g.sum(axis=0).reshape(-1)
+            self._grads["gamma"][...] = sum_g_x_hat.sum(axis=0).reshape(-1)
+
+    def _backward_through_statistics(self, dout, x_hat, inv_std, axes, count: int):
+        """dL/dx = (gamma r / M) (M g - sum(g) - x_hat sum(g x_hat)), the sums over ``axes`` (one group)."""
+        xp = get_array_module(dout)
+        g_x_hat = xp.multiply(dout, x_hat, out=self._buffer("scratch", dout.shape, dout.dtype, dout))
+        sum_g = dout.sum(axis=axes, keepdims=True)
+        sum_g_x_hat = g_x_hat.sum(axis=axes, keepdims=True)
+        self._write_param_grads(sum_g, sum_g_x_hat)
+        if not self.input_grad:
+            return None
+        scale = inv_std * (1.0 / count)
+        if self.affine:
+            scale = scale * self._per_channel(self._params["gamma"], dout.ndim)
+        dx = dout * count
+        dx -= sum_g
+        dx -= xp.multiply(x_hat, sum_g_x_hat, out=g_x_hat)
+        dx *= scale
+        return dx
+
+    def _require_forward(self):
+        if self._cache is None:
+            raise RuntimeError(f"{type(self).__name__} {self.path}: backward called before forward")
+        return self._cache
+
+    def _forget(self):
+        self._cache = None
+
+
+class BatchNorm(_Normalization):
+    r"""Batch normalisation (Ioffe & Szegedy 2015) of (N, C) or (N, C, H, W) batches (PyTorch's
+    BatchNorm1d / BatchNorm2d in one class): statistics per channel over every axis but axis 1.
+
+    Training mode normalises with the batch's mean and biased variance (:math:`M = N\cdot H\cdot W` values per
+    channel) and updates the running statistics in place,
+
+    .. math:: \mu_R \leftarrow (1 - m)\,\mu_R + m\,\mu, \qquad
+              \sigma^2_R \leftarrow (1 - m)\,\sigma^2_R + m\,\tfrac{M}{M-1}\sigma^2
+
+    (the *unbiased* variance, as PyTorch does); evaluation mode normalises with :math:`\mu_R, \sigma^2_R`.
+    Gradients: the module docstring's derivation, the means taken over (N, H, W). In evaluation mode the
+    layer is affine and :math:`\partial L/\partial x = \gamma g/\sqrt{\sigma^2_R + \epsilon}`,
+    :math:`\partial L/\partial\gamma = \sum g\hat x`, :math:`\partial L/\partial\beta = \sum g`.
+
+    Parameters
+    ----------
+    num_features : int
+        C, the size of axis 1.
+    eps : float, default 1e-5
+    momentum : float in [0, 1], default 0.1
+    affine : bool, default True
+        Learn ``gamma`` (starting at 1) and ``beta`` (starting at 0).
+    dtype : numpy dtype, default float32
+
+    Attributes
+    ----------
+    buffers : dict
+        ``running_mean`` (starting at 0) and ``running_var`` (starting at 1), shape (C,): non-trainable state
+        (:attr:`~minigan.layers.Layer.buffers`), saved in checkpoints.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
+                 dtype=DEFAULT_DTYPE, name: str | None = None):
+        super().__init__(num_features, eps, affine, dtype, name)
+        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum <= 1:
+            raise ValueError(f"BatchNorm: momentum must be in [0, 1], got {momentum!r}")
+        self.momentum = float(momentum)
+        self._buffers = backend.to_device({"running_mean": np.zeros(self.num_features, dtype),
+                                           "running_var": np.ones(self.num_features, dtype)})
+
+    def forward(self, x, train: bool | None = None):
+        check_batch(self, x, self.num_features, ndims=(2, 3, 4), layout="(N, C) or (N, C, H, W)")
+        axes = (0,) + tuple(range(2, x.ndim))
+        count = x.size // self.num_features
+        training = self._mode(train)
+        if training:
+            if count < 2:
+                raise ValueError(f"BatchNorm {self.path}: training needs more than one value per channel, got "
+                                 f"input shape {tuple(x.shape)}")
+            mean, var, x_hat = self._statistics(x, axes)
+            self._update_running(mean.reshape(-1), var.reshape(-1), count)
+        else:
+            mean = self._per_channel(self._buffers["running_mean"], x.ndim)
+            var = self._per_channel(self._buffers["running_var"], x.ndim)
+            x_hat = self._centred(x, mean)
+        inv_std = self._inverse_std(var, self.eps)
+        y = self._affine_output(x_hat, inv_std)
+        self._cache = {"x_hat": x_hat, "inv_std": inv_std, "axes": axes, "count": count, "training": training}
+        return y
+
+    def _update_running(self, mean, var, count: int) -> None:
+        m = self.momentum
+        running_mean, running_var = self._buffers["running_mean"], self._buffers["running_var"]
+        running_mean *= 1 - m
+        running_mean += m * mean
+        running_var *= 1 - m
+        running_var += (m * count / (count - 1)) * var
+
+    def backward(self, dout):
+        c = self._require_forward()
+        if c["training"]:
+            return self._backward_through_statistics(dout, c["x_hat"], c["inv_std"], c["axes"], c["count"])
+        # Evaluation: a per-channel affine map with constant statistics.
+        if self.affine and self.requires_grad:
+            xp = get_array_module(dout)
+            g_x_hat = xp.multiply(dout, c["x_hat"], out=self._buffer("scratch", dout.shape, dout.dtype, dout))
+            self._write_param_grads(dout.sum(axis=c["axes"], keepdims=True),
+                                    g_x_hat.sum(axis=c["axes"], keepdims=True))
+        if not self.input_grad:
+            return None
+        scale = c["inv_std"]
+        if self.affine:
+            scale = scale * self._per_channel(self._params["gamma"], dout.ndim)
+        return dout * scale
+
+
+class InstanceNorm2d(_Normalization):
+    r"""Instance normalisation (Ulyanov et al. 2016) of (N, C, H, W) batches: each (n, c) plane normalised over
+    its own H·W values, in training and evaluation alike (PyTorch's default, ``track_running_stats=False``).
+
+    Gradients: the module docstring's derivation with the means over (H, W) of each plane;
+    :math:`\partial L/\partial\gamma` and :math:`\partial L/\partial\beta` sum over (N, H, W).
+
+    Parameters
+    ----------
+    num_features : int
+        C.
+    eps : float, default 1e-5
+    affine : bool, default False
+        Learn a per-channel ``gamma`` and ``beta`` (PyTorch's default is without; CycleGAN's code uses
+        ``affine=False`` too).
+    dtype : numpy dtype, default float32
+        Of ``gamma`` and ``beta`` (then also the required input dtype); without ``affine`` the layer has no
+        arrays and takes any floating-point input.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = False, dtype=DEFAULT_DTYPE,
+                 name: str | None = None):
+        super().__init__(num_features, eps, affine, dtype, name)
+
+    def forward(self, x, train: bool | None = None):
+        check_batch(self, x, self.num_features)
+        mean, var, x_hat = self._statistics(x, (2, 3))
+        inv_std = self._inverse_std(var, self.eps)
+        y = self._affine_output(x_hat, inv_std)
+        self._cache = {"x_hat": x_hat, "inv_std": inv_std, "count": x.shape[2] * x.shape[3]}
+        return y
+
+    def backward(self, dout):
+        c = self._require_forward()
+        return self._backward_through_statistics(dout, c["x_hat"], c["inv_std"], (2, 3), c["count"])
