@@ -460,6 +460,9 @@ def layer_tour(batch: int = 4, seed: int = 0, **options) -> list[GradCheckReport
         (Join({"x": Maxout(5, 3, 2, rng=seed), "y": Sequential(Linear(4, 2, rng=seed + 1), Tanh())}, name="join"),
          (data(batch, 5), data(batch, 4))),
         (Identity(), data(batch, 5)),
+        # Spectral normalisation: W / sigma(W) with the power-iteration vectors held, as in training.
+        (Linear(7, 5, rng=seed, spectral_norm=True, name="sn_linear"), data(batch, 7)),
+        (Maxout(6, 4, 3, rng=seed, spectral_norm=True, name="sn_maxout"), data(batch, 6)),
         # The projection output on [h | one-hot y]: every input column is checked, labels included.
         (ProjectionHead(6, 3, rng=seed, embed_rng=seed + 1), np.hstack([data(batch, 6),
                                                                          np.eye(3)[np.arange(batch) % 3]])),
@@ -573,9 +576,7 @@ def run_cli(model: str = "cgan", batch: int = 4, samples: int = 10, seed: int = 
         reports += layer_tour(batch=batch, seed=seed, **options)
         reports += conv_tour(batch=batch, seed=seed, **options)
     reports += gan_checks(model, batch=batch, seed=seed, init=init, **options)
-    if model == "cgan":  # the default (modern) CGAN's networks too: label embedding in G, projection in D
-        reports += gan_checks(model, batch=batch, seed=seed, init=init, model_options={"design": "projection"},
-                              **options)
+
     for r in reports:
         print(r.table(), file=out)
         print(file=out)

@@ -141,11 +141,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 # Screening candidates (temporary).
 _old = PRESETS["modern"]["model_options"]["cgan"]
 for _name, _extra in {
-    "candJ": {"model_options": {"cgan": {**_old, "g_label": "leaky", "spectral_norm": True, "d_irange": "glorot"}}},
     "candK": {"model_options": {"cgan": {**_old, "g_label": "leaky"}}},
-    "candM": {"model_options": {"cgan": {"design": "projection", "g_irange": "glorot", "d_irange": "glorot",
-                                         "spectral_norm": True, "g_y_irange": 0.05}},
-              "matching_aware": {"cgan": False}, "lr_G": {"cgan": 2e-4}, "lr_D": {"cgan": 2e-4}},
+    "candL": {"model_options": {"cgan": {**_old, "g_label": "leaky"}}, "matching_aware": {"cgan": "joint"}},
+    "candK2": {"model_options": {"cgan": {**_old, "g_label": "leaky"}}, "lr_D": {"cgan": 2e-4}},
 }.items():
     PRESETS[_name] = {**PRESETS["modern"], **_extra}
 PRESET_NAMES = tuple(PRESETS)
@@ -890,10 +888,12 @@ class Trainer:
         m, gen = self.model, self.noise_rng.host
         xp = backend.get_array_module(x_real)
         B = x_real.shape[0]
-        labels = backend.to_host(y_real.argmax(axis=1))
-        wrong = m.one_hot((labels + gen.integers(1, m.n_classes, B)) % m.n_classes)
-        l_d, logits, _ = objective.discriminator_step(m.D, x_real, xp.concatenate([x_fake, x_real]), y_real,
-                                                      xp.concatenate([y_real, wrong]), train=True)
+        rows = gen.integers(0, self.n_train, B)
+        wrong = (self._labels_host[rows] + gen.integers(1, m.n_classes, B)) % m.n_classes
+        rows_on_device = backend.to_device(rows)
+        l_d, logits, _ = objective.discriminator_step(
+            m.D, x_real, xp.concatenate([x_fake, self.x_train[rows_on_device]]), y_real,
+            xp.concatenate([y_real, m.one_hot(wrong)]), train=True)
         return l_d, logits[:2 * B]
 
     def _matching_aware_step(self, batch: int) -> None:
