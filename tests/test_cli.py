@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -193,6 +194,138 @@ def test_sample_errors(tmp_path, idx, capsys):
     # Resuming with a different run definition is refused.
     assert_usage_error(main(["train", "--resume", "--model", "gan", "--data", str(idx), "--out", str(run)]), capsys,
                        "model")
+
+
+# --------------------------------------------------------------------------------------------------
+# --resume together with every other `train` option (issue 15: `--resume --dataset mnist` crashed)
+# --------------------------------------------------------------------------------------------------
+
+REFUSED, ACCEPTED = "refused", "accepted"
+FLAG = "<flag>"  # an option that takes no value
+
+
+def _gpu_outcome():
+    try:
+        backend.use("cupy")
+    except backend.BackendError:
+        return REFUSED, "--device cpu"  # no CuPy or no GPU here: one line saying so
+    finally:
+        backend.use("numpy")
+    return ACCEPTED, None
+
+
+# For every option of `minigan train`: a value equal to the checkpoint's (the run is made with every option given,
+# see `resumable_run`), and different values with what must happen: REFUSED (one line naming the clash, exit 2,
+# nothing in the run directory changed) or ACCEPTED (options that do not change what is computed: length,
+# device, data location, read-back interval, selection, progress display). "{IDX}", "{IDX_COPY}",
+# "{OTHER_DATA}", "{RUN}" and "{EMPTY}" are paths filled in by the test.
+# A new option of `minigan train` must be added here: test_resume_option_table_covers_every_train_option fails
+# until it is.
+RESUME_OPTION_TABLE = {
+    "--model": ("cgan", [("gan", REFUSED, "model='gan'")]),
+    "--dataset": ("mnist", [("fashion-mnist", REFUSED, "dataset='fashion-mnist'")]),
+    "--preset": ("modern", [("paper", REFUSED, "preset='paper'")]),
+    "--batch": ("5", [("4", REFUSED, "batch=4")]),
+    "--k": ("1", [("2", REFUSED, "k=2")]),
+    "--update": ("alternating", [("simultaneous", REFUSED, "update='simultaneous'")]),
+    "--seed": ("0", [("1", REFUSED, "seed=1")]),
+    "--epochs": ("1", [("2", ACCEPTED, None)]),
+    "--steps": ("5", [("6", ACCEPTED, None)]),
+    "--device": ("cpu", [("gpu", *_gpu_outcome())]),
+    "--data": ("{IDX}", [("{IDX_COPY}", ACCEPTED, None),
+                         ("{OTHER_DATA}", REFUSED, "trained on 25 examples")]),
+    "--out": ("{RUN}", [("{EMPTY}", REFUSED, "no checkpoint")]),
+    "--log-interval": ("5", [("1", ACCEPTED, None)]),
+    "--no-progress": (FLAG, []),  # display only; leaving it out is the plain `--resume` case
+    "--select-every": ("50", [("51", ACCEPTED, None)]),
+}
+RESUME_ITSELF = "--resume"
+
+
+def _train_options():
+    """The long option strings of `minigan train`, read from the parser itself."""
+    from minigan.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    train = sub.choices["train"]
+    return sorted(max(a.option_strings, key=len) for a in train._actions
+                  if a.option_strings and a.dest != "help")
+
+
+def test_resume_option_table_covers_every_train_option():
+    options = set(_train_options())
+    missing = options - set(RESUME_OPTION_TABLE) - {RESUME_ITSELF}
+    assert not missing, (f"`minigan train` has option(s) {sorted(missing)} that RESUME_OPTION_TABLE in "
+                         "tests/test_cli.py lacks: add each with a value equal to the checkpoint's and a different "
+                         "value, and whether --resume must refuse or accept the different one")
+    assert not set(RESUME_OPTION_TABLE) - options, "RESUME_OPTION_TABLE names options `minigan train` no longer has"
+
+
+@pytest.fixture(scope="module")
+def resumable_run(tmp_path_factory):
+    """A one-epoch run (25 images, batch 5: 5 updates) made with every `train` option given explicitly."""
+    root = tmp_path_factory.mktemp("resumable")
+    idx = write_idx_dir(root / "idx")
+    run = root / "run"
+    argv = ["train", "--out", str(run)]
+    for option, (equal, _) in RESUME_OPTION_TABLE.items():
+        if option in ("--out", "--epochs"):  # --out is added above; --epochs excludes --steps (5 updates = 1 epoch)
+            continue
+        argv += [option] if equal == FLAG else [option, equal.format(IDX=idx)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MINIGAN_DATA", str(root / "cache"))
+        mp.delenv("MINIGAN_INJECT_NAN_AT_STEP", raising=False)
+        assert main(argv) == 0
+    backend.use("numpy")
+    return root, idx, run
+
+
+def _resume_cases():
+    for option, (equal, different) in RESUME_OPTION_TABLE.items():
+        yield pytest.param(option, equal, ACCEPTED, None, id=f"{option}=equal")
+        for i, (value, outcome, match) in enumerate(different):
+            yield pytest.param(option, value, outcome, match, id=f"{option}=different{i or ''}")
+
+
+@pytest.mark.parametrize("option,value,outcome,match", list(_resume_cases()))
+def test_resume_with_each_train_option(resumable_run, tmp_path, capsys, option, value, outcome, match):
+    root, idx, base = resumable_run
+    run = tmp_path / "run"
+    shutil.copytree(base, run)
+    paths = {"IDX": idx, "RUN": run, "EMPTY": tmp_path / "empty",
+             "IDX_COPY": shutil.copytree(idx, tmp_path / "idx-copy"),
+             "OTHER_DATA": write_idx_dir(tmp_path / "other", n_train=40)}
+    argv = ["train", "--resume"] + ([] if option == "--out" else ["--out", str(run)])
+    argv += [option] if value == FLAG else [option, value.format(**paths)]
+    before = snapshot(run)
+    capsys.readouterr()
+    code = main(argv)
+    out, err = capsys.readouterr()
+    if outcome == REFUSED:
+        assert_usage_error(code, err, match)
+        assert snapshot(run) == before, "a refused --resume changed the run directory"
+    else:
+        assert code == 0, err
+        assert "Traceback" not in err
+        assert "resuming at update 5 " in out
+        updates = io.load_checkpoint(run / "checkpoint.npz")[1]["updates"]
+        assert updates == {"--epochs": {"2": 10}, "--steps": {"6": 6}}.get(option, {}).get(value, 5)
+
+
+def test_resume_with_dataset_name_as_in_the_issue(tmp_path, idx, capsys):
+    """`minigan train --steps 5 --out R` then `... --steps 15 --out R --resume --dataset mnist` (it crashed)."""
+    run = str(tmp_path / "R")
+    assert main(["train", "--steps", "5", "--batch", "5", "--data", str(idx), "--out", run, "--no-progress"]) == 0
+    assert main(["train", "--steps", "15", "--out", run, "--resume", "--dataset", "mnist", "--no-progress"]) == 0
+    assert io.load_checkpoint(Path(run) / "checkpoint.npz")[1]["updates"] == 15
+    capsys.readouterr()
+    code = main(["train", "--steps", "20", "--out", run, "--resume", "--dataset", "fashion-mnist"])
+    assert_usage_error(code, capsys, "dataset='fashion-mnist'")
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 def test_gpu_without_cupy_is_one_line(tmp_path, idx, capsys):

@@ -200,6 +200,23 @@ def test_resume_rejects_a_changed_run_definition(tmp_path, numpy_backend):
         Trainer.resume(tmp_path / "elsewhere", dataset=ds, log=quiet)
 
 
+def test_resume_takes_a_dataset_name_and_the_update_rule_the_run_used(tmp_path, numpy_backend, monkeypatch):
+    """`Trainer.resume(run, dataset="mnist")` (what `--resume --dataset mnist` passes) checks the name like any
+    other option; `update` equal to the rule the run used is accepted even when the run took its preset's."""
+    from helpers import write_idx_dir
+
+    monkeypatch.setenv("MINIGAN_DATA", str(tmp_path / "cache"))
+    idx = write_idx_dir(tmp_path / "idx")  # 25 training images
+    Trainer(config(tmp_path, steps=1, batch=5, data_dir=str(idx)), log=quiet).run()
+    assert io.load_checkpoint(tmp_path / "run" / CHECKPOINT_NAME)[1]["config"]["update"] is None
+    resumed = Trainer.resume(tmp_path / "run", dataset="mnist", update="alternating", steps=2, log=quiet)
+    assert resumed.dataset.name == "mnist" and resumed.run().updates == 2
+    with pytest.raises(ConfigError, match="dataset='fashion-mnist'"):
+        Trainer.resume(tmp_path / "run", dataset="fashion-mnist", log=quiet)
+    with pytest.raises(ConfigError, match="update='simultaneous'.*update='alternating'"):
+        Trainer.resume(tmp_path / "run", dataset="mnist", update="simultaneous", log=quiet)
+
+
 # --------------------------------------------------------------------------------------------------
 # Divergence
 # --------------------------------------------------------------------------------------------------
