@@ -747,8 +747,11 @@ def _unfilter(data: bytes, h: int, rowbytes: int, bpp: int, path) -> np.ndarray:
     return out
 
 
+_PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # colour type -> samples per pixel (8-bit, no palette)
+
+
 def read_png(path) -> np.ndarray:
-    """Decode an 8-bit, non-interlaced grayscale or RGB PNG.
+    """Decode an 8-bit, non-interlaced grayscale or RGB PNG, with or without an alpha channel.
 
     Parameters
     ----------
@@ -758,13 +761,14 @@ def read_png(path) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        ``uint8`` array, ``(H, W)`` for grayscale or ``(H, W, 3)`` for RGB.
+        ``uint8`` array: ``(H, W)`` for grayscale, ``(H, W, 2)`` for grayscale + alpha, ``(H, W, 3)`` for
+        RGB and ``(H, W, 4)`` for RGBA (what matplotlib writes, e.g. a run's ``losses.png``).
 
     Raises
     ------
     ValueError
         On a bad signature, bad chunk CRC, truncated data, invalid or
-        unsupported IHDR (bit depth other than 8, palette/alpha colour types,
+        unsupported IHDR (bit depth other than 8, palette colour type,
         interlacing), unknown critical chunks or malformed image data.
     OSError
         If the file cannot be read.
@@ -834,13 +838,13 @@ def read_png(path) -> np.ndarray:
         raise bad(f"invalid size {w}x{h}")
     if depth != 8:
         raise bad(f"unsupported bit depth {depth} (only 8 is supported)")
-    if ctype not in (0, 2):
-        raise bad(f"unsupported colour type {ctype} (only grayscale 0 and RGB 2)")
+    channels = _PNG_CHANNELS.get(ctype)
+    if channels is None:
+        raise bad(f"unsupported colour type {ctype} (only grayscale 0, RGB 2, grayscale+alpha 4 and RGBA 6)")
     if comp != 0 or filt != 0:
         raise bad("invalid compression or filter method")
     if interlace != 0:
         raise bad("interlaced PNGs are not supported")
-    channels = 1 if ctype == 0 else 3
     rowbytes = w * channels
     expected = h * (rowbytes + 1)
     compressed = b"".join(idat)
@@ -862,7 +866,7 @@ def read_png(path) -> np.ndarray:
     if len(raw) != expected:
         raise bad(f"image data has {len(raw)} bytes, expected {expected}")
     pixels = _unfilter(raw, h, rowbytes, channels, path)
-    return pixels.reshape(h, w) if channels == 1 else pixels.reshape(h, w, 3)
+    return pixels.reshape(h, w) if channels == 1 else pixels.reshape(h, w, channels)
 
 
 # --------------------------------------------------------------------------

@@ -948,6 +948,7 @@ def test_split_checks_structure():
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.required_in_ci
 def test_real_mnist_if_available(tmp_path):
     candidates = [os.environ.get("MINIGAN_MNIST_WHEEL", ""),
                   "/tmp/data/" + D.MNIST_WHEEL_FILENAME,

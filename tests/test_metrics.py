@@ -220,8 +220,9 @@ def test_frechet_closed_forms():
         frechet_from_statistics(m1[:3].sum() + mu, s2, mu, s1), rel=1e-9)
 
 
+@pytest.mark.required_in_ci
 def test_frechet_matches_scipy_sqrtm_on_non_commuting_covariances():
-    linalg = pytest.importorskip("scipy.linalg")
+    linalg = pytest.importorskip("scipy.linalg", reason="SciPy (test extra) is the independent matrix square root")
     gen = np.random.default_rng(7)
     a, b = gen.normal(size=(6, 6)), gen.normal(size=(6, 6))
     s1, s2 = a @ a.T, b @ b.T
