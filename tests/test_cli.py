@@ -95,22 +95,25 @@ def test_real_sigint_writes_a_checkpoint_and_exits_130(tmp_path, idx):
     run = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=str(REPO), OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     env.pop("MINIGAN_INJECT_NAN_AT_STEP", None)
-    proc = subprocess.Popen([sys.executable, "-m", "minigan", "train", "--data", str(idx), "--batch", "4",
-                             "--epochs", "1000", "--out", str(run), "--no-progress"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-                            env=env)
+    log_out, log_err = tmp_path / "out.log", tmp_path / "err.log"
+    with open(log_out, "wb") as fo, open(log_err, "wb") as fe:  # files, not pipes: nothing blocks on a read
+        proc = subprocess.Popen([sys.executable, "-m", "minigan", "train", "--data", str(idx), "--batch", "4",
+                                 "--epochs", "1000", "--out", str(run), "--no-progress"],
+                                stdout=fo, stderr=fe, stdin=subprocess.DEVNULL, env=env)
     try:
-        # Wait for the first epoch line: the loop is running and handlers are installed.
-        deadline = time.monotonic() + 60
-        for line in proc.stdout:
-            if line.startswith("epoch"):
-                break
-            assert time.monotonic() < deadline
+        # Wait for the first epoch line: the loop is running and handlers are installed. The deadline is checked
+        # on every poll, so a child that prints nothing fails the test instead of hanging it.
+        deadline = time.monotonic() + 120
+        while "\nepoch " not in log_out.read_text():
+            assert proc.poll() is None, log_err.read_text()
+            assert time.monotonic() < deadline, "no epoch line after 120 s: " + log_err.read_text()
+            time.sleep(0.005)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        proc.wait(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
+    out, err = log_out.read_text(), log_err.read_text()
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert "SIGINT received" in out and f"--out {run} --resume" in out

@@ -7,6 +7,7 @@ import io as pyio
 import json
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -378,7 +379,7 @@ def test_slow_checkpoint_env_sleeps_before_rename(ckpt, monkeypatch):
     assert load_checkpoint(path)[1] == {"epoch": 7}
 
 
-@pytest.mark.parametrize("value", ["abc", "-1", "nan"])
+@pytest.mark.parametrize("value", ["abc", "-1", "nan", "Hold"])
 def test_slow_checkpoint_env_invalid(ckpt, monkeypatch, value):
     path, arrays, meta = ckpt
     old = path.read_bytes()
@@ -388,31 +389,61 @@ def test_slow_checkpoint_env_invalid(ckpt, monkeypatch, value):
     assert path.read_bytes() == old and _temp_leftovers(path.parent) == []
 
 
-def test_kill_during_save_leaves_old_checkpoint(ckpt):
-    """SIGKILL a real process inside the slow-rename window."""
-    path, arrays, meta = ckpt
-    old = path.read_bytes()
+def _hold_child(path, log):
     code = (
         "import numpy as np, sys; from minigan.io import save_checkpoint; "
         "save_checkpoint(sys.argv[1], {'w': np.ones(1000)}, {'epoch': 100})"
     )
-    env = dict(os.environ, MINIGAN_SLOW_CHECKPOINT="30")
+    env = dict(os.environ, MINIGAN_SLOW_CHECKPOINT="hold")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(path)], env=env)
+    with open(log, "wb") as f:
+        return subprocess.Popen([sys.executable, "-c", code, str(path)], env=env, stdout=f, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+
+
+def _wait_for_text(log, proc, text, timeout=60.0):
+    """Poll ``log`` until it holds ``text``; fail if the process ends first (the deadline only guards a hang)."""
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text(errors="replace"):
+        assert proc.poll() is None, log.read_text(errors="replace")
+        assert time.monotonic() < deadline, f"no {text!r} within {timeout} s: " + log.read_text(errors="replace")
+        time.sleep(0.005)
+
+
+def test_kill_during_save_leaves_old_checkpoint(ckpt, tmp_path):
+    """SIGKILL a real process while its save holds the complete temp file before the rename."""
+    path, arrays, meta = ckpt
+    old = path.read_bytes()
+    log = tmp_path / "child.log"
+    proc = _hold_child(path, log)
     try:
-        deadline = time.monotonic() + 20
-        while not _temp_leftovers(path.parent):
-            assert proc.poll() is None, "child exited early"
-            assert time.monotonic() < deadline, "temp file never appeared"
-            time.sleep(0.02)
-        time.sleep(0.1)  # let it reach the sleep
+        _wait_for_text(log, proc, "holding before the rename")
+        assert len(_temp_leftovers(path.parent)) == 1  # the new data is complete in the temp file
     finally:
         proc.kill()
         proc.wait()
     assert path.read_bytes() == old
     _, got_meta = load_checkpoint(path)
     assert got_meta == meta
+
+
+def test_hold_reports_signals_and_a_raising_handler_ends_the_save(ckpt, tmp_path):
+    """MINIGAN_SLOW_CHECKPOINT=hold: SIGINT's default handler raises KeyboardInterrupt, which ends the held
+    save with the temp file removed and the old checkpoint in place."""
+    path, arrays, meta = ckpt
+    old = path.read_bytes()
+    log = tmp_path / "child.log"
+    proc = _hold_child(path, log)
+    try:
+        _wait_for_text(log, proc, "holding before the rename")
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0 and "KeyboardInterrupt" in log.read_text()
+    assert path.read_bytes() == old and _temp_leftovers(path.parent) == []
 
 
 # ---------------------------------------------------------------------------
