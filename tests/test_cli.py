@@ -6,6 +6,7 @@ Subprocesses run with one BLAS thread, which is faster for these tiny matrices o
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -352,8 +353,25 @@ def test_classifier_then_eval_end_to_end(tmp_path, idx, capsys):
     # Without a trained classifier, eval says how to get one, in one line.
     assert_usage_error(main(["eval", str(run), "--classifier"]), capsys, match="train-classifier")
     assert main(["train-classifier", "--data", str(idx), "--epochs", "1"]) == 0
+    # Make the classifier's answer known in advance: zero weights and an output bias that picks class 3, so every
+    # image is predicted 3 and every feature vector is the same.
+    clf_path = Path(os.environ["MINIGAN_DATA"]) / "classifier-mnist.npz"
+    arrays, meta = io.load_checkpoint(clf_path)
+    arrays = {k: np.zeros_like(v) for k, v in arrays.items()}
+    arrays["out.b"][3] = 10.0
+    io.save_checkpoint(clf_path, arrays, meta)
     capsys.readouterr()
     assert main(["eval", str(run), "--classifier", "--n-per-class", "5"]) == 0
     results = json.loads((run / "eval.json").read_text())
-    assert "label_accuracy" in json.dumps(results)
+    samples, valid = results["classifier"]["samples"], results["classifier"]["real_valid"]
+    # 50 conditional samples, 5 per class: only the 5 asked for class 3 are right.
+    assert samples["histogram"] == [0, 0, 0, 50, 0, 0, 0, 0, 0, 0]
+    assert samples["label_accuracy"]["overall"] == pytest.approx(0.1)
+    assert samples["label_accuracy"]["per_class"] == [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    # The validation split is the last 30 // 6 = 5 of the IDX training labels, read here with gzip alone.
+    labels = np.frombuffer(gzip.decompress((idx / "train-labels-idx1-ubyte.gz").read_bytes())[8:], np.uint8)[25:]
+    assert valid["histogram"] == [0, 0, 0, 5, 0, 0, 0, 0, 0, 0]
+    assert valid["label_accuracy"]["overall"] == pytest.approx(np.mean(labels == 3))
+    # Identical features everywhere: the Frechet distances are 0.
+    assert samples["fid_test"] == pytest.approx(0.0, abs=1e-9) and valid["fid_test"] == pytest.approx(0.0, abs=1e-9)
     assert_usage_error(main(["eval", str(tmp_path / "nowhere")]), capsys, match="no checkpoint")
