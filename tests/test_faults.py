@@ -147,6 +147,7 @@ def _started_at(log: Path, proc) -> str:
 # Every kill but the "epochs" ones runs with MINIGAN_SLOW_CHECKPOINT=hold, so no checkpoint can be renamed into
 # place before the kill: those 11 are inside a checkpoint write (or before any) by construction, not by timing.
 KILL_PLAN = {"startup": 1, "temp_appears": 5, "holding": 5, "epochs": 9}
+EPOCH_LINES = (1, 3)  # an "epochs" kill waits for this many epoch lines, drawn uniformly (inclusive)
 N_KILLS = sum(KILL_PLAN.values())
 
 
@@ -179,7 +180,7 @@ def test_sigkill_at_random_moments_always_leaves_a_resumable_run(idx, tmp_path):
             elif when == "holding":
                 _wait_for_line(log, proc, "holding before the rename")
             elif when == "epochs":
-                epochs_seen = int(rng.integers(1, 4))
+                epochs_seen = int(rng.integers(EPOCH_LINES[0], EPOCH_LINES[1] + 1))
                 _wait_for(lambda: log.read_text().count("\nepoch ") >= epochs_seen, proc, log,
                           f"{epochs_seen} epoch line(s)")
             proc.send_signal(signal.SIGKILL)
@@ -240,7 +241,10 @@ def test_sigkill_at_random_moments_always_leaves_a_resumable_run(idx, tmp_path):
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+SIGNALS = [(signal.SIGINT, 130), (signal.SIGTERM, 143)]
+
+
+@pytest.mark.parametrize("sig,code", SIGNALS)
 def test_signal_checkpoints_exits_and_resumes_bit_identically(idx, tmp_path, sig, code):
     run = tmp_path / "run"
     log = tmp_path / "first.log"
@@ -303,12 +307,15 @@ def test_second_sigint_during_checkpoint_write_keeps_the_previous_checkpoint(idx
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("first_epochs,nan_at,log_interval", [
+NAN_CASES = [
     (1, 7, 1),    # noticed at once
     (1, 8, 50),   # noticed at the epoch end read-back, before that epoch's checkpoint
     (2, 12, 3),   # later in the run
     (0, 3, 1),    # before any checkpoint exists
-])
+]
+
+
+@pytest.mark.parametrize("first_epochs,nan_at,log_interval", NAN_CASES)
 def test_nan_exits_3_names_the_update_and_leaves_the_checkpoint(idx, tmp_path, capsys, monkeypatch, first_epochs,
                                                                 nan_at, log_interval):
     run = tmp_path / "run"
@@ -387,12 +394,15 @@ def test_disk_full_while_writing_the_checkpoint(idx, tmp_path, capsys, monkeypat
     report("disk_full", injected=1, survived=1)
 
 
-@pytest.mark.parametrize("where,err", [
+UNWRITABLE_CASES = [
     ("mkstemp", errno.EACCES),   # read-only / no-permission run directory: no file can be created at all
     ("mkstemp", errno.EROFS),
     ("replace", errno.ENOSPC),   # the rename fails
     ("fsync", errno.EIO),        # the data cannot be made durable
-])
+]
+
+
+@pytest.mark.parametrize("where,err", UNWRITABLE_CASES)
 def test_unwritable_run_directory(idx, tmp_path, capsys, monkeypatch, where, err):
     run = tmp_path / "run"
     good = _first_epoch(idx, run)
@@ -439,6 +449,31 @@ def test_file_size_limit_in_a_real_process(idx, tmp_path):
     report("efbig_real_process", injected=1, survived=1)
 
 
+# The faults each test injects, every one asserted survived by its test: what docs/RELIABILITY.md and README.md
+# quote (tests/test_published_figures.py checks them).
+FAULT_COUNTS = {
+    "sigkill": N_KILLS,
+    "sigkill.startup": KILL_PLAN["startup"],
+    "sigkill.inside_checkpoint_write": KILL_PLAN["temp_appears"] + KILL_PLAN["holding"],
+    "sigkill.after_epochs": KILL_PLAN["epochs"],
+    "SIGINT": 1,
+    "SIGTERM": 1,
+    "double_sigint_in_write": 1,
+    "nan": len(NAN_CASES),
+    "disk_full": 1,
+    "unwritable_create": sum(where == "mkstemp" for where, _ in UNWRITABLE_CASES),
+    "rename_or_fsync": sum(where != "mkstemp" for where, _ in UNWRITABLE_CASES),
+    "efbig_real_process": 1,
+}
+FAULTS_TOTAL = sum(v for k, v in FAULT_COUNTS.items() if "." not in k)
+
+
 def test_zz_fault_summary():
-    """Print the totals (run with -s to see them)."""
+    """Print the totals (run with -s to see them); when every fault test ran, they equal FAULT_COUNTS."""
     print("\n[faults] totals: " + ", ".join(f"{k}={v}" for k, v in sorted(FAULTS.items())))
+    injected = sum(v for k, v in FAULTS.items() if k.endswith(".injected"))
+    survived = sum(v for k, v in FAULTS.items() if k.endswith(".survived"))
+    if injected != FAULTS_TOTAL:
+        pytest.skip(f"{injected} of the {FAULTS_TOTAL} faults were injected (a subset was selected)")
+    assert survived == injected == FAULTS_TOTAL
+    assert FAULTS["sigkill.kills_inside_checkpoint_write"] == FAULT_COUNTS["sigkill.inside_checkpoint_write"]
