@@ -125,3 +125,74 @@ def test_reliability_bad_inputs_table():
             assert phrase in cells[1], f"docs/RELIABILITY.md row {prefix!r} should say {phrase!r}"
     assert len(rows) == len(expected), "docs/RELIABILITY.md's bad-input table has rows this test does not know"
     assert f"Not counted: {WORDS[hostile.HARMLESS_COUNT]} flips of zip timestamps" in prose("docs/RELIABILITY.md")
+
+
+# --------------------------------------------------------------------------------------------------
+# Benchmarks: README.md's figures come from the JSON committed in benchmarks/results/
+# --------------------------------------------------------------------------------------------------
+
+RESULTS = REPO / "benchmarks" / "results" / "2026-12-02"
+
+
+def _runs(pattern: str) -> list[dict]:
+    runs = [json.loads(p.read_text())["result"] for p in sorted(RESULTS.glob(pattern))]
+    assert runs, f"no {pattern} in {RESULTS}"
+    return runs
+
+
+def _span(values, fmt="{:.2f}") -> str:
+    lo, hi = fmt.format(min(values)), fmt.format(max(values))
+    return lo if lo == hi else f"{lo}–{hi}"
+
+
+def _less_time(ratio: float) -> float:
+    """PyTorch takes ``ratio`` times minigan's time: minigan needs 1 - 1/ratio less time (in %)."""
+    return 100 * (1 - 1 / ratio)
+
+
+def perf_phrases() -> list[str]:
+    b100, b1000 = _runs("cpu-batch100-run*.json"), _runs("cpu-batch1000-run*.json")
+    mem = json.loads((RESULTS / "cpu-batch100-memory.json").read_text())["result"]["memory"]
+    for r in b100 + b1000:
+        assert r["threads"] == 1 and r["update"] == "alternating" and r["torch_s"] is not None
+    loads = [json.loads(p.read_text())["load_average_1min_after"] for p in RESULTS.glob("*.json")]
+    return [
+        f"load average of {min(loads):.1f} to {max(loads):.1f}; 2026-12-02), {len(b100)} runs at batch 100 measured minigan at {_span([r['minigan_over_floor'] for r in b100])}× the "
+        f"floor's time and PyTorch eager at {_span([r['torch_over_minigan'] for r in b100])}× minigan's (minigan "
+        f"needs {_span([_less_time(r['torch_over_minigan']) for r in b100], '{:.0f}')}% less time)",
+        f"{len(b1000)} runs at batch 1000 measured {_span([r['minigan_over_floor'] for r in b1000])}× the floor and "
+        f"PyTorch at {_span([r['torch_over_minigan'] for r in b1000])}× minigan's time",
+        f"RSS grew {mem['minigan']['growth_mib']:.2f} MiB from iteration 100 to 1,000 (PyTorch: "
+        f"{mem['torch']['growth_mib']:.2f} MiB)",
+    ]
+
+
+def test_readme_benchmark_figures_come_from_committed_json():
+    text = prose("README.md")
+    for phrase in perf_phrases():
+        assert phrase in text, f"README.md should say {phrase!r} (benchmarks/results/)"
+
+
+def test_earlier_sweep_figures_come_from_its_json():
+    sweep = {r["batch"]: r for r in json.loads((REPO / "benchmarks" / "sweep_cpu.json").read_text())}
+    phrase = (f"measured {sweep[100]['minigan_over_floor']:.2f}× / {sweep[1000]['minigan_over_floor']:.2f}× the "
+              f"floor at batch 100 / 1000, with PyTorch taking {sweep[100]['torch_over_minigan']:.2f}× / "
+              f"{sweep[1000]['torch_over_minigan']:.2f}× minigan's time")
+    assert phrase in prose("README.md")
+
+
+def test_results_page_table_is_the_committed_json():
+    rows = table("benchmarks/RESULTS.md", "file")
+    files = sorted(RESULTS.glob("*.json"))
+    assert sorted(rows) == sorted(f"`{p.name}`" for p in files if "memory" not in p.name)
+    for p in files:
+        doc = json.loads(p.read_text())
+        r = doc["result"]
+        if "memory" in p.name:
+            continue
+        less = _less_time(r["torch_over_minigan"])
+        assert rows[f"`{p.name}`"] == [
+            str(r["batch"]), f"{1e3 * r['minigan_s']:.1f}", f"{1e3 * r['floor_s']:.1f}", f"{1e3 * r['torch_s']:.1f}",
+            f"{r['minigan_over_floor']:.2f}", f"{r['torch_over_minigan']:.2f}",
+            f"{abs(less):.0f}% {'less' if less >= 0 else 'more'}", f"{r['floor_gflops']:.0f}",
+            f"{doc['load_average_1min_after']:.2f}"], p.name
