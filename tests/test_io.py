@@ -390,8 +390,10 @@ def test_slow_checkpoint_env_invalid(ckpt, monkeypatch, value):
 
 
 def _hold_child(path, log):
+    # Python's own SIGINT handler, installed explicitly: a child of a background job starts with SIGINT ignored.
     code = (
-        "import numpy as np, sys; from minigan.io import save_checkpoint; "
+        "import numpy as np, signal, sys; from minigan.io import save_checkpoint; "
+        "signal.signal(signal.SIGINT, signal.default_int_handler); "
         "save_checkpoint(sys.argv[1], {'w': np.ones(1000)}, {'epoch': 100})"
     )
     env = dict(os.environ, MINIGAN_SLOW_CHECKPOINT="hold")
