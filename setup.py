@@ -22,7 +22,9 @@ setup(
         "eval": ["scipy"],
         "plot": ["matplotlib"],
         "progress": ["tqdm"],
-        "test": ["pytest>=7", "hypothesis>=6"],
+        # The tests' independent references run wherever the test extra is installed (CI included): SciPy's
+        # matrix square root for FID, Pillow's PNG codec, matplotlib's plot path; threadpoolctl pins BLAS threads.
+        "test": ["pytest>=7", "hypothesis>=6", "scipy", "pillow", "matplotlib", "threadpoolctl>=3.5"],
     },
     entry_points={"console_scripts": ["minigan=minigan.cli:main"]},
     classifiers=[

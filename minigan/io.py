@@ -22,7 +22,13 @@ MINIGAN_SLOW_CHECKPOINT
     fully written and synced but *before* it is renamed onto the target.
     This widens the window in which a test can kill the process to check
     that an interrupted save leaves the previous checkpoint intact.
-    Unset, empty or ``0`` means no delay.
+    Unset, empty or ``0`` means no delay.  ``hold`` makes that window
+    last until the process ends: the save prints one line on stderr
+    (``... holding before the rename ...``) and waits there; each signal
+    whose handler returns prints ``... signal SIGxxx received; still
+    holding ...``, and a handler that raises (a second Ctrl-C) ends the
+    save with that exception, the temporary file removed.  Tests
+    synchronise on these lines instead of on the clock.
 """
 
 from __future__ import annotations
@@ -173,22 +179,65 @@ def _atomic_write(path: str, write_fn, *, prefix: str, before_replace=None) -> N
 # --------------------------------------------------------------------------
 
 
-def _slow_delay(path: str) -> float:
-    """Parse MINIGAN_SLOW_CHECKPOINT (seconds); 0.0 when unset or empty."""
+HOLD = "hold"  # MINIGAN_SLOW_CHECKPOINT=hold: wait before the rename until the process ends
+
+
+def _slow_delay(path: str) -> float | str:
+    """Parse MINIGAN_SLOW_CHECKPOINT: seconds (0.0 when unset or empty), or ``"hold"``."""
     raw = os.environ.get(SLOW_ENV, "").strip()
     if not raw:
         return 0.0
+    if raw == HOLD:
+        return HOLD
     try:
         delay = float(raw)
     except ValueError:
         raise CheckpointError(
-            f"cannot save checkpoint {path}: {SLOW_ENV}={raw!r} is not a number of seconds"
+            f"cannot save checkpoint {path}: {SLOW_ENV}={raw!r} is not a number of seconds (or {HOLD!r})"
         ) from None
     if not math.isfinite(delay) or delay < 0:
         raise CheckpointError(
             f"cannot save checkpoint {path}: {SLOW_ENV}={raw!r} must be a finite, non-negative number"
         )
     return delay
+
+
+def _hold_before_rename(path: str) -> None:
+    """``MINIGAN_SLOW_CHECKPOINT=hold``: announce, then wait until the process ends or a signal handler raises.
+
+    Signals are seen through a wakeup pipe (``signal.set_wakeup_fd``), so one that arrives at any moment after
+    the announcement is noticed; by the time ``select`` returns, Python has run its handler.
+    """
+    import select
+    import signal
+    import sys
+    import threading
+
+    def say(message: str) -> None:
+        sys.stderr.write(f"minigan: {SLOW_ENV}={HOLD}: {message}\n")
+        sys.stderr.flush()
+
+    where = f"checkpoint {path} is complete in its temporary file; holding before the rename"
+    if threading.current_thread() is not threading.main_thread():  # no signal handlers run here
+        say(where + " until the process ends")
+        threading.Event().wait()
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    previous = signal.set_wakeup_fd(w)
+    try:
+        say(where + " until the process ends or a signal handler raises")
+        while True:
+            select.select([r], [], [])  # a signal handler that raises (KeyboardInterrupt) ends the hold here
+            for number in os.read(r, 64):
+                try:
+                    name = signal.Signals(number).name
+                except ValueError:
+                    name = f"signal {number}"
+                say(f"{name} received; still holding")
+    finally:
+        signal.set_wakeup_fd(previous)
+        os.close(r)
+        os.close(w)
 
 
 def save_checkpoint(path, arrays: dict[str, np.ndarray], meta: dict) -> None:
@@ -225,7 +274,8 @@ def save_checkpoint(path, arrays: dict[str, np.ndarray], meta: dict) -> None:
 
     If the environment variable ``MINIGAN_SLOW_CHECKPOINT`` holds a number of
     seconds, the function sleeps that long between writing the temporary file
-    and renaming it, to make crash-during-save tests practical.
+    and renaming it, to make crash-during-save tests practical; ``hold``
+    waits there until the process ends (see the module docstring).
     """
     path = os.fspath(path)
     if not isinstance(arrays, dict):
@@ -266,7 +316,9 @@ def save_checkpoint(path, arrays: dict[str, np.ndarray], meta: dict) -> None:
                     np.lib.format.write_array(member, np.asarray(value), allow_pickle=False)
 
     def pause():
-        if delay > 0:
+        if delay == HOLD:
+            _hold_before_rename(path)
+        elif delay > 0:
             time.sleep(delay)
 
     try:
@@ -747,8 +799,11 @@ def _unfilter(data: bytes, h: int, rowbytes: int, bpp: int, path) -> np.ndarray:
     return out
 
 
+_PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # colour type -> samples per pixel (8-bit, no palette)
+
+
 def read_png(path) -> np.ndarray:
-    """Decode an 8-bit, non-interlaced grayscale or RGB PNG.
+    """Decode an 8-bit, non-interlaced grayscale or RGB PNG, with or without an alpha channel.
 
     Parameters
     ----------
@@ -758,13 +813,14 @@ def read_png(path) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        ``uint8`` array, ``(H, W)`` for grayscale or ``(H, W, 3)`` for RGB.
+        ``uint8`` array: ``(H, W)`` for grayscale, ``(H, W, 2)`` for grayscale + alpha, ``(H, W, 3)`` for
+        RGB and ``(H, W, 4)`` for RGBA (what matplotlib writes, e.g. a run's ``losses.png``).
 
     Raises
     ------
     ValueError
         On a bad signature, bad chunk CRC, truncated data, invalid or
-        unsupported IHDR (bit depth other than 8, palette/alpha colour types,
+        unsupported IHDR (bit depth other than 8, palette colour type,
         interlacing), unknown critical chunks or malformed image data.
     OSError
         If the file cannot be read.
@@ -834,13 +890,13 @@ def read_png(path) -> np.ndarray:
         raise bad(f"invalid size {w}x{h}")
     if depth != 8:
         raise bad(f"unsupported bit depth {depth} (only 8 is supported)")
-    if ctype not in (0, 2):
-        raise bad(f"unsupported colour type {ctype} (only grayscale 0 and RGB 2)")
+    channels = _PNG_CHANNELS.get(ctype)
+    if channels is None:
+        raise bad(f"unsupported colour type {ctype} (only grayscale 0, RGB 2, grayscale+alpha 4 and RGBA 6)")
     if comp != 0 or filt != 0:
         raise bad("invalid compression or filter method")
     if interlace != 0:
         raise bad("interlaced PNGs are not supported")
-    channels = 1 if ctype == 0 else 3
     rowbytes = w * channels
     expected = h * (rowbytes + 1)
     compressed = b"".join(idat)
@@ -862,7 +918,7 @@ def read_png(path) -> np.ndarray:
     if len(raw) != expected:
         raise bad(f"image data has {len(raw)} bytes, expected {expected}")
     pixels = _unfilter(raw, h, rowbytes, channels, path)
-    return pixels.reshape(h, w) if channels == 1 else pixels.reshape(h, w, 3)
+    return pixels.reshape(h, w) if channels == 1 else pixels.reshape(h, w, channels)
 
 
 # --------------------------------------------------------------------------

@@ -539,14 +539,20 @@ class Trainer:
 
     # -- construction from a run directory ---------------------------------------------------------
     @classmethod
-    def resume(cls, run_dir: str | os.PathLike, dataset: data.Dataset | None = None,
+    def resume(cls, run_dir: str | os.PathLike, dataset: data.Dataset | str | None = None,
                log: Callable[[str], None] = _print, **overrides) -> "Trainer":
         """Continue the run in ``run_dir`` from its checkpoint.
 
+        ``dataset`` is either the data to continue on (a :class:`~minigan.data.Dataset`; tests pass small
+        synthetic ones) or a dataset *name* such as ``"mnist"``, which is checked like the options below.
         ``overrides`` may change only what does not alter the computation (``epochs``, ``steps``, ``device``,
-        ``data_dir``, ``log_interval``, ``progress``); any other given value must equal the checkpoint's, else
-        :class:`ConfigError` (continuing with, say, another preset would not be the same run).
+        ``data_dir``, ``log_interval``, ``progress``, ``select_every``); any other given value must equal the
+        checkpoint's (``update`` is compared with the rule the run used, its preset's when it was not given),
+        else :class:`ConfigError` (continuing with, say, another preset would not be the same run).
         """
+        if isinstance(dataset, str):  # the command line passes --dataset's name here
+            overrides["dataset"] = dataset
+            dataset = None
         path = Path(run_dir) / CHECKPOINT_NAME
         if not path.exists():
             raise ConfigError(f"cannot resume: no checkpoint at {path} (train without --resume first)")
@@ -561,9 +567,11 @@ class Trainer:
                 continue
             if key in TrainConfig.RESUMABLE_OVERRIDES:
                 setattr(config, key, value)
-            elif getattr(config, key) != value:
+                continue
+            trained_with = config.update_rule if key == "update" else getattr(config, key)
+            if trained_with != value:
                 raise ConfigError(f"cannot resume with {key}={value!r}: the run in {run_dir} was trained with "
-                                  f"{key}={getattr(config, key)!r} (drop the option, or start a new --out)")
+                                  f"{key}={trained_with!r} (drop the option, or start a new --out)")
         if overrides.get("epochs") is not None and overrides.get("steps") is None:
             config.steps = None
         if overrides.get("steps") is not None and overrides.get("epochs") is None:

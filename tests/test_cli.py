@@ -6,8 +6,10 @@ Subprocesses run with one BLAS thread, which is faster for these tiny matrices o
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -94,22 +96,25 @@ def test_real_sigint_writes_a_checkpoint_and_exits_130(tmp_path, idx):
     run = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=str(REPO), OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     env.pop("MINIGAN_INJECT_NAN_AT_STEP", None)
-    proc = subprocess.Popen([sys.executable, "-m", "minigan", "train", "--data", str(idx), "--batch", "4",
-                             "--epochs", "1000", "--out", str(run), "--no-progress"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-                            env=env)
+    log_out, log_err = tmp_path / "out.log", tmp_path / "err.log"
+    with open(log_out, "wb") as fo, open(log_err, "wb") as fe:  # files, not pipes: nothing blocks on a read
+        proc = subprocess.Popen([sys.executable, "-m", "minigan", "train", "--data", str(idx), "--batch", "4",
+                                 "--epochs", "1000", "--out", str(run), "--no-progress"],
+                                stdout=fo, stderr=fe, stdin=subprocess.DEVNULL, env=env)
     try:
-        # Wait for the first epoch line: the loop is running and handlers are installed.
-        deadline = time.monotonic() + 60
-        for line in proc.stdout:
-            if line.startswith("epoch"):
-                break
-            assert time.monotonic() < deadline
+        # Wait for the first epoch line: the loop is running and handlers are installed. The deadline is checked
+        # on every poll, so a child that prints nothing fails the test instead of hanging it.
+        deadline = time.monotonic() + 120
+        while "\nepoch " not in log_out.read_text():
+            assert proc.poll() is None, log_err.read_text()
+            assert time.monotonic() < deadline, "no epoch line after 120 s: " + log_err.read_text()
+            time.sleep(0.005)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        proc.wait(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
+    out, err = log_out.read_text(), log_err.read_text()
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert "SIGINT received" in out and f"--out {run} --resume" in out
@@ -195,10 +200,142 @@ def test_sample_errors(tmp_path, idx, capsys):
                        "model")
 
 
+# --------------------------------------------------------------------------------------------------
+# --resume together with every other `train` option (issue 15: `--resume --dataset mnist` crashed)
+# --------------------------------------------------------------------------------------------------
+
+REFUSED, ACCEPTED = "refused", "accepted"
+FLAG = "<flag>"  # an option that takes no value
+
+
+def _gpu_outcome():
+    try:
+        backend.use("cupy")
+    except backend.BackendError:
+        return REFUSED, "--device cpu"  # no CuPy or no GPU here: one line saying so
+    finally:
+        backend.use("numpy")
+    return ACCEPTED, None
+
+
+# For every option of `minigan train`: a value equal to the checkpoint's (the run is made with every option given,
+# see `resumable_run`), and different values with what must happen: REFUSED (one line naming the clash, exit 2,
+# nothing in the run directory changed) or ACCEPTED (options that do not change what is computed: length,
+# device, data location, read-back interval, selection, progress display). "{IDX}", "{IDX_COPY}",
+# "{OTHER_DATA}", "{RUN}" and "{EMPTY}" are paths filled in by the test.
+# A new option of `minigan train` must be added here: test_resume_option_table_covers_every_train_option fails
+# until it is.
+RESUME_OPTION_TABLE = {
+    "--model": ("cgan", [("gan", REFUSED, "model='gan'")]),
+    "--dataset": ("mnist", [("fashion-mnist", REFUSED, "dataset='fashion-mnist'")]),
+    "--preset": ("modern", [("paper", REFUSED, "preset='paper'")]),
+    "--batch": ("5", [("4", REFUSED, "batch=4")]),
+    "--k": ("1", [("2", REFUSED, "k=2")]),
+    "--update": ("alternating", [("simultaneous", REFUSED, "update='simultaneous'")]),
+    "--seed": ("0", [("1", REFUSED, "seed=1")]),
+    "--epochs": ("1", [("2", ACCEPTED, None)]),
+    "--steps": ("5", [("6", ACCEPTED, None)]),
+    "--device": ("cpu", [("gpu", *_gpu_outcome())]),
+    "--data": ("{IDX}", [("{IDX_COPY}", ACCEPTED, None),
+                         ("{OTHER_DATA}", REFUSED, "trained on 25 examples")]),
+    "--out": ("{RUN}", [("{EMPTY}", REFUSED, "no checkpoint")]),
+    "--log-interval": ("5", [("1", ACCEPTED, None)]),
+    "--no-progress": (FLAG, []),  # display only; leaving it out is the plain `--resume` case
+    "--select-every": ("50", [("51", ACCEPTED, None)]),
+}
+RESUME_ITSELF = "--resume"
+
+
+def _train_options():
+    """The long option strings of `minigan train`, read from the parser itself."""
+    from minigan.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    train = sub.choices["train"]
+    return sorted(max(a.option_strings, key=len) for a in train._actions
+                  if a.option_strings and a.dest != "help")
+
+
+def test_resume_option_table_covers_every_train_option():
+    options = set(_train_options())
+    missing = options - set(RESUME_OPTION_TABLE) - {RESUME_ITSELF}
+    assert not missing, (f"`minigan train` has option(s) {sorted(missing)} that RESUME_OPTION_TABLE in "
+                         "tests/test_cli.py lacks: add each with a value equal to the checkpoint's and a different "
+                         "value, and whether --resume must refuse or accept the different one")
+    assert not set(RESUME_OPTION_TABLE) - options, "RESUME_OPTION_TABLE names options `minigan train` no longer has"
+
+
+@pytest.fixture(scope="module")
+def resumable_run(tmp_path_factory):
+    """A one-epoch run (25 images, batch 5: 5 updates) made with every `train` option given explicitly."""
+    root = tmp_path_factory.mktemp("resumable")
+    idx = write_idx_dir(root / "idx")
+    run = root / "run"
+    argv = ["train", "--out", str(run)]
+    for option, (equal, _) in RESUME_OPTION_TABLE.items():
+        if option in ("--out", "--epochs"):  # --out is added above; --epochs excludes --steps (5 updates = 1 epoch)
+            continue
+        argv += [option] if equal == FLAG else [option, equal.format(IDX=idx)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MINIGAN_DATA", str(root / "cache"))
+        mp.delenv("MINIGAN_INJECT_NAN_AT_STEP", raising=False)
+        assert main(argv) == 0
+    backend.use("numpy")
+    return root, idx, run
+
+
+def _resume_cases():
+    for option, (equal, different) in RESUME_OPTION_TABLE.items():
+        yield pytest.param(option, equal, ACCEPTED, None, id=f"{option}=equal")
+        for i, (value, outcome, match) in enumerate(different):
+            yield pytest.param(option, value, outcome, match, id=f"{option}=different{i or ''}")
+
+
+@pytest.mark.parametrize("option,value,outcome,match", list(_resume_cases()))
+def test_resume_with_each_train_option(resumable_run, tmp_path, capsys, option, value, outcome, match):
+    root, idx, base = resumable_run
+    run = tmp_path / "run"
+    shutil.copytree(base, run)
+    paths = {"IDX": idx, "RUN": run, "EMPTY": tmp_path / "empty",
+             "IDX_COPY": shutil.copytree(idx, tmp_path / "idx-copy"),
+             "OTHER_DATA": write_idx_dir(tmp_path / "other", n_train=40)}
+    argv = ["train", "--resume"] + ([] if option == "--out" else ["--out", str(run)])
+    argv += [option] if value == FLAG else [option, value.format(**paths)]
+    before = snapshot(run)
+    capsys.readouterr()
+    code = main(argv)
+    out, err = capsys.readouterr()
+    if outcome == REFUSED:
+        assert_usage_error(code, err, match)
+        assert snapshot(run) == before, "a refused --resume changed the run directory"
+    else:
+        assert code == 0, err
+        assert "Traceback" not in err
+        assert "resuming at update 5 " in out
+        updates = io.load_checkpoint(run / "checkpoint.npz")[1]["updates"]
+        assert updates == {"--epochs": {"2": 10}, "--steps": {"6": 6}}.get(option, {}).get(value, 5)
+
+
+def test_resume_with_dataset_name_as_in_the_issue(tmp_path, idx, capsys):
+    """`minigan train --steps 5 --out R` then `... --steps 15 --out R --resume --dataset mnist` (it crashed)."""
+    run = str(tmp_path / "R")
+    assert main(["train", "--steps", "5", "--batch", "5", "--data", str(idx), "--out", run, "--no-progress"]) == 0
+    assert main(["train", "--steps", "15", "--out", run, "--resume", "--dataset", "mnist", "--no-progress"]) == 0
+    assert io.load_checkpoint(Path(run) / "checkpoint.npz")[1]["updates"] == 15
+    capsys.readouterr()
+    code = main(["train", "--steps", "20", "--out", run, "--resume", "--dataset", "fashion-mnist"])
+    assert_usage_error(code, capsys, "dataset='fashion-mnist'")
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
 def test_gpu_without_cupy_is_one_line(tmp_path, idx, capsys):
     try:
         backend.use("cupy")
-        pytest.skip("a GPU is available here")
+        pytest.skip("a GPU is available here, so --device gpu has no error to report")
     except backend.BackendError:
         pass
     code = main(["train", "--device", "gpu", "--data", str(idx), "--out", str(tmp_path / "run")])
@@ -216,8 +353,25 @@ def test_classifier_then_eval_end_to_end(tmp_path, idx, capsys):
     # Without a trained classifier, eval says how to get one, in one line.
     assert_usage_error(main(["eval", str(run), "--classifier"]), capsys, match="train-classifier")
     assert main(["train-classifier", "--data", str(idx), "--epochs", "1"]) == 0
+    # Make the classifier's answer known in advance: zero weights and an output bias that picks class 3, so every
+    # image is predicted 3 and every feature vector is the same.
+    clf_path = Path(os.environ["MINIGAN_DATA"]) / "classifier-mnist.npz"
+    arrays, meta = io.load_checkpoint(clf_path)
+    arrays = {k: np.zeros_like(v) for k, v in arrays.items()}
+    arrays["out.b"][3] = 10.0
+    io.save_checkpoint(clf_path, arrays, meta)
     capsys.readouterr()
     assert main(["eval", str(run), "--classifier", "--n-per-class", "5"]) == 0
     results = json.loads((run / "eval.json").read_text())
-    assert "label_accuracy" in json.dumps(results)
+    samples, valid = results["classifier"]["samples"], results["classifier"]["real_valid"]
+    # 50 conditional samples, 5 per class: only the 5 asked for class 3 are right.
+    assert samples["histogram"] == [0, 0, 0, 50, 0, 0, 0, 0, 0, 0]
+    assert samples["label_accuracy"]["overall"] == pytest.approx(0.1)
+    assert samples["label_accuracy"]["per_class"] == [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    # The validation split is the last 30 // 6 = 5 of the IDX training labels, read here with gzip alone.
+    labels = np.frombuffer(gzip.decompress((idx / "train-labels-idx1-ubyte.gz").read_bytes())[8:], np.uint8)[25:]
+    assert valid["histogram"] == [0, 0, 0, 5, 0, 0, 0, 0, 0, 0]
+    assert valid["label_accuracy"]["overall"] == pytest.approx(np.mean(labels == 3))
+    # Identical features everywhere: the Frechet distances are 0.
+    assert samples["fid_test"] == pytest.approx(0.0, abs=1e-9) and valid["fid_test"] == pytest.approx(0.0, abs=1e-9)
     assert_usage_error(main(["eval", str(tmp_path / "nowhere")]), capsys, match="no checkpoint")

@@ -19,7 +19,6 @@ import shutil
 import socket
 import struct
 import threading
-import time
 import tracemalloc
 import zipfile
 from pathlib import Path
@@ -242,15 +241,13 @@ def test_read_idx_huge_dims_refused_without_allocating(tmp_path, gz):
     assert len(raw) == 20
     p = write_file(tmp_path / "huge", raw, gz)
     tracemalloc.start()
-    t0 = time.perf_counter()
     try:
         with pytest.raises(DataError, match="2147483648 x 2147483648"):
             read_idx(p)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert time.perf_counter() - t0 < 1.0
-    assert peak < 1 << 20  # nothing remotely like the declared size was allocated
+    assert peak < 1 << 20  # nothing remotely like the declared size was allocated (and so no time spent on it)
 
 
 def test_read_idx_huge_but_under_cap_on_tiny_gz_does_not_allocate(tmp_path):
@@ -541,10 +538,14 @@ def test_cache_written_then_reused(tmp_path, monkeypatch, no_real_sources):
     assert (cache / "fashion-mnist.npz").exists()
     assert not list(cache.glob("*.tmp"))  # the atomic write left nothing behind
     shutil.rmtree(deb)  # the second load must not need the source at all
-    t0 = time.perf_counter()
+
+    def no_idx(*a, **k):
+        raise AssertionError("the cached load parsed IDX files")
+
+    monkeypatch.setattr(D, "read_idx", no_idx)
+    monkeypatch.setattr(D, "_read_idx_fileobj", no_idx)
     ds2 = load_dataset("fashion-mnist", cache_dir=cache, log=None, checksums=table,
                        allow_download=False)
-    assert time.perf_counter() - t0 < 2.0
     assert ds2.source.startswith("cache ") and "Debian" in ds2.source
     for a, b in ((ds1.train, ds2.train), (ds1.valid, ds2.valid), (ds1.test, ds2.test)):
         np.testing.assert_array_equal(a.x, b.x)
@@ -738,17 +739,19 @@ def test_pip_command_never_installs(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------
 
 
-def test_download_from_loopback_mirror(tmp_path, http_root, no_real_sources):
+def test_download_from_loopback_mirror(tmp_path, http_root, no_real_sources, monkeypatch):
     root, url = http_root
     src = tmp_path / "src"
     arrays, table = make_idx_dir(src)
     for p in serve_dir(src).iterdir():
         shutil.copy(p, root / p.name)
     logs = []
-    t0 = time.perf_counter()
+    dead = dead_url()
+    tried = _count_requests(monkeypatch)
     ds = load_dataset("mnist", cache_dir=tmp_path / "c", log=logs.append, checksums=table,
-                      mirrors=[dead_url(), url], timeout=5)
-    assert time.perf_counter() - t0 < 10
+                      mirrors=[dead, url], timeout=5)
+    # The dead mirror costs one failed connection, not one per file (offline machines fail fast).
+    assert sum(u.startswith(dead) for u in tried) == 1 and sum(u.startswith(url) for u in tried) == 4
     assert url in ds.source and "md5" in ds.source
     np.testing.assert_array_equal(ds.test.y, arrays["t10k-labels-idx1-ubyte"])
     assert (tmp_path / "c" / "mnist.npz").exists()
@@ -802,13 +805,26 @@ def test_download_missing_file_404(tmp_path, http_root, no_real_sources):
         load_dataset("mnist", cache_dir=tmp_path / "c", log=None, checksums=table, mirrors=[url])
 
 
-def test_default_mirrors_fail_fast_offline(tmp_path, no_real_sources):
-    # Whatever the network here, a refused loopback port must fail at once.
-    t0 = time.perf_counter()
+def test_default_mirrors_fail_fast_offline(tmp_path, no_real_sources, monkeypatch):
+    # Each unreachable mirror is tried once, not once per file: an offline machine waits one timeout per mirror.
+    tried = _count_requests(monkeypatch)
     with pytest.raises(DataError, match="unreachable"):
         load_dataset("fashion-mnist", cache_dir=tmp_path / "c", log=None,
                      mirrors=[dead_url(), dead_url()], timeout=2)
-    assert time.perf_counter() - t0 < 5
+    assert len(tried) == 2
+
+
+def _count_requests(monkeypatch) -> list[str]:
+    """Record every URL the downloader requests (the real request is still made)."""
+    tried: list[str] = []
+    real = D._http_get
+
+    def counting(url, timeout):
+        tried.append(url)
+        return real(url, timeout)
+
+    monkeypatch.setattr(D, "_http_get", counting)
+    return tried
 
 
 # ---------------------------------------------------------------------------
@@ -948,6 +964,7 @@ def test_split_checks_structure():
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.required_in_ci
 def test_real_mnist_if_available(tmp_path):
     candidates = [os.environ.get("MINIGAN_MNIST_WHEEL", ""),
                   "/tmp/data/" + D.MNIST_WHEEL_FILENAME,

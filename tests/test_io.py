@@ -7,6 +7,7 @@ import io as pyio
 import json
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -262,17 +263,87 @@ def test_cannot_create_temp_file(ckpt, monkeypatch):
     _assert_intact(path, old, info)
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root ignores directory permissions")
-def test_read_only_directory(ckpt):
-    path, arrays, meta = ckpt
-    old = path.read_bytes()
-    os.chmod(path.parent, 0o500)
+def _unprivileged(fn):
+    """Call ``fn()`` as an unprivileged user; return what it returned (a string).
+
+    Root ignores directory permissions, and CI runs as root: there the call runs in a forked child that drops to
+    the user 'nobody' first (everything it needs is already imported). Skips, saying why, where that is impossible.
+    """
+    if not hasattr(os, "geteuid"):
+        pytest.skip("no POSIX user ids on this platform, so no read-only directory to test against")
+    if os.geteuid() != 0:
+        return fn()
+    import pwd
+
     try:
-        with pytest.raises(CheckpointError) as info:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("running as root, and there is no user 'nobody' to drop to (root ignores permissions)")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop privileges, run, report, and leave without running pytest's cleanup
+        try:
+            os.close(r)
+            try:
+                os.setgroups([])
+                os.setgid(nobody.pw_gid)
+                os.setuid(nobody.pw_uid)
+            except OSError as exc:
+                result = f"SKIP cannot drop root privileges here ({exc})"
+            else:
+                result = "OK " + fn()
+            os.write(w, result.encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        result = f.read().decode()
+    os.waitpid(pid, 0)
+    if result.startswith("SKIP "):
+        pytest.skip(f"running as root, which ignores directory permissions, and {result[5:]}")
+    assert result.startswith("OK "), f"the unprivileged child failed: {result!r}"
+    return result[3:]
+
+
+@pytest.mark.required_in_ci
+def test_read_only_directory():
+    """A directory the process may not write to (as an unprivileged user, also when the suite runs as root)."""
+    arrays, meta = _sample_state()
+    top = tempfile.mkdtemp(prefix="minigan-readonly-")
+    run = os.path.join(top, "run")
+    os.mkdir(run)
+    path = os.path.join(run, "ckpt.npz")
+    save_checkpoint(path, arrays, meta)
+    old = open(path, "rb").read()
+    if os.geteuid() == 0:
+        import pwd
+
+        try:
+            nobody = pwd.getpwnam("nobody")
+        except KeyError:
+            nobody = None
+        for p in (top, run, path) if nobody else ():
+            os.chown(p, nobody.pw_uid, nobody.pw_gid)
+    os.chmod(run, 0o500)
+
+    def save():
+        try:
             save_checkpoint(path, arrays, {"epoch": 5})
+        except CheckpointError as exc:
+            return f"CheckpointError: {exc}"
+        return "saved"
+
+    try:
+        outcome = _unprivileged(save)
     finally:
-        os.chmod(path.parent, 0o700)
-    _assert_intact(path, old, info)
+        os.chmod(run, 0o700)
+    try:
+        assert outcome.startswith("CheckpointError: "), outcome
+        assert "Permission denied" in outcome and path in outcome and "intact" in outcome
+        assert open(path, "rb").read() == old
+        assert _temp_leftovers(run) == []
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
 
 
 def test_missing_directory(tmp_path):
@@ -308,7 +379,7 @@ def test_slow_checkpoint_env_sleeps_before_rename(ckpt, monkeypatch):
     assert load_checkpoint(path)[1] == {"epoch": 7}
 
 
-@pytest.mark.parametrize("value", ["abc", "-1", "nan"])
+@pytest.mark.parametrize("value", ["abc", "-1", "nan", "Hold"])
 def test_slow_checkpoint_env_invalid(ckpt, monkeypatch, value):
     path, arrays, meta = ckpt
     old = path.read_bytes()
@@ -318,31 +389,63 @@ def test_slow_checkpoint_env_invalid(ckpt, monkeypatch, value):
     assert path.read_bytes() == old and _temp_leftovers(path.parent) == []
 
 
-def test_kill_during_save_leaves_old_checkpoint(ckpt):
-    """SIGKILL a real process inside the slow-rename window."""
-    path, arrays, meta = ckpt
-    old = path.read_bytes()
+def _hold_child(path, log):
+    # Python's own SIGINT handler, installed explicitly: a child of a background job starts with SIGINT ignored.
     code = (
-        "import numpy as np, sys; from minigan.io import save_checkpoint; "
+        "import numpy as np, signal, sys; from minigan.io import save_checkpoint; "
+        "signal.signal(signal.SIGINT, signal.default_int_handler); "
         "save_checkpoint(sys.argv[1], {'w': np.ones(1000)}, {'epoch': 100})"
     )
-    env = dict(os.environ, MINIGAN_SLOW_CHECKPOINT="30")
+    env = dict(os.environ, MINIGAN_SLOW_CHECKPOINT="hold")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(path)], env=env)
+    with open(log, "wb") as f:
+        return subprocess.Popen([sys.executable, "-c", code, str(path)], env=env, stdout=f, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+
+
+def _wait_for_text(log, proc, text, timeout=60.0):
+    """Poll ``log`` until it holds ``text``; fail if the process ends first (the deadline only guards a hang)."""
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text(errors="replace"):
+        assert proc.poll() is None, log.read_text(errors="replace")
+        assert time.monotonic() < deadline, f"no {text!r} within {timeout} s: " + log.read_text(errors="replace")
+        time.sleep(0.005)
+
+
+def test_kill_during_save_leaves_old_checkpoint(ckpt, tmp_path):
+    """SIGKILL a real process while its save holds the complete temp file before the rename."""
+    path, arrays, meta = ckpt
+    old = path.read_bytes()
+    log = tmp_path / "child.log"
+    proc = _hold_child(path, log)
     try:
-        deadline = time.monotonic() + 20
-        while not _temp_leftovers(path.parent):
-            assert proc.poll() is None, "child exited early"
-            assert time.monotonic() < deadline, "temp file never appeared"
-            time.sleep(0.02)
-        time.sleep(0.1)  # let it reach the sleep
+        _wait_for_text(log, proc, "holding before the rename")
+        assert len(_temp_leftovers(path.parent)) == 1  # the new data is complete in the temp file
     finally:
         proc.kill()
         proc.wait()
     assert path.read_bytes() == old
     _, got_meta = load_checkpoint(path)
     assert got_meta == meta
+
+
+def test_hold_reports_signals_and_a_raising_handler_ends_the_save(ckpt, tmp_path):
+    """MINIGAN_SLOW_CHECKPOINT=hold: SIGINT's default handler raises KeyboardInterrupt, which ends the held
+    save with the temp file removed and the old checkpoint in place."""
+    path, arrays, meta = ckpt
+    old = path.read_bytes()
+    log = tmp_path / "child.log"
+    proc = _hold_child(path, log)
+    try:
+        _wait_for_text(log, proc, "holding before the rename")
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0 and "KeyboardInterrupt" in log.read_text()
+    assert path.read_bytes() == old and _temp_leftovers(path.parent) == []
 
 
 # ---------------------------------------------------------------------------
@@ -743,16 +846,23 @@ def test_read_png_fuzz_only_valueerror(data):
         assert np.array_equal(got, img)
 
 
+@pytest.mark.required_in_ci
 def test_png_matches_pil(tmp_path):
-    Image = pytest.importorskip("PIL.Image")
+    """Pillow, an independent codec, decodes what write_png encodes; read_png decodes what Pillow encodes,
+    including the alpha modes matplotlib writes."""
+    Image = pytest.importorskip("PIL.Image", reason="Pillow (test extra) is the independent PNG reference")
     rng = np.random.default_rng(0)
     for shape in ((7, 9), (7, 9, 3)):
         img = rng.integers(0, 256, size=shape, dtype=np.uint8)
         path = tmp_path / "x.png"
         write_png(path, img)
         assert np.array_equal(np.asarray(Image.open(path)), img)
-        Image.fromarray(img).save(tmp_path / "pil.png")
-        assert np.array_equal(read_png(tmp_path / "pil.png"), img)
+    for shape, mode in (((7, 9), "L"), ((7, 9, 2), "LA"), ((7, 9, 3), "RGB"), ((7, 9, 4), "RGBA"),
+                        ((1, 1, 4), "RGBA"), ((300, 5, 4), "RGBA")):
+        img = rng.integers(0, 256, size=shape, dtype=np.uint8)
+        for optimize in (False, True):  # different filter choices
+            Image.fromarray(img, mode).save(tmp_path / "pil.png", optimize=optimize)
+            assert np.array_equal(read_png(tmp_path / "pil.png"), img), (mode, shape, optimize)
 
 
 # ---------------------------------------------------------------------------
@@ -822,9 +932,14 @@ def test_plot_single_point_visible(tmp_path, no_matplotlib):
     assert (xs.max() - xs.min()) > 20 or (ys.max() - ys.min()) > 20
 
 
+@pytest.mark.required_in_ci
 def test_plot_with_matplotlib(tmp_path):
-    pytest.importorskip("matplotlib")
+    pytest.importorskip("matplotlib", reason="matplotlib (test extra) draws the plot when it is installed")
     path = tmp_path / "m.png"
     plot_metrics(_records(), path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert _temp_leftovers(tmp_path) == []
+    img = read_png(path)  # matplotlib writes RGBA: 6.4 x 4.0 inches at 100 dpi
+    assert img.shape == (400, 640, 4) and (img[..., 3] == 255).all()
+    for rgb in ((31, 119, 180), (255, 127, 14)):  # matplotlib's first two line colours: loss_D and loss_G drawn
+        assert _colour_present(img[..., :3], rgb)

@@ -220,8 +220,9 @@ def test_frechet_closed_forms():
         frechet_from_statistics(m1[:3].sum() + mu, s2, mu, s1), rel=1e-9)
 
 
+@pytest.mark.required_in_ci
 def test_frechet_matches_scipy_sqrtm_on_non_commuting_covariances():
-    linalg = pytest.importorskip("scipy.linalg")
+    linalg = pytest.importorskip("scipy.linalg", reason="SciPy (test extra) is the independent matrix square root")
     gen = np.random.default_rng(7)
     a, b = gen.normal(size=(6, 6)), gen.normal(size=(6, 6))
     s1, s2 = a @ a.T, b @ b.T
@@ -305,6 +306,17 @@ def quiet(*_):
     pass
 
 
+def mlp_predict(path, x) -> np.ndarray:
+    """The saved classifier's predictions, computed here in float64 from its weights (ReLU layers, then argmax;
+    dropout is off at evaluation), independently of minigan.classifier."""
+    arrays, meta = io.load_checkpoint(path)
+    assert meta["architecture"]["activation"] == "relu"
+    h = np.asarray(x, dtype=np.float64)
+    for i in range(len(meta["architecture"]["hidden"])):
+        h = np.maximum(h @ arrays[f"h{i}.W"].astype(np.float64) + arrays[f"h{i}.b"], 0.0)
+    return np.argmax(h @ arrays["out.W"].astype(np.float64) + arrays["out.b"], axis=1)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny classifier trained on the blobs (numpy backend), its file and the dataset."""
@@ -335,6 +347,8 @@ def test_classifier_round_trip_gives_identical_predictions(trained, on_backend):
     predicted = clf.predict(dev(ds.test.x))
     assert predicted.dtype == np.int64 and predicted.shape == (len(ds.test),)
     np.testing.assert_array_equal(predicted, reference.predict(ds.test.x))
+    # The accuracy recorded at training time, against predictions computed here from the saved weights alone.
+    assert np.mean(mlp_predict(path, ds.test.x) == ds.test.y) == pytest.approx(trained[0]["test_accuracy"])
     assert clf.accuracy(ds.test.x, ds.test.y) == pytest.approx(trained[0]["test_accuracy"])
     feats = clf.features(dev(ds.test.x))
     assert backend.is_device_array(feats) == (on_backend != "numpy")
@@ -395,7 +409,16 @@ def test_evaluate_run_and_table(trained, on_backend):
     assert results["n_samples"] == 50 and results["conditional"]
     assert sum(c["samples"]["histogram"]) == 50 and sum(c["real_valid"]["histogram"]) == len(ds.valid)
     assert c["samples"]["label_accuracy"]["counts"] == [5] * 10
-    assert c["real_valid"]["label_accuracy"]["overall"] == pytest.approx(clf.accuracy(ds.valid.x, ds.valid.y))
+    # Expected values from predictions computed here from the saved weights, not by the classifier's own code.
+    valid_pred = mlp_predict(path, ds.valid.x)
+    assert c["real_valid"]["label_accuracy"]["overall"] == pytest.approx(np.mean(valid_pred == ds.valid.y))
+    assert c["real_valid"]["histogram"] == np.bincount(valid_pred, minlength=10).tolist()
+    x, y = draw_samples(models.build("cgan", seed=0), n_per_class=5, seed=0)
+    sample_pred = mlp_predict(path, host(x))
+    assert c["samples"]["histogram"] == np.bincount(sample_pred, minlength=10).tolist()
+    assert c["samples"]["label_accuracy"]["overall"] == pytest.approx(np.mean(sample_pred == host(y)))
+    assert c["samples"]["label_accuracy"]["per_class"] == pytest.approx(
+        [np.mean(sample_pred[host(y) == k] == k) for k in range(10)])
     assert c["real_valid"]["fid_test"] < c["samples"]["fid_test"]  # real data beat an untrained G
     assert results["parzen"]["n_samples"] == 50 and results["parzen"]["n_test"] == len(ds.test)
     table = format_table(results)

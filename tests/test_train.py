@@ -15,7 +15,7 @@ import pytest
 
 from minigan import backend, io
 from minigan.data import Dataset, Split
-from minigan.train import (PRESETS, CHECKPOINT_NAME, ConfigError, TrainConfig, Trainer, TrainingDiverged, load_model,
+from minigan.train import (CHECKPOINT_NAME, ConfigError, TrainConfig, Trainer, TrainingDiverged, load_model,
                            sample, write_samples)
 
 
@@ -200,6 +200,23 @@ def test_resume_rejects_a_changed_run_definition(tmp_path, numpy_backend):
         Trainer.resume(tmp_path / "elsewhere", dataset=ds, log=quiet)
 
 
+def test_resume_takes_a_dataset_name_and_the_update_rule_the_run_used(tmp_path, numpy_backend, monkeypatch):
+    """`Trainer.resume(run, dataset="mnist")` (what `--resume --dataset mnist` passes) checks the name like any
+    other option; `update` equal to the rule the run used is accepted even when the run took its preset's."""
+    from helpers import write_idx_dir
+
+    monkeypatch.setenv("MINIGAN_DATA", str(tmp_path / "cache"))
+    idx = write_idx_dir(tmp_path / "idx")  # 25 training images
+    Trainer(config(tmp_path, steps=1, batch=5, data_dir=str(idx)), log=quiet).run()
+    assert io.load_checkpoint(tmp_path / "run" / CHECKPOINT_NAME)[1]["config"]["update"] is None
+    resumed = Trainer.resume(tmp_path / "run", dataset="mnist", update="alternating", steps=2, log=quiet)
+    assert resumed.dataset.name == "mnist" and resumed.run().updates == 2
+    with pytest.raises(ConfigError, match="dataset='fashion-mnist'"):
+        Trainer.resume(tmp_path / "run", dataset="fashion-mnist", log=quiet)
+    with pytest.raises(ConfigError, match="update='simultaneous'.*update='alternating'"):
+        Trainer.resume(tmp_path / "run", dataset="mnist", update="simultaneous", log=quiet)
+
+
 # --------------------------------------------------------------------------------------------------
 # Divergence
 # --------------------------------------------------------------------------------------------------
@@ -278,14 +295,18 @@ def test_strict_backend_trains_without_host_syncs(tmp_path, strict_backend, pres
     assert x.shape == (3, 784)
 
 
-def test_k_discriminator_steps_per_update(tmp_path, numpy_backend):
+@pytest.mark.parametrize("model,preset,d_steps", [
+    ("cgan", "modern", 8),  # 2 updates x k=2 D steps, each followed by a matching-aware D step (wrong labels)
+    ("gan", "modern", 4),   # no labels, so no matching-aware step
+    ("cgan", "paper", 4),   # the papers' D has no matching-aware step
+])
+def test_k_discriminator_steps_per_update(tmp_path, numpy_backend, model, preset, d_steps):
     ds = tiny_dataset(16)  # 4 batches of 4, k=2: 2 updates per epoch
-    t = Trainer(config(tmp_path, epochs=1, k=2), dataset=ds, log=quiet)
+    t = Trainer(config(tmp_path, model=model, preset=preset, epochs=1, k=2, update="alternating"), dataset=ds,
+                log=quiet)
     assert t.steps_per_epoch == 2
     assert t.run().updates == 2
-    # Each of the k D steps is followed by one matching-aware D step where the preset asks for it.
-    per_d_step = 2 if PRESETS[t.config.preset].get("matching_aware", {}).get(t.config.model) else 1
-    assert t.opt_D.steps == 4 * per_d_step and t.opt_G.steps == 2
+    assert t.opt_D.steps == d_steps and t.opt_G.steps == 2
 
 
 @pytest.mark.parametrize("model", ["cgan", "gan"])

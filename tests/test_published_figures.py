@@ -1,0 +1,198 @@
+"""Every figure README.md and docs/RELIABILITY.md publish about the fault and hostile-input suites, checked
+against the suites' own tallies; every benchmark figure README.md quotes, checked against the committed JSON
+it comes from (benchmarks/results/).
+
+When a suite gains or loses a case, or a benchmark is rerun, this file fails until the prose says the same.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+import test_faults as faults
+import test_hostile_inputs as hostile
+
+REPO = Path(__file__).resolve().parents[1]
+WORDS = {n: w for n, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve".split())}
+
+
+def prose(path: str) -> str:
+    """The file with all whitespace runs made single spaces (Markdown wraps lines anywhere)."""
+    return " ".join((REPO / path).read_text(encoding="utf-8").split())
+
+
+def table(path: str, first_header: str) -> dict[str, list[str]]:
+    """The Markdown table whose first header cell is ``first_header``: {first cell: the other cells}."""
+    rows, inside = {}, False
+    for line in (REPO / path).read_text(encoding="utf-8").splitlines():
+        cells = [c.replace("&nbsp;", "").replace("**", "").strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0] == first_header:
+            inside = True
+        elif inside and not line.startswith("|"):
+            break
+        elif inside and not set(cells[0]) <= set("-: "):
+            rows[cells[0]] = cells[1:]
+    assert rows, f"no table headed {first_header!r} in {path}"
+    return rows
+
+
+def row(rows: dict, prefix: str) -> list[str]:
+    hits = [cells for label, cells in rows.items() if label.startswith(prefix)]
+    assert len(hits) == 1, f"expected one row starting {prefix!r}, found {len(hits)}"
+    return hits[0]
+
+
+F = faults.FAULT_COUNTS
+DISK_ERRORS = F["disk_full"] + F["unwritable_create"] + F["rename_or_fsync"] + F["efbig_real_process"]
+EPOCHS = f"{faults.EPOCH_LINES[0]} to {faults.EPOCH_LINES[1]} epochs"
+H = hostile.CASE_COUNTS
+GROUPS = hostile.counts_by_group()
+
+
+def test_readme_reliability_figures():
+    text = prose("README.md")
+    total = faults.FAULTS_TOTAL
+    for phrase in (
+        f"**{total} faults injected, {total} survived**",
+        f"{F['sigkill']} SIGKILLs: {F['sigkill.startup']} at start-up, {F['sigkill.inside_checkpoint_write']} "
+        f"inside a checkpoint write, {F['sigkill.after_epochs']} after {EPOCHS};",
+        f"NaN at {F['nan']} positions; {DISK_ERRORS} disk errors",
+        f"**{sum(GROUPS.values())} bad inputs rejected cleanly** ({GROUPS['checkpoint']} checkpoints, "
+        f"{GROUPS['idx']} IDX files, {GROUPS['pickle']} pickles, {GROUPS['argv']} command lines)",
+    ):
+        assert phrase in text, f"README.md should say {phrase!r} (the suites' counts)"
+    assert F["SIGINT"] == F["SIGTERM"] == 1 and "real SIGINT/SIGTERM with bit-identical resume" in text
+
+
+def test_readme_counts_the_bugs_docs_list():
+    doc = (REPO / "docs/RELIABILITY.md").read_text(encoding="utf-8")
+    section = doc.split("## Bugs these suites found (fixed)", 1)[1].split("\n## ", 1)[0]
+    bugs = sum(1 for line in section.splitlines() if line.startswith("- "))
+    assert f"{WORDS[bugs].capitalize()} bugs those tests found were fixed" in prose("README.md")
+
+
+def test_reliability_faults_table():
+    rows = table("docs/RELIABILITY.md", "Fault")
+    expected = {
+        "SIGKILL of `minigan train`": F["sigkill"],
+        "of which at start-up": F["sigkill.startup"],
+        "of which inside a checkpoint write": F["sigkill.inside_checkpoint_write"],
+        f"of which after {EPOCHS}": F["sigkill.after_epochs"],
+        "SIGINT, real signal": F["SIGINT"],
+        "SIGTERM, same": F["SIGTERM"],
+        "second SIGINT while": F["double_sigint_in_write"],
+        f"NaN injected (`MINIGAN_INJECT_NAN_AT_STEP`), {F['nan']} positions": F["nan"],
+        "ENOSPC after 1 MB": F["disk_full"],
+        "EACCES / EROFS": F["unwritable_create"],
+        "ENOSPC on the rename, EIO on fsync": F["rename_or_fsync"],
+        "EFBIG in a real subprocess": F["efbig_real_process"],
+        "Total": faults.FAULTS_TOTAL,
+    }
+    for prefix, n in expected.items():
+        injected, survived = row(rows, prefix)
+        assert injected == survived == str(n), f"docs/RELIABILITY.md row {prefix!r}: should be {n} / {n}"
+    assert len(rows) == len(expected), "docs/RELIABILITY.md's fault table has rows this test does not know"
+    text = prose("docs/RELIABILITY.md")
+    assert (f"Ten wait for a new `.ckpt-*.tmp` file ({faults.KILL_PLAN['temp_appears']}) or for the hold line "
+            f"({faults.KILL_PLAN['holding']})") in text and F["sigkill.inside_checkpoint_write"] == 10
+    assert f"Nine wait for {faults.EPOCH_LINES[0]} to {faults.EPOCH_LINES[1]} epoch lines" in text
+    assert F["sigkill.after_epochs"] == 9
+
+
+def test_reliability_bad_inputs_table():
+    rows = table("docs/RELIABILITY.md", "Category")
+    expected = {
+        "Checkpoints, damaged bytes": (H["checkpoint/truncated"] + H["checkpoint/flipped_bytes"],
+                                       [f"{len(hostile.TRUNCATIONS)} truncations", f"{len(hostile.FLIPS)} byte flips"]),
+        "Checkpoints, valid npz": (H["checkpoint/content"], []),
+        "Checkpoints, attacks": (H["checkpoint/attack"], []),
+        "IDX files": (H["idx/cases"], []),
+        "MNIST pickle": (H["pickle/runs_code_or_wrong_hash"] + H["pickle/random_bytes"],
+                         [f"{len(list(hostile._pickles(Path('m'))))} code-running pickles",
+                          f"{len(hostile.RANDOM_BLOBS)} random byte strings"]),
+        "CLI arguments": (H["argv/fixed"] + H["argv/label"] + H["argv/random_text"],
+                          [f"{len(hostile.RANDOM_TEXTS)} random strings"]),
+        "Total": (sum(H.values()), []),
+    }
+    for prefix, (n, phrases) in expected.items():
+        cells = row(rows, prefix)
+        assert cells[0] == str(n), f"docs/RELIABILITY.md row {prefix!r}: should count {n}, says {cells[0]}"
+        for phrase in phrases:
+            assert phrase in cells[1], f"docs/RELIABILITY.md row {prefix!r} should say {phrase!r}"
+    assert len(rows) == len(expected), "docs/RELIABILITY.md's bad-input table has rows this test does not know"
+    assert f"Not counted: {WORDS[hostile.HARMLESS_COUNT]} flips of zip timestamps" in prose("docs/RELIABILITY.md")
+
+
+# --------------------------------------------------------------------------------------------------
+# Benchmarks: README.md's figures come from the JSON committed in benchmarks/results/
+# --------------------------------------------------------------------------------------------------
+
+RESULTS = REPO / "benchmarks" / "results" / "2026-12-02"
+
+
+def _runs(pattern: str) -> list[dict]:
+    runs = [json.loads(p.read_text())["result"] for p in sorted(RESULTS.glob(pattern))]
+    assert runs, f"no {pattern} in {RESULTS}"
+    return runs
+
+
+def _span(values, fmt="{:.2f}") -> str:
+    lo, hi = fmt.format(min(values)), fmt.format(max(values))
+    return lo if lo == hi else f"{lo}–{hi}"
+
+
+def _less_time(ratio: float) -> float:
+    """PyTorch takes ``ratio`` times minigan's time: minigan needs 1 - 1/ratio less time (in %)."""
+    return 100 * (1 - 1 / ratio)
+
+
+def perf_phrases() -> list[str]:
+    b100, b1000 = _runs("cpu-batch100-run*.json"), _runs("cpu-batch1000-run*.json")
+    mem = json.loads((RESULTS / "cpu-batch100-memory.json").read_text())["result"]["memory"]
+    for r in b100 + b1000:
+        assert r["threads"] == 1 and r["update"] == "alternating" and r["torch_s"] is not None
+    loads = [json.loads(p.read_text())["load_average_1min_after"] for p in RESULTS.glob("*.json")]
+    return [
+        f"load average of {min(loads):.1f} to {max(loads):.1f}; 2026-12-02), {len(b100)} runs at batch 100 measured minigan at {_span([r['minigan_over_floor'] for r in b100])}× the "
+        f"floor's time and PyTorch eager at {_span([r['torch_over_minigan'] for r in b100])}× minigan's (minigan "
+        f"needs {_span([_less_time(r['torch_over_minigan']) for r in b100], '{:.0f}')}% less time)",
+        f"{len(b1000)} runs at batch 1000 measured {_span([r['minigan_over_floor'] for r in b1000])}× the floor and "
+        f"PyTorch at {_span([r['torch_over_minigan'] for r in b1000])}× minigan's time",
+        f"RSS grew {mem['minigan']['growth_mib']:.2f} MiB from iteration 100 to 1,000 (PyTorch: "
+        f"{mem['torch']['growth_mib']:.2f} MiB)",
+    ]
+
+
+def test_readme_benchmark_figures_come_from_committed_json():
+    text = prose("README.md")
+    for phrase in perf_phrases():
+        assert phrase in text, f"README.md should say {phrase!r} (benchmarks/results/)"
+
+
+def test_earlier_sweep_figures_come_from_its_json():
+    sweep = {r["batch"]: r for r in json.loads((REPO / "benchmarks" / "sweep_cpu.json").read_text())}
+    phrase = (f"measured {sweep[100]['minigan_over_floor']:.2f}× / {sweep[1000]['minigan_over_floor']:.2f}× the "
+              f"floor at batch 100 / 1000, with PyTorch taking {sweep[100]['torch_over_minigan']:.2f}× / "
+              f"{sweep[1000]['torch_over_minigan']:.2f}× minigan's time")
+    assert phrase in prose("README.md")
+
+
+def test_results_page_table_is_the_committed_json():
+    rows = table("benchmarks/RESULTS.md", "file")
+    files = sorted(RESULTS.glob("*.json"))
+    assert sorted(rows) == sorted(f"`{p.name}`" for p in files if "memory" not in p.name)
+    for p in files:
+        doc = json.loads(p.read_text())
+        r = doc["result"]
+        if "memory" in p.name:
+            continue
+        less = _less_time(r["torch_over_minigan"])
+        assert rows[f"`{p.name}`"] == [
+            str(r["batch"]), f"{1e3 * r['minigan_s']:.1f}", f"{1e3 * r['floor_s']:.1f}", f"{1e3 * r['torch_s']:.1f}",
+            f"{r['minigan_over_floor']:.2f}", f"{r['torch_over_minigan']:.2f}",
+            f"{abs(less):.0f}% {'less' if less >= 0 else 'more'}", f"{r['floor_gflops']:.0f}",
+            f"{doc['load_average_1min_after']:.2f}"], p.name
