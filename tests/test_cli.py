@@ -242,6 +242,10 @@ RESUME_OPTION_TABLE = {
     "--log-interval": ("5", [("1", ACCEPTED, None)]),
     "--no-progress": (FLAG, []),  # display only; leaving it out is the plain `--resume` case
     "--select-every": ("50", [("51", ACCEPTED, None)]),
+    "--lr-G": ("0.002", [("0.001", REFUSED, "lr_G=0.001")]),
+    "--lr-D": ("0.0004", [("0.0002", REFUSED, "lr_D=0.0002")]),
+    # Given on resume only (the run below never had it): it changes when a run stops, not what it computes.
+    "--stop-on-collapse": (FLAG, []),
 }
 RESUME_ITSELF = "--resume"
 
@@ -274,7 +278,9 @@ def resumable_run(tmp_path_factory):
     run = root / "run"
     argv = ["train", "--out", str(run)]
     for option, (equal, _) in RESUME_OPTION_TABLE.items():
-        if option in ("--out", "--epochs"):  # --out is added above; --epochs excludes --steps (5 updates = 1 epoch)
+        # --out is added above; --epochs excludes --steps (5 updates = 1 epoch); the health monitor may well flag
+        # 25 random images, so --stop-on-collapse would end this run with exit 4.
+        if option in ("--out", "--epochs", "--stop-on-collapse"):
             continue
         argv += [option] if equal == FLAG else [option, equal.format(IDX=idx)]
     with pytest.MonkeyPatch.context() as mp:
