@@ -541,22 +541,18 @@ def gan_checks(model: str = "cgan", batch: int = 4, seed: int = 0, init: str = "
     from .models import build
 
     ranges = {"g_irange": "glorot", "d_irange": "glorot"} if init == "glorot" else {}
-    m = build(model, seed=seed, **ranges, **(model_options or {}))
+    m = build(model, seed=seed, **{**(model_options or {}), **ranges})
     generic_point(m.G, seed)
     generic_point(m.D, seed + 1)
     gen = np.random.default_rng(seed)
     x_real, x_fake = gen.random((batch, 784)), gen.random((batch, 784))
     z = gen.uniform(m.noise_low, m.noise_high, (batch, m.noise_dim))
     y = np.eye(10)[gen.integers(0, 10, batch)] if m.conditional else None
-    reports = [
+    return [
         check_discriminator(m.D, x_real, x_fake, y, y, seed=seed, **options),
         check_generator(m.G, m.D, z, y, seed=seed, **options),
         *check_simultaneous(m.G, m.D, x_real, z, y, seed=seed, **options),
     ]
-    design = (model_options or {}).get("design")
-    for r in reports:
-        r.title = f"{model}{f' ({design})' if design else ''}: {r.title}"
-    return reports
 
 
 def run_cli(model: str = "cgan", batch: int = 4, samples: int = 10, seed: int = 0,
@@ -575,7 +571,10 @@ def run_cli(model: str = "cgan", batch: int = 4, samples: int = 10, seed: int = 
     if layers:
         reports += layer_tour(batch=batch, seed=seed, **options)
         reports += conv_tour(batch=batch, seed=seed, **options)
-    reports += gan_checks(model, batch=batch, seed=seed, init=init, **options)
+    from .train import PRESETS  # the networks users train by default: the modern preset's
+
+    reports += gan_checks(model, batch=batch, seed=seed, init=init,
+                          model_options=PRESETS["modern"].get("model_options", {}).get(model), **options)
 
     for r in reports:
         print(r.table(), file=out)

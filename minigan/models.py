@@ -126,10 +126,13 @@ def cgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, g_dropout: float = 0.5, d_dr
          d_y_dropout: float = 0.0, spectral_norm: bool = False) -> GANModel:
     """The conditional GAN of Mirza & Osindero (2014), §4.1, for 28×28 images and 10 classes.
 
-    ``d_y_dropout`` drops D's one-hot label inputs in training (pylearn2's default include probability 0.5
-    applies to every input of a composite layer unless a config overrides it, so the original code may have
-    done this). ``design="projection"`` builds the robust variant instead (:func:`cgan_projection`), which takes only the
-    options that still apply (dropout, ranges, noise, ``embed_dim``).
+    ``g_label`` is the activation of G's label branch: ``"relu"`` (the paper's), ``"leaky"`` (LeakyReLU 0.2,
+    whose units cannot die) or ``"linear"`` (an embedding). ``spectral_norm`` divides each of D's weight
+    matrices by its largest singular value (:class:`~minigan.layers.Linear`). ``d_y_dropout`` drops D's one-hot
+    label inputs in training (pylearn2's default include probability 0.5 applies to every input of a composite
+    layer unless a config overrides it, so the original code may have done this). ``design="projection"``
+    builds :func:`cgan_projection` and ``design="bn"`` :func:`cgan_bn` instead (label embeddings rather than
+    branches); they take the options that still apply to them.
 
     ``noise`` is the range of the uniform noise prior (the paper: the unit hypercube, (0, 1)).
     ``g_y_irange`` / ``d_y_irange`` initialise the first layer of G's / D's label branch (``None``: the same as
@@ -137,9 +140,11 @@ def cgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, g_dropout: float = 0.5, d_dr
     (each row of ``W`` is one class's pre-activation vector, constant over a batch): G's label ReLUs can all die
     (``W[y] + b < 0`` for every class, G then ignores ``y`` exactly), which a larger ``g_y_irange`` delays.
     """
+    if design == "bn":
+        return cgan_bn(seed, dtype, noise=noise, embed_dim=embed_dim if embed_dim != 100 else 10)
+    # The other designs have no label branches: g_y_bias, d_y_irange, g_label and d_y_dropout (which a preset
+    # may set for the paper design) do not apply to them and are ignored.
     if design == "projection":
-        if g_y_bias or d_y_irange is not None:
-            raise TypeError("the projection design has no label branches: g_y_bias and d_y_irange do not apply")
         return cgan_projection(seed, dtype, g_dropout=g_dropout, d_dropout=d_dropout,
                                d_input_dropout=d_input_dropout, g_irange=g_irange, d_irange=d_irange, noise=noise,
                                embed_irange=g_y_irange if g_y_irange is not None else 3 ** 0.5, embed_dim=embed_dim,
@@ -192,8 +197,9 @@ def cgan_projection(seed: int | None = 0, dtype=DEFAULT_DTYPE, g_dropout: float 
                     d_input_dropout: float = 0.2, g_irange: Any = 0.05, d_irange: Any = 0.005,
                     noise: tuple[float, float] = (-3 ** 0.5, 3 ** 0.5), embed_irange: Any = 3 ** 0.5,
                     embed_dim: int = 100, spectral_norm: bool = False) -> GANModel:
-    r"""A conditional GAN whose label path cannot die or be ignored: a label embedding joined to z in G, a
-    projection discriminator (Miyato & Koyama 2018) in D. The default ``modern`` CGAN.
+    r"""A conditional GAN whose label path cannot die: a label embedding joined to z in G, a projection
+    discriminator (Miyato & Koyama 2018) in D. Measured so far (docs/RESULTS.md): it learns the labels within an
+    epoch, but G then ignores z (one image per label), with or without spectral normalisation.
 
     G: :math:`[\,z \;\; Ey\,]` (noise beside a learned ``embed_dim``-wide embedding of the label, rows drawn
     U(±``embed_irange``), i.e. unit variance like the noise) → 1200 ReLU → 1200 ReLU → 784 sigmoid. Every
@@ -235,6 +241,50 @@ def cgan_projection(seed: int | None = 0, dtype=DEFAULT_DTYPE, g_dropout: float 
                        spectral_norm=spectral_norm),
         name="D",
     )
+    low, high = _noise_range(noise, "cgan")
+    return GANModel("cgan", G, D, noise_dim=100, noise_low=low, noise_high=high, n_classes=N_CLASSES)
+
+
+def cgan_bn(seed: int | None = 0, dtype=DEFAULT_DTYPE, d_dropout: float = 0.4, embed_dim: int = 10,
+            noise: tuple[float, float] = (-3 ** 0.5, 3 ** 0.5), slope: float = 0.2,
+            g_widths: tuple[int, ...] = (256, 512, 1024), d_widths: tuple[int, ...] = (512, 512, 512)) -> GANModel:
+    r"""An MLP conditional GAN in the modern style: label embeddings, BatchNorm in G, LeakyReLU, no maxout.
+
+    G: :math:`[\,z \;\; E_G y\,]` (noise beside a learned ``embed_dim``-wide label embedding) → 256 → 512 →
+    1024, each Linear → BatchNorm → LeakyReLU(0.2) (the first without BatchNorm) → 784 sigmoid.
+    D: :math:`[\,x \;\; E_D y\,]` → 512 LeakyReLU → 512 dropout LeakyReLU → 512 dropout LeakyReLU → 1.
+
+    Why these choices (each measured, docs/RESULTS.md): a label embedding is linear, so no unit can die on
+    it (the paper's y → 1000 ReLU branch does, and G then ignores y exactly); BatchNorm keeps G's
+    pre-activations at unit scale across the batch, where Adam otherwise grows G's weights until its sigmoid
+    saturates and every noise vector gives the same speckled blob; and D reads the label from its first layer.
+    Weights are Glorot-uniform (PyTorch's default scale for these widths).
+    """
+    from .nn import BatchNorm  # the norm layers live in minigan.nn
+
+    s = iter(_seeds(seed, 32))
+    g_layers: list[Layer] = [Join({"z": Identity(), "y": Linear(N_CLASSES, embed_dim, "glorot", next(s), dtype)},
+                                  name="in")]
+    width = 100 + embed_dim
+    for i, w in enumerate(g_widths):
+        g_layers.append(Linear(width, w, "glorot", next(s), dtype, name=f"h{i}"))
+        if i:
+            g_layers.append(BatchNorm(w, dtype=dtype, name=f"bn{i}"))
+        g_layers.append(LeakyReLU(slope))
+        width = w
+    g_layers += [Linear(width, IMAGE_SIZE, "glorot", next(s), dtype, name="out"), Sigmoid()]
+    G = Sequential(*g_layers, name="G")
+    d_layers: list[Layer] = [Join({"x": Identity(), "y": Linear(N_CLASSES, embed_dim, "glorot", next(s), dtype)},
+                                  name="in")]
+    width = IMAGE_SIZE + embed_dim
+    for i, w in enumerate(d_widths):
+        d_layers.append(Linear(width, w, "glorot", next(s), dtype, name=f"h{i}"))
+        if i:
+            d_layers.append(Dropout(d_dropout, next(s)))
+        d_layers.append(LeakyReLU(slope))
+        width = w
+    d_layers.append(Linear(width, 1, "glorot", next(s), dtype, name="out"))
+    D = Sequential(*d_layers, name="D")
     low, high = _noise_range(noise, "cgan")
     return GANModel("cgan", G, D, noise_dim=100, noise_low=low, noise_high=high, n_classes=N_CLASSES)
 

@@ -89,7 +89,8 @@ __all__ = [
 CHECKPOINT_NAME = "checkpoint.npz"
 BUFFERS_PREFIX = "buffers."  # checkpoint keys of layers' non-trainable state: buffers.G.<name>, buffers.D.<name>
 BEST_NAME = "best.npz"
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: the model's resolved options are stored ("model_options"); 1 still loads
+READABLE_FORMATS = (1, 2)
 INJECT_NAN_ENV = "MINIGAN_INJECT_NAN_AT_STEP"
 PRESET_NAMES = ("paper", "modern")
 DEVICES = ("cpu", "gpu")
@@ -132,20 +133,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         #   Together: label accuracy 0.40 after 500 updates, 0.93 (worst class 0.81) after 1000.
         "model_options": {"cgan": {"noise": (-3 ** 0.5, 3 ** 0.5), "g_dropout": 0.0, "g_y_bias": 0.5,
                                    "d_y_irange": 3 ** 0.5}},
+        # True: the matching-aware term is a second D step per update, on other real images with wrong labels;
+        # "joint": those rows join D's own step (one D step per update, GAN-CLS's weighting). Measured with
+        # this preset's networks (seeds 0, 3, 5, 11, one thread): "joint" collapsed every run in epoch 1.
         "matching_aware": {"cgan": True},
         "lr_G": {"cgan": 2e-3},
         "lr_D": {"cgan": 4e-4},
         "update": "alternating",
     },
 }
-# Screening candidates (temporary).
-_old = PRESETS["modern"]["model_options"]["cgan"]
-for _name, _extra in {
-    "candK": {"model_options": {"cgan": {**_old, "g_label": "leaky"}}},
-    "candL": {"model_options": {"cgan": {**_old, "g_label": "leaky"}}, "matching_aware": {"cgan": "joint"}},
-    "candK2": {"model_options": {"cgan": {**_old, "g_label": "leaky"}}, "lr_D": {"cgan": 2e-4}},
-}.items():
-    PRESETS[_name] = {**PRESETS["modern"], **_extra}
 PRESET_NAMES = tuple(PRESETS)
 UPDATE_RULES = ("alternating", "simultaneous")
 
@@ -416,6 +412,21 @@ def _derived_seeds(seed: int) -> dict[str, int]:
     return {n: int(c.generate_state(1, np.uint64)[0] >> np.uint64(1)) for n, c in zip(names, children)}
 
 
+def checkpoint_model_options(meta: dict, config: "TrainConfig") -> dict:
+    """The keyword arguments that rebuild a checkpoint's model.
+
+    Format 2 stores them, so a run keeps its network even if a later minigan changes what its preset builds;
+    a format-1 checkpoint (written before) gets its preset's current options, which it was trained with
+    unless a preset's architecture changed since.
+    """
+    if meta.get("format", 1) >= 2:
+        options = meta.get("model_options")
+        if not isinstance(options, dict):
+            raise io.CheckpointError("the checkpoint's model_options are missing or not an object")
+        return dict(options)
+    return model_options(config)
+
+
 def model_options(config: TrainConfig) -> dict:
     """Keyword arguments for :func:`minigan.models.build`: the preset's, updated by ``config.model_options``."""
     return {**PRESETS[config.preset].get("model_options", {}).get(config.model, {}), **config.model_options}
@@ -484,8 +495,15 @@ class Trainer:
 
         seeds = _derived_seeds(config.seed)
         try:
-            self.model = models.build(config.model, seeds["model"], **model_options(config))  # on the active backend
-        except TypeError as exc:  # model_options the builder does not take (e.g. from a tampered checkpoint)
+            options = (model_options(config) if checkpoint is None
+                       else checkpoint_model_options(checkpoint[1], config))
+            self.model = models.build(config.model, seeds["model"], **options)  # on the active backend
+            self.model_options = options
+        except (TypeError, ValueError) as exc:  # options the builder does not take (e.g. a tampered checkpoint)
+            if checkpoint is not None:
+                raise io.CheckpointError(f"{config.run_dir / CHECKPOINT_NAME}: its model options "
+                                         f"{str(checkpoint[1].get('model_options'))[:200]} do not build a "
+                                         f"{config.model}: {exc}") from None
             raise ConfigError(f"model options {config.model_options!r} are not valid for {config.model}: {exc}") from None
         # The papers' G starts from the data's pixel marginals (a resumed run overwrites this from its checkpoint).
         models.init_output_bias_from_data(self.model, train.x)
@@ -557,7 +575,7 @@ class Trainer:
         if not path.exists():
             raise ConfigError(f"cannot resume: no checkpoint at {path} (train without --resume first)")
         arrays, meta = io.load_checkpoint(path)
-        if meta.get("format") != CHECKPOINT_FORMAT or "config" not in meta:
+        if meta.get("format") not in READABLE_FORMATS or "config" not in meta:
             raise io.CheckpointError(f"{path} is not a minigan training checkpoint (format {meta.get('format')!r})")
         if not isinstance(meta.get("config"), dict):
             raise io.CheckpointError(f"{path}: the checkpoint's config is not an object")
@@ -608,6 +626,7 @@ class Trainer:
                 rngs[f"{net}.{name}"] = rng.get_state()
         meta = {
             "format": CHECKPOINT_FORMAT,
+            "model_options": self.model_options,
             "minigan": _version(),
             "config": self.config.to_dict(),
             "model": self.config.model,
@@ -1173,7 +1192,9 @@ def load_model(run_dir: str | os.PathLike) -> tuple[models.GANModel, dict]:
     arrays, meta = io.load_checkpoint(path)
     try:
         config = TrainConfig.from_dict(meta["config"])
-        model = models.build(config.model, 0, **model_options(config))
+        if meta.get("format") not in READABLE_FORMATS:
+            raise io.CheckpointError(f"{path} is not a minigan training checkpoint (format {meta.get('format')!r})")
+        model = models.build(config.model, 0, **checkpoint_model_options(meta, config))
         # Fill the weights on the host, then move the whole model (device arrays refuse host assignment).
         backend.to_host(model.G), backend.to_host(model.D)
         for net, layer in (("G", model.G), ("D", model.D)):

@@ -19,21 +19,21 @@ from minigan.train import CHECKPOINT_NAME, TrainConfig, Trainer, TrainingCollaps
 # --------------------------------------------------------------------------------------------------
 
 
-def grid_from(f, rows=10, cols=10, d=16):
+def grid_from(f, rows=10, cols=10, d=12):
     """A (rows*cols, d) grid whose image at (row r, column c) is f(r, c) (row-major, like the trainer's)."""
     return np.array([f(r, c) for r in range(rows) for c in range(cols)], dtype=np.float64)
 
 
 def test_label_share_is_zero_when_rows_repeat_and_one_when_columns_repeat():
     rng = np.random.default_rng(0)
-    by_column = rng.random((10, 16))
-    by_row = rng.random((10, 16))
+    by_column = rng.random((10, 12))
+    by_row = rng.random((10, 12))
     assert health.label_share(grid_from(lambda r, c: by_column[c])) == pytest.approx(0.0, abs=1e-15)  # ignores y
     assert health.label_share(grid_from(lambda r, c: by_row[r])) == pytest.approx(1.0)  # G ignores z exactly
     # Half of each image from the row, half from the column: the label share is the row part's share.
-    both = grid_from(lambda r, c: np.concatenate([by_row[r][:8], by_column[c][8:]]))
-    row_var = by_row[:, :8].var(axis=0).sum()
-    col_var = by_column[:, 8:].var(axis=0).sum()
+    both = grid_from(lambda r, c: np.concatenate([by_row[r][:6], by_column[c][6:]]))
+    row_var = by_row[:, :6].var(axis=0).sum()
+    col_var = by_column[:, 6:].var(axis=0).sum()
     assert health.label_share(both) == pytest.approx(row_var / (row_var + col_var))
 
 
@@ -47,10 +47,10 @@ def test_label_share_is_a_fraction_unchanged_by_brightness_and_contrast(seed, sh
 
 def test_diversity_is_the_variance_across_noise():
     rng = np.random.default_rng(1)
-    by_row = rng.random((10, 16))
+    by_row = rng.random((10, 12))
     assert health.diversity(grid_from(lambda r, c: by_row[r])) == pytest.approx(0.0, abs=1e-15)  # collapsed
-    x = rng.random((100, 16))
-    expected = x.reshape(10, 10, 16).var(axis=1).mean()
+    x = rng.random((100, 12))
+    expected = x.reshape(10, 10, 12).var(axis=1).mean()
     assert health.diversity(x) == pytest.approx(expected)
     assert health.diversity(x, conditional=False) == pytest.approx(x.var(axis=0).mean())
 
@@ -58,7 +58,7 @@ def test_diversity_is_the_variance_across_noise():
 def test_real_diversity_is_within_class_variance():
     rng = np.random.default_rng(2)
     y = np.repeat(np.arange(10), 30)
-    centres = rng.random((10, 16))
+    centres = rng.random((10, 12))
     x = centres[y]                      # every class one image: no variation within a class
     assert health.real_diversity(x, y) == pytest.approx(0.0, abs=1e-15)
     assert health.real_diversity(x, None) > 0  # but plenty across classes
@@ -88,7 +88,7 @@ def test_each_failure_is_found_and_explained():
 
 def test_unconditional_model_has_no_label_check():
     monitor = health.HealthMonitor(conditional=False, reference_diversity=0.1)
-    measures = monitor.measure(np.random.default_rng(3).random((100, 16)))
+    measures = monitor.measure(np.random.default_rng(3).random((100, 12)))
     assert "label_share" not in measures
     assert measures["diversity"] > 0
 
@@ -195,3 +195,20 @@ def test_learning_rate_overrides(tmp_path, isolated_run_env):
     # The paper schedule decays each network's own rate, 0.1 and 0.01, by 1.00004 per update before the last.
     assert rec["lr"] == pytest.approx(0.1 / 1.00004 ** (rec["updates"] - 1))
     assert rec["lr_D"] == pytest.approx(0.01 / 1.00004 ** (rec["updates"] - 1))
+
+
+def test_speckle_does_not_count_as_diversity():
+    # One digit-like blob for every z, each under its own salt-and-pepper speckle (a saturated G): per pixel it
+    # varies as much as real digits, but averaged over 4x4 blocks it is the same image every time.
+    rng = np.random.default_rng(4)
+    blob = np.zeros((28, 28))
+    blob[6:22, 10:18] = 0.5
+    speckled = np.array([(rng.random((28, 28)) < blob).astype(float).ravel() for _ in range(100)])
+    per_pixel = speckled.reshape(10, 10, -1).var(axis=1).mean()
+    assert per_pixel > 0.03
+    assert health.diversity(speckled) < 0.1 * per_pixel
+    # Real variation survives the pooling: shifted blobs differ block by block.
+    shifted = np.array([np.roll(blob, s, axis=1).ravel() for s in range(-5, 5)] * 10)
+    assert health.diversity(shifted, conditional=False) > 0.005
+    assert health.pooled(np.zeros((3, 784))).shape == (3, 49)
+    assert health.pooled(np.zeros((3, 10))).shape == (3, 10)

@@ -85,3 +85,78 @@ def test_label_branch_bias_option():
     m = models.build("cgan", seed=0, g_y_bias=0.5)
     np.testing.assert_array_equal(m.G.params["in.y.0.b"], np.full(1000, 0.5, np.float32))
     assert np.all(models.build("cgan", seed=0).G.params["in.y.0.b"] == 0)  # the paper's default
+
+
+# --------------------------------------------------------------------------------------------------
+# The other CGAN designs (model options; measured in docs/RESULTS.md, not yet a preset's default)
+# --------------------------------------------------------------------------------------------------
+
+DESIGNS = {
+    "paper-leaky-sn": {"g_label": "leaky", "spectral_norm": True, "d_irange": "glorot"},
+    "projection-sn": {"design": "projection", "spectral_norm": True},
+    "bn": {"design": "bn"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(DESIGNS))
+def test_design_objective_gradients_are_exact(name):
+    from minigan.gradcheck import gan_checks
+
+    reports = gan_checks("cgan", batch=3, seed=1, model_options=DESIGNS[name], n_samples=4)
+    assert len(reports) == 4
+    for r in reports:
+        assert r.passed, "\n" + r.table()
+
+
+def test_design_architectures():
+    bn = models.build("cgan", 0, design="bn")
+    assert {k: tuple(v.shape) for k, v in bn.G.params.items() if k.endswith("W")} == {
+        "in.y.W": (10, 10), "h0.W": (110, 256), "h1.W": (256, 512), "h2.W": (512, 1024), "out.W": (1024, 784)}
+    assert sorted(bn.G.buffers) == ["bn1.running_mean", "bn1.running_var", "bn2.running_mean", "bn2.running_var"]
+    assert {k: tuple(v.shape) for k, v in bn.D.params.items() if k.endswith("W")} == {
+        "in.y.W": (10, 10), "h0.W": (794, 512), "h1.W": (512, 512), "h2.W": (512, 512), "out.W": (512, 1)}
+    proj = models.build("cgan", 0, design="projection", spectral_norm=True)
+    assert tuple(proj.D.params["out.E"].shape) == (10, 240)
+    assert sorted(proj.D.buffers) == ["in.x.0.h0.u", "in.x.0.h0.v", "in.x.0.h1.u", "in.x.0.h1.v", "out.u", "out.v"] \
+        or all(k.endswith((".u", ".v")) for k in proj.D.buffers)
+    leaky = models.build("cgan", 0, g_label="leaky")
+    assert type(leaky.G.layers[0].children()["y"].layers[1]).__name__ == "LeakyReLU"
+    # The paper design's names and initial weights do not depend on the new options' existence.
+    assert np.array_equal(leaky.G.params["hidden.W"], models.build("cgan", 0).G.params["hidden.W"])
+    with pytest.raises(TypeError, match="design"):
+        models.build("cgan", 0, design="nope")
+
+
+@pytest.mark.parametrize("name", ["bn", "projection-sn"])
+def test_design_resumes_bit_identically_with_its_buffers(tmp_path, name):
+    """Running statistics and power-iteration vectors are state: a resumed run must continue from them."""
+    import json
+
+    from minigan.data import Dataset, Split
+    from minigan.train import TrainConfig, Trainer
+
+    rng = np.random.default_rng(0)
+    split = lambda n: Split(rng.random((n, 784), dtype=np.float32), rng.integers(0, 10, n).astype(np.int64))  # noqa
+    ds = Dataset("mnist", split(12), split(4), split(4), "synthetic")
+
+    def cfg(out, epochs):
+        return TrainConfig(model="cgan", preset="modern", batch=4, epochs=epochs, out=str(tmp_path / out),
+                           progress=False, model_options=DESIGNS[name])
+
+    straight = Trainer(cfg("a", 2), dataset=ds, log=lambda m: None)
+    straight.run(handle_signals=False)
+    Trainer(cfg("b", 1), dataset=ds, log=lambda m: None).run(handle_signals=False)
+    resumed = Trainer.resume(tmp_path / "b", dataset=ds, log=lambda m: None, epochs=2)
+    resumed.run(handle_signals=False)
+    for net in ("G", "D"):
+        a, b = getattr(straight.model, net), getattr(resumed.model, net)
+        assert a.buffers.keys() == b.buffers.keys()
+        for store in ("params", "buffers"):
+            for k, v in getattr(a, store).items():
+                assert np.array_equal(v, getattr(b, store)[k]), f"{net}.{k}"
+    assert any(getattr(straight.model, net).buffers for net in ("G", "D"))
+    # The checkpoint stores the options it was built with (format 2).
+    from minigan import io
+    _, meta = io.load_checkpoint(tmp_path / "b" / "checkpoint.npz")
+    assert meta["format"] == 2 and {k: meta["model_options"][k] for k in DESIGNS[name]} == DESIGNS[name]
+    json.dumps(meta["model_options"])
