@@ -134,8 +134,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model_options": {"cgan": {"noise": (-3 ** 0.5, 3 ** 0.5), "g_dropout": 0.0, "g_y_bias": 0.5,
                                    "d_y_irange": 3 ** 0.5}},
         # True: the matching-aware term is a second D step per update, on other real images with wrong labels;
-        # "joint": those rows join D's own step (one D step per update, GAN-CLS's weighting). Measured with
-        # this preset's networks (seeds 0, 3, 5, 11, one thread): "joint" collapsed every run in epoch 1.
+        # "joint": those rows join D's own step (one D step per update, GAN-CLS's weighting). With this preset's
+        # networks, a joint step on the D step's *own* images with wrong labels collapsed G in epoch 1 on seeds
+        # 0, 3, 5 and 11 (one thread); the joint step on other images is measured in docs/RESULTS.md.
         "matching_aware": {"cgan": True},
         "lr_G": {"cgan": 2e-3},
         "lr_D": {"cgan": 4e-4},
