@@ -424,6 +424,11 @@ def checkpoint_model_options(meta: dict, config: "TrainConfig") -> dict:
         options = meta.get("model_options")
         if not isinstance(options, dict):
             raise io.CheckpointError("the checkpoint's model_options are missing or not an object")
+        # The config's own model options were merged into them when the run began: they must agree.
+        given = config.model_options
+        if not isinstance(given, dict) or any(k not in options or options[k] != v for k, v in given.items()):
+            raise io.CheckpointError(f"the checkpoint's config.model_options {str(given)[:200]} disagree with the "
+                                     f"model options it was built with {str(options)[:200]}")
         return dict(options)
     return model_options(config)
 
