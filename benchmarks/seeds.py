@@ -20,6 +20,7 @@ Examples::
     python benchmarks/seeds.py --seeds 0-9 --epochs 5 --threads 1 --json benchmarks/seeds_5ep_1thread.json
     python benchmarks/seeds.py --seeds 0-9 --epochs 15 --parzen
     python benchmarks/seeds.py --seeds 0-4 --epochs 2 -- --model cgan --preset paper   # any train options
+    python benchmarks/seeds.py --render benchmarks/results/seeds/FILE.json              # docs' Markdown table
 
 Runs go to ``--out`` (default ``benchmarks/out/seeds``, ignored by git); each seed's run directory is removed
 first so every run is fresh. Independent runs are trained ``--jobs`` at a time (default: one per two cores,
@@ -146,6 +147,29 @@ def table(rows: list[dict], parzen: bool) -> str:
     return "\n".join(lines)
 
 
+def markdown(doc: dict) -> str:
+    """The Markdown table and summary line docs/RESULTS.md shows for one JSON written by ``--json``."""
+    rows, summ = doc["rows"], doc["summary"]
+    lines = ["| seed | label accuracy | worst class | FID (× real) | D(G(z)), last epoch | monitor | passes |",
+             "|---:|---:|---:|---:|---:|---|---|"]
+    for r in rows:
+        fid = f"{r['fid']:.1f} ({r['fid_ratio']:.1f}×)" if "fid" in r else "-"
+        acc = f"{100 * r['accuracy']:.1f}%" if "accuracy" in r else "-"
+        worst = f"{100 * r['worst_class']:.1f}%" if "worst_class" in r else "-"
+        flags = ", ".join(r.get("health") or []) or "-"
+        if r.get("health_first_epoch"):
+            flags += f" (from epoch {r['health_first_epoch']})"
+        lines.append(f"| {r['seed']} | {acc} | {worst} | {fid} | {r.get('D_G_z', float('nan')):.3f} | {flags} | "
+                     f"{'yes' if r.get('passed') else 'no'} |")
+    a, w, f = summ["accuracy"], summ["worst_class"], summ["fid_ratio"]
+    lines.append("")
+    lines.append(f"{summ['passed']} of {summ['runs']} seeds pass; label accuracy median {100 * a['median']:.1f}% "
+                 f"(worst seed {100 * a['worst']:.1f}%), worst class median {100 * w['median']:.1f}% (worst seed "
+                 f"{100 * w['worst']:.1f}%), FID median {f['median']:.1f}× real (worst seed {f['worst']:.1f}×); "
+                 f"the monitor flagged {summ['flagged']}, D won in {summ['d_won']}.")
+    return "\n".join(lines)
+
+
 def summary(rows: list[dict]) -> dict:
     def stat(key, worst):
         values = sorted(r[key] for r in rows if r.get(key) is not None)
@@ -169,6 +193,9 @@ def summary(rows: list[dict]) -> dict:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--render"]:  # python benchmarks/seeds.py --render FILE.json: the docs' table, again
+        print(markdown(json.loads(Path(argv[1]).read_text())))
+        return 0
     extra: list[str] = []
     if "--" in argv:
         i = argv.index("--")

@@ -1,0 +1,53 @@
+"""benchmarks/seeds.py's bookkeeping: seed ranges, the pass rule, the summary and the docs' table (no training)."""
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+_spec = importlib.util.spec_from_file_location("seeds", Path(__file__).parents[1] / "benchmarks" / "seeds.py")
+seeds = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(seeds)
+
+
+def test_parse_seeds():
+    assert seeds.parse_seeds("0-3,11, 2") == [0, 1, 2, 3, 11]
+    assert seeds.parse_seeds("7") == [7]
+    for bad in ("", "3-1", "-2"):
+        with pytest.raises((argparse.ArgumentTypeError, ValueError)):
+            seeds.parse_seeds(bad)
+
+
+CRITERIA = argparse.Namespace(min_accuracy=0.97, min_class=0.90, max_fid_ratio=8.0, min_parzen=132.0, parzen=False)
+
+
+def row(seed, acc, worst, ratio, **kw):
+    return {"seed": seed, "accuracy": acc, "worst_class": worst, "fid": 1.7 * ratio, "fid_ratio": ratio,
+            "D_G_z": 0.3, **kw}
+
+
+@pytest.mark.parametrize("r,ok", [
+    (row(0, 0.99, 0.95, 5.0), True),
+    (row(1, 0.96, 0.95, 5.0), False),          # accuracy below 97%
+    (row(2, 0.99, 0.89, 5.0), False),          # one class below 90%
+    (row(3, 0.99, 0.95, 8.5), False),          # FID above 8x real
+    (row(4, 0.99, 0.95, 5.0, error="boom"), False),
+])
+def test_pass_rule(r, ok):
+    assert seeds.passes(r, CRITERIA) is ok
+
+
+def test_summary_and_markdown():
+    rows = [dict(row(0, 0.99, 0.95, 5.0), passed=True),
+            dict(row(1, 0.10, 0.00, 60.0), passed=False, health=["ignores_label"], health_first_epoch=1, d_won=False),
+            dict(row(2, 0.98, 0.93, 7.0), passed=True)]
+    summ = seeds.summary(rows)
+    assert (summ["passed"], summ["runs"], summ["flagged"]) == (2, 3, 1)
+    assert summ["accuracy"] == {"median": 0.98, "worst": 0.10}
+    assert summ["fid_ratio"] == {"median": 7.0, "worst": 60.0}
+    text = seeds.markdown({"rows": rows, "summary": summ})
+    assert "| 1 | 10.0% | 0.0% | 102.0 (60.0×) | 0.300 | ignores_label (from epoch 1) | no |" in text
+    assert text.endswith("2 of 3 seeds pass; label accuracy median 98.0% (worst seed 10.0%), worst class median "
+                         "93.0% (worst seed 0.0%), FID median 7.0× real (worst seed 60.0×); the monitor flagged 1, "
+                         "D won in 0.")
