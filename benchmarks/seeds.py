@@ -79,8 +79,16 @@ def run_seed(seed: int, args, extra: list[str]) -> dict:
     train = subprocess.run([sys.executable, "-m", "minigan", "train", "--seed", str(seed), "--epochs",
                             str(args.epochs), "--out", str(run_dir), "--no-progress", *extra],
                            env=env, capture_output=True, text=True)
-    row: dict = {"seed": seed, "train_exit": train.returncode, "train_seconds": time.perf_counter() - t0}
-    (run_dir.mkdir(parents=True, exist_ok=True), (run_dir / "train.log").write_text(train.stdout + train.stderr))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "train.log").write_text(train.stdout + train.stderr)
+    return score_run(seed, run_dir, args, train.returncode, time.perf_counter() - t0, train.stderr)
+
+
+def score_run(seed: int, run_dir: Path, args, train_exit: int = 0, train_seconds: float | None = None,
+              stderr: str = "") -> dict:
+    """Score a finished run directory: its metrics.jsonl, then ``minigan eval --classifier`` (one row)."""
+    env = _env(args.threads)
+    row: dict = {"seed": seed, "train_exit": train_exit, "train_seconds": train_seconds}
     records = []
     if (run_dir / "metrics.jsonl").exists():
         records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -91,8 +99,8 @@ def run_seed(seed: int, args, extra: list[str]) -> dict:
         row["d_won"] = last["D_G_z"] < D_WON_BELOW
         row["health"] = sorted({flag["kind"] for r in records for flag in r.get("health", [])})
         row["health_first_epoch"] = next((r["epoch"] for r in records if r.get("health")), None)
-    if train.returncode != 0 and not records:
-        row["error"] = (train.stderr.strip().splitlines() or ["?"])[-1]
+    if train_exit != 0 and not records:
+        row["error"] = (stderr.strip().splitlines() or ["?"])[-1]
         return row
     cmd = [sys.executable, "-m", "minigan", "eval", str(run_dir), "--classifier"] + (["--parzen"] if args.parzen else [])
     ev = subprocess.run(cmd, env=env, capture_output=True, text=True)

@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr-G", dest="lr_G", type=_positive_float, default=None, metavar="LR",
                    help="G's learning rate (default: the preset's; modern cgan 2e-3)")
     t.add_argument("--lr-D", dest="lr_D", type=_positive_float, default=None, metavar="LR",
-                   help="D's learning rate (default: the preset's; modern cgan 4e-4)")
+                   help="D's learning rate (default: the preset's; modern cgan 4e-3)")
     t.add_argument("--stop-on-collapse", action="store_true", default=None,
                    help="stop with exit code 4 when the health monitor finds a failed run (D won, G ignores its "
                         "label, collapsed samples), keeping the last checkpoint without a finding")
