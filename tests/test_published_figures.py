@@ -196,3 +196,33 @@ def test_results_page_table_is_the_committed_json():
             f"{r['minigan_over_floor']:.2f}", f"{r['torch_over_minigan']:.2f}",
             f"{abs(less):.0f}% {'less' if less >= 0 else 'more'}", f"{r['floor_gflops']:.0f}",
             f"{doc['load_average_1min_after']:.2f}"], p.name
+
+
+# --------------------------------------------------------------------------------------------------
+# The main job's quality: README.md and docs/RESULTS.md quote benchmarks/seeds.py's committed JSON
+# --------------------------------------------------------------------------------------------------
+
+SEEDS = REPO / "benchmarks" / "results" / "seeds"
+
+
+def _seeds_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("seeds_benchmark", REPO / "benchmarks" / "seeds.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_main_job_figures_come_from_the_seed_benchmark():
+    seeds = _seeds_module()
+    doc = json.loads((SEEDS / "modern-5ep-seeds20-29.json").read_text())
+    assert doc["epochs"] == 5 and doc["threads"] == "default" and len(doc["rows"]) == 10
+    rendered = seeds.markdown(doc)
+    results = (REPO / "docs" / "RESULTS.md").read_text()
+    assert rendered in results, "docs/RESULTS.md should hold `seeds.py --render` of the committed JSON verbatim"
+    summary_line = rendered.splitlines()[-1]
+    assert summary_line in prose("README.md"), "README.md should quote the benchmark's summary line"
+    before = json.loads((SEEDS / "modern-lrD4e-4-5ep-seed0.json").read_text())["rows"][0]
+    phrase = f"label accuracy {100 * before['accuracy']:.1f}%, FID {before['fid']:.1f}"
+    assert phrase in " ".join(results.split()), f"docs/RESULTS.md should say {phrase!r}"
