@@ -223,6 +223,9 @@ def test_main_job_figures_come_from_the_seed_benchmark():
     assert rendered in results, "docs/RESULTS.md should hold `seeds.py --render` of the committed JSON verbatim"
     summary_line = rendered.splitlines()[-1]
     assert summary_line in prose("README.md"), "README.md should quote the benchmark's summary line"
+    one_thread = json.loads((SEEDS / "modern-5ep-seeds30-39-1thread.json").read_text())
+    assert one_thread["threads"] == 1 and len(one_thread["rows"]) == 10
+    assert seeds.markdown(one_thread) in results
     before = json.loads((SEEDS / "modern-lrD4e-4-5ep-seed0.json").read_text())["rows"][0]
     phrase = f"label accuracy {100 * before['accuracy']:.1f}%, FID {before['fid']:.1f}"
     assert phrase in " ".join(results.split()), f"docs/RESULTS.md should say {phrase!r}"
