@@ -393,3 +393,30 @@ def test_layer_buffers_go_into_checkpoints_and_come_back(tmp_path, numpy_backend
     io.save_checkpoint(path, arrays, meta)
     with pytest.raises(io.CheckpointError, match="buffers of D do not match.*missing \\['bn.running_var'\\]"):
         Trainer.resume(tmp_path / "run", dataset=ds, log=quiet)
+
+
+def test_joint_matching_aware_step_is_one_d_step_on_three_kinds_of_rows(tmp_path, numpy_backend, monkeypatch):
+    """``"matching_aware": "joint"``: the wrong-label rows join D's own step, so D takes one step per update."""
+    from minigan import objective, train
+
+    monkeypatch.setitem(train.PRESETS, "modern", {**train.PRESETS["modern"], "matching_aware": {"cgan": "joint"}})
+    seen = []
+    original = objective.discriminator_step
+
+    def spy(D, x_real, x_fake, y_real=None, y_fake=None, **kw):
+        b = x_real.shape[0]
+        seen.append((b, x_fake.shape[0], x_fake[b:].copy(), y_fake.argmax(axis=1)[b:].copy()))
+        return original(D, x_real, x_fake, y_real, y_fake, **kw)
+
+    monkeypatch.setattr(objective, "discriminator_step", spy)
+    ds = tiny_dataset(12)
+    t = Trainer(config(tmp_path, epochs=1), dataset=ds, log=quiet)
+    assert t.run().updates == 3
+    assert t.opt_D.steps == 3 and t.opt_G.steps == 3
+    assert len(seen) == 3
+    for n_real, n_rows, images, labels in seen:
+        # B real rows, then B fakes and B training images paired with a label that is not their own.
+        assert (n_real, n_rows) == (4, 8)
+        for image, label in zip(images, labels):
+            index = int(np.flatnonzero((ds.train.x == image).all(axis=1))[0])
+            assert label != ds.train.y[index]
