@@ -915,37 +915,35 @@ class Trainer:
         self.step_in_epoch += 1
         self.updates += 1
 
-    def _joint_matching_aware_step(self, x_real, x_fake, y_real):
-        r"""D's step with the matching-aware negatives in the same pass: the real batch again, with wrong labels.
+    def _mismatched_pairs(self, batch: int):
+        """``batch`` random training images (device rows), and one-hot labels that differ from each one's own.
 
-        The fake half of D's loss then averages over G's samples and the mismatched pairs, GAN-CLS's
-        :math:`\tfrac12[\mathrm{BCE}(1, D(x,y)) + \tfrac12(\mathrm{BCE}(0, D(G(z),y)) + \mathrm{BCE}(0, D(x,y')))]`.
-        One D step per update, as in Algorithm 1 with k = 1 (a separate step would give D two).
-        """
-        m, gen = self.model, self.noise_rng.host
-        xp = backend.get_array_module(x_real)
-        B = x_real.shape[0]
-        rows = gen.integers(0, self.n_train, B)
-        wrong = (self._labels_host[rows] + gen.integers(1, m.n_classes, B)) % m.n_classes
-        rows_on_device = backend.to_device(rows)
-        l_d, logits, _ = objective.discriminator_step(
-            m.D, x_real, xp.concatenate([x_fake, self.x_train[rows_on_device]]), y_real,
-            xp.concatenate([y_real, m.one_hot(wrong)]), train=True)
-        return l_d, logits[:2 * B]
-
-    def _matching_aware_step(self, batch: int) -> None:
-        """One D update on other real images with their labels (real) and with wrong labels (fake).
-
-        The rows and the wrong labels are drawn from the noise generator's host stream, whose state every
-        checkpoint saves, so a resumed run draws them again exactly.
+        Drawn from the noise generator's host stream, whose state every checkpoint saves, so a resumed run draws
+        them again exactly.
         """
         m, gen = self.model, self.noise_rng.host
         rows = gen.integers(0, self.n_train, batch)
-        labels = self._labels_host[rows]
-        wrong = (labels + gen.integers(1, m.n_classes, batch)) % m.n_classes
-        rows_on_device = backend.to_device(rows)
-        objective.matching_aware_step(m.D, self.x_train[rows_on_device], self.y_train[rows_on_device],
-                                      m.one_hot(wrong), train=True)
+        wrong = (self._labels_host[rows] + gen.integers(1, m.n_classes, batch)) % m.n_classes
+        return backend.to_device(rows), m.one_hot(wrong)
+
+    def _joint_matching_aware_step(self, x_real, x_fake, y_real):
+        r"""D's step with the matching-aware negatives in the same pass: other real images, with wrong labels.
+
+        The fake half of D's loss then averages over G's samples and the mismatched pairs, GAN-CLS's
+        :math:`\tfrac12[\mathrm{BCE}(1, D(x,y)) + \tfrac12(\mathrm{BCE}(0, D(G(z),y)) + \mathrm{BCE}(0, D(x',y')))]`.
+        One D step per update, as in Algorithm 1 with k = 1 (a separate step would give D two).
+        """
+        xp = backend.get_array_module(x_real)
+        rows, wrong = self._mismatched_pairs(x_real.shape[0])
+        l_d, logits, _ = objective.discriminator_step(
+            self.model.D, x_real, xp.concatenate([x_fake, self.x_train[rows]]), y_real,
+            xp.concatenate([y_real, wrong]), train=True)
+        return l_d, logits[:2 * x_real.shape[0]]
+
+    def _matching_aware_step(self, batch: int) -> None:
+        """One D update on other real images with their labels (real) and with wrong labels (fake)."""
+        rows, wrong = self._mismatched_pairs(batch)
+        objective.matching_aware_step(self.model.D, self.x_train[rows], self.y_train[rows], wrong, train=True)
         self.opt_D.step()
 
     # -- metrics: device buffer, read back once per interval ----------------------------------------------

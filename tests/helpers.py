@@ -23,3 +23,15 @@ def write_idx_dir(directory: Path, n_train: int = 30, n_test: int = 6, seed: int
         header = bytes((0, 0, 0x08, arr.ndim)) + struct.pack(f">{arr.ndim}I", *arr.shape)
         (directory / f"{name}.gz").write_bytes(gzip.compress(header + arr.tobytes(), mtime=0))
     return directory
+
+
+def tiny_dataset(n_train: int = 20, seed: int = 0):
+    """Random images in [0, 1] with labels 0..9: enough to exercise every code path of the trainer."""
+    from minigan.data import Dataset, Split
+
+    rng = np.random.default_rng(seed)
+
+    def split(n):
+        return Split(rng.random((n, 784), dtype=np.float32), rng.integers(0, 10, n).astype(np.int64))
+
+    return Dataset("mnist", split(n_train), split(4), split(4), "synthetic")

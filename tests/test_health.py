@@ -9,9 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import write_idx_dir
+from helpers import tiny_dataset, write_idx_dir
 from minigan import cli, health
-from minigan.data import Dataset, Split
 from minigan.train import CHECKPOINT_NAME, TrainConfig, Trainer, TrainingCollapsed
 
 # --------------------------------------------------------------------------------------------------
@@ -101,15 +100,6 @@ def test_thresholds_are_what_the_findings_use():
 # --------------------------------------------------------------------------------------------------
 # The trainer: measures in metrics.jsonl, warnings on the console, --stop-on-collapse
 # --------------------------------------------------------------------------------------------------
-
-
-def tiny_dataset(n_train: int = 20, seed: int = 0) -> Dataset:
-    rng = np.random.default_rng(seed)
-
-    def split(n):
-        return Split(rng.random((n, 784), dtype=np.float32), rng.integers(0, 10, n).astype(np.int64))
-
-    return Dataset("mnist", split(n_train), split(4), split(4), "synthetic")
 
 
 def make_config(tmp_path, **kw):

@@ -131,12 +131,10 @@ def test_design_resumes_bit_identically_with_its_buffers(tmp_path, name):
     """Running statistics and power-iteration vectors are state: a resumed run must continue from them."""
     import json
 
-    from minigan.data import Dataset, Split
+    from helpers import tiny_dataset
     from minigan.train import TrainConfig, Trainer
 
-    rng = np.random.default_rng(0)
-    split = lambda n: Split(rng.random((n, 784), dtype=np.float32), rng.integers(0, 10, n).astype(np.int64))  # noqa
-    ds = Dataset("mnist", split(12), split(4), split(4), "synthetic")
+    ds = tiny_dataset(12)
 
     def cfg(out, epochs):
         return TrainConfig(model="cgan", preset="modern", batch=4, epochs=epochs, out=str(tmp_path / out),

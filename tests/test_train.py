@@ -13,20 +13,10 @@ import signal
 import numpy as np
 import pytest
 
+from helpers import tiny_dataset
 from minigan import backend, io
-from minigan.data import Dataset, Split
 from minigan.train import (CHECKPOINT_NAME, ConfigError, TrainConfig, Trainer, TrainingDiverged, load_model,
                            sample, write_samples)
-
-
-def tiny_dataset(n_train: int = 20, seed: int = 0) -> Dataset:
-    """Random images in [0, 1] with labels 0..9: enough to exercise every code path of the trainer."""
-    rng = np.random.default_rng(seed)
-
-    def split(n):
-        return Split(rng.random((n, 784), dtype=np.float32), rng.integers(0, 10, n).astype(np.int64))
-
-    return Dataset("mnist", split(n_train), split(4), split(4), "synthetic")
 
 
 def config(tmp_path, name="run", **kw) -> TrainConfig:
