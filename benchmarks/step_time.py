@@ -24,13 +24,38 @@ G backward on B rows. The PyTorch reference implements the alternating iteration
 Contenders are interleaved (minigan, floor, torch, minigan, ...) and each reports the median of its samples, so
 the ratios compare the same minutes of a shared, noisy machine.
 
+Threads: every contender and the floor run at the same BLAS thread count, in one process. The default is the
+machine's default (normally all cores: what a user gets); ``--threads N`` sets it (threadpoolctl when installed,
+else the BLAS variables and one re-execution of this script), and PyTorch's intra-op threads follow it.
+
+GPU (``--device gpu``): minigan on the CuPy backend, the floor's products on CuPy, PyTorch eager on CUDA (TF32
+off, as CuPy's default), the device synchronised (``cudaDeviceSynchronize``) before every clock read, 10
+iterations per timed sample. On both devices a square SGEMM (``--sgemm-n``, 8192 on the GPU) is timed after
+the contenders: ``minigan_over_sgemm`` is minigan's achieved rate (the iteration's product FLOPs / its time) as
+a fraction of that rate. The GPU targets: ``torch_over_minigan`` ≥ 1 at batch 100, ``minigan_over_sgemm`` ≥ 0.6
+at batch ≥ 8192.
+
+End to end (``--e2e``): whole updates of :class:`minigan.train.Trainer`, built and run only through the public
+``TrainConfig`` / ``Trainer(config).run(on_step=...)``, so data gathering, schedules, the metrics read-back,
+logging and epoch ends (sample grid, health check, checkpoint) are all in. One run of ``--e2e-steps`` updates;
+the clock covers updates ``--e2e-warmup``+1 .. ``--e2e-steps`` (the on_step callback reads it after updates
+100 and 400 by default). That is the same quantity as timing the CLI from outside,
+``(T(--steps 400) - T(--steps 100)) / 300``: both runs pay the same start-up (imports, data, model) and the same
+end (final checkpoint), which cancel, and leave the 300 updates in between. ``--cli`` measures that too and
+reports ``trainer_over_cli``. The floor (the same products, ``matching_aware`` for the ``modern`` CGAN's extra
+D step) runs every ``--floor-every`` updates on a paused clock. Data: synthetic IDX files of MNIST's sizes by
+default (same shapes and epoch length as MNIST; speed does not depend on the pixels).
+
 Usage::
 
     python benchmarks/step_time.py --model cgan --batch 100 --iters 200 [--device cpu|gpu] [--json]
+    python benchmarks/step_time.py --batch 100 --threads 1                 # one BLAS thread, floor too
     python benchmarks/step_time.py --batch 100 --mem-iters 1000     # + RSS growth over 1,000 iterations
+    python benchmarks/step_time.py --e2e --preset paper --batch 100 --cli  # Trainer updates 101..400, + the CLI
 
 With ``--json`` the last line printed is one JSON object (``minigan_s``, ``floor_s``, ``torch_s``, ``batch``,
-``device``, ratios, memory).
+``device``, ``threads``, ratios, ``sgemm``, memory; in ``--e2e`` mode ``trainer_s``, ``floor_s``,
+``trainer_over_floor`` and ``cli``).
 """
 
 from __future__ import annotations
@@ -47,41 +72,92 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # run from a checkout without installing
 
+import numpy as np  # noqa: E402
 
-def _parse(argv=None):
+from minigan import backend, models, objective, optim  # noqa: E402
+from minigan.layers import Join, Layer, Linear, Sequential  # noqa: E402
+
+
+
+def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="cgan", choices=["cgan"])
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
-    ap.add_argument("--update", default="alternating", choices=["alternating", "simultaneous"],
-                    help="the iteration timed: Algorithm 1 (default; the issue's and PyTorch's) or the paper "
-                         "presets' one-pass update")
+    ap.add_argument("--update", default=None, choices=["alternating", "simultaneous"],
+                    help="the iteration timed: Algorithm 1 (the default of the bare step; the issue's and "
+                         "PyTorch's) or the paper presets' one-pass update; with --e2e the default is the preset's")
     ap.add_argument("--iters", type=int, default=100, help="timed samples per contender (after warm-up)")
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--inner", type=int, default=None,
                     help="iterations per timed sample (default 1 on cpu, 10 on gpu: one sync per sample)")
     ap.add_argument("--threads", type=int, default=None,
-                    help="BLAS / torch threads (default: what numpy's BLAS uses, i.e. the core count)")
+                    help="BLAS / torch threads for every contender and the floor (default: the machine's default "
+                         "BLAS thread count, normally all cores, which is what users get)")
     ap.add_argument("--no-torch", action="store_true", help="skip PyTorch even when installed")
+    ap.add_argument("--sgemm-n", type=int, default=None,
+                    help="size of the square SGEMM whose rate is measured alongside (default 8192 on gpu, 1024 on "
+                         "cpu; 0 = skip)")
     ap.add_argument("--mem-iters", type=int, default=0,
                     help="also measure memory: peak RSS and RSS growth between iteration 100 and this one "
                          "(in a fresh process per contender; 0 = skip)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--list-products", action="store_true", help="print the floor's products and exit")
+    e2e = ap.add_argument_group("end-to-end mode (--e2e): Trainer updates through the public API")
+    e2e.add_argument("--e2e", action="store_true",
+                     help="time whole Trainer updates (data gathering, schedules, metrics read-back, logging, "
+                          "epoch ends) instead of the bare iteration")
+    e2e.add_argument("--preset", default="paper", choices=["paper", "modern"], help="preset of the e2e run")
+    e2e.add_argument("--e2e-warmup", type=int, default=100, help="updates before the timed window")
+    e2e.add_argument("--e2e-steps", type=int, default=400, help="the run's last update (the window's end)")
+    e2e.add_argument("--floor-every", type=int, default=25,
+                     help="run the floor once every this many updates inside the window (paused clock)")
+    e2e.add_argument("--data", default="synthetic", metavar="synthetic|cache|DIR",
+                     help="e2e training data: 'synthetic' IDX files of MNIST's size (default; no download), "
+                          "'cache' (minigan's data sources), or a directory of IDX files")
+    e2e.add_argument("--cli", action="store_true",
+                     help="also time `python -m minigan train` from outside at --e2e-warmup and --e2e-steps "
+                          "updates: (T(steps) - T(warmup)) / (steps - warmup), for the agreement check")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--_mem", choices=["minigan", "torch"], help=argparse.SUPPRESS)
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.e2e and args.e2e_steps <= args.e2e_warmup:
+        ap.error("--e2e-steps must exceed --e2e-warmup")
+    if args.e2e and args._mem:
+        ap.error("--e2e does not take --_mem")
+    return args
 
 
-ARGS = _parse()
-if ARGS.threads is not None:  # must be set before numpy (OpenBLAS) is imported
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(ARGS.threads)
+#: Marks a process that re-executed itself with the BLAS variables set (no threadpoolctl): never loop.
+_REEXEC_MARK = "MINIGAN_BENCH_THREADS_SET"
+BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+_limits = None  # the threadpoolctl controller in force (kept alive for the process)
 
-import numpy as np  # noqa: E402
 
-from minigan import backend, models, objective, optim  # noqa: E402
-from minigan.layers import Join, Layer, Linear, Sequential  # noqa: E402
+def apply_threads(threads: int | None, argv=None, execv=os.execv) -> int:
+    """Put numpy's BLAS at ``threads`` for this process (and its children); return the count in force.
+
+    ``None`` leaves the machine's default (normally all cores: what users get) and returns it. With
+    threadpoolctl the limit is set in this process directly; without it the BLAS variables are set and the script
+    re-executes itself once, since OpenBLAS reads them only when it loads. The floor runs in this same process,
+    so it is always measured at the contender's thread count. Child processes inherit the variables.
+    """
+    global _limits
+    if threads is None:
+        return blas_threads()
+    for var in BLAS_ENV:
+        os.environ[var] = str(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        if os.environ.get(_REEXEC_MARK) != str(threads):
+            os.environ[_REEXEC_MARK] = str(threads)
+            argv = sys.argv[1:] if argv is None else list(argv)
+            execv(sys.executable, [sys.executable, os.path.abspath(__file__), *argv])
+        return threads
+    _limits = threadpool_limits(threads, user_api="blas")
+    return blas_threads()
+
 
 # --------------------------------------------------------------------------------------------------
 # The floor: the products one iteration must do
@@ -114,8 +190,11 @@ def linear_layers(layer: Layer, source="data"):
     return [], source  # an activation or dropout: passes its input's source through
 
 
-def products(model, B: int, update: str = "alternating"):
+def products(model, B: int, update: str = "alternating", matching_aware: bool = False):
     """The matrix products of one iteration: ``[(label, (m, k), (k, n), a_transposed, b_transposed), ...]``.
+
+    ``matching_aware`` adds the ``modern`` CGAN's second D step per update (real images with their labels and
+    with wrong labels: D forward, dW and D's inner dx on 2B rows), which the end-to-end mode times.
 
     ``x @ W`` is (rows, in) @ (in, out); ``dW = x.T @ dout`` is (in, rows) @ (rows, out) with x.T a transposed
     view; ``dx = dout @ W.T`` is (rows, out) @ (out, in) with W.T a transposed view.
@@ -143,11 +222,17 @@ def products(model, B: int, update: str = "alternating"):
         bwd(D, 2 * B, "D (G's loss)", dW=False, dx_wanted=lambda src: src is None or src == 0)
         bwd(D, 2 * B, "D (D's loss)", dW=True, dx_wanted=lambda src: False)
         bwd(G, B, "G", dW=True, dx_wanted=lambda src: src is None)
+        if matching_aware:
+            fwd(D, 2 * B, "MA D")
+            bwd(D, 2 * B, "MA D", dW=True, dx_wanted=lambda src: src is None)
         return out
     # D step
     fwd(G, B, "Dstep G")
     fwd(D, 2 * B, "Dstep D")
     bwd(D, 2 * B, "Dstep D", dW=True, dx_wanted=lambda src: src is None)
+    if matching_aware:
+        fwd(D, 2 * B, "MA D")
+        bwd(D, 2 * B, "MA D", dW=True, dx_wanted=lambda src: src is None)
     # G step
     fwd(G, B, "Gstep G")
     fwd(D, B, "Gstep D")
@@ -159,12 +244,12 @@ def products(model, B: int, update: str = "alternating"):
 class Floor:
     """The products of :func:`products`, bare, on preallocated operands of the active backend."""
 
-    def __init__(self, model, B: int, seed: int = 0, update: str = "alternating"):
+    def __init__(self, model, B: int, seed: int = 0, update: str = "alternating", matching_aware: bool = False):
         xp = backend.xp()
         rng = np.random.default_rng(seed)
         self.matmul = xp.matmul
         self.ops = []
-        self.list = products(model, B, update)
+        self.list = products(model, B, update, matching_aware)
         for _, (m, k), (k2, n), ta, tb in self.list:
             def operand(r, c, transposed):
                 host = rng.uniform(-1, 1, (c, r) if transposed else (r, c)).astype(np.float32)
@@ -291,9 +376,63 @@ def make_torch_step(mg_model, B, x_pool, labels, device, threads, seed):
     from torch_reference import TorchCGANStep
 
     torch.set_num_threads(threads)
+    if device == "gpu":  # full float32 products, as CuPy's default (CUPY_TF32 unset): no TF32 shortcut
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     step = TorchCGANStep(mg_model, B, x_pool, labels, device=device, seed=seed)
     sync = torch.cuda.synchronize if device == "gpu" else (lambda: None)
     return step, sync
+
+
+def device_sync(device: str):
+    """The function to call before reading a clock: waits for *all* queued device work (no-op on the CPU).
+
+    ``cudaDeviceSynchronize`` rather than one stream's synchronize, so work that CuPy or PyTorch queued on any
+    stream is finished when the clock is read.
+    """
+    if device != "gpu":
+        return lambda: None
+    cupy = backend.xp()  # the active backend is CuPy here (a benchmark may see it; minigan itself may not)
+    return cupy.cuda.runtime.deviceSynchronize
+
+
+def sgemm_rate(n: int, reps: int, device: str, seed: int = 0) -> dict:
+    """GFLOP/s of a square float32 ``n x n`` product on the active backend (and PyTorch's, on the GPU).
+
+    The rate the bare products of a layer could reach at best: the GPU target compares minigan's achieved
+    rate (the iteration's product FLOPs / its time) with this. Median of ``reps`` products after two warm-ups;
+    the device is synchronised around each one.
+    """
+    rng = np.random.default_rng(seed)
+    host = rng.uniform(-1, 1, (2, n, n)).astype(np.float32)
+    a, b = backend.to_device(host[0]), backend.to_device(host[1])
+    c = backend.to_device(np.zeros((n, n), np.float32))
+    mm, sync = backend.xp().matmul, device_sync(device)
+
+    def timed(fn):
+        for _ in range(2):
+            fn()
+        sync()
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times.append(time.perf_counter() - t0)
+        return 2.0 * n ** 3 / statistics.median(times) / 1e9
+
+    out = {"n": n, "reps": reps, "gflops": timed(lambda: mm(a, b, out=c))}
+    del a, b, c
+    if device == "gpu":
+        out["cupy_tf32"] = os.environ.get("CUPY_TF32", "0")
+        if have_torch():
+            import torch
+            torch.backends.cuda.matmul.allow_tf32 = False
+            ta, tb = (torch.from_numpy(h).cuda() for h in host)
+            tc = torch.empty_like(ta)
+            out["torch_gflops"] = timed(lambda: torch.matmul(ta, tb, out=tc))
+            del ta, tb, tc
+    return out
 
 
 def interleaved(contenders: dict, iters: int, warmup: int, inner: int) -> dict:
@@ -358,7 +497,7 @@ def measure_memory(which: str, args) -> dict | None:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def machine() -> dict:
+def machine(device: str = "cpu") -> dict:
     model = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -369,20 +508,192 @@ def machine() -> dict:
     except OSError:
         pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": model, "cores": cores, "numpy": np.__version__, "python": platform.python_version()}
+    out = {"cpu": model, "cores": cores, "numpy": np.__version__, "python": platform.python_version()}
+    try:
+        out["load_avg_1min"] = os.getloadavg()[0]
+    except OSError:
+        pass
+    if device == "gpu":
+        cupy = backend.xp()
+        props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+        name = props["name"]
+        out.update(gpu=name.decode() if isinstance(name, bytes) else str(name), cupy=cupy.__version__,
+                   cuda_runtime=cupy.cuda.runtime.runtimeGetVersion())
+    return out
 
 
-def main(args) -> dict:
+# --------------------------------------------------------------------------------------------------
+# End to end: whole Trainer updates through the public API
+# --------------------------------------------------------------------------------------------------
+
+
+def write_synthetic_idx(directory: str, n_train: int = 60_000, n_test: int = 10_000, seed: int = 0) -> str:
+    """The four MNIST IDX files (uncompressed, uint8) with random pixels and labels, MNIST's sizes.
+
+    Through ``--data`` they give the trainer MNIST's shapes and epoch length (50,000 training images after the
+    validation split) on any machine, without a download; speed does not depend on the pixel values.
+    """
+    import struct
+
+    os.makedirs(directory, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+              "train-labels-idx1-ubyte": rng.integers(0, 10, n_train, dtype=np.uint8),
+              "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+              "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test, dtype=np.uint8)}
+    for name, arr in arrays.items():
+        header = bytes((0, 0, 0x08, arr.ndim)) + struct.pack(f">{arr.ndim}I", *arr.shape)
+        with open(os.path.join(directory, name), "wb") as f:
+            f.write(header + arr.tobytes())
+    return directory
+
+
+class WindowTimer:
+    """The ``on_step`` callback of the end-to-end mode.
+
+    The window opens when update ``warmup`` has finished and closes when update ``steps`` has: its length is
+    exactly what ``T(steps) - T(warmup)`` measures from outside (both runs pay the same start-up and final
+    checkpoint, which cancel). Every ``floor_every`` updates inside the window the clock is paused (after a
+    device sync) and the floor runs once, so trainer and floor are sampled in the same minutes; the pauses
+    are subtracted.
+    """
+
+    def __init__(self, warmup: int, steps: int, floor=None, floor_every: int = 25, sync=lambda: None,
+                 clock=time.perf_counter):
+        self.warmup, self.steps, self.floor, self.floor_every = warmup, steps, floor, floor_every
+        self.sync, self.clock = sync, clock
+        self.t_open = self.t_close = None
+        self.paused = 0.0
+        self.floor_samples: list[float] = []
+
+    def __call__(self, trainer) -> None:
+        u = trainer.updates
+        if u == self.warmup:
+            self.sync()
+            self.t_open = self.clock()
+        elif u == self.steps:
+            self.sync()
+            self.t_close = self.clock()
+        elif self.t_open is not None and self.floor is not None and (u - self.warmup) % self.floor_every == 0:
+            self.sync()
+            t0 = self.clock()
+            self.floor()
+            self.sync()
+            t1 = self.clock()
+            self.floor_samples.append(t1 - t0)
+            self.paused += t1 - t0
+
+    @property
+    def per_update_s(self) -> float:
+        if self.t_open is None or self.t_close is None:
+            raise RuntimeError(f"the window (updates {self.warmup}..{self.steps}) did not complete")
+        return (self.t_close - self.t_open - self.paused) / (self.steps - self.warmup)
+
+
+def _matching_aware(preset: str, model: str) -> bool:
+    """Whether the preset adds the separate matching-aware D step (read from the trainer's preset table)."""
+    from minigan import train as training
+
+    value = getattr(training, "PRESETS", {}).get(preset, {}).get("matching_aware", {}).get(model, False)
+    if value not in (True, False):
+        raise NotImplementedError(f"preset {preset!r}: matching-aware mode {value!r} has no floor model here")
+    return value
+
+
+def _e2e_data(args, tmp: str):
+    if args.data == "synthetic":
+        return write_synthetic_idx(os.path.join(tmp, "idx"), seed=args.seed)
+    return None if args.data == "cache" else args.data
+
+
+def time_cli(args, data_dir, tmp: str, steps: int, threads: int | None) -> float:
+    """Wall seconds of ``python -m minigan train ... --steps N`` as a user runs it (fresh process)."""
+    out = os.path.join(tmp, f"cli-{steps}")
+    cmd = [sys.executable, "-m", "minigan", "train", "--model", args.model, "--preset", args.preset,
+           "--batch", str(args.batch), "--steps", str(steps), "--seed", str(args.seed), "--out", out,
+           "--no-progress", "--device", args.device]
+    if args.update:
+        cmd += ["--update", args.update]
+    if data_dir is not None:
+        cmd += ["--data", data_dir]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.path.dirname(HERE),
+                                                                     os.environ.get("PYTHONPATH")])))
+    if threads is not None:
+        env.update({var: str(threads) for var in BLAS_ENV})
+    t0 = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                   stdin=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def run_e2e(args, threads: int) -> dict:
+    """Time Trainer updates ``e2e_warmup+1 .. e2e_steps`` of one run, through ``TrainConfig`` / ``Trainer``."""
+    import tempfile
+
+    from minigan.train import TrainConfig, Trainer
+
+    with tempfile.TemporaryDirectory(prefix="minigan-e2e-") as tmp:
+        data_dir = _e2e_data(args, tmp)
+        config = TrainConfig(model=args.model, preset=args.preset, batch=args.batch, steps=args.e2e_steps,
+                             device=args.device, seed=args.seed, data_dir=data_dir, out=os.path.join(tmp, "run"),
+                             progress=False, update=args.update)
+        log_lines: list[str] = []
+        trainer = Trainer(config, log=log_lines.append)  # the CLI prints these; here they are kept
+        update = config.update_rule
+        floor = Floor(trainer.model, args.batch, args.seed, update, _matching_aware(args.preset, args.model))
+        timer = WindowTimer(args.e2e_warmup, args.e2e_steps, floor, args.floor_every, device_sync(args.device))
+        trainer.run(handle_signals=False, on_step=timer)
+        per_update, floor_s = timer.per_update_s, statistics.median(timer.floor_samples)
+        result = {"mode": "e2e", "model": args.model, "preset": args.preset, "update": update,
+                  "batch": args.batch, "device": args.device, "threads": threads, "data": args.data,
+                  "window": [args.e2e_warmup, args.e2e_steps], "trainer_s": per_update, "floor_s": floor_s,
+                  "floor_samples": len(timer.floor_samples), "trainer_over_floor": per_update / floor_s,
+                  "floor_products": len(floor.list), "floor_gflops": floor.flops / floor_s / 1e9,
+                  "steps_per_epoch": trainer.steps_per_epoch, "machine": machine(args.device)}
+        if args.cli:
+            cli_threads = args.threads  # None: the children get the machine default too
+            t_warm = time_cli(args, data_dir, tmp, args.e2e_warmup, cli_threads)
+            t_full = time_cli(args, data_dir, tmp, args.e2e_steps, cli_threads)
+            cli = (t_full - t_warm) / (args.e2e_steps - args.e2e_warmup)
+            result["cli"] = {"T_warmup_s": t_warm, "T_steps_s": t_full, "per_update_s": cli,
+                             "trainer_over_cli": per_update / cli, "cli_over_floor": cli / floor_s}
+    ms = lambda s: f"{1e3 * s:8.2f} ms"  # noqa: E731
+    print(f"CGAN Trainer updates ({args.preset} preset, {update} update), batch {args.batch}, {args.device}, "
+          f"{threads} threads, updates {args.e2e_warmup + 1}..{args.e2e_steps}")
+    print(f"  trainer {ms(per_update)}   floor {ms(floor_s)} ({result['floor_gflops']:.1f} GFLOP/s)   "
+          f"trainer/floor {per_update / floor_s:.3f}")
+    if args.cli:
+        c = result["cli"]
+        print(f"  CLI from outside: {ms(c['per_update_s'])} per update ((T({args.e2e_steps}) {c['T_steps_s']:.2f} s "
+              f"- T({args.e2e_warmup}) {c['T_warmup_s']:.2f} s) / {args.e2e_steps - args.e2e_warmup}); "
+              f"trainer/CLI {c['trainer_over_cli']:.3f}, CLI/floor {c['cli_over_floor']:.3f}")
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# The bare iteration side by side
+# --------------------------------------------------------------------------------------------------
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    threads = apply_threads(args.threads, argv)
     if args.device == "gpu":
         backend.use("cupy")  # a clear BackendError without CuPy or a GPU
     else:
         backend.use("numpy")
+    if args.e2e:
+        result = run_e2e(args, threads)
+        if args.json:
+            print(json.dumps(result))
+        return result
+    args.update = args.update or "alternating"
     if args._mem:
         print(json.dumps(memory_run(args._mem, args)))
         return {}
     B = args.batch
     inner = args.inner or (10 if args.device == "gpu" else 1)
-    threads = args.threads or blas_threads()
+    sync = device_sync(args.device)
     x_pool, labels = data_pool(B, args.seed)
     model = models.cgan(args.seed)
     floor = Floor(model, B, args.seed, args.update)
@@ -392,23 +703,33 @@ def main(args) -> dict:
         print(f"{len(floor.list)} products, {floor.flops / 1e9:.3f} GFLOP per iteration")
         return {}
     torch_model = models.cgan(args.seed)  # its own copy: minigan's weights move as minigan trains
-    contenders = {"minigan": (MiniganStep(model, B, x_pool, labels, args.seed, args.update),
-                              backend.synchronize),
-                  "floor": (floor, backend.synchronize)}
+    contenders = {"minigan": (MiniganStep(model, B, x_pool, labels, args.seed, args.update), sync),
+                  "floor": (floor, sync)}
     use_torch = have_torch() and not args.no_torch and args.update == "alternating"
     if use_torch:
-        contenders["torch"] = make_torch_step(torch_model, B, x_pool, labels, args.device, threads, args.seed)
+        step, _ = make_torch_step(torch_model, B, x_pool, labels, args.device, threads, args.seed)
+        contenders["torch"] = (step, sync)  # a device-wide sync covers PyTorch's streams too
     t = interleaved(contenders, args.iters, args.warmup, inner)
     mg, fl = t["minigan"]["median"], t["floor"]["median"]
     th = t["torch"]["median"] if use_torch else None
+    gflop = floor.flops / 1e9
     result = {
-        "model": args.model, "update": args.update, "batch": B, "device": args.device, "threads": threads,
-        "iters": args.iters,
+        "mode": "step", "model": args.model, "update": args.update, "batch": B, "device": args.device,
+        "threads": threads, "iters": args.iters,
         "inner": inner, "minigan_s": mg, "floor_s": fl, "torch_s": th,
         "minigan_over_floor": mg / fl, "torch_over_floor": th / fl if th else None,
-        "torch_over_minigan": th / mg if th else None, "floor_gflops": floor.flops / fl / 1e9,
-        "quartiles_s": {k: [v["q1"], v["q3"]] for k, v in t.items()}, "machine": machine(),
+        "torch_over_minigan": th / mg if th else None, "floor_gflops": gflop / fl,
+        "minigan_gflops": gflop / mg, "torch_gflops": gflop / th if th else None,
+        "quartiles_s": {k: [v["q1"], v["q3"]] for k, v in t.items()}, "machine": machine(args.device),
     }
+    sgemm_n = args.sgemm_n if args.sgemm_n is not None else (8192 if args.device == "gpu" else 1024)
+    if sgemm_n:
+        sg = sgemm_rate(sgemm_n, 10, args.device, args.seed)
+        result["sgemm"] = sg
+        result["minigan_over_sgemm"] = result["minigan_gflops"] / sg["gflops"]  # fraction of the SGEMM rate
+        result["floor_over_sgemm"] = result["floor_gflops"] / sg["gflops"]
+        if th:
+            result["torch_over_sgemm"] = result["torch_gflops"] / sg["gflops"]
     if use_torch:
         import torch
         result["torch_version"] = torch.__version__
@@ -422,6 +743,9 @@ def main(args) -> dict:
     print(f"  minigan {ms(mg)}   floor {ms(fl)} ({result['floor_gflops']:.1f} GFLOP/s)   torch {ms(th)}")
     print(f"  minigan/floor {mg / fl:.3f}" + (f"   torch/floor {th / fl:.3f}   torch/minigan {th / mg:.3f}"
                                                if th else ""))
+    if sgemm_n:
+        print(f"  SGEMM {sgemm_n}^3: {result['sgemm']['gflops']:.1f} GFLOP/s; minigan reaches "
+              f"{result['minigan_over_sgemm']:.3f} of it, the floor {result['floor_over_sgemm']:.3f}")
     if args.mem_iters:
         for who, mem in result["memory"].items():
             if mem:
@@ -434,4 +758,4 @@ def main(args) -> dict:
 
 
 if __name__ == "__main__":
-    main(ARGS)
+    main()
