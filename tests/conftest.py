@@ -43,7 +43,31 @@ elif _NUMPY_WAS_LOADED and any(ENV_BLAS_THREADS[name] not in (None, "1") for nam
 
 from minigan import backend  # noqa: E402
 
-BACKENDS = ["numpy", "strict"] + (["cupy"] if backend.gpu_available() else [])
+
+def _test_backends() -> list:
+    """The backends of the ``on_backend`` tests: numpy, strict and CuPy when usable, or ``MINIGAN_TEST_BACKENDS``.
+
+    ``MINIGAN_TEST_BACKENDS=cupy`` (what benchmarks/gpu_check.sh sets) runs those tests on CuPy alone, and a
+    CuPy that cannot be used is then an error of the whole session, never a silent fall-back to the CPU.
+    """
+    wanted = [b.strip() for b in os.environ.get("MINIGAN_TEST_BACKENDS", "").split(",") if b.strip()]
+    if not wanted:
+        return ["numpy", "strict"] + (["cupy"] if backend.gpu_available() else [])
+    unknown = [b for b in wanted if b not in backend.BACKENDS]
+    if unknown:
+        raise pytest.UsageError(f"MINIGAN_TEST_BACKENDS names unknown backend(s) {unknown}; "
+                                f"choose from {', '.join(backend.BACKENDS)}")
+    if "cupy" in wanted:
+        try:
+            backend.use("cupy")
+        except backend.BackendError as exc:
+            raise pytest.UsageError(f"MINIGAN_TEST_BACKENDS asks for cupy, but it cannot be used: {exc}") from None
+        finally:
+            backend.use("numpy")
+    return wanted
+
+
+BACKENDS = _test_backends()
 REQUIRE_ALL = os.environ.get("MINIGAN_REQUIRE_ALL_TESTS", "") == "1"
 
 # Backend fixtures only select a namespace, so sharing one across hypothesis examples is safe.
