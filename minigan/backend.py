@@ -52,6 +52,12 @@ __all__ = [
     "is_device_array",
     "gpu_available",
     "synchronize",
+    "bce_logits",
+    "dropout_forward",
+    "maxout_forward",
+    "maxout_backward",
+    "sgd_momentum_update",
+    "adam_update",
 ]
 
 BACKENDS = ("numpy", "cupy", "strict")
@@ -546,3 +552,260 @@ def as_seed(seed: Any) -> int | np.random.SeedSequence:
     if isinstance(seed, (np.random.SeedSequence, numbers.Integral)):
         return seed
     raise TypeError(f"a seed must be an int, a numpy SeedSequence or None, got {type(seed).__name__}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Fused elementwise passes
+# --------------------------------------------------------------------------------------------------
+#
+# Each function below does one elementwise step of a training iteration that the layers, losses and
+# optimizers now do as several passes. On NumPy and on the strict backend it runs exactly those passes, in
+# the same order, so its result is bit-identical to the code it is meant to replace (tests/test_fused.py
+# checks that against the layers, losses and optimizers themselves). On CuPy it is one ElementwiseKernel: one
+# launch instead of several, and no temporaries. The kernels are compiled with --fmad=false, so no
+# multiply-add is contracted into an FMA and each step rounds as the separate passes do; the GPU check runs
+# the same tests on CuPy against the unfused CuPy passes.
+#
+# Not yet called by minigan's layers or optimizers: each docstring names the call site it is meant for.
+
+_KERNEL_OPTIONS = ("--fmad=false",)
+_kernels: dict = {}
+
+
+def _kernel(name: str):
+    """The CuPy ElementwiseKernel ``name`` (compiled on first use; CuPy caches the binary on disk)."""
+    if name not in _kernels:
+        cupy = _import_cupy()
+        in_params, out_params, body = _KERNEL_SOURCES[name]
+        _kernels[name] = cupy.ElementwiseKernel(in_params, out_params, body, f"minigan_{name}",
+                                                options=_KERNEL_OPTIONS)
+    return _kernels[name]
+
+
+_SIGMOID = "(T)1 / ((T)1 + exp(-{x}))"
+_SOFTPLUS = "(({x} > (T)0 || isnan({x})) ? {x} : (T)0) + log1p(exp(-fabs({x})))"
+
+_KERNEL_SOURCES = {
+    # terms = t sp(-l) + (1-t) sp(l);  dlogits = scale * (((1-t) sigma(l) - t sigma(-l)) / divisor)
+    "bce_logits": (
+        "T l, T t, T one_minus_t, T divisor, T scale", "T terms, T dlogits",
+        "T sp_neg = " + _SOFTPLUS.format(x="(-l)") + ";\n"
+        "T sp_pos = " + _SOFTPLUS.format(x="l") + ";\n"
+        "terms = t * sp_neg + one_minus_t * sp_pos;\n"
+        "T d = one_minus_t * (" + _SIGMOID.format(x="l") + ") - t * (" + _SIGMOID.format(x="(-l)") + ");\n"
+        "d = d / divisor;\n"
+        "dlogits = scale * d;"),
+    # mask (in place over the uniform draw u) = [u >= p] * scale;  y = x * mask
+    "dropout": (
+        "T x, T p, T scale", "T y, T mask",
+        "T m = (T)(mask >= p) * scale;\nmask = m;\ny = x * m;"),
+    # h[r, u] = max_j z[r, u*P + j]; winner = the first maximal piece (NaN propagates into h, as xp.maximum)
+    "maxout_forward": (
+        "raw T z, int32 pieces", "T h, W winner",
+        "const T* row = &z[i * pieces];\n"
+        "T best = row[0];\nW w = 0;\n"
+        "for (int j = 1; j < pieces; ++j) {\n"
+        "    T v = row[j];\n"
+        "    bool better = v > best;\n"
+        "    if (better) w = (W)j;\n"
+        "    if (better || isnan(v)) best = v;\n"
+        "}\n"
+        "h = best;\nwinner = w;"),
+    # dz[r, u*P + j] = dout[r, u] * [winner[r, u] == j]  (a product, as the unfused pass: -0.0 and NaN alike)
+    "maxout_backward": (
+        "raw T dout, raw W winner, int32 pieces", "T dz",
+        "const long k = i / pieces;\nconst int j = (int)(i % pieces);\n"
+        "dz = dout[k] * (T)(winner[k] == j);"),
+    # v = v mu - g lr;  p = p + v
+    "sgd_momentum": (
+        "T g, T lr, T mu", "T p, T v",
+        "T lr_g = g * lr;\nT v_ = v * mu;\nv_ = v_ - lr_g;\nv = v_;\np = p + v_;"),
+    # m = m b1 + g (1-b1);  v = v b2 + g g (1-b2);  p = p - (m lr_t) / (sqrt(v) + eps_t)
+    "adam": (
+        "T g, T b1, T c1, T b2, T c2, T lr_t, T eps_t", "T p, T m, T v",
+        "T m_ = m * b1;\nm_ = m_ + g * c1;\n"
+        "T gg = g * g;\ngg = gg * c2;\nT v_ = v * b2;\nv_ = v_ + gg;\n"
+        "T a = m_ * lr_t;\nT b = sqrt(v_);\nb = b + eps_t;\na = a / b;\n"
+        "p = p - a;\nm = m_;\nv = v_;"),
+}
+
+
+def _scalar(like, value):
+    """``value`` as a scalar of ``like``'s dtype: what NumPy does to a Python float in ``array * value``."""
+    return like.dtype.type(value)
+
+
+def _sigmoid_passes(xp, x):
+    # minigan.layers.sigmoid's four passes (repeated here: the backend imports no layer code)
+    t = xp.negative(x)
+    with np.errstate(over="ignore"):
+        xp.exp(t, out=t)
+    t += 1
+    return xp.reciprocal(t, out=t)
+
+
+def _softplus_passes(xp, x):
+    # minigan.losses.softplus
+    return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
+
+
+def bce_logits(logits, target: float, n: int | float, scale: float = 1.0):
+    r"""Binary cross-entropy on logits, fused: the per-row loss terms and the scaled gradient in one pass.
+
+    ``terms`` = :math:`t\,\mathrm{sp}(-\ell) + (1-t)\,\mathrm{sp}(\ell)` (their mean is the loss) and
+    ``dlogits`` = :math:`\text{scale}\cdot[(1-t)\sigma(\ell) - t\sigma(-\ell)]/n`, for a Python float target
+    ``t`` (1.0 real, 0.0 fake). With ``n`` = N and ``scale`` = 1 these are
+    :func:`minigan.losses.bce_with_logits`'s terms and gradient; ``scale`` = 0.5 gives
+    :func:`minigan.losses.discriminator_loss`'s halves. NumPy/strict: bit-identical to those functions.
+
+    Meant for: ``minigan/losses.py``, ``bce_with_logits`` (its two ``softplus`` calls, the two ``sigmoid``
+    calls and the arithmetic around them: about 20 elementwise passes on CuPy, 2 here), with
+    ``discriminator_loss`` passing ``scale=0.5`` instead of multiplying afterwards.
+    """
+    xp = get_array_module(logits)
+    t = float(target)
+    if _is_cupy_array(logits):
+        terms, dlogits = _kernel("bce_logits")(logits, _scalar(logits, t), _scalar(logits, 1 - t),
+                                               _scalar(logits, n), _scalar(logits, scale))
+        return terms, dlogits
+    terms = t * _softplus_passes(xp, -logits) + (1 - t) * _softplus_passes(xp, logits)
+    dlogits = ((1 - t) * _sigmoid_passes(xp, logits) - t * _sigmoid_passes(xp, -logits)) / n
+    dlogits = dlogits.astype(logits.dtype, copy=False)
+    return terms, scale * dlogits
+
+
+def dropout_forward(x, u, p: float):
+    r"""Inverted dropout's training forward, fused: ``u`` (a U[0, 1) draw shaped like ``x``) becomes the mask.
+
+    ``u`` is overwritten in place with :math:`m = [u \ge p]/(1-p)` and :math:`y = x \odot m` is returned with
+    it: ``(y, mask)``, ``mask is u``. NumPy/strict: the three passes of ``Dropout.forward``, bit-identical;
+    CuPy: one kernel, exactly the same arithmetic (products by 0 and by the float-rounded scale).
+
+    Meant for: ``minigan/layers.py``, ``Dropout.forward``, the fresh-mask branch (``mask = self.rng.random(...)``;
+    ``greater_equal(mask, p, out=mask)``; ``mask *= 1 / (1 - p)``; ``return x * mask``). ``Dropout.backward``
+    (``dout * mask``) is one pass already.
+    """
+    scale = 1 / (1 - p)
+    if _is_cupy_array(x):
+        y = _import_cupy().empty_like(x)
+        _kernel("dropout")(x, _scalar(u, p), _scalar(u, scale), y, u)
+        return y, u
+    xp = get_array_module(x)
+    xp.greater_equal(u, p, out=u)
+    u *= scale
+    return x * u, u
+
+
+def _index_type(pieces: int):
+    return np.int8 if pieces <= 127 else np.int32
+
+
+def maxout_forward(z, units: int, pieces: int):
+    """Maxout's max over pieces, fused: ``(h, winner)`` from ``z`` = XW + b shaped (N, units·pieces).
+
+    Pieces of a unit are adjacent columns (column ``u*pieces + j``). ``h`` (N, units) is the max, ``winner``
+    (N, units, int8 for up to 127 pieces) the index of the first maximal piece; a NaN piece makes ``h`` NaN, as
+    ``xp.maximum`` does. NumPy/strict: ``Maxout.forward``'s transposing copy and running max, bit-identical
+    (values and winners); CuPy: one kernel reading each row's pieces once.
+
+    Meant for: ``minigan/layers.py``, ``Maxout.forward``, everything after ``z += self._params["b"]`` (the
+    ``z_pieces`` copy and the loop over pieces); ``self._winner`` = the returned winner.
+    """
+    n = z.shape[0]
+    if z.shape[1] != units * pieces:
+        raise ValueError(f"maxout_forward: z has {z.shape[1]} columns, expected units*pieces = {units * pieces}")
+    if _is_cupy_array(z):
+        cupy = _import_cupy()
+        h = cupy.empty((n, units), z.dtype)
+        winner = cupy.empty((n, units), _index_type(pieces))
+        _kernel("maxout_forward")(cupy.ascontiguousarray(z), np.int32(pieces), h, winner)
+        return h, winner
+    xp = get_array_module(z)
+    z_pieces = xp.empty((pieces, n, units), z.dtype)
+    xp.copyto(z_pieces, z.reshape(n, units, pieces).transpose(2, 0, 1))
+    h = z_pieces[0].copy()
+    index_type = _index_type(pieces)
+    winner = xp.zeros((n, units), index_type)
+    better = xp.empty((n, units), np.bool_)
+    candidate = xp.empty((n, units), index_type)
+    for j in range(1, pieces):
+        xp.greater(z_pieces[j], h, out=better)
+        xp.multiply(better, j, out=candidate)
+        xp.maximum(winner, candidate, out=winner)
+        xp.maximum(h, z_pieces[j], out=h)
+    return h, winner
+
+
+def maxout_backward(dout, winner, pieces: int):
+    """Maxout's gradient into Z, fused: ``dz`` (N, units·pieces) with ``dz[:, u*P + j] = dout[:, u] * [winner == j]``.
+
+    NumPy/strict: ``Maxout.backward``'s masked product per piece, bit-identical (a product, so a negative
+    gradient times 0 is -0.0 in both); CuPy: one kernel over dz.
+
+    Meant for: ``minigan/layers.py``, ``Maxout.backward``, the loop that fills ``dz`` before
+    ``super().backward(dz)``.
+    """
+    n, units = dout.shape
+    if _is_cupy_array(dout):
+        cupy = _import_cupy()
+        dz = cupy.empty((n, units * pieces), dout.dtype)
+        _kernel("maxout_backward")(cupy.ascontiguousarray(dout), cupy.ascontiguousarray(winner),
+                                   np.int32(pieces), dz)
+        return dz
+    xp = get_array_module(dout)
+    dz = xp.empty((n, units * pieces), dout.dtype)
+    dz_pieces = dz.reshape(n, units, pieces)
+    is_winner = xp.empty((n, units), np.bool_)
+    for j in range(pieces):
+        xp.equal(winner, j, out=is_winner)
+        xp.multiply(dout, is_winner, out=dz_pieces[:, :, j])
+    return dz
+
+
+def sgd_momentum_update(p, g, v, lr: float, momentum: float) -> None:
+    r"""Classical momentum in place, fused: :math:`v \leftarrow \mu v - \eta g`, :math:`p \leftarrow p + v`.
+
+    NumPy/strict: ``SGD._update``'s passes, cache block by cache block (:func:`cache_blocks`), bit-identical;
+    CuPy: one kernel writing ``p`` and ``v``.
+
+    Meant for: ``minigan/optim.py``, ``SGD._update``, the momentum branch (the ``cache_blocks`` loop).
+    """
+    if _is_cupy_array(p):
+        _kernel("sgd_momentum")(g, _scalar(p, lr), _scalar(p, momentum), p, v)
+        return
+    xp = get_array_module(p)
+    for p_, g_, v_ in cache_blocks(p, g, v):
+        lr_g = xp.multiply(g_, lr)
+        v_ *= momentum
+        v_ -= lr_g
+        p_ += v_
+
+
+def adam_update(p, g, m, v, beta1: float, beta2: float, lr_t: float, eps_t: float) -> None:
+    r"""Adam in place, fused: :math:`m \leftarrow \beta_1 m + (1-\beta_1)g`, :math:`v \leftarrow \beta_2 v +
+    (1-\beta_2)g^2`, :math:`p \leftarrow p - \eta_t m/(\sqrt v + \epsilon_t)`.
+
+    ``lr_t`` and ``eps_t`` carry the bias corrections (``Adam.step`` computes them). NumPy/strict:
+    ``Adam._update``'s nine passes, cache block by cache block, bit-identical; CuPy: one kernel writing ``p``,
+    ``m`` and ``v`` (the same operations in the same order, no FMA).
+
+    Meant for: ``minigan/optim.py``, ``Adam._update`` (the ``cache_blocks`` loop), as
+    ``adam_update(p, g, m, v, self.beta1, self.beta2, self._lr_t, self._eps_t)``.
+    """
+    if _is_cupy_array(p):
+        s = lambda value: _scalar(p, value)  # noqa: E731
+        _kernel("adam")(g, s(beta1), s(1 - beta1), s(beta2), s(1 - beta2), s(lr_t), s(eps_t), p, m, v)
+        return
+    xp = get_array_module(p)
+    for p_, g_, m_, v_ in cache_blocks(p, g, m, v):
+        m_ *= beta1
+        m_ += xp.multiply(g_, 1 - beta1)
+        v_ *= beta2
+        a = xp.multiply(g_, g_)
+        a *= 1 - beta2
+        v_ += a
+        a = xp.multiply(m_, lr_t)
+        b = xp.sqrt(v_)
+        b += eps_t
+        a /= b
+        p_ -= a

@@ -1,0 +1,128 @@
+"""The fused elementwise passes of minigan.backend against the layers, losses and optimizers they will replace.
+
+On NumPy and the strict backend each fused function runs the very passes of the code it replaces, so the
+results must be bit-identical. On CuPy (benchmarks/gpu_check.sh) each is one ElementwiseKernel compiled without
+FMA contraction; it is compared with the same unfused CuPy code, to a few float32 ulps (CUDA's exp and log1p in
+one kernel or in several are the same functions, but this is where a GPU has the last word).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from minigan import backend, losses, optim
+from minigan.layers import Dropout, Linear, Maxout
+
+
+def same(fused, reference, on_backend):
+    """Bit-identical on numpy/strict; within a few float32 ulps on CuPy."""
+    a, b = backend.to_host(fused), backend.to_host(reference)
+    assert a.dtype == b.dtype and a.shape == b.shape
+    if on_backend == "cupy":
+        np.testing.assert_allclose(a, b, rtol=4e-7 if a.dtype == np.float32 else 1e-15, atol=1e-30)
+    else:
+        np.testing.assert_array_equal(a, b)
+        assert np.array_equal(np.signbit(a), np.signbit(b))  # -0.0 where the reference has it
+
+
+def device(x):
+    return backend.to_device(np.asarray(x))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bce_logits_matches_the_losses(on_backend, dtype):
+    rng = np.random.default_rng(0)
+    logits = device((rng.standard_normal((37, 1)) * 8).astype(dtype))
+    logits[:4, 0] = device(np.array([40.0, -40.0, 0.0, 100.0], dtype))  # saturated and exact-zero rows
+    for target in (1.0, 0.0):
+        loss, d = losses.bce_with_logits(logits, target)
+        terms, d_fused = backend.bce_logits(logits, target, logits.shape[0])
+        same(d_fused, d, on_backend)
+        same(backend.xp().mean(terms), loss, on_backend)
+    # discriminator_loss's halves: scale 0.5 in the same pass
+    _, (d_real, d_fake) = losses.discriminator_loss(logits, logits[::-1].copy())
+    same(backend.bce_logits(logits, 1.0, logits.shape[0], scale=0.5)[1], d_real, on_backend)
+
+
+def test_dropout_forward_matches_the_layer(on_backend):
+    x = device(np.random.default_rng(1).standard_normal((50, 240)).astype(np.float32))
+    for p in (0.5, 0.2):
+        layer = Dropout(p, seed=3)
+        y = layer.forward(x, train=True)
+        u = backend.Rng(3).random(x.shape, x.dtype, like=x)  # the layer's own draw, again
+        y_fused, mask = backend.dropout_forward(x, u, p)
+        assert mask is u
+        same(y_fused, y, on_backend)
+        same(mask, layer.backward(backend.xp().ones_like(x)), on_backend)  # backward is dout * mask
+
+
+@pytest.mark.parametrize("pieces", [5, 4, 1])
+def test_maxout_forward_and_backward_match_the_layer(on_backend, pieces):
+    rng = np.random.default_rng(2)
+    layer = backend.to_device(Maxout(30, 12, pieces, rng=4))
+    x = device(rng.standard_normal((9, 30)).astype(np.float32))
+    x[0] = 0.0  # every piece of row 0 equals its bias: ties go to the first maximal piece
+    layer.params["b"][...] = device(np.repeat(rng.standard_normal(12), pieces).astype(np.float32))
+    h = layer.forward(x, train=True)
+    z = x @ layer.params["W"] + layer.params["b"]
+    h_fused, winner = backend.maxout_forward(z, 12, pieces)
+    same(h_fused, h, on_backend)
+    same(winner, layer.activation_pattern(), on_backend)
+    assert backend.to_host(winner)[0].tolist() == [0] * 12
+    dout = device(rng.standard_normal((9, 12)).astype(np.float32))
+    dx = layer.backward(dout)
+    dz = backend.maxout_backward(dout, winner, pieces)
+    same(dz @ layer.params["W"].T, dx, on_backend)
+    same(x.T @ dz, layer.grads["W"], on_backend)
+
+
+def test_maxout_forward_propagates_nan_like_maximum(on_backend):
+    z = device(np.array([[1.0, np.nan, 3.0, 0.0, 2.0, np.nan]], np.float32))
+    h, _ = backend.maxout_forward(z, 2, 3)
+    assert np.isnan(backend.to_host(h)).all()
+
+
+def _param_and_grad(seed, shape):
+    rng = np.random.default_rng(seed)
+    return (device(rng.standard_normal(shape).astype(np.float32)),
+            device(rng.standard_normal(shape).astype(np.float32)))
+
+
+@pytest.mark.parametrize("shape", [(30, 20), (300, 300)])  # 300*300 > one cache block: the blocked path
+def test_sgd_momentum_update_matches_sgd(on_backend, shape):
+    layer = backend.to_device(Linear(*shape, rng=0))
+    opt = optim.SGD(layer, lr=0.1, momentum=0.5)
+    p = layer.params["W"].copy()
+    v = backend.xp().zeros_like(p)
+    for step in range(3):
+        g = _param_and_grad(step, shape)[1]
+        layer.grads["W"][...] = g
+        layer.grads["b"][...] = 0
+        opt.step()
+        backend.sgd_momentum_update(p, g, v, 0.1, 0.5)
+    same(p, layer.params["W"], on_backend)
+
+
+@pytest.mark.parametrize("shape", [(30, 20), (300, 300)])
+def test_adam_update_matches_adam(on_backend, shape):
+    layer = backend.to_device(Linear(*shape, rng=0))
+    opt = optim.Adam(layer, lr=2e-3, beta1=0.5, beta2=0.999)
+    xp = backend.xp()
+    p = layer.params["W"].copy()
+    m, v = xp.zeros_like(p), xp.zeros_like(p)
+    for step in range(3):
+        g = _param_and_grad(step, shape)[1]
+        layer.grads["W"][...] = g
+        layer.grads["b"][...] = 0
+        opt.step()
+        backend.adam_update(p, g, m, v, opt.beta1, opt.beta2, opt._lr_t, opt._eps_t)
+    same(p, layer.params["W"], on_backend)
+
+
+def test_kernel_sources_are_complete():
+    """Every fused function has its kernel source; the module stays importable without CuPy."""
+    assert set(backend._KERNEL_SOURCES) == {"bce_logits", "dropout", "maxout_forward", "maxout_backward",
+                                            "sgd_momentum", "adam"}
+    for in_params, out_params, body in backend._KERNEL_SOURCES.values():
+        assert in_params and out_params and body.strip().endswith(";")
