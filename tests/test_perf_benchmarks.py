@@ -1,0 +1,230 @@
+"""The benchmark scripts' plumbing on the CPU: argument parsing, threads, the end-to-end window, the sweep's
+failure records, and the GPU check's JSON summary driven by a fake stage runner (no GPU needed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import write_idx_dir
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+step_time = _load("step_time")
+sweep = _load("sweep")
+gpu_check = _load("gpu_check")
+
+
+# --------------------------------------------------------------------------------------------------
+# step_time.py
+# --------------------------------------------------------------------------------------------------
+
+
+def test_step_time_defaults_measure_what_users_get():
+    a = step_time.parse_args([])
+    assert a.threads is None and a.device == "cpu" and a.update is None and not a.e2e
+    assert (a.e2e_warmup, a.e2e_steps, a.preset, a.data) == (100, 400, "paper", "synthetic")
+    assert step_time.parse_args(["--threads", "1", "--device", "gpu"]).threads == 1
+    with pytest.raises(SystemExit):
+        step_time.parse_args(["--e2e", "--e2e-warmup", "10", "--e2e-steps", "10"])
+
+
+def test_threads_default_is_the_machines_and_re_exec_without_threadpoolctl(monkeypatch):
+    for var in (*step_time.BLAS_ENV, step_time._REEXEC_MARK):
+        monkeypatch.delenv(var, raising=False)
+    assert step_time.apply_threads(None) == step_time.blas_threads()
+    assert "OPENBLAS_NUM_THREADS" not in os.environ  # the default sets nothing
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # as if not installed: import fails
+    calls = []
+    step_time.apply_threads(1, ["--batch", "7"], execv=lambda exe, argv: calls.append(argv))
+    assert calls and calls[0][1:] == [os.path.abspath(step_time.__file__), "--batch", "7"]
+    assert all(os.environ[v] == "1" for v in step_time.BLAS_ENV)
+    calls.clear()
+    assert step_time.apply_threads(1, [], execv=lambda exe, argv: calls.append(argv)) == 1
+    assert not calls  # the re-executed process does not loop
+
+
+def test_floor_counts_the_matching_aware_step():
+    from minigan import models
+
+    m = models.cgan(0)
+    for update in ("alternating", "simultaneous"):
+        plain = step_time.products(m, 10, update)
+        extra = [p for p in step_time.products(m, 10, update, matching_aware=True) if p[0].startswith("MA ")]
+        d_step = [p for p in plain if p[0].startswith("Dstep D")] if update == "alternating" else None
+        assert extra and all(p[1][0] in (20, p[1][0]) for p in extra)
+        if d_step is not None:
+            assert [p[1:] for p in extra] == [p[1:] for p in d_step]  # the same D step on 2B rows
+
+
+class _FakeTrainer:
+    updates = 0
+
+
+def test_window_timer_subtracts_the_floor_pauses():
+    now = [0.0]
+    trainer = _FakeTrainer()
+
+    def floor():
+        now[0] += 5.0  # the floor's time must not count as the trainer's
+
+    timer = step_time.WindowTimer(2, 10, floor, floor_every=3, clock=lambda: now[0])
+    for u in range(1, 11):
+        now[0] += 1.0  # one update
+        trainer.updates = u
+        timer(trainer)
+    assert timer.floor_samples == [5.0, 5.0]  # after updates 5 and 8
+    assert timer.per_update_s == pytest.approx(1.0)
+    with pytest.raises(RuntimeError, match="did not complete"):
+        step_time.WindowTimer(2, 50).per_update_s
+
+
+def test_e2e_mode_runs_the_public_trainer(tmp_path, capsys, isolated_run_env):
+    idx = write_idx_dir(tmp_path / "idx", n_train=60, n_test=6)
+    out = step_time.main(["--e2e", "--batch", "5", "--e2e-warmup", "2", "--e2e-steps", "6", "--floor-every", "1",
+                          "--data", str(idx), "--json"])
+    assert out["mode"] == "e2e" and out["update"] == "simultaneous" and out["window"] == [2, 6]
+    assert out["floor_samples"] == 3 and out["trainer_s"] > 0 and out["floor_products"] == 21
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["trainer_over_floor"] > 0
+
+
+# --------------------------------------------------------------------------------------------------
+# sweep.py
+# --------------------------------------------------------------------------------------------------
+
+
+class _Result:
+    def __init__(self, returncode, stdout="", stderr=""):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def test_sweep_records_a_failed_point_and_goes_on(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OUT", str(tmp_path))
+    args = sweep.parse_args(["--batches", "100,8192", "--device", "gpu"])
+    assert args.out == str(tmp_path / "sweep_gpu.json") and args.png == str(tmp_path / "sweep_gpu.png")
+    assert "--threads" not in sweep.point_command(100, args)  # all cores unless asked
+    assert sweep.point_command(100, sweep.parse_args(["--threads", "1"]))[-2:] == ["--threads", "1"]
+    good = {"batch": 100, "threads": 1, "minigan_s": 0.01, "floor_s": 0.008, "torch_s": 0.012,
+            "minigan_over_floor": 1.25, "torch_over_floor": 1.5, "torch_over_minigan": 1.2, "minigan_over_sgemm": 0.4}
+
+    def fake_run(cmd, **kw):
+        if cmd[cmd.index("--batch") + 1] == "100":
+            return _Result(0, "noise\n" + json.dumps(good) + "\n")
+        return _Result(1, "", "Traceback ...\ncupy.cuda.memory.OutOfMemoryError: out of memory\n")
+
+    monkeypatch.setattr(sweep, "plot", lambda *a, **k: None)
+    assert sweep.main(["--batches", "100,8192", "--device", "gpu"], run=fake_run) == 1
+    records = json.loads((tmp_path / "sweep_gpu.json").read_text())
+    assert records[0] == good and records[1]["error"]["returncode"] == 1
+    assert "OutOfMemoryError" in records[1]["error"]["tail"]
+    assert "| 8192 | failed (exit 1)" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------------------
+# gpu_check.py
+# --------------------------------------------------------------------------------------------------
+
+JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest">
+<testcase classname="tests.test_layers" name="test_linear[cupy]"/>
+<testcase classname="tests.test_layers" name="test_maxout[cupy-5]"><failure message="AssertionError: arrays differ">
+trace</failure></testcase>
+<testcase classname="tests.test_cli" name="test_help"/>
+<testcase classname="tests.test_data" name="test_real_mnist"><skipped message="no wheel"/></testcase>
+</testsuite></testsuites>"""
+
+
+def _fake_runner(out_dir, junit=JUNIT, sweep_ok=True):
+    step = {"batch": 100, "torch_over_minigan": 1.3, "minigan_over_sgemm": 0.1}
+    big = {"batch": 8192, "torch_over_minigan": 1.1, "minigan_over_sgemm": 0.7}
+
+    def run(command, env, timeout, log):
+        text = " ".join(command)
+        log(text + "\n")
+        if "--probe" in command:
+            return gpu_check.Outcome(0, json.dumps({"gpu": "NVIDIA H200", "cupy": "14.2.0"}), False, 1.0)
+        if command[1:3] == ["-m", "pytest"]:
+            assert env["MINIGAN_TEST_BACKENDS"] == "cupy"
+            Path(out_dir, "junit.xml").write_text(junit)
+            return gpu_check.Outcome(1, "1 failed, 2 passed, 1 skipped", False, 50.0)
+        if command[1].endswith("step_time.py"):
+            rec = big if "8192" in command else step
+            return gpu_check.Outcome(0, "table\n" + json.dumps(rec), False, 20.0)
+        if sweep_ok:
+            Path(out_dir, "sweep_gpu.json").write_text(json.dumps([step, big]))
+            return gpu_check.Outcome(0, "", False, 60.0)
+        return gpu_check.Outcome(None, "batch 100 ...", True, 170.0)
+
+    return run
+
+
+def test_gpu_check_summary_names_the_first_failure_and_runs_every_stage(tmp_path):
+    args = gpu_check.parse_args(["--out", str(tmp_path)])
+    stages = gpu_check.plan(args, str(tmp_path))
+    names = [s.name for s in stages]
+    assert names[:2] == ["probe", "tests"] and names[-1] == "sweep"
+    assert sum(n.startswith("step_time") for n in names) == 4  # 2 batches x 2 update rules
+    assert sum(s.cap_s for s in stages[1:]) > args.budget  # caps alone would overrun: the budget cuts them
+    summary = gpu_check.run_check(stages, str(tmp_path), args.budget, runner=_fake_runner(tmp_path, sweep_ok=False))
+    assert summary == json.loads((tmp_path / "gpu_check.json").read_text())
+    assert set(summary) >= {"ok", "first_failure", "stages", "targets", "environment", "wall_s", "budget_s"}
+    assert summary["ok"] is False and summary["environment"]["gpu"] == "NVIDIA H200"
+    first = summary["first_failure"]
+    assert first["stage"] == "tests" and "tests.test_layers::test_maxout[cupy-5]" in first["what"]
+    assert "arrays differ" in first["what"]
+    assert [r["name"] for r in summary["stages"]] == names  # later stages still ran
+    tests = summary["stages"][1]["details"]
+    assert tests["cupy"] == {"passed": 1, "failed": 1, "skipped": 0} and tests["all"]["skipped"] == 1
+    assert summary["stages"][-1]["ok"] is False and "timed out" in summary["stages"][-1]["what_broke"]
+    t = summary["targets"]
+    assert t["torch_over_minigan_at_100"]["values"] == [1.3, 1.3] and t["torch_over_minigan_at_100"]["met"]
+    assert t["minigan_over_sgemm_at_8192"]["values"] == [0.7, 0.7] and t["minigan_over_sgemm_at_8192"]["met"]
+    assert (tmp_path / "gpu_check.log").read_text().count("=====") == 2 * len(names)
+
+
+def test_gpu_check_a_skipped_cupy_suite_is_a_failure(tmp_path):
+    skipped = JUNIT.replace('name="test_linear[cupy]"/>', 'name="test_linear[cupy]"><skipped message="no GPU"/>'
+                                                          '</testcase>').replace("<failure", "<skipped").replace(
+        "</failure>", "</skipped>")
+    stages = [s for s in gpu_check.plan(gpu_check.parse_args(["--out", str(tmp_path)]), str(tmp_path))
+              if s.name == "tests"]
+    summary = gpu_check.run_check(stages, str(tmp_path), 450, runner=_fake_runner(tmp_path, junit=skipped))
+    assert not summary["ok"] and "no test ran on CuPy (2 CuPy tests skipped)" in summary["first_failure"]["what"]
+
+
+def test_gpu_check_budget_leaves_later_stages_their_minimum(tmp_path):
+    stages = gpu_check.plan(gpu_check.parse_args(["--out", str(tmp_path)]), str(tmp_path))
+    now = [0.0]
+    limits = []
+
+    def runner(command, env, timeout, log):
+        limits.append(timeout)
+        now[0] += timeout  # every stage runs to its limit
+        return gpu_check.Outcome(0, "{}", False, timeout)
+
+    summary = gpu_check.run_check(stages, str(tmp_path), 450, runner=runner, clock=lambda: now[0])
+    assert now[0] <= 450 and len(limits) == len(stages)  # every stage started, none pushed past the budget
+    assert all(limit >= s.reserve_s for limit, s in zip(limits, stages))
+    assert summary["ok"] is False  # "{}" is not a pytest report: the tests stage fails, the others pass
+    assert [r["ok"] for r in summary["stages"]].count(False) == 1
+
+
+def test_what_broke_and_cupy_ids():
+    assert gpu_check.what_broke("x\nTraceback\n  File\nValueError: bad shape\n") == "ValueError: bad shape"
+    assert gpu_check.what_broke("E   cupy_backends.cuda.api.runtime.CUDARuntimeError: cudaErrorNoDevice\nend") \
+        == "cupy_backends.cuda.api.runtime.CUDARuntimeError: cudaErrorNoDevice"
+    assert gpu_check.is_cupy_case("test_a[cupy]") and gpu_check.is_cupy_case("test_b[float32-cupy-5]")
+    assert not gpu_check.is_cupy_case("test_c[numpy]") and not gpu_check.is_cupy_case("test_cupy_help")
