@@ -36,7 +36,7 @@ while the check perturbs the parameters, so :math:`f` is one fixed function.
 Kinks
 -----
 ReLU and maxout are not differentiable where a pre-activation is 0 or two maxout pieces tie. Each layer
-reports its discrete choice (:meth:`~minigan.layers.Layer.activation_pattern`); if any perturbed evaluation
+reports its discrete choice (:meth:`~minigan.nn.base.Layer.activation_pattern`); if any perturbed evaluation
 changes a pattern, the stencil straddled a kink, the entry is counted under "kinks" and left out of the
 error rather than failing or loosening the tolerance.
 
@@ -59,7 +59,7 @@ import numpy as np
 
 from . import backend
 from .backend import get_array_module
-from .layers import Dropout, Layer
+from .nn import Dropout, Layer
 from .objective import discriminator_step, generator_step, simultaneous_step
 
 DEFAULT_TOLERANCE = 1e-7
@@ -194,7 +194,7 @@ def check_function(
     title: str = "gradient check",
     f_scale: float = 0.0,
 ) -> GradCheckReport:
-    """Compare analytic and numerical derivatives of a scalar function of several tensors.
+    r"""Compare analytic and numerical derivatives of a scalar function of several tensors.
 
     Parameters
     ----------
@@ -440,7 +440,7 @@ def check_simultaneous(G: Layer, D: Layer, x_real: Any, z: Any, y: Any = None, k
 
 def layer_tour(batch: int = 4, seed: int = 0, **options) -> list[GradCheckReport]:
     """One check per layer type and container, on small random inputs (float64)."""
-    from .layers import Identity, Join, LeakyReLU, Linear, Maxout, ProjectionHead, ReLU, Sequential, Sigmoid, Tanh
+    from .nn import Identity, Join, LeakyReLU, Linear, Maxout, ProjectionHead, ReLU, Sequential, Sigmoid, Tanh
 
     gen = np.random.default_rng(seed)
 
@@ -479,7 +479,7 @@ def conv_tour(batch: int = 4, seed: int = 0, **options) -> list[GradCheckReport]
     their initial values; and the U-Net and ResNet joins, with a bias before a normalisation (an exactly zero
     gradient) inside the residual block.
     """
-    from .layers import LeakyReLU, Linear, ReLU, Sequential, Tanh
+    from .nn import LeakyReLU, Linear, ReLU, Sequential, Tanh
     from .nn import (BatchNorm, Conv2d, ConvTranspose2d, Flatten, InstanceNorm2d, ReflectionPad2d, Reshape, Residual,
                      UNetBlock, Upsample)
 
@@ -531,14 +531,14 @@ def conv_tour(batch: int = 4, seed: int = 0, **options) -> list[GradCheckReport]
 def gan_checks(model: str = "cgan", batch: int = 4, seed: int = 0, init: str = "glorot",
                model_options: dict | None = None, **options) -> list[GradCheckReport]:
     """The whole objective for a model: D under D's loss, G under G's loss through D, and both again for the
-    one-pass (simultaneous) update. ``model_options`` go to :func:`minigan.models.build` (for the CGAN,
+    one-pass (simultaneous) update. ``model_options`` go to :func:`minigan.families.build` (for the CGAN,
     ``{"design": "projection"}`` checks the default ``modern`` networks, whose D scores with a projection).
 
     ``init="glorot"`` checks at well-scaled weights; ``"paper"`` at the papers' U(±0.05)/U(±0.005) ranges,
     where most of D's gradients are so small that finite differences can only resolve them absolutely (the
     "tiny" column). The code under test is the same either way.
     """
-    from .models import build
+    from .families import build
 
     ranges = {"g_irange": "glorot", "d_irange": "glorot"} if init == "glorot" else {}
     m = build(model, seed=seed, **{**(model_options or {}), **ranges})
@@ -571,7 +571,7 @@ def run_cli(model: str = "cgan", batch: int = 4, samples: int = 10, seed: int = 
     if layers:
         reports += layer_tour(batch=batch, seed=seed, **options)
         reports += conv_tour(batch=batch, seed=seed, **options)
-    from .train import PRESETS  # the networks users train by default: the modern preset's
+    from .config import PRESETS  # the networks users train by default: the modern preset's
 
     reports += gan_checks(model, batch=batch, seed=seed, init=init,
                           model_options=PRESETS["modern"].get("model_options", {}).get(model), **options)
