@@ -409,3 +409,38 @@ def test_joint_matching_aware_step_is_one_d_step_on_three_kinds_of_rows(tmp_path
         for image, label in zip(images, labels):
             index = int(np.flatnonzero((ds.train.x == image).all(axis=1))[0])
             assert label != ds.train.y[index]
+
+
+def test_after_step_hooks_and_state_parts_ride_in_checkpoints(tmp_path, numpy_backend):
+    """The shared trainer's extension points: a hook after each G step, and extra arrays in checkpoints."""
+
+    class Counter:
+        def __init__(self):
+            self.n, self.total = 0, np.zeros(3)
+
+        def after_g(self):
+            self.n += 1
+            self.total += 1
+
+        def state(self):
+            return {"total": self.total.copy()}, {"n": self.n}
+
+        def load_state(self, arrays, meta):
+            self.total[...] = arrays["total"]
+            self.n = meta["n"]
+
+    ds = tiny_dataset(12)
+    t = Trainer(config(tmp_path, steps=4), dataset=ds, log=quiet)
+    c = Counter()
+    t.after_step["G"].append(c.after_g)
+    t.add_state_part("counter", c)
+    t.run(handle_signals=False)
+    assert c.n == 4 == t.opt_G.steps
+    arrays, meta = io.load_checkpoint(tmp_path / "run" / CHECKPOINT_NAME)
+    assert np.array_equal(arrays["counter.total"], np.full(3, 4.0)) and meta["parts"] == {"counter": {"n": 4}}
+    r = Trainer.resume(tmp_path / "run", dataset=ds, log=quiet)
+    c2 = Counter()
+    r.add_state_part("counter", c2)
+    assert c2.n == 4 and np.array_equal(c2.total, np.full(3, 4.0))
+    with pytest.raises(ValueError, match="taken"):
+        r.add_state_part("G", Counter())

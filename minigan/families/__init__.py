@@ -4,7 +4,8 @@
   :class:`Family` (what a family defines for the shared trainer) and :class:`AdversarialFamily` (the GAN game's
   alternating and one-pass updates);
 * :mod:`minigan.families.mlp` — the papers' MLPs: ``gan`` (Goodfellow et al. 2014), ``cgan`` (Mirza & Osindero
-  2014).
+  2014);
+* :mod:`minigan.families.dcgan` — ``dcgan`` and ``cdcgan`` for 28×28 images (Radford et al. 2016).
 
 Adding a family is one new module (its builder and its :class:`Family` subclass) and one entry in
 :data:`FAMILIES` below; the trainer, checkpoints, sampling and evaluation need no edit.
@@ -12,14 +13,14 @@ Adding a family is one new module (its builder and its :class:`Family` subclass)
 
 from __future__ import annotations
 
-from . import mlp
+from . import dcgan, mlp
 from .base import IMAGE_SIZE, N_CLASSES, AdversarialFamily, Family, GANModel
 
 __all__ = ["FAMILIES", "MODELS", "get", "build", "Family", "AdversarialFamily", "GANModel", "IMAGE_SIZE",
            "N_CLASSES"]
 
 #: Every model by its ``--model`` name.
-FAMILIES: dict[str, type[Family]] = {f.name: f for f in (mlp.CGAN, mlp.GAN)}
+FAMILIES: dict[str, type[Family]] = {f.name: f for f in (mlp.CGAN, mlp.GAN, dcgan.DCGAN, dcgan.CDCGAN)}
 MODELS = tuple(FAMILIES)
 
 
