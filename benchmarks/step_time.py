@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Time one CGAN training iteration in minigan against its matrix-product floor and PyTorch eager.
 
-One *iteration* is what the trainer's step does (``minigan.train.Trainer._train_step`` with k = 1, metrics
+One *iteration* is what the trainer's step does (``minigan.train.Trainer._train_step``, i.e. the family's update with k = 1, metrics
 left out): gather a real batch, draw noise, G forward (train mode), D update on real+fake rows
 (:func:`minigan.objective.discriminator_step` + SGD), draw noise, G update through D
 (:func:`minigan.objective.generator_step` + SGD). SGD lr 0.1 momentum 0.5, dropout active, float32.
@@ -74,8 +74,9 @@ sys.path.insert(0, os.path.dirname(HERE))  # run from a checkout without install
 
 import numpy as np  # noqa: E402
 
-from minigan import backend, models, objective, optim  # noqa: E402
-from minigan.layers import Join, Layer, Linear, Sequential  # noqa: E402
+from minigan import backend, objective  # noqa: E402
+from minigan.families import mlp as models  # noqa: E402  (the papers' MLP models)
+from minigan.nn import Join, Layer, Linear, Sequential, optim  # noqa: E402
 
 
 

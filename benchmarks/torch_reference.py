@@ -1,6 +1,6 @@
 """The paper CGAN in PyTorch eager, for the step-time comparison only (minigan never imports torch).
 
-The same architecture as :func:`minigan.models.cgan` (maxout as a Linear to units*pieces followed by a max
+The same architecture as :func:`minigan.families.mlp.cgan` (maxout as a Linear to units*pieces followed by a max
 over adjacent columns, dropout 0.2 on D's image input and 0.5 on D's hidden layers and G's combined layer),
 started from minigan's own initial weights, and the same schedule as minigan's trainer: D on one batch of
 real+fake rows with loss 1/2[BCE(1, D(x)) + BCE(0, D(G(z)))], then G through a frozen D with the

@@ -20,7 +20,9 @@ Interrupt with Ctrl-C at any time: a checkpoint is written, and running the same
 import sys
 from pathlib import Path
 
-from minigan.train import CHECKPOINT_NAME, TrainConfig, Trainer
+from minigan.config import TrainConfig
+from minigan.runs import CHECKPOINT_NAME
+from minigan.train import Trainer
 
 epochs = int(sys.argv[1]) if len(sys.argv) > 1 else 20
 out = sys.argv[2] if len(sys.argv) > 2 else "runs/cgan-mnist-paper"

@@ -14,7 +14,9 @@ Ctrl-C writes a checkpoint; running the same command again continues the run.
 import sys
 from pathlib import Path
 
-from minigan.train import CHECKPOINT_NAME, TrainConfig, Trainer
+from minigan.config import TrainConfig
+from minigan.runs import CHECKPOINT_NAME
+from minigan.train import Trainer
 
 epochs = int(sys.argv[1]) if len(sys.argv) > 1 else 20
 out = sys.argv[2] if len(sys.argv) > 2 else "runs/gan-mnist-paper"

@@ -13,7 +13,8 @@ Equivalent to ``minigan train --device gpu --epochs 5 --out RUN_DIR``.
 import sys
 
 from minigan import backend
-from minigan.train import TrainConfig, Trainer
+from minigan.config import TrainConfig
+from minigan.train import Trainer
 
 try:
     backend.use("cupy")

@@ -12,7 +12,8 @@ e.g. ``python examples/sample_class.py runs/cgan-mnist-modern 7 50 sevens.png``.
 
 import sys
 
-from minigan.train import ConfigError, sample, write_samples
+from minigan.config import ConfigError
+from minigan.runs import sample, write_samples
 
 if len(sys.argv) < 3:
     sys.exit(__doc__)

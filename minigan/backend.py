@@ -636,7 +636,7 @@ def _scalar(like, value):
 
 
 def _sigmoid_passes(xp, x):
-    # minigan.layers.sigmoid's four passes (repeated here: the backend imports no layer code)
+    # minigan.nn.activations.sigmoid's four passes (repeated here: the backend imports no layer code)
     t = xp.negative(x)
     with np.errstate(over="ignore"):
         xp.exp(t, out=t)
@@ -658,7 +658,7 @@ def bce_logits(logits, target: float, n: int | float, scale: float = 1.0):
     :func:`minigan.losses.bce_with_logits`'s terms and gradient; ``scale`` = 0.5 gives
     :func:`minigan.losses.discriminator_loss`'s halves. NumPy/strict: bit-identical to those functions.
 
-    Meant for: ``minigan/losses.py``, ``bce_with_logits`` (its two ``softplus`` calls, the two ``sigmoid``
+    Meant for: ``minigan/nn/losses.py``, ``bce_with_logits`` (its two ``softplus`` calls, the two ``sigmoid``
     calls and the arithmetic around them: about 20 elementwise passes on CuPy, 2 here), with
     ``discriminator_loss`` passing ``scale=0.5`` instead of multiplying afterwards.
     """
@@ -681,7 +681,7 @@ def dropout_forward(x, u, p: float):
     it: ``(y, mask)``, ``mask is u``. NumPy/strict: the three passes of ``Dropout.forward``, bit-identical;
     CuPy: one kernel, exactly the same arithmetic (products by 0 and by the float-rounded scale).
 
-    Meant for: ``minigan/layers.py``, ``Dropout.forward``, the fresh-mask branch (``mask = self.rng.random(...)``;
+    Meant for: ``minigan/nn/dropout.py``, ``Dropout.forward``, the fresh-mask branch (``mask = self.rng.random(...)``;
     ``greater_equal(mask, p, out=mask)``; ``mask *= 1 / (1 - p)``; ``return x * mask``). ``Dropout.backward``
     (``dout * mask``) is one pass already.
     """
@@ -708,7 +708,7 @@ def maxout_forward(z, units: int, pieces: int):
     ``xp.maximum`` does. NumPy/strict: ``Maxout.forward``'s transposing copy and running max, bit-identical
     (values and winners); CuPy: one kernel reading each row's pieces once.
 
-    Meant for: ``minigan/layers.py``, ``Maxout.forward``, everything after ``z += self._params["b"]`` (the
+    Meant for: ``minigan/nn/dense.py``, ``Maxout.forward``, everything after ``z += self._params["b"]`` (the
     ``z_pieces`` copy and the loop over pieces); ``self._winner`` = the returned winner.
     """
     n = z.shape[0]
@@ -742,7 +742,7 @@ def maxout_backward(dout, winner, pieces: int):
     NumPy/strict: ``Maxout.backward``'s masked product per piece, bit-identical (a product, so a negative
     gradient times 0 is -0.0 in both); CuPy: one kernel over dz.
 
-    Meant for: ``minigan/layers.py``, ``Maxout.backward``, the loop that fills ``dz`` before
+    Meant for: ``minigan/nn/dense.py``, ``Maxout.backward``, the loop that fills ``dz`` before
     ``super().backward(dz)``.
     """
     n, units = dout.shape
@@ -768,7 +768,7 @@ def sgd_momentum_update(p, g, v, lr: float, momentum: float) -> None:
     NumPy/strict: ``SGD._update``'s passes, cache block by cache block (:func:`cache_blocks`), bit-identical;
     CuPy: one kernel writing ``p`` and ``v``.
 
-    Meant for: ``minigan/optim.py``, ``SGD._update``, the momentum branch (the ``cache_blocks`` loop).
+    Meant for: ``minigan/nn/optim.py``, ``SGD._update``, the momentum branch (the ``cache_blocks`` loop).
     """
     if _is_cupy_array(p):
         _kernel("sgd_momentum")(g, _scalar(p, lr), _scalar(p, momentum), p, v)
@@ -789,7 +789,7 @@ def adam_update(p, g, m, v, beta1: float, beta2: float, lr_t: float, eps_t: floa
     ``Adam._update``'s nine passes, cache block by cache block, bit-identical; CuPy: one kernel writing ``p``,
     ``m`` and ``v`` (the same operations in the same order, no FMA).
 
-    Meant for: ``minigan/optim.py``, ``Adam._update`` (the ``cache_blocks`` loop), as
+    Meant for: ``minigan/nn/optim.py``, ``Adam._update`` (the ``cache_blocks`` loop), as
     ``adam_update(p, g, m, v, self.beta1, self.beta2, self._lr_t, self._eps_t)``.
     """
     if _is_cupy_array(p):

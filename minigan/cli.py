@@ -34,10 +34,10 @@ import signal
 import sys
 from typing import Sequence
 
-from . import backend, data, io, models
+from . import backend, config, data, families, io, runs
 from . import train as training
 
-from .classifier import ClassifierError as _ClassifierError
+from .eval.classifier import ClassifierError as _ClassifierError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_DIVERGED, EXIT_COLLAPSED = 0, 1, 2, 3, 4
 
@@ -106,22 +106,22 @@ def build_parser() -> argparse.ArgumentParser:
                     "exits 130 (143); continue with --resume.",
         formatter_class=_DefaultsHelpFormatter)
     # Options that define the run default to None so --resume can tell "given" from "default".
-    t.add_argument("--model", choices=models.MODELS, default=None, help="architecture (default: cgan)")
+    t.add_argument("--model", choices=families.MODELS, default=None, help="architecture (default: cgan)")
     t.add_argument("--dataset", choices=data.DATASET_NAMES, default=None, help="training data (default: mnist)")
-    t.add_argument("--preset", choices=training.PRESET_NAMES, default=None,
+    t.add_argument("--preset", choices=config.PRESET_NAMES, default=None,
                    help="paper: SGD+momentum with the papers' schedules; modern: Adam 2e-4, beta1 0.5 "
                         "(default: modern)")
     length = t.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=_positive_int, default=None,
-                        help=f"train until this many epochs are complete (default: {training.DEFAULT_EPOCHS})")
+                        help=f"train until this many epochs are complete (default: {config.DEFAULT_EPOCHS})")
     length.add_argument("--steps", type=_positive_int, default=None,
                         help="train until this many updates (G steps) are done, instead of --epochs")
     t.add_argument("--batch", type=_positive_int, default=None, help="minibatch size (default: 100)")
     t.add_argument("--k", type=_positive_int, default=None, help="D steps per G step (default: 1)")
-    t.add_argument("--update", choices=training.UPDATE_RULES, default=None,
+    t.add_argument("--update", choices=config.UPDATE_RULES, default=None,
                    help="alternating (Algorithm 1) or simultaneous (the original code's one-pass update) "
                         "(default: the preset's: paper simultaneous, modern alternating)")
-    t.add_argument("--device", choices=training.DEVICES, default=None, help="cpu (NumPy) or gpu (CuPy) (default: cpu)")
+    t.add_argument("--device", choices=config.DEVICES, default=None, help="cpu (NumPy) or gpu (CuPy) (default: cpu)")
     t.add_argument("--seed", type=_non_negative_int, default=None, help="run seed (default: 0)")
     t.add_argument("--data", metavar="DIR", default=None,
                    help="directory with the four IDX files; default: the cache (~/.cache/minigan), then download")
@@ -150,12 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--label", type=int, default=None, help="class to generate (conditional models); default: cycle 0..9")
     s.add_argument("--out", metavar="FILE", required=True, help="output file, .npz or .png")
     s.add_argument("--seed", type=_non_negative_int, default=0, help="noise seed")
-    s.add_argument("--device", choices=training.DEVICES, default="cpu", help="cpu or gpu")
+    s.add_argument("--device", choices=config.DEVICES, default="cpu", help="cpu or gpu")
 
     g = sub.add_parser("gradcheck", help="finite-difference check of every gradient",
                        description="Check the hand-written gradients of a model's G and D against float64 finite "
                                    "differences.", formatter_class=_DefaultsHelpFormatter)
-    g.add_argument("--model", choices=models.MODELS, default="cgan")
+    g.add_argument("--model", choices=families.MODELS, default="cgan")
     g.add_argument("--batch", type=_positive_int, default=4)
     g.add_argument("--samples", type=_positive_int, default=20, help="entries checked per parameter")
     g.add_argument("--seed", type=_non_negative_int, default=0)
@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--classifier", action="store_true", help="classifier-based scores")
     e.add_argument("--n-per-class", type=_positive_int, default=1000, help="samples per class (CGAN)")
     e.add_argument("--seed", type=_non_negative_int, default=0, help="noise seed")
-    e.add_argument("--device", choices=training.DEVICES, default="cpu", help="cpu or gpu")
+    e.add_argument("--device", choices=config.DEVICES, default="cpu", help="cpu or gpu")
 
     c = sub.add_parser("train-classifier", help="train the fixed classifier used by 'minigan eval'",
                        description="Train the fixed MNIST/Fashion-MNIST classifier (an MLP built from minigan's own "
@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=_non_negative_int, default=0)
     c.add_argument("--out", metavar="FILE", default=None, help="weights file (default: <cache>/classifier-<dataset>.npz)")
     c.add_argument("--data", metavar="DIR", default=None, help="directory of the four IDX files")
-    c.add_argument("--device", choices=training.DEVICES, default="cpu", help="cpu or gpu")
+    c.add_argument("--device", choices=config.DEVICES, default="cpu", help="cpu or gpu")
     return parser
 
 
@@ -195,7 +195,7 @@ def _train(args) -> int:
     _use_device(args.device)
     progress = False if args.no_progress else None
     if args.resume:
-        out = args.out or training.default_out(args.model or "cgan", args.dataset or "mnist", args.preset or "modern")
+        out = args.out or config.default_out(args.model or "cgan", args.dataset or "mnist", args.preset or "modern")
         trainer = training.Trainer.resume(
             out, model=args.model, dataset=args.dataset, preset=args.preset, batch=args.batch, k=args.k,
             update=args.update, seed=args.seed, epochs=args.epochs, steps=args.steps, device=args.device, data_dir=args.data,
@@ -207,10 +207,10 @@ def _train(args) -> int:
                  "device": args.device, "data_dir": args.data, "out": args.out, "log_interval": args.log_interval,
                  "select_every": args.select_every, "lr_G": args.lr_G, "lr_D": args.lr_D,
                  "stop_on_collapse": args.stop_on_collapse}
-        config = training.TrainConfig(**{k: v for k, v in given.items() if v is not None}, progress=progress)
-        if config.epochs is None and config.steps is None:
-            config.epochs = training.DEFAULT_EPOCHS
-        trainer = training.Trainer(config)
+        run_config = config.TrainConfig(**{k: v for k, v in given.items() if v is not None}, progress=progress)
+        if run_config.epochs is None and run_config.steps is None:
+            run_config.epochs = config.DEFAULT_EPOCHS
+        trainer = training.Trainer(run_config)
     result = trainer.run()
     if result.status == "interrupted":
         return 128 + int(result.signal or signal.SIGINT)
@@ -219,8 +219,8 @@ def _train(args) -> int:
 
 def _sample(args) -> int:
     _use_device(args.device)
-    x, y = training.sample(args.run_dir, args.n, label=args.label, seed=args.seed)
-    training.write_samples(args.out, x, y)
+    x, y = runs.sample(args.run_dir, args.n, label=args.label, seed=args.seed)
+    runs.write_samples(args.out, x, y)
     what = f"label {args.label}" if args.label is not None else ("labels 0..9 in turn" if (y >= 0).all() else "no labels")
     print(f"wrote {len(x)} samples ({what}) to {args.out}", flush=True)
     return EXIT_OK
@@ -236,7 +236,7 @@ def _gradcheck(args) -> int:
 
 
 def _eval(args) -> int:
-    from . import metrics  # lazy: evaluation is not needed to train
+    from .eval import metrics  # lazy: evaluation is not needed to train
 
     _use_device(args.device)
     metrics.eval_cli(args.run_dir, parzen=args.parzen, classifier=args.classifier, n_per_class=args.n_per_class,
@@ -245,7 +245,7 @@ def _eval(args) -> int:
 
 
 def _train_classifier(args) -> int:
-    from . import classifier
+    from .eval import classifier
 
     _use_device(args.device)
     return int(classifier.train_classifier_cli(args.dataset, out=args.out, epochs=args.epochs, seed=args.seed,
@@ -270,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler = {"train": _train, "sample": _sample, "gradcheck": _gradcheck, "eval": _eval,
                    "train-classifier": _train_classifier}[args.command]
         return handler(args)
-    except (UsageError, training.ConfigError, data.DataError, io.CheckpointError, backend.BackendError,
+    except (UsageError, config.ConfigError, data.DataError, io.CheckpointError, backend.BackendError,
             _ClassifierError) as exc:
         print(f"minigan: error: {_one_line(exc)}", file=sys.stderr, flush=True)
         return EXIT_USAGE

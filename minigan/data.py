@@ -98,7 +98,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from . import io as checkpoint_io
+from .io import checkpoint as checkpoint_io
 
 __all__ = [
     "DataError",

@@ -20,7 +20,7 @@ Conditional models take ``y`` (one-hot labels); G gets ``(z, y)`` and D gets ``(
 from __future__ import annotations
 
 from .backend import get_array_module
-from .losses import discriminator_loss, generator_loss
+from .nn.losses import bce_with_logits, discriminator_loss, generator_loss
 
 
 def _pair(x, y):
@@ -28,8 +28,9 @@ def _pair(x, y):
 
 
 def discriminator_step(D, x_real, x_fake, y_real=None, y_fake=None, train: bool = True,
-                       backward: bool = True, input_grads: bool = False):
-    """Forward D on real and fake rows (one batch), compute D's loss, and backpropagate it into D.
+                       backward: bool = True, input_grads: bool = False, separate: bool = False):
+    """Forward D on real and fake rows (one batch, or two with ``separate``), compute D's loss, and
+    backpropagate it into D.
 
     Parameters
     ----------
@@ -44,6 +45,9 @@ def discriminator_step(D, x_real, x_fake, y_real=None, y_fake=None, train: bool 
         Also run the backward pass (writing ``D.grads``).
     input_grads : bool
         Also return d(loss)/d(D's inputs) (the gradient checker wants them; training does not).
+    separate : bool
+        Run the real and the fake rows through D as two batches (:func:`_discriminator_step_separate`): for a
+        D with BatchNorm, whose output on a row depends on the other rows of its batch.
 
     Returns
     -------
@@ -51,6 +55,8 @@ def discriminator_step(D, x_real, x_fake, y_real=None, y_fake=None, train: bool 
     logits : array (N_r + N_f, 1), real rows first
     dinputs : None, or the gradient with respect to D's stacked input (an array, or a tuple for ``(x, y)``)
     """
+    if separate:
+        return _discriminator_step_separate(D, x_real, x_fake, y_real, y_fake, train, backward, input_grads)
     xp = get_array_module(x_real)
     n_real = x_real.shape[0]
     x = xp.concatenate([x_real, x_fake], axis=0)
@@ -61,6 +67,46 @@ def discriminator_step(D, x_real, x_fake, y_real=None, y_fake=None, train: bool 
     dinputs = None
     if backward:
         dinputs = D.backward(xp.concatenate([d_real, d_fake], axis=0))
+    return loss, logits, dinputs
+
+
+def _discriminator_step_separate(D, x_real, x_fake, y_real, y_fake, train, backward, input_grads):
+    r""":func:`discriminator_step` with the real and the fake rows as two batches through D.
+
+    The loss is the same sum of per-row terms, :math:`L = \tfrac12[\mathrm{BCE}(1, D(x)) + \mathrm{BCE}(0,
+    D(\tilde x))] = L_r(\theta) + L_f(\theta)`, but :math:`D(\tilde x)` no longer depends on the real rows (nor
+    :math:`D(x)` on the fakes), so each half is a function of its own batch and of the parameters only. Hence
+    :math:`\partial L/\partial\theta = \partial L_r/\partial\theta + \partial L_f/\partial\theta`: backward
+    through the real pass, keep D's parameter gradients, backward through the fake pass (which overwrites
+    them, the layer contract) and add the kept ones back. Each half's logit gradient is the one
+    :func:`~minigan.nn.losses.discriminator_loss` gives it (:math:`\tfrac12(\sigma(\ell) - t)/N`).
+    The input gradients are the two passes' own, stacked real rows first, as the joint step returns them.
+    """
+    xp = get_array_module(x_real)
+    D.set_requires_grad(True).set_input_grad(input_grads)
+    logits_real = D.forward(_pair(x_real, y_real), train)
+    d_real = d_inputs_real = None
+    if backward:
+        loss_real, d_real = bce_with_logits(logits_real, 1.0)
+        d_inputs_real = D.backward(0.5 * d_real)
+        kept = {k: g.copy() for k, g in D.grads.items()} if D.requires_grad else {}
+    else:
+        loss_real, _ = bce_with_logits(logits_real, 1.0)
+    logits_fake = D.forward(_pair(x_fake, y_fake), train)
+    loss_fake, d_fake = bce_with_logits(logits_fake, 0.0)
+    loss = 0.5 * (loss_real + loss_fake)
+    logits = xp.concatenate([logits_real, logits_fake], axis=0)
+    dinputs = None
+    if backward:
+        d_inputs_fake = D.backward(0.5 * d_fake)
+        grads = D.grads
+        for k, g in kept.items():
+            grads[k] += g
+        if input_grads:
+            if isinstance(d_inputs_real, tuple):
+                dinputs = tuple(xp.concatenate([a, b], axis=0) for a, b in zip(d_inputs_real, d_inputs_fake))
+            else:
+                dinputs = xp.concatenate([d_inputs_real, d_inputs_fake], axis=0)
     return loss, logits, dinputs
 
 
@@ -77,7 +123,7 @@ def generator_step(G, D, z, y=None, kind: str = "non_saturating", train: bool = 
     z : array (N, noise_dim)
     y : array (N, n_classes) or None
     kind : {"non_saturating", "minimax"}
-        Which generator loss (see :func:`minigan.losses.generator_loss`).
+        Which generator loss (see :func:`minigan.nn.losses.generator_loss`).
     input_grads : bool
         Also return d(loss)/d(G's inputs).
 

@@ -1,27 +1,32 @@
-r"""Adversarial training: Algorithm 1 of Goodfellow et al. (2014), with the conditions of Mirza & Osindero (2014).
+r"""The shared trainer: everything a run needs whatever the model family.
 
-One *update* (global step) is ``k`` discriminator steps followed by one generator step:
+A run is a sequence of *updates* (global steps). What one update does is the model family's
+(:meth:`minigan.families.base.Family.update`; for the GANs, Algorithm 1 of Goodfellow et al. (2014) or the
+original code's one-pass update, :mod:`minigan.families.base`):
 
 .. code-block:: text
 
     for k steps:
         take the next real minibatch (x, y) of the epoch's shuffled order
-        z ~ prior;  x~ = G(z, y)               # cgan: the real batch's labels also condition the fakes
+        z ~ prior;  x~ = G(z, y)               # conditional: the real batch's labels also condition the fakes
         D ascends  log D(x, y) + log(1 - D(x~, y))
     z ~ prior;  G descends  -log D(G(z, y), y)  # non-saturating loss; y = the last real batch's labels
 
-The gradients themselves come from :mod:`minigan.objective` (the same code the gradient checker verifies);
-this module owns everything around them: optimizers and schedules, data order, random streams, counters,
-logging, checkpoints, sample grids, signals and divergence.
+The gradients themselves come from :mod:`minigan.objective` (the same code the gradient checker verifies).
+This module owns everything around them, for every family alike: the run directory, optimizers (one per
+network) and schedules, data order, random streams, counters, logging and progress, checkpoints and resume,
+sample grids, model selection, the health monitor, signals and divergence. The run's configuration and the
+presets are :mod:`minigan.config`; reading a finished run (its model, samples) is :mod:`minigan.runs`.
 
-Presets
--------
-``paper``
-    SGD with classical momentum, learning rate 0.1 divided by ``factor`` per update (CGAN 1.00004, GAN
-    1.000004) down to a floor of 1e-6, momentum ramped linearly 0.5 -> 0.7 over epochs 0..250 (the CGAN
-    paper gives no saturation epoch, so the GAN paper's 250 is used for both). Batch 100.
-``modern``
-    Adam, lr 2e-4, beta1 0.5, beta2 0.999, same architecture and initialisation, batch 100.
+Extension points
+----------------
+``Trainer.after_step[net]``
+    Callables run after every optimizer step of network ``net`` (``"G"``, ``"D"``), in order, e.g. to update
+    a moving average of G's weights.
+``Trainer.add_state_part(name, part)``
+    Extra state that checkpoints carry and resume restores: ``part.state()`` returns ``(arrays, meta)``, saved
+    as arrays ``<name>.<key>`` and metadata ``parts.<name>``; ``part.load_state(arrays, meta)`` gets them back
+    (arrays without the prefix). A checkpoint without the part's entries leaves it as it is.
 
 Run directory
 -------------
@@ -54,7 +59,6 @@ NaN, which makes that update's D loss NaN. Used by the tests and the fault-injec
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -62,97 +66,23 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable, Protocol
 
 import numpy as np
 
-from . import backend, data, health, io, models, objective, optim
-from .layers import sigmoid
+from . import backend, data, families, io
+from .config import (DEFAULT_EPOCHS, PRESETS, ConfigError, TrainConfig, _is_int, _is_number, checkpoint_model_options,
+                     learning_rates, model_options)
+from .nn import optim
+from .runs import (BEST_NAME, BUFFERS_PREFIX, CHECKPOINT_FORMAT, CHECKPOINT_NAME, READABLE_FORMATS, _checked_array,
+                   _restore_buffers)
 
-__all__ = [
-    "ConfigError",
-    "TrainingCollapsed",
-    "TrainingDiverged",
-    "TrainConfig",
-    "RunResult",
-    "Trainer",
-    "PRESETS",
-    "CHECKPOINT_NAME",
-    "load_model",
-    "sample",
-    "write_samples",
-    "default_out",
-]
+__all__ = ["TrainingCollapsed", "TrainingDiverged", "RunResult", "Trainer", "StatePart"]
 
-CHECKPOINT_NAME = "checkpoint.npz"
-BUFFERS_PREFIX = "buffers."  # checkpoint keys of layers' non-trainable state: buffers.G.<name>, buffers.D.<name>
-BEST_NAME = "best.npz"
-CHECKPOINT_FORMAT = 2  # 2: the model's resolved options are stored ("model_options"); 1 still loads
-READABLE_FORMATS = (1, 2)
 INJECT_NAN_ENV = "MINIGAN_INJECT_NAN_AT_STEP"
-PRESET_NAMES = ("paper", "modern")
-DEVICES = ("cpu", "gpu")
-DEFAULT_EPOCHS = 5
-
-#: Hyper-parameters of each preset. ``decay`` is the per-update divisor of the learning rate, by model.
-PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {
-        "optimizer": "sgd",
-        "lr": 0.1,
-        "decay": {"cgan": 1.00004, "gan": 1.000004},
-        "lr_floor": 1e-6,
-        "momentum": (0.5, 0.7),
-        "momentum_saturate": {"cgan": 250, "gan": 250},
-        # The original code (pylearn2's AdversaryCost2 under its SGD, goodfeli/adversarial mnist.yaml) takes D's
-        # and G's gradients from one forward pass and updates both at once; see objective.simultaneous_step.
-        # Measured with everything else equal (GAN, seed 0): alternating updates let D win outright (D(x) 1.000,
-        # D(G(z)) 0.000 by epoch 11, every sample a "1", Parzen -336); the one-pass update keeps the game
-        # balanced (D(x) 0.74, D(G(z)) 0.26 at epoch 12) with diverse digits.
-        "update": "simultaneous",
-    },
-    "modern": {
-        "optimizer": "adam",
-        "lr": 2e-4,
-        "beta1": 0.5,
-        "beta2": 0.999,
-        # Zero-mean, unit-variance noise (the GAN paper's U(-sqrt3, sqrt3)) for the CGAN too. With the CGAN
-        # paper's U(0, 1), G's output barely depends on z at the papers' initial weights (measured: per-pixel
-        # std across z of 0.001 vs 0.18 for real digits) and Adam collapses it to one image per run; with
-        # zero-mean noise the samples diversify within the first epoch (0.06 after 600 updates).
-        # CGAN, measured over 2500 updates (= the 5-epoch run) with a 98.5% MNIST classifier on the samples:
-        # - G at 2e-3 (D was then 4e-4): at 2e-4 for both D wins (D(G(z)) -> 0.02) and G collapses; with the
-        #   faster G the game stays balanced (D(x) ~0.8, D(G(z)) ~0.15-0.2) and samples are diverse.
-        # - G dropout off: with it, training-mode fakes differ from the eval-mode samples.
-        # - G ignored y (label accuracy 0.09, chance 0.10): its label units (one-hot -> 1000 ReLU) all died
-        #   (W[y] + b < 0 for every class) before D read labels. Two changes fix it: G's label bias starts at
-        #   +0.5 (g_y_bias) so the units live long enough, and D reads labels from the first update: its label
-        #   branch starts at embedding scale (d_y_irange U(±sqrt3): a layer on one-hot input is a lookup table)
-        #   and it gets the matching-aware term (real images with wrong labels as negatives).
-        #   Together: label accuracy 0.40 after 500 updates, 0.93 (worst class 0.81) after 1000.
-        "model_options": {"cgan": {"noise": (-3 ** 0.5, 3 ** 0.5), "g_dropout": 0.0, "g_y_bias": 0.5,
-                                   "d_y_irange": 3 ** 0.5}},
-        # True: the matching-aware term is a second D step per update, on other real images with wrong labels;
-        # "joint": those rows join D's own step (one D step per update, GAN-CLS's weighting). With this preset's
-        # networks, a joint step on the D step's *own* images with wrong labels collapsed G in epoch 1 on seeds
-        # 0, 3, 5 and 11 (one thread); the joint step on other images is measured in docs/RESULTS.md.
-        "matching_aware": {"cgan": True},
-        "lr_G": {"cgan": 2e-3},
-        # - D at 4e-3 (was 4e-4; issue 11): with the slower D, G's label units died before D read the labels on
-        #   most seeds (seed 0: G ignored y from epoch 1, label accuracy 9.7% after 5 epochs, D won at epoch 5).
-        #   A D ten times faster reads labels within the first epoch, while G's units are still alive, and its
-        #   noisier steps do not win the game (D(G(z)) 0.3-0.5). Seed benchmark: docs/RESULTS.md.
-        "lr_D": {"cgan": 4e-3},
-        "update": "alternating",
-    },
-}
-PRESET_NAMES = tuple(PRESETS)
-UPDATE_RULES = ("alternating", "simultaneous")
-
-
-class ConfigError(ValueError):
-    """A run cannot start as asked (bad option, conflicting resume, missing checkpoint...)."""
+_DISPLAY_NAMES = {"D_x": "D(x)", "D_G_z": "D(G(z))"}  # how a metric is named in messages
 
 
 class TrainingCollapsed(RuntimeError):
@@ -170,142 +100,6 @@ class TrainingDiverged(RuntimeError):
         super().__init__(message)
         self.update = update
 
-
-def default_out(model: str, dataset: str, preset: str) -> str:
-    """The default run directory ``runs/<model>-<dataset>-<preset>``."""
-    return os.path.join("runs", f"{model}-{dataset}-{preset}")
-
-
-def _positive(name: str, value: Any, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a run. Stored in every checkpoint.
-
-    Attributes
-    ----------
-    model : {"cgan", "gan"}
-    dataset : {"mnist", "fashion-mnist"}
-    preset : {"paper", "modern"}
-    epochs : int or None
-        Train until this many epochs are complete (a total, not "more"). Default 5 when ``steps`` is None.
-    steps : int or None
-        Train until this many updates (global steps) are done; overrides ``epochs``.
-    batch : int
-        Real examples per D step (and fakes per D and G step).
-    k : int
-        D steps per G step (Algorithm 1's k).
-    device : {"cpu", "gpu"} or None
-        Backend to switch to; None keeps the active one (tests use this for the strict backend).
-    seed : int
-        The one run seed; model init, dropout, noise, data order and grid noise are all derived from it.
-    data_dir : str or None
-        Directory of IDX files (``--data``); None uses the cache / download sources of :mod:`minigan.data`.
-    out : str or None
-        Run directory; None gives ``runs/<model>-<dataset>-<preset>``.
-    log_interval : int
-        Updates between device-to-host read-backs of the running losses (and NaN checks).
-    progress : bool or None
-        Progress bar: None = automatic (tqdm, else a built-in one), False = off.
-    g_loss : {"non_saturating", "minimax"}
-    update : {"alternating", "simultaneous"} or None
-        ``alternating``: Algorithm 1 (k D steps, then a G step on fresh noise through the updated D);
-        ``simultaneous``: the original code's one-pass update (:func:`minigan.objective.simultaneous_step`,
-        needs ``k`` = 1). None: the preset's choice.
-    model_options : dict
-        Extra keyword arguments for :func:`minigan.models.build` (e.g. ``d_irange``).
-    select_every : int or None
-        Model selection as in the CGAN paper: every this many epochs, score G by the Parzen-window
-        log-likelihood of the validation images (σ chosen on the first half of them, at most 1,000, the rest
-        scored; 10,000 samples, 1,000 per class for the CGAN) and keep the best model as ``best.npz``.
-    lr_G, lr_D : float or None
-        Learning rates of G's and D's optimizers in place of the preset's (the initial rate under ``paper``'s
-        decay).
-    stop_on_collapse : bool
-        End the run when the health monitor (:mod:`minigan.health`) reports a failure, without saving the
-        failed epoch's state: the checkpoint on disk is the last one without a finding.
-    """
-
-    model: str = "cgan"
-    dataset: str = "mnist"
-    preset: str = "modern"
-    epochs: int | None = None
-    steps: int | None = None
-    batch: int = 100
-    k: int = 1
-    device: str | None = None
-    seed: int = 0
-    data_dir: str | None = None
-    out: str | None = None
-    log_interval: int = 50
-    progress: bool | None = None
-    g_loss: str = "non_saturating"
-    update: str | None = None
-    model_options: dict = field(default_factory=dict)
-    select_every: int | None = None
-    lr_G: float | None = None
-    lr_D: float | None = None
-    stop_on_collapse: bool = False
-
-    #: Fields that may differ when a run is resumed (they do not change what is computed).
-    RESUMABLE_OVERRIDES = ("epochs", "steps", "device", "data_dir", "log_interval", "progress", "select_every",
-                           "stop_on_collapse")
-
-    def __post_init__(self):
-        self.validate()
-
-    def validate(self) -> "TrainConfig":
-        if self.model not in models.MODELS:
-            raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(models.MODELS)}")
-        if self.dataset not in data.DATASET_NAMES:
-            raise ConfigError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(data.DATASET_NAMES)}")
-        if self.preset not in PRESETS:
-            raise ConfigError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
-        if self.device is not None and self.device not in DEVICES:
-            raise ConfigError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
-        for name in ("batch", "k", "log_interval"):
-            _positive(name, getattr(self, name))
-        _positive("epochs", self.epochs, allow_none=True)
-        _positive("steps", self.steps, allow_none=True)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
-            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if self.g_loss not in ("non_saturating", "minimax"):
-            raise ConfigError(f"g_loss must be 'non_saturating' or 'minimax', got {self.g_loss!r}")
-        if self.update is not None and self.update not in UPDATE_RULES:
-            raise ConfigError(f"unknown update rule {self.update!r}; choose one of {', '.join(UPDATE_RULES)}")
-        for name in ("lr_G", "lr_D"):
-            value = getattr(self, name)
-            if value is not None and not (_is_number(value) and math.isfinite(value) and value > 0):
-                raise ConfigError(f"{name} must be a positive number, got {value!r}")
-        if self.update_rule == "simultaneous" and self.k != 1:
-            raise ConfigError(f"the simultaneous update takes one D step per G step; k {self.k} needs "
-                              "--update alternating")
-        return self
-
-    @property
-    def update_rule(self) -> str:
-        """The update actually used: ``update``, or the preset's."""
-        return self.update or PRESETS[self.preset]["update"]
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.out if self.out is not None else default_out(self.model, self.dataset, self.preset))
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ConfigError(f"checkpoint config has unknown fields {sorted(unknown)}")
-        return cls(**d)
 
 
 @dataclass
@@ -417,51 +211,32 @@ def _derived_seeds(seed: int) -> dict[str, int]:
     return {n: int(c.generate_state(1, np.uint64)[0] >> np.uint64(1)) for n, c in zip(names, children)}
 
 
-def checkpoint_model_options(meta: dict, config: "TrainConfig") -> dict:
-    """The keyword arguments that rebuild a checkpoint's model.
 
-    Format 2 stores them, so a run keeps its network even if a later minigan changes what its preset builds;
-    a format-1 checkpoint (written before) gets its preset's current options, which it was trained with
-    unless a preset's architecture changed since.
-    """
-    if meta.get("format", 1) >= 2:
-        options = meta.get("model_options")
-        if not isinstance(options, dict):
-            raise io.CheckpointError("the checkpoint's model_options are missing or not an object")
-        # The config's own model options were merged into them when the run began: they must agree.
-        given = config.model_options
-        if not isinstance(given, dict) or any(k not in options or options[k] != v for k, v in given.items()):
-            raise io.CheckpointError(f"the checkpoint's config.model_options {str(given)[:200]} disagree with the "
-                                     f"model options it was built with {str(options)[:200]}")
-        return dict(options)
-    return model_options(config)
-
-
-def model_options(config: TrainConfig) -> dict:
-    """Keyword arguments for :func:`minigan.models.build`: the preset's, updated by ``config.model_options``."""
-    return {**PRESETS[config.preset].get("model_options", {}).get(config.model, {}), **config.model_options}
-
-
-def learning_rates(config: TrainConfig) -> tuple[float, float]:
-    """(lr_G, lr_D): the config's, else the preset's per-model rates (``"lr_G": {"cgan": ...}``), else ``lr``."""
+def _make_optimizers(config: TrainConfig, networks: dict) -> dict:
+    """One optimizer per network, by the preset: ``{"G": ..., "D": ...}`` at :func:`learning_rates`' rates."""
     preset = PRESETS[config.preset]
-    lr_G = preset.get("lr_G", {}).get(config.model, preset["lr"]) if config.lr_G is None else config.lr_G
-    lr_D = preset.get("lr_D", {}).get(config.model, preset["lr"]) if config.lr_D is None else config.lr_D
-    return float(lr_G), float(lr_D)
-
-
-def _make_optimizers(config: TrainConfig, model: models.GANModel):
-    preset = PRESETS[config.preset]
-    lr_G, lr_D = learning_rates(config)
+    rates = dict(zip(("G", "D"), learning_rates(config)))
     if preset["optimizer"] == "sgd":
-        return optim.SGD(model.G, lr=lr_G, momentum=preset["momentum"][0]), \
-            optim.SGD(model.D, lr=lr_D, momentum=preset["momentum"][0])
+        return {net: optim.SGD(layer, lr=rates[net], momentum=preset["momentum"][0]) for net, layer in networks.items()}
     kw = dict(beta1=preset["beta1"], beta2=preset["beta2"])
-    return optim.Adam(model.G, lr=lr_G, **kw), optim.Adam(model.D, lr=lr_D, **kw)
+    return {net: optim.Adam(layer, lr=rates[net], **kw) for net, layer in networks.items()}
+
+
+class StatePart(Protocol):
+    """Extra state a checkpoint carries (see :meth:`Trainer.add_state_part`)."""
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """Host arrays and JSON-serialisable metadata."""
+
+    def load_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        """Restore what :meth:`state` returned (raise ValueError/KeyError/TypeError on a mismatch)."""
 
 
 class Trainer:
     """Owns a run: model, optimizers, schedules, random streams, counters, and the run directory.
+
+    What is particular to the model -- its networks, its update, its grid -- is its family's
+    (:attr:`family`, a :class:`minigan.families.base.Family` made for this run).
 
     Parameters
     ----------
@@ -481,6 +256,10 @@ class Trainer:
         Updates done in the current epoch.
     updates : int
         Global updates (G steps) done; the learning-rate decay counts these.
+    optimizers : dict
+        One optimizer per network of the model, by the network's name (``opt_G``, ``opt_D``: G's and D's).
+    after_step : dict
+        Per network name, callables run after each of its optimizer steps (:meth:`step`).
     """
 
     def __init__(self, config: TrainConfig, dataset: data.Dataset | None = None, log: Callable[[str], None] = _print,
@@ -504,10 +283,11 @@ class Trainer:
                               f"training examples; the dataset has {self.n_train}")
 
         seeds = _derived_seeds(config.seed)
+        family_class = families.get(config.model)
         try:
             options = (model_options(config) if checkpoint is None
                        else checkpoint_model_options(checkpoint[1], config))
-            self.model = models.build(config.model, seeds["model"], **options)  # on the active backend
+            self.model = family_class.build(seeds["model"], **options)  # on the active backend
             self.model_options = options
         except (TypeError, ValueError) as exc:  # options the builder does not take (e.g. a tampered checkpoint)
             if checkpoint is not None:
@@ -515,13 +295,16 @@ class Trainer:
                                          f"{str(checkpoint[1].get('model_options'))[:200]} do not build a "
                                          f"{config.model}: {exc}") from None
             raise ConfigError(f"model options {config.model_options!r} are not valid for {config.model}: {exc}") from None
-        # The papers' G starts from the data's pixel marginals (a resumed run overwrites this from its checkpoint).
-        models.init_output_bias_from_data(self.model, train.x)
-        self.opt_G, self.opt_D = _make_optimizers(config, self.model)
-        self._matching_aware = PRESETS[config.preset].get("matching_aware", {}).get(config.model, False)
-        self._labels_host = np.asarray(train.y)
+        self.preset = PRESETS[config.preset]
+        self.networks = self.model.networks()
+        self.family = family_class(self)
+        self.family.prepare(train)  # a resumed run then overwrites the weights from its checkpoint
+        self.optimizers = _make_optimizers(config, self.networks)
+        self.after_step: dict[str, list[Callable[[], None]]] = {net: [] for net in self.networks}
+        self._state_parts: dict[str, StatePart] = {}
+        self.labels_host = np.asarray(train.y)
         self._best = None  # {"epoch", "valid_ll", "sigma"} of the best model so far (model selection)
-        preset = PRESETS[config.preset]
+        preset = self.preset
         if preset["optimizer"] == "sgd":
             decay, floor = preset["decay"][config.model], preset["lr_floor"]
             self.lr_schedules = tuple(optim.ExponentialDecay(lr, decay, floor) for lr in learning_rates(config))
@@ -531,21 +314,15 @@ class Trainer:
         self.noise_rng = backend.Rng(seeds["noise"])
         self.data_rng = backend.Rng(seeds["data"])  # .host is the numpy Generator that shuffles
 
-        # The training set lives on the device once; per step only a slice of the permutation is indexed.
-        self.x_train = backend.to_device(np.ascontiguousarray(train.x, dtype=self.model.dtype))
+        # The training set lives on the device once, in G's output range; per step only a slice of the
+        # permutation is indexed.
+        x = np.ascontiguousarray(train.x, dtype=self.model.dtype)
+        self.x_train = backend.to_device(np.ascontiguousarray(self.model.from_unit(x), dtype=self.model.dtype))
         self.y_train = (backend.to_device(data.one_hot(train.y, self.model.n_classes, self.model.dtype))
                         if self.model.conditional else None)
 
-        # Fixed grid noise: cgan shares column c's noise across the 10 rows (row r = label r), so the grid
-        # shows the condition changing with the noise held; gan uses 100 independent draws.
-        grid_rng = backend.Rng(seeds["grid"])
-        if self.model.conditional:
-            cols = backend.to_host(self.model.sample_noise(10, grid_rng, like=np.zeros(1)))
-            self.grid_z = np.tile(cols, (10, 1))
-            self.grid_labels = np.repeat(np.arange(10, dtype=np.int64), 10)
-        else:
-            self.grid_z = backend.to_host(self.model.sample_noise(100, grid_rng, like=np.zeros(1)))
-            self.grid_labels = None
+        # Fixed grid noise and labels (the family's layout: for a conditional model row r is label r).
+        self.grid_z, self.grid_labels = self.family.grid(backend.Rng(seeds["grid"]))
 
         self.epoch = 0
         self.step_in_epoch = 0
@@ -559,11 +336,49 @@ class Trainer:
         self._buffer_first_update = 1
         self._stop_signal: int | None = None
         self._inject_nan_at = _env_int(INJECT_NAN_ENV)
-        self.monitor = health.HealthMonitor(self.model.conditional, health.real_diversity(
-            train.x, train.y if self.model.conditional else None))
+        self.monitor = self.family.monitor(train)
         self._last_record: dict | None = None
+        # What add_state_part may still need of the checkpoint: arrays outside the trainer's own prefixes.
+        own = {*self.networks, "optim", "buffers", "grid"}
+        self._checkpoint = None if checkpoint is None else (
+            {k: a for k, a in checkpoint[0].items() if k.partition(".")[0] not in own}, checkpoint[1])
         if checkpoint is not None:
             self.load_state(*checkpoint)
+
+    @property
+    def opt_G(self):
+        return self.optimizers["G"]
+
+    @property
+    def opt_D(self):
+        return self.optimizers["D"]
+
+    def step(self, net: str) -> None:
+        """The optimizer step of network ``net`` (from the gradients its backward wrote), then its hooks."""
+        self.optimizers[net].step()
+        for hook in self.after_step[net]:
+            hook()
+
+    def add_state_part(self, name: str, part: StatePart) -> None:
+        """Let checkpoints carry ``part``'s state under ``name`` (module docstring); restores it at once if this
+        trainer was made from a checkpoint that holds it."""
+        if name in self.networks or name in ("optim", "buffers", "grid", "parts") or "." in name or name in self._state_parts:
+            raise ValueError(f"state part name {name!r} is taken or not a plain name")
+        self._state_parts[name] = part
+        if self._checkpoint is not None:
+            self._load_part(name, part, *self._checkpoint)
+
+    def _load_part(self, name: str, part: StatePart, arrays: dict, meta: dict) -> None:
+        prefix = name + "."
+        stored = {k[len(prefix):]: a for k, a in arrays.items() if k.startswith(prefix)}
+        part_meta = (meta.get("parts") or {}).get(name)
+        if not stored and part_meta is None:
+            return
+        try:
+            part.load_state(stored, part_meta if isinstance(part_meta, dict) else {})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise io.CheckpointError(f"{self.config.run_dir / CHECKPOINT_NAME}: the state of {name!r} does not "
+                                     f"load ({type(exc).__name__}: {exc})") from exc
 
     # -- construction from a run directory ---------------------------------------------------------
     @classmethod
@@ -611,19 +426,20 @@ class Trainer:
     def state(self) -> tuple[dict[str, np.ndarray], dict]:
         """(arrays, meta) for a checkpoint: host arrays and JSON metadata.
 
-        Arrays: ``G.<param>``, ``D.<param>``, ``buffers.G.<buffer>``, ``buffers.D.<buffer>`` (non-trainable state
-        such as BatchNorm's running statistics; none for the MLP models), ``optim.G.<slot>.<param>``,
-        ``optim.D.<slot>.<param>``, ``grid.z``. Meta: the config, the counters, optimizer scalars, every generator state (noise; data at
-        the start of the current epoch; each dropout layer's), the running sums of the current epoch.
+        Arrays, for each network ``<net>`` of the model (``G``, ``D``): ``<net>.<param>``, ``buffers.<net>.<buffer>``
+        (non-trainable state such as BatchNorm's running statistics; none for the MLP models),
+        ``optim.<net>.<slot>.<param>``; then ``grid.z`` and each state part's ``<part>.<key>``. Meta: the config,
+        the counters, optimizer scalars, every generator state (noise; data at the start of the current epoch;
+        each dropout layer's), the running sums of the current epoch, and ``parts`` (only if there are any).
         """
         arrays: dict[str, np.ndarray] = {}
-        for net, layer in (("G", self.model.G), ("D", self.model.D)):
+        for net, layer in self.networks.items():
             for name, p in layer.params.items():
                 arrays[f"{net}.{name}"] = backend.to_host(p)
             for name, b in layer.buffers.items():
                 arrays[f"{BUFFERS_PREFIX}{net}.{name}"] = backend.to_host(b)
         optim_meta = {}
-        for net, opt in (("G", self.opt_G), ("D", self.opt_D)):
+        for net, opt in self.optimizers.items():
             opt_arrays, scalars = opt.state_dict()
             for key, a in opt_arrays.items():
                 arrays[f"optim.{net}.{key}"] = a
@@ -631,7 +447,7 @@ class Trainer:
         arrays["grid.z"] = self.grid_z
         rngs = {"noise": self.noise_rng.get_state(),
                 "data_epoch_start": self._epoch_start_state if self._perm is not None else self.data_rng.get_state()}
-        for net, layer in (("G", self.model.G), ("D", self.model.D)):
+        for net, layer in self.networks.items():
             for name, rng in layer.rngs().items():
                 rngs[f"{net}.{name}"] = rng.get_state()
         meta = {
@@ -652,6 +468,11 @@ class Trainer:
             "last_record": self._last_record,
             "best": self._best,
         }
+        if self._state_parts:
+            meta["parts"] = {}
+            for name, part in self._state_parts.items():
+                part_arrays, meta["parts"][name] = part.state()
+                arrays.update({f"{name}.{k}": backend.to_host(a) for k, a in part_arrays.items()})
         return arrays, meta
 
     def load_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
@@ -661,7 +482,7 @@ class Trainer:
             if meta["n_train"] != self.n_train:
                 raise ConfigError(f"the checkpoint was trained on {meta['n_train']} examples, this dataset has "
                                   f"{self.n_train}: resuming would not continue the same run")
-            for net, layer in (("G", self.model.G), ("D", self.model.D)):
+            for net, layer in self.networks.items():
                 params = layer.params
                 stored = {k[len(net) + 1:] for k in arrays if k.startswith(net + ".")}
                 if stored != set(params):
@@ -672,7 +493,7 @@ class Trainer:
                     a = _checked_array(where, f"{net}.{name}", arrays[f"{net}.{name}"], p)
                     p[...] = backend.to_device(a)
                 _restore_buffers(where, arrays, net, layer, backend.to_device)
-            for net, opt in (("G", self.opt_G), ("D", self.opt_D)):
+            for net, opt in self.optimizers.items():
                 prefix = f"optim.{net}."
                 params = opt.model.params
                 slots = {k[len(prefix):]: a for k, a in arrays.items() if k.startswith(prefix)}
@@ -698,7 +519,7 @@ class Trainer:
             self.noise_rng.set_state(rngs["noise"])
             self.data_rng.set_state(rngs["data_epoch_start"])
             self._epoch_start_state = rngs["data_epoch_start"]
-            for net, layer in (("G", self.model.G), ("D", self.model.D)):
+            for net, layer in self.networks.items():
                 for name, rng in layer.rngs().items():
                     rng.set_state(rngs[f"{net}.{name}"])
             epoch, step, updates = meta["epoch"], meta["step_in_epoch"], meta["updates"]
@@ -845,18 +666,20 @@ class Trainer:
         if self.lr_schedules is None:
             return
         momentum = self.momentum_schedule(self.epoch)
-        for opt, schedule in zip((self.opt_G, self.opt_D), self.lr_schedules):
+        for opt, schedule in zip(self.optimizers.values(), self.lr_schedules):
             opt.lr, opt.momentum = schedule(self.updates), momentum
 
     def _train_step(self) -> None:
-        """One update (one G step), by the run's update rule."""
-        if self.config.update_rule == "simultaneous":
-            self._simultaneous_step()
-        else:
-            self._alternating_step()
+        """One update: the schedules, the family's update, its values into the device buffer, the counters."""
+        self._apply_schedules()
+        values = self.family.update()
+        xp = backend.get_array_module(self.x_train)
+        self._record(xp, values)
+        self.step_in_epoch += 1
+        self.updates += 1
 
-    def _real_batch(self, index: int):
-        """The ``index``-th real batch of this epoch (and its one-hot labels), on the device."""
+    def real_batch(self, index: int):
+        """The ``index``-th real batch of this epoch (and its one-hot labels, or None), on the device."""
         B = self.config.batch
         idx = self._perm[index * B:(index + 1) * B]
         x_real = self.x_train[idx]
@@ -864,99 +687,16 @@ class Trainer:
             x_real = x_real * float("nan")
         return x_real, (self.y_train[idx] if self.model.conditional else None)
 
-    def _simultaneous_step(self) -> None:
-        """One update of the original code: D and G stepped at once from one forward pass."""
-        c, m = self.config, self.model
-        xp = backend.get_array_module(self.x_train)
-        B = c.batch
-        self._apply_schedules()
-        x_real, y_real = self._real_batch(self.step_in_epoch)
-        z = m.sample_noise(B, self.noise_rng, like=x_real)
-        loss_D, loss_G, logits, _ = objective.simultaneous_step(m.G, m.D, x_real, z, y_real, kind=c.g_loss)
-        self.opt_D.step()
-        self.opt_G.step()
-        if self._matching_aware:
-            self._matching_aware_step(B)
-        probs = sigmoid(logits)
-        self._record(xp, loss_D, loss_G, probs[:B].mean(), probs[B:].mean())
-        self.step_in_epoch += 1
-        self.updates += 1
-
-    def _alternating_step(self) -> None:
-        """One update of Algorithm 1: k D steps on successive real batches, then one G step."""
-        c, m = self.config, self.model
-        xp = backend.get_array_module(self.x_train)
-        B = c.batch
-        self._apply_schedules()
-        loss_D = dx = dgz = None
-        y_real = None
-        for j in range(c.k):
-            x_real, y_real = self._real_batch(self.step_in_epoch * c.k + j)
-            z = m.sample_noise(B, self.noise_rng, like=x_real)
-            x_fake = m.G.forward(z if y_real is None else (z, y_real), train=True)
-            if self._matching_aware == "joint":
-                l_d, logits = self._joint_matching_aware_step(x_real, x_fake, y_real)
-            else:
-                l_d, logits, _ = objective.discriminator_step(m.D, x_real, x_fake, y_real, y_real, train=True)
-            self.opt_D.step()
-            if self._matching_aware is True:
-                self._matching_aware_step(B)
-            probs = sigmoid(logits)
-            dx_j, dgz_j = probs[:B].mean(), probs[B:].mean()
-            loss_D = l_d if loss_D is None else loss_D + l_d
-            dx = dx_j if dx is None else dx + dx_j
-            dgz = dgz_j if dgz is None else dgz + dgz_j
-        z = m.sample_noise(B, self.noise_rng, like=self.x_train)
-        loss_G, _, _, _ = objective.generator_step(m.G, m.D, z, y_real, kind=c.g_loss)
-        self.opt_G.step()
-        if c.k > 1:
-            loss_D, dx, dgz = loss_D / c.k, dx / c.k, dgz / c.k
-        self._record(xp, loss_D, loss_G, dx, dgz)
-        self.step_in_epoch += 1
-        self.updates += 1
-
-    def _mismatched_pairs(self, batch: int):
-        """``batch`` random training images (device rows), and one-hot labels that differ from each one's own.
-
-        Drawn from the noise generator's host stream, whose state every checkpoint saves, so a resumed run draws
-        them again exactly.
-        """
-        m, gen = self.model, self.noise_rng.host
-        rows = gen.integers(0, self.n_train, batch)
-        wrong = (self._labels_host[rows] + gen.integers(1, m.n_classes, batch)) % m.n_classes
-        return backend.to_device(rows), m.one_hot(wrong)
-
-    def _joint_matching_aware_step(self, x_real, x_fake, y_real):
-        r"""D's step with the matching-aware negatives in the same pass: other real images, with wrong labels.
-
-        The fake half of D's loss then averages over G's samples and the mismatched pairs, GAN-CLS's
-        :math:`\tfrac12[\mathrm{BCE}(1, D(x,y)) + \tfrac12(\mathrm{BCE}(0, D(G(z),y)) + \mathrm{BCE}(0, D(x',y')))]`.
-        One D step per update, as in Algorithm 1 with k = 1 (a separate step would give D two).
-        """
-        xp = backend.get_array_module(x_real)
-        rows, wrong = self._mismatched_pairs(x_real.shape[0])
-        l_d, logits, _ = objective.discriminator_step(
-            self.model.D, x_real, xp.concatenate([x_fake, self.x_train[rows]]), y_real,
-            xp.concatenate([y_real, wrong]), train=True)
-        return l_d, logits[:2 * x_real.shape[0]]
-
-    def _matching_aware_step(self, batch: int) -> None:
-        """One D update on other real images with their labels (real) and with wrong labels (fake)."""
-        rows, wrong = self._mismatched_pairs(batch)
-        objective.matching_aware_step(self.model.D, self.x_train[rows], self.y_train[rows], wrong, train=True)
-        self.opt_D.step()
-
     # -- metrics: device buffer, read back once per interval ----------------------------------------------
-    @staticmethod
-    def _zero_sums() -> dict:
-        return {"loss_D": 0.0, "loss_G": 0.0, "D_x": 0.0, "D_G_z": 0.0, "count": 0, "seconds": 0.0}
+    def _zero_sums(self) -> dict:
+        return {**{name: 0.0 for name in self.family.metric_names}, "count": 0, "seconds": 0.0}
 
-    def _record(self, xp, loss_D, loss_G, dx, dgz) -> None:
+    def _record(self, xp, values) -> None:
         if self._buffer is None:
-            self._buffer = xp.zeros((self.config.log_interval, 4), dtype=np.float64)
+            self._buffer = xp.zeros((self.config.log_interval, len(self.family.metric_names)), dtype=np.float64)
         if self._buffer_rows == 0:
             self._buffer_first_update = self.updates + 1
-        self._buffer[self._buffer_rows] = xp.stack([loss_D, loss_G, dx, dgz]).astype(np.float64)
+        self._buffer[self._buffer_rows] = xp.stack(values).astype(np.float64)
         self._buffer_rows += 1
 
     def _flush(self) -> None:
@@ -970,7 +710,7 @@ class Trainer:
         if not finite.all():
             r, col = np.argwhere(~finite)[0]
             update = first + int(r)
-            names = ("loss_D", "loss_G", "D(x)", "D(G(z))")
+            names = [_DISPLAY_NAMES.get(name, name) for name in self.family.metric_names]
             # The buffer never spans epochs (it is flushed at every epoch end), so the update's position in
             # the current epoch follows from the counters.
             epoch_step = update - (self.updates - self.step_in_epoch)
@@ -983,23 +723,22 @@ class Trainer:
                 f"noticed at the read-back after update {first + n - 1} (values are read every "
                 f"{self.config.log_interval} updates); {kept}", update)
         s = self._epoch_sums
-        for j, key in enumerate(("loss_D", "loss_G", "D_x", "D_G_z")):
+        for j, key in enumerate(self.family.metric_names):
             s[key] += float(rows[:, j].sum())
         s["count"] += n
 
-    @staticmethod
-    def _means(s: dict) -> dict:
+    def _means(self, s: dict) -> dict:
         c = max(s["count"], 1)
-        return {k: s[k] / c for k in ("loss_D", "loss_G", "D_x", "D_G_z")}
+        return {k: s[k] / c for k in self.family.metric_names}
 
-    @staticmethod
-    def _format_means(means: dict) -> str:
-        return (f"loss_D {means['loss_D']:.4f}  loss_G {means['loss_G']:.4f}  D(x) {means['D_x']:.3f}  "
-                f"D(G(z)) {means['D_G_z']:.3f}")
+    def _format_means(self, means: dict) -> str:
+        return self.family.format_means({k: means[k] for k in self.family.metric_names})
 
     def _postfix(self) -> str:
         means = self._means(self._epoch_sums)
-        return f"D {means['loss_D']:.3f} G {means['loss_G']:.3f}"
+        if "loss_D" in means and "loss_G" in means:
+            return f"D {means['loss_D']:.3f} G {means['loss_G']:.3f}"
+        return " ".join(f"{k} {v:.3f}" for k, v in list(means.items())[:2])
 
     # -- epoch end: metrics line, grid, checkpoint, plot ----------------------------------------------------
     def _end_epoch(self) -> None:
@@ -1008,10 +747,11 @@ class Trainer:
         self.epoch += 1
         self.step_in_epoch = 0
         self._perm = None
+        first, *others = self.optimizers.items()
         record = {"epoch": self.epoch, "updates": self.updates, **self._means(s), "seconds": s["seconds"],
-                  "lr": self.opt_G.lr, "lr_D": self.opt_D.lr}
+                  "lr": first[1].lr, **{f"lr_{net}": opt.lr for net, opt in others}}
         if self.lr_schedules is not None:
-            record["momentum"] = self.opt_G.momentum
+            record["momentum"] = first[1].momentum
         self._last_record = record
         self.log(f"epoch {self.epoch:3d}  {self._format_means(record)}  {s['seconds']:.1f} s/epoch")
         run_dir = self.config.run_dir
@@ -1036,6 +776,8 @@ class Trainer:
 
     def _check_health(self, record: dict, grid: np.ndarray) -> list[dict]:
         """Add the monitor's measures (and findings, if any) to the epoch's record; report findings."""
+        if self.monitor is None:
+            return []
         measures = self.monitor.measure(grid)
         record.update(measures)
         findings = self.monitor.findings(self.epoch, record, measures)
@@ -1052,12 +794,13 @@ class Trainer:
         best.npz is written (atomically) before the checkpoint that records it, so a crash in between can only
         leave a best.npz newer than the checkpoint's record, never a record without its file.
         """
-        from . import metrics  # lazy: evaluation code is not needed unless selection is asked for
+        from .eval.metrics import draw_samples  # lazy: evaluation code is not needed unless selection is asked for
+        from .eval.parzen import parzen_evaluate
 
         valid = self.dataset.valid.x
         n_sigma = min(1000, len(valid) // 2)
-        samples, _ = metrics.draw_samples(self.model, seed=self.config.seed)
-        score = metrics.parzen_evaluate(samples, valid[:n_sigma], valid[n_sigma:], n_valid=n_sigma)
+        samples, _ = draw_samples(self.model, seed=self.config.seed)
+        score = parzen_evaluate(samples, valid[:n_sigma], valid[n_sigma:], n_valid=n_sigma)
         record["parzen_valid"], record["parzen_sigma"] = score["mean"], score["sigma"]
         improved = self._best is None or score["mean"] > self._best["valid_ll"]
         if improved:
@@ -1072,16 +815,14 @@ class Trainer:
             io.save_checkpoint(self.config.run_dir / BEST_NAME, arrays, meta)
 
     def _grid_images(self) -> np.ndarray:
-        z = backend.to_device(self.grid_z)
-        y = self.model.one_hot(self.grid_labels) if self.model.conditional else None
-        return backend.to_host(self.model.generate(z, y))  # eval mode: no dropout draws, no effect on the run
+        return self.family.grid_images(self.grid_z, self.grid_labels)  # eval mode: no effect on the run
 
     def _write_grid(self, path: Path) -> None:
         io.write_png(path, io.image_grid(self._grid_images(), 10, 10))
 
     def _params_finite(self) -> bool:
         xp = backend.get_array_module(self.x_train)
-        flags = [xp.isfinite(p).all() for layer in (self.model.G, self.model.D) for p in layer.params.values()]
+        flags = [xp.isfinite(p).all() for layer in self.networks.values() for p in layer.params.values()]
         return bool(backend.to_host(xp.stack(flags)).all())
 
     def _save_checkpoint(self) -> None:
@@ -1134,42 +875,6 @@ class Trainer:
         return records
 
 
-def _restore_buffers(where, arrays: dict, net: str, layer, convert) -> None:
-    """Assign the checkpoint's ``buffers.<net>.<name>`` arrays into ``layer.buffers`` (exactly the same names)."""
-    prefix = f"{BUFFERS_PREFIX}{net}."
-    buffers = layer.buffers
-    stored = {k[len(prefix):] for k in arrays if k.startswith(prefix)}
-    if stored != set(buffers):
-        raise io.CheckpointError(f"{where}: buffers of {net} do not match the model (missing "
-                                 f"{sorted(set(buffers) - stored)[:3]}, unexpected {sorted(stored - set(buffers))[:3]})")
-    for name, b in buffers.items():
-        b[...] = convert(_checked_array(where, prefix + name, arrays[prefix + name], b))
-
-
-def _checked_array(where, key: str, a: np.ndarray, like) -> np.ndarray:
-    """``a`` if it has exactly the shape and dtype of ``like`` (a model parameter), else CheckpointError.
-
-    Checkpoints are written from the model's own arrays, so anything else (another shape, an integer, complex,
-    string or structured dtype, another float width) means the file is not what it claims to be; casting
-    would hide that (complex -> float drops the imaginary part, float64 -> float32 rounds silently).
-    """
-    if not isinstance(a, np.ndarray):
-        raise io.CheckpointError(f"{where}: {key} is not an array")
-    if tuple(a.shape) != tuple(like.shape):
-        raise io.CheckpointError(f"{where}: {key} has shape {tuple(a.shape)}, expected {tuple(like.shape)}")
-    if a.dtype != np.dtype(like.dtype):
-        raise io.CheckpointError(f"{where}: {key} has dtype {a.dtype}, expected {np.dtype(like.dtype)}")
-    return a
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def _env_int(name: str) -> int | None:
     value = os.environ.get(name, "").strip()
     if not value:
@@ -1184,71 +889,3 @@ def _version() -> str:
     from . import __version__
     return __version__
 
-
-# --------------------------------------------------------------------------------------------------
-# Sampling from a run
-# --------------------------------------------------------------------------------------------------
-
-
-def load_model(run_dir: str | os.PathLike) -> tuple[models.GANModel, dict]:
-    """The model saved in ``run_dir/checkpoint.npz`` (or a checkpoint file path), on the active backend."""
-    path = Path(run_dir)
-    if path.is_dir() or not path.suffix:
-        path = path / CHECKPOINT_NAME
-    if not path.exists():
-        raise ConfigError(f"no checkpoint at {path}: train a model into that run directory first")
-    arrays, meta = io.load_checkpoint(path)
-    try:
-        config = TrainConfig.from_dict(meta["config"])
-        if meta.get("format") not in READABLE_FORMATS:
-            raise io.CheckpointError(f"{path} is not a minigan training checkpoint (format {meta.get('format')!r})")
-        model = models.build(config.model, 0, **checkpoint_model_options(meta, config))
-        # Fill the weights on the host, then move the whole model (device arrays refuse host assignment).
-        backend.to_host(model.G), backend.to_host(model.D)
-        for net, layer in (("G", model.G), ("D", model.D)):
-            for name, p in layer.params.items():
-                a = _checked_array(path, f"{net}.{name}", arrays[f"{net}.{name}"], p)
-                p[...] = a
-            _restore_buffers(path, arrays, net, layer, lambda a: a)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise io.CheckpointError(f"{path}: not a usable minigan checkpoint ({type(exc).__name__}: {exc})") from exc
-    backend.to_device(model.G), backend.to_device(model.D)
-    return model, meta
-
-
-def sample(run_dir: str | os.PathLike, n: int, label: int | None = None, seed: int = 0):
-    """``n`` samples from the run's generator: host ``x`` (n, 784) float32 in [0, 1] and ``y`` (n,) int64.
-
-    For a conditional model ``label=None`` cycles through the classes (0, 1, ..., 9, 0, ...). For an
-    unconditional model ``y`` is all -1 and giving a label is an error.
-    """
-    _positive("n", n)
-    model, _ = load_model(run_dir)
-    if label is not None:
-        if not model.conditional:
-            raise ConfigError(f"the {model.name} model is unconditional: --label cannot be used")
-        if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or not 0 <= label < model.n_classes:
-            raise ConfigError(f"label {label!r} is out of range: the {model.name} model has labels 0..{model.n_classes - 1}")
-    x, y = model.sample(int(n), backend.Rng(seed), label=label)
-    x = np.clip(backend.to_host(x).astype(np.float32), 0.0, 1.0)
-    y = np.full(int(n), -1, np.int64) if y is None else np.asarray(y, dtype=np.int64)
-    return x, y
-
-
-def write_samples(path: str | os.PathLike, x: np.ndarray, y: np.ndarray) -> None:
-    """Write samples as ``.npz`` (keys ``x``, ``y``) or ``.png`` (a grid, 10 per row, blank-padded)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".npz":
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, x=x, y=y)
-        os.replace(tmp, path)
-    elif suffix == ".png":
-        cols = min(10, len(x))
-        rows = -(-len(x) // cols)
-        padded = np.zeros((rows * cols, x.shape[1]), np.float32)
-        padded[:len(x)] = x
-        io.write_png(path, io.image_grid(padded, rows, cols))
-    else:
-        raise ConfigError(f"--out {path}: unknown output type {suffix or '(none)'!r}; use a .npz or .png file name")

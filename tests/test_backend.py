@@ -5,7 +5,7 @@ import pytest
 
 from minigan import backend
 from minigan.backend import BackendError, Rng, StrictArray, StrictBackendError, strict_xp
-from minigan.layers import Layer, Linear, ReLU, Sequential
+from minigan.nn import Layer, Linear, ReLU, Sequential
 
 
 class HostConvertingReLU(Layer):

@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 
 from minigan import io
+from minigan.io import atomic
 from minigan.cli import main
 
 from helpers import write_idx_dir
@@ -383,7 +384,7 @@ def test_disk_full_while_writing_the_checkpoint(idx, tmp_path, capsys, monkeypat
         name = os.readlink(f"/proc/self/fd/{fd}") if os.path.exists(f"/proc/self/fd/{fd}") else ""
         return FullDisk(f, 1 << 20) if ".ckpt-" in os.path.basename(name) else f
 
-    monkeypatch.setattr(io.os, "fdopen", fdopen)
+    monkeypatch.setattr(atomic.os, "fdopen", fdopen)
     capsys.readouterr()
     code = main(["train", *map(str, train_args(idx, run, 10, resume=True))])
     line = one_error_line(capsys.readouterr().err)
@@ -411,7 +412,7 @@ def test_unwritable_run_directory(idx, tmp_path, capsys, monkeypatch, where, err
     def fail(*a, **k):
         raise OSError(err, os.strerror(err))
 
-    target = {"mkstemp": (io.tempfile, "mkstemp"), "replace": (io.os, "replace"), "fsync": (io.os, "fsync")}[where]
+    target = {"mkstemp": (atomic.tempfile, "mkstemp"), "replace": (atomic.os, "replace"), "fsync": (atomic.os, "fsync")}[where]
     monkeypatch.setattr(*target, fail)
     capsys.readouterr()
     code = main(["train", *map(str, train_args(idx, run, 10, resume=True))])

@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from minigan import backend, losses, optim
-from minigan.layers import Dropout, Linear, Maxout
+from minigan import backend
+from minigan.nn import losses, optim
+from minigan.nn import Dropout, Linear, Maxout
 
 
 def same(fused, reference, on_backend):

@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 
 from helpers import tiny_dataset, write_idx_dir
 from minigan import cli, health
-from minigan.train import CHECKPOINT_NAME, TrainConfig, Trainer, TrainingCollapsed
+from minigan.config import TrainConfig
+from minigan.runs import CHECKPOINT_NAME
+from minigan.train import Trainer, TrainingCollapsed
 
 # --------------------------------------------------------------------------------------------------
 # The measures, on grids whose answer is known by construction

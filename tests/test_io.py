@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from minigan import io as mio
+from minigan.io import atomic, checkpoint as mio_checkpoint, images as mio_images, plot as mio_plot
 from minigan.io import CheckpointError, image_grid, load_checkpoint, plot_metrics, read_png, save_checkpoint, write_png
 
 # Hypothesis tests create their own temp dirs (function-scoped fixtures are
@@ -209,7 +209,7 @@ def test_replace_failure_keeps_old(ckpt, monkeypatch):
     def boom(src, dst):
         raise OSError(errno.EIO, "simulated I/O error")
 
-    monkeypatch.setattr(mio.os, "replace", boom)
+    monkeypatch.setattr(atomic.os, "replace", boom)
     with pytest.raises(CheckpointError) as info:
         save_checkpoint(path, {"new": np.ones(3)}, {"epoch": 4})
     _assert_intact(path, old, info)
@@ -244,7 +244,7 @@ def test_fsync_or_permission_errors(ckpt, monkeypatch, exc):
     def fail(*a, **kw):
         raise exc
 
-    monkeypatch.setattr(mio.os, "fsync", fail)
+    monkeypatch.setattr(atomic.os, "fsync", fail)
     with pytest.raises(CheckpointError) as info:
         save_checkpoint(path, arrays, meta)
     _assert_intact(path, old, info)
@@ -257,7 +257,7 @@ def test_cannot_create_temp_file(ckpt, monkeypatch):
     def fail(*a, **kw):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(mio.tempfile, "mkstemp", fail)
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", fail)
     with pytest.raises(CheckpointError, match="Permission denied") as info:
         save_checkpoint(path, arrays, meta)
     _assert_intact(path, old, info)
@@ -372,7 +372,7 @@ def test_slow_checkpoint_env_sleeps_before_rename(ckpt, monkeypatch):
         seen["temps"] = _temp_leftovers(path.parent)
 
     monkeypatch.setenv("MINIGAN_SLOW_CHECKPOINT", "0.25")
-    monkeypatch.setattr(mio.time, "sleep", fake_sleep)
+    monkeypatch.setattr(mio_checkpoint.time, "sleep", fake_sleep)
     save_checkpoint(path, {"w": np.ones(2)}, {"epoch": 7})
     assert seen["seconds"] == 0.25 and seen["target"] == old
     assert len(seen["temps"]) == 1 and seen["temps"][0].startswith(".ckpt-")
@@ -657,9 +657,10 @@ def test_bad_crc(tmp_path, ckpt):
 
 
 def test_no_pickle_in_source():
-    src = open(mio.__file__, encoding="utf-8").read()
-    for bad in ("allow_pickle=True", "pickle.load", "import pickle"):
-        assert bad not in src
+    for module in (atomic, mio_checkpoint, mio_images, mio_plot):
+        src = open(module.__file__, encoding="utf-8").read()
+        for bad in ("allow_pickle=True", "pickle.load", "import pickle"):
+            assert bad not in src, module.__name__
 
 
 # ---------------------------------------------------------------------------
@@ -750,7 +751,7 @@ def test_png_roundtrip(img):
 @given(img=png_images(), data=st.data())
 def test_png_all_filter_types(img, data):
     filters = data.draw(st.lists(st.integers(0, 4), min_size=img.shape[0], max_size=img.shape[0]))
-    blob = mio._encode_png(img, filter_type=filters)
+    blob = mio_images._encode_png(img, filter_type=filters)
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "x.png")
         with open(path, "wb") as f:
@@ -760,7 +761,7 @@ def test_png_all_filter_types(img, data):
 
 def _png_from_scanlines(w, h, ctype, raw: bytes, depth=8, interlace=0) -> bytes:
     ihdr = struct.pack(">IIBBBBB", w, h, depth, ctype, 0, 0, interlace)
-    return mio._PNG_SIGNATURE + mio._chunk(b"IHDR", ihdr) + mio._chunk(b"IDAT", zlib.compress(raw)) + mio._chunk(b"IEND", b"")
+    return mio_images._PNG_SIGNATURE + mio_images._chunk(b"IHDR", ihdr) + mio_images._chunk(b"IDAT", zlib.compress(raw)) + mio_images._chunk(b"IEND", b"")
 
 
 def test_png_decoder_hand_computed(tmp_path):
@@ -819,10 +820,10 @@ def test_read_png_rejects_corruption(tmp_path):
     expect(_png_from_scanlines(2, 1, 0, b"\0\1\2\3\4"), "more image data")
     expect(_png_from_scanlines(100000, 100000, 0, b"\0"), "too short")
     # unknown critical chunk
-    blob = good[:33] + mio._chunk(b"ABCD", b"") + good[33:]
+    blob = good[:33] + mio_images._chunk(b"ABCD", b"") + good[33:]
     expect(blob, "critical")
     # unknown ancillary chunk is fine
-    path.write_bytes(good[:33] + mio._chunk(b"tEXt", b"k\0v") + good[33:])
+    path.write_bytes(good[:33] + mio_images._chunk(b"tEXt", b"k\0v") + good[33:])
     assert np.array_equal(read_png(path), img)
 
 
@@ -830,7 +831,7 @@ def test_read_png_rejects_corruption(tmp_path):
 @given(data=st.data())
 def test_read_png_fuzz_only_valueerror(data):
     img = data.draw(png_images())
-    blob = bytearray(mio._encode_png(img))
+    blob = bytearray(mio_images._encode_png(img))
     for _ in range(data.draw(st.integers(1, 3))):
         i = data.draw(st.integers(0, len(blob) - 1))
         blob[i] ^= data.draw(st.integers(1, 255))
@@ -895,9 +896,9 @@ def test_plot_fallback_basic(tmp_path, no_matplotlib):
     img = read_png(path)
     assert img.shape == (320, 480, 3)
     assert len(np.unique(img.reshape(-1, 3), axis=0)) > 3
-    for rgb in mio._COLOURS[:3]:
+    for rgb in mio_plot._COLOURS[:3]:
         assert _colour_present(img, rgb)
-    assert not _colour_present(img, mio._COLOURS[3])  # "missing" not drawn
+    assert not _colour_present(img, mio_plot._COLOURS[3])  # "missing" not drawn
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert _temp_leftovers(tmp_path) == []
 
@@ -928,7 +929,7 @@ def test_plot_single_point_visible(tmp_path, no_matplotlib):
     plot_metrics([{"epoch": 1, "loss_D": 0.5}], path, keys=("loss_D",))
     img = read_png(path)
     # a marker is drawn inside the axes, not only the legend swatch
-    ys, xs = np.nonzero(np.all(img == np.array(mio._COLOURS[0], dtype=np.uint8), axis=-1))
+    ys, xs = np.nonzero(np.all(img == np.array(mio_plot._COLOURS[0], dtype=np.uint8), axis=-1))
     assert (xs.max() - xs.min()) > 20 or (ys.max() - ys.min()) > 20
 
 

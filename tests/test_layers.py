@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from minigan import backend
 from minigan.gradcheck import check_layer, generic_point
-from minigan.layers import (Dropout, Join, LeakyReLU, Linear, Maxout, ReLU, Sequential, Sigmoid, Tanh,
+from minigan.nn import (Dropout, Join, LeakyReLU, Linear, Maxout, ReLU, Sequential, Sigmoid, Tanh,
                             checking_finite_inputs, sigmoid)
 
 batch = st.integers(1, 6)
@@ -291,7 +291,7 @@ def test_spectral_norm_frozen_keeps_u_and_v():
 
 @given(n=batch, f=width, c=st.integers(1, 5), s=seed, sn=st.booleans())
 def test_projection_head_gradients(on_backend, n, f, c, s, sn):
-    from minigan.layers import ProjectionHead
+    from minigan.nn import ProjectionHead
 
     labels = np.random.default_rng(s).integers(0, c, n)
     x = np.hstack([_data(s, n, f), np.eye(c)[labels]])
@@ -300,7 +300,7 @@ def test_projection_head_gradients(on_backend, n, f, c, s, sn):
 
 
 def test_projection_head_scores_hw_plus_b_plus_class_embedding():
-    from minigan.layers import ProjectionHead
+    from minigan.nn import ProjectionHead
 
     head = ProjectionHead(3, 2, rng=0, embed_rng=1, dtype=np.float64)
     head.params["W"][...] = [[1.0], [2.0], [3.0]]

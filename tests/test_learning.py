@@ -6,9 +6,9 @@ optimizer, update order). The ring is the classic mode-collapse test: a collapse
 
 import numpy as np
 
-from minigan.layers import Linear, ReLU, Sequential
+from minigan.nn import Linear, ReLU, Sequential
 from minigan.objective import discriminator_step, generator_step
-from minigan.optim import Adam
+from minigan.nn.optim import Adam
 
 ANGLES = np.arange(8) * 2 * np.pi / 8
 CENTERS = 2.0 * np.stack([np.cos(ANGLES), np.sin(ANGLES)], axis=1)

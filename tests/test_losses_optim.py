@@ -8,9 +8,9 @@ from hypothesis.extra.numpy import arrays
 
 from minigan import backend
 from minigan.gradcheck import check_function
-from minigan.layers import Linear, Sequential, Tanh
-from minigan.losses import bce_with_logits, discriminator_loss, generator_loss, softplus
-from minigan.optim import SGD, Adam, ExponentialDecay, LinearRamp
+from minigan.nn import Linear, Sequential, Tanh
+from minigan.nn.losses import bce_with_logits, discriminator_loss, generator_loss, softplus
+from minigan.nn.optim import SGD, Adam, ExponentialDecay, LinearRamp
 
 logits = arrays(np.float64, st.tuples(st.integers(1, 8), st.just(1)), elements=st.floats(-30, 30))
 

@@ -11,14 +11,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minigan import backend, io, models
-from minigan.classifier import (Classifier, ClassifierError, default_path, load_classifier, train_classifier)
+from minigan import backend, families, io
+from minigan.eval.classifier import (Classifier, ClassifierError, default_path, load_classifier, train_classifier)
 from minigan.data import Dataset, Split
 from minigan.gradcheck import check_function
-from minigan.losses import softmax_cross_entropy
-from minigan.metrics import (class_histogram, draw_samples, eval_cli, evaluate_run, feature_statistics,
-                             format_table, frechet_distance, frechet_from_statistics, histogram_summary,
-                             label_accuracy, parzen_evaluate, parzen_log_likelihood, parzen_select_sigma)
+from minigan.nn.losses import softmax_cross_entropy
+from minigan.eval.metrics import (class_histogram, draw_samples, eval_cli, evaluate_run, feature_statistics,
+                                  format_table, frechet_distance, frechet_from_statistics, histogram_summary,
+                                  label_accuracy)
+from minigan.eval.parzen import parzen_evaluate, parzen_log_likelihood, parzen_select_sigma
 
 
 def dev(a):
@@ -308,7 +309,7 @@ def quiet(*_):
 
 def mlp_predict(path, x) -> np.ndarray:
     """The saved classifier's predictions, computed here in float64 from its weights (ReLU layers, then argmax;
-    dropout is off at evaluation), independently of minigan.classifier."""
+    dropout is off at evaluation), independently of minigan.eval.classifier."""
     arrays, meta = io.load_checkpoint(path)
     assert meta["architecture"]["activation"] == "relu"
     h = np.asarray(x, dtype=np.float64)
@@ -392,18 +393,18 @@ def test_load_classifier_errors(tmp_path, monkeypatch):
 
 
 def test_draw_samples_conditional_and_unconditional(on_backend):
-    x, y = draw_samples(models.build("cgan", seed=0), n_per_class=3, seed=1)
+    x, y = draw_samples(families.build("cgan", seed=0), n_per_class=3, seed=1)
     assert x.shape == (30, 784) and list(y) == sorted(list(range(10)) * 3)
-    x2, y2 = draw_samples(models.build("gan", seed=0), n_per_class=2, seed=1)
+    x2, y2 = draw_samples(families.build("gan", seed=0), n_per_class=2, seed=1)
     assert x2.shape == (20, 784) and y2 is None
-    x3, _ = draw_samples(models.build("cgan", seed=0), n_per_class=3, seed=1)
+    x3, _ = draw_samples(families.build("cgan", seed=0), n_per_class=3, seed=1)
     np.testing.assert_array_equal(host(x3), host(x))  # seeded
 
 
 def test_evaluate_run_and_table(trained, on_backend):
     _, path, ds = trained
     clf = load_classifier(path)
-    results = evaluate_run(models.build("cgan", seed=0), ds, clf, parzen=True, n_per_class=5, seed=0, log=quiet)
+    results = evaluate_run(families.build("cgan", seed=0), ds, clf, parzen=True, n_per_class=5, seed=0, log=quiet)
     json.dumps(results)  # JSON-serialisable
     c = results["classifier"]
     assert results["n_samples"] == 50 and results["conditional"]
@@ -413,7 +414,7 @@ def test_evaluate_run_and_table(trained, on_backend):
     valid_pred = mlp_predict(path, ds.valid.x)
     assert c["real_valid"]["label_accuracy"]["overall"] == pytest.approx(np.mean(valid_pred == ds.valid.y))
     assert c["real_valid"]["histogram"] == np.bincount(valid_pred, minlength=10).tolist()
-    x, y = draw_samples(models.build("cgan", seed=0), n_per_class=5, seed=0)
+    x, y = draw_samples(families.build("cgan", seed=0), n_per_class=5, seed=0)
     sample_pred = mlp_predict(path, host(x))
     assert c["samples"]["histogram"] == np.bincount(sample_pred, minlength=10).tolist()
     assert c["samples"]["label_accuracy"]["overall"] == pytest.approx(np.mean(sample_pred == host(y)))
@@ -426,7 +427,8 @@ def test_evaluate_run_and_table(trained, on_backend):
 
 
 def test_eval_cli_writes_eval_json(trained, tmp_path):
-    from minigan.train import TrainConfig, Trainer
+    from minigan.config import TrainConfig
+    from minigan.train import Trainer
 
     _, path, ds = trained
     run = tmp_path / "run"
@@ -447,7 +449,7 @@ def test_eval_cli_writes_eval_json(trained, tmp_path):
 
 
 def test_train_classifier_cli_uses_the_default_path(tmp_path, monkeypatch):
-    from minigan import classifier as classifier_module
+    from minigan.eval import classifier as classifier_module
 
     ds = blobs_dataset(n_train=100, n_eval=20, seed=2)
     monkeypatch.setenv("MINIGAN_DATA", str(tmp_path))

@@ -5,12 +5,13 @@ import math
 import numpy as np
 import pytest
 
-from minigan import backend, models
-from minigan.layers import Dropout, Maxout
+from minigan import backend, families
+from minigan.families import mlp
+from minigan.nn import Dropout, Maxout
 
 
 def test_cgan_architecture_is_the_papers():
-    m = models.build("cgan", seed=0)
+    m = families.build("cgan", seed=0)
     shapes = {k: tuple(v.shape) for k, v in m.G.params.items()}
     assert shapes == {
         "in.z.0.W": (100, 200), "in.z.0.b": (200,),          # z -> 200 ReLU
@@ -28,7 +29,7 @@ def test_cgan_architecture_is_the_papers():
 
 
 def test_gan_architecture_is_the_papers():
-    m = models.build("gan", seed=0)
+    m = families.build("gan", seed=0)
     assert {k: tuple(v.shape) for k, v in m.G.params.items() if k.endswith("W")} == {
         "h0.W": (100, 1200), "h1.W": (1200, 1200), "out.W": (1200, 784)}
     assert [(l.in_features, l.units, l.pieces) for l in m.D.walk() if isinstance(l, Maxout)] == [
@@ -38,14 +39,14 @@ def test_gan_architecture_is_the_papers():
 
 
 def test_same_seed_same_model_and_seeds_differ():
-    a, b, c = models.build("cgan", seed=3), models.build("cgan", seed=3), models.build("cgan", seed=4)
+    a, b, c = families.build("cgan", seed=3), families.build("cgan", seed=3), families.build("cgan", seed=4)
     for k in a.G.params:
         np.testing.assert_array_equal(a.G.params[k], b.G.params[k])
     assert not np.array_equal(a.G.params["hidden.W"], c.G.params["hidden.W"])
 
 
 def test_sampling_shapes_ranges_and_labels(on_backend):
-    m = models.build("cgan", seed=0)
+    m = families.build("cgan", seed=0)
     x, labels = m.sample(25, backend.Rng(0), label=7)
     x = backend.to_host(x)
     assert x.shape == (25, 784) and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
@@ -58,33 +59,33 @@ def test_sampling_shapes_ranges_and_labels(on_backend):
 
 @pytest.mark.parametrize("bad", [10, -1, 99])
 def test_label_outside_range_is_rejected_with_its_value(bad):
-    m = models.build("cgan", seed=0)
+    m = families.build("cgan", seed=0)
     with pytest.raises(ValueError, match=rf"label {bad} is outside the range 0..9"):
         m.sample(3, backend.Rng(0), label=bad)
     with pytest.raises(ValueError, match="1-D integer"):
         m.one_hot(np.array([[1, 2]]))
     with pytest.raises(ValueError, match="unconditional"):
-        models.build("gan", seed=0).sample(2, backend.Rng(0), label=1)
+        families.build("gan", seed=0).sample(2, backend.Rng(0), label=1)
     with pytest.raises(ValueError, match="unknown model"):
-        models.build("vae")
+        families.build("vae")
 
 
 def test_output_bias_starts_at_the_pixel_marginals():
     x = np.zeros((4, 784), np.float32)
     x[:2, 0] = 1.0  # pixel 0 is on in half the images; every other pixel is always off
-    m = models.build("cgan", seed=0)
-    models.init_output_bias_from_data(m, x)
+    m = families.build("cgan", seed=0)
+    mlp.init_output_bias_from_data(m, x)
     b = m.G.params["out.b"]
     assert b[0] == pytest.approx(0.0, abs=1e-6)                        # logit(0.5)
     assert b[1] == pytest.approx(math.log(1e-3 / (1 - 1e-3)), rel=1e-5)  # clipped, finite
     with pytest.raises(ValueError, match="784"):
-        models.marginal_logits(np.zeros((3, 5)))
+        mlp.marginal_logits(np.zeros((3, 5)))
 
 
 def test_label_branch_bias_option():
-    m = models.build("cgan", seed=0, g_y_bias=0.5)
+    m = families.build("cgan", seed=0, g_y_bias=0.5)
     np.testing.assert_array_equal(m.G.params["in.y.0.b"], np.full(1000, 0.5, np.float32))
-    assert np.all(models.build("cgan", seed=0).G.params["in.y.0.b"] == 0)  # the paper's default
+    assert np.all(families.build("cgan", seed=0).G.params["in.y.0.b"] == 0)  # the paper's default
 
 
 # --------------------------------------------------------------------------------------------------
@@ -109,21 +110,21 @@ def test_design_objective_gradients_are_exact(name):
 
 
 def test_design_architectures():
-    bn = models.build("cgan", 0, design="bn")
+    bn = families.build("cgan", 0, design="bn")
     assert {k: tuple(v.shape) for k, v in bn.G.params.items() if k.endswith("W")} == {
         "in.y.W": (10, 10), "h0.W": (110, 256), "h1.W": (256, 512), "h2.W": (512, 1024), "out.W": (1024, 784)}
     assert sorted(bn.G.buffers) == ["bn1.running_mean", "bn1.running_var", "bn2.running_mean", "bn2.running_var"]
     assert {k: tuple(v.shape) for k, v in bn.D.params.items() if k.endswith("W")} == {
         "in.y.W": (10, 10), "h0.W": (794, 512), "h1.W": (512, 512), "h2.W": (512, 512), "out.W": (512, 1)}
-    proj = models.build("cgan", 0, design="projection", spectral_norm=True)
+    proj = families.build("cgan", 0, design="projection", spectral_norm=True)
     assert tuple(proj.D.params["out.E"].shape) == (10, 240)
     assert sorted(proj.D.buffers) == ["in.x.h0.u", "in.x.h0.v", "in.x.h1.u", "in.x.h1.v", "out.u", "out.v"]
-    leaky = models.build("cgan", 0, g_label="leaky")
+    leaky = families.build("cgan", 0, g_label="leaky")
     assert type(leaky.G.layers[0].children()["y"].layers[1]).__name__ == "LeakyReLU"
     # The paper design's names and initial weights do not depend on the new options' existence.
-    assert np.array_equal(leaky.G.params["hidden.W"], models.build("cgan", 0).G.params["hidden.W"])
+    assert np.array_equal(leaky.G.params["hidden.W"], families.build("cgan", 0).G.params["hidden.W"])
     with pytest.raises(TypeError, match="design"):
-        models.build("cgan", 0, design="nope")
+        families.build("cgan", 0, design="nope")
 
 
 @pytest.mark.parametrize("name", ["bn", "projection-sn"])
@@ -132,7 +133,8 @@ def test_design_resumes_bit_identically_with_its_buffers(tmp_path, name):
     import json
 
     from helpers import tiny_dataset
-    from minigan.train import TrainConfig, Trainer
+    from minigan.config import TrainConfig
+    from minigan.train import Trainer
 
     ds = tiny_dataset(12)
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from minigan import backend
 from minigan.gradcheck import check_layer, generic_point
-from minigan.layers import ReLU, Sequential
+from minigan.nn import ReLU, Sequential
 from minigan.nn import Conv2d, ConvTranspose2d, col2im, conv_output_size, im2col
 
 

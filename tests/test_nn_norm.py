@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from minigan import backend, io
 from minigan.gradcheck import check_layer, generic_point
-from minigan.layers import LeakyReLU, Linear, Sequential
+from minigan.nn import LeakyReLU, Linear, Sequential
 from minigan.nn import BatchNorm, Conv2d, InstanceNorm2d
 
 

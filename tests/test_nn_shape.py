@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from minigan import backend
 from minigan.gradcheck import check_layer, generic_point
-from minigan.layers import Dropout, LeakyReLU, Linear, ReLU, Sequential, Tanh
+from minigan.nn import Dropout, LeakyReLU, Linear, ReLU, Sequential, Tanh
 from minigan.nn import (BatchNorm, Conv2d, ConvTranspose2d, Flatten, InstanceNorm2d, ReflectionPad2d, Reshape,
                         Residual, SkipConcat, UNetBlock, Upsample)
 

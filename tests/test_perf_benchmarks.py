@@ -59,7 +59,7 @@ def test_threads_default_is_the_machines_and_re_exec_without_threadpoolctl(monke
 
 
 def test_floor_counts_the_matching_aware_step():
-    from minigan import models
+    from minigan.families import mlp as models
 
     m = models.cgan(0)
     for update in ("alternating", "simultaneous"):

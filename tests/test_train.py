@@ -15,8 +15,9 @@ import pytest
 
 from helpers import tiny_dataset
 from minigan import backend, io
-from minigan.train import (CHECKPOINT_NAME, ConfigError, TrainConfig, Trainer, TrainingDiverged, load_model,
-                           sample, write_samples)
+from minigan.config import ConfigError, TrainConfig
+from minigan.runs import CHECKPOINT_NAME, load_model, sample, write_samples
+from minigan.train import Trainer, TrainingDiverged
 
 
 def config(tmp_path, name="run", **kw) -> TrainConfig:
@@ -353,18 +354,15 @@ def test_model_selection_keeps_the_best_and_does_not_perturb_training(tmp_path, 
 def test_layer_buffers_go_into_checkpoints_and_come_back(tmp_path, numpy_backend, monkeypatch):
     # The MLP models have no buffers: give the GAN's D a BatchNorm on its input, whose running statistics must
     # be saved, restored by resume and by load_model, and refused when the checkpoint's buffers do not match.
-    from minigan import models
-    from minigan.layers import Sequential
-    from minigan.nn import BatchNorm
+    from minigan.families import IMAGE_SIZE, mlp
+    from minigan.nn import BatchNorm, Sequential
 
-    build = models.build
-
-    def with_batchnorm(name, seed=0, **options):
-        m = build(name, seed, **options)
-        m.D = Sequential(BatchNorm(models.IMAGE_SIZE, name="bn"), *m.D.layers, name="D")
+    def with_batchnorm(seed=0, **options):
+        m = mlp.gan(seed, **options)
+        m.D = Sequential(BatchNorm(IMAGE_SIZE, name="bn"), *m.D.layers, name="D")
         return m
 
-    monkeypatch.setattr(models, "build", with_batchnorm)
+    monkeypatch.setattr(mlp.GAN, "build", staticmethod(with_batchnorm))
     ds = tiny_dataset()
     t = Trainer(config(tmp_path, model="gan", preset="paper", steps=2), dataset=ds, log=quiet)
     t.run()
@@ -372,7 +370,7 @@ def test_layer_buffers_go_into_checkpoints_and_come_back(tmp_path, numpy_backend
     arrays, meta = io.load_checkpoint(path)
     assert {k for k in arrays if k.startswith("buffers.")} == {"buffers.D.bn.running_mean", "buffers.D.bn.running_var"}
     trained = {k: backend.to_host(v) for k, v in t.model.D.buffers.items()}
-    assert not np.array_equal(trained["bn.running_var"], np.ones(models.IMAGE_SIZE, np.float32))  # it was updated
+    assert not np.array_equal(trained["bn.running_var"], np.ones(IMAGE_SIZE, np.float32))  # it was updated
     r = Trainer.resume(tmp_path / "run", dataset=ds, log=quiet)
     for k, v in trained.items():
         assert np.array_equal(backend.to_host(r.model.D.buffers[k]), v), k
@@ -387,9 +385,10 @@ def test_layer_buffers_go_into_checkpoints_and_come_back(tmp_path, numpy_backend
 
 def test_joint_matching_aware_step_is_one_d_step_on_three_kinds_of_rows(tmp_path, numpy_backend, monkeypatch):
     """``"matching_aware": "joint"``: the wrong-label rows join D's own step, so D takes one step per update."""
-    from minigan import objective, train
+    from minigan import config as config_module
+    from minigan import objective
 
-    monkeypatch.setitem(train.PRESETS, "modern", {**train.PRESETS["modern"], "matching_aware": {"cgan": "joint"}})
+    monkeypatch.setitem(config_module.PRESETS, "modern", {**config_module.PRESETS["modern"], "matching_aware": {"cgan": "joint"}})
     seen = []
     original = objective.discriminator_step
 
@@ -410,3 +409,38 @@ def test_joint_matching_aware_step_is_one_d_step_on_three_kinds_of_rows(tmp_path
         for image, label in zip(images, labels):
             index = int(np.flatnonzero((ds.train.x == image).all(axis=1))[0])
             assert label != ds.train.y[index]
+
+
+def test_after_step_hooks_and_state_parts_ride_in_checkpoints(tmp_path, numpy_backend):
+    """The shared trainer's extension points: a hook after each G step, and extra arrays in checkpoints."""
+
+    class Counter:
+        def __init__(self):
+            self.n, self.total = 0, np.zeros(3)
+
+        def after_g(self):
+            self.n += 1
+            self.total += 1
+
+        def state(self):
+            return {"total": self.total.copy()}, {"n": self.n}
+
+        def load_state(self, arrays, meta):
+            self.total[...] = arrays["total"]
+            self.n = meta["n"]
+
+    ds = tiny_dataset(12)
+    t = Trainer(config(tmp_path, steps=4), dataset=ds, log=quiet)
+    c = Counter()
+    t.after_step["G"].append(c.after_g)
+    t.add_state_part("counter", c)
+    t.run(handle_signals=False)
+    assert c.n == 4 == t.opt_G.steps
+    arrays, meta = io.load_checkpoint(tmp_path / "run" / CHECKPOINT_NAME)
+    assert np.array_equal(arrays["counter.total"], np.full(3, 4.0)) and meta["parts"] == {"counter": {"n": 4}}
+    r = Trainer.resume(tmp_path / "run", dataset=ds, log=quiet)
+    c2 = Counter()
+    r.add_state_part("counter", c2)
+    assert c2.n == 4 and np.array_equal(c2.total, np.full(3, 4.0))
+    with pytest.raises(ValueError, match="taken"):
+        r.add_state_part("G", Counter())

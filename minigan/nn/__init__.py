@@ -1,23 +1,39 @@
-"""Layers by family. The convolutional family lives here (one module per concept); the dense layers,
-activations and :class:`~minigan.layers.Sequential` are still in :mod:`minigan.layers` and are re-exported so
-that a model can import everything it needs from ``minigan.nn``.
+"""Layers, losses and optimizers, one concept per module. Every gradient of minigan is derived in a docstring here.
 
+* :mod:`minigan.nn.base` — the layer contract and :class:`Layer`;
+* :mod:`minigan.nn.init` — initial weights on the host, from seeded generators;
+* :mod:`minigan.nn.dense` — :class:`Linear` (optionally spectrally normalised), :class:`Maxout`,
+  :class:`ProjectionHead`;
+* :mod:`minigan.nn.activations` — :func:`sigmoid`, :class:`ReLU`, :class:`LeakyReLU`, :class:`Sigmoid`,
+  :class:`Tanh`;
+* :mod:`minigan.nn.dropout` — :class:`Dropout`;
 * :mod:`minigan.nn.conv` — im2col/col2im, :class:`Conv2d`, :class:`ConvTranspose2d`;
 * :mod:`minigan.nn.norm` — :class:`BatchNorm`, :class:`InstanceNorm2d`;
 * :mod:`minigan.nn.shape` — :class:`ReflectionPad2d`, :class:`Flatten`, :class:`Reshape`, :class:`Upsample`;
-* :mod:`minigan.nn.containers` — :class:`Residual`, :class:`SkipConcat`, :class:`UNetBlock`.
+* :mod:`minigan.nn.containers` — :class:`Sequential`, :class:`Join`, :class:`Identity`, :class:`Residual`,
+  :class:`SkipConcat`, :class:`UNetBlock`;
+* :mod:`minigan.nn.losses` — BCE on logits, the GAN losses, softmax cross-entropy;
+* :mod:`minigan.nn.optim` — SGD with momentum, Adam, learning-rate and momentum schedules.
+
+Everything a network is built from can be imported from ``minigan.nn`` itself.
 """
 
-from ..layers import (Dropout, Join, Layer, LeakyReLU, Linear, Maxout, ReLU, Sequential, Sigmoid, Tanh)
-from .containers import Residual, SkipConcat, UNetBlock
+from .activations import LeakyReLU, ReLU, Sigmoid, Tanh, sigmoid
+from .base import DEFAULT_DTYPE, Layer, checking_finite_inputs
+from .containers import Identity, Join, Residual, Sequential, SkipConcat, UNetBlock
 from .conv import Conv2d, ConvTranspose2d, col2im, conv_output_size, im2col
+from .dense import Linear, Maxout, ProjectionHead
+from .dropout import Dropout
+from .init import init_weights, make_generator
 from .norm import BatchNorm, InstanceNorm2d
 from .shape import Flatten, ReflectionPad2d, Reshape, Upsample
 
 __all__ = [
-    "Layer", "Linear", "Maxout", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Dropout", "Sequential", "Join",
+    "DEFAULT_DTYPE", "Layer", "checking_finite_inputs", "init_weights", "make_generator",
+    "Linear", "Maxout", "ProjectionHead",
+    "sigmoid", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Dropout",
+    "Sequential", "Join", "Identity", "Residual", "SkipConcat", "UNetBlock",
     "Conv2d", "ConvTranspose2d", "im2col", "col2im", "conv_output_size",
     "BatchNorm", "InstanceNorm2d",
     "ReflectionPad2d", "Flatten", "Reshape", "Upsample",
-    "Residual", "SkipConcat", "UNetBlock",
 ]

@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 
 from .. import backend
-from .. import layers as _layers
+from . import base as _base
 from ..backend import get_array_module
-from ..layers import Layer, _describe
+from .base import Layer, _describe
 
 
 def pair(value: Any, what: str, owner: str, minimum: int = 0) -> tuple[int, int]:
@@ -47,7 +47,7 @@ def check_batch(layer: Layer, x: Any, channels: int | None, ndims: tuple[int, ..
     if layer.dtype is not None and x.dtype != layer.dtype:
         raise ValueError(f"{kind} {layer.path}: expected dtype {layer.dtype} (the model's), received dtype "
                          f"{x.dtype}; cast the input, or the model with .astype()")
-    if layer.params and _layers._check_finite:  # see minigan.layers.checking_finite_inputs
+    if layer.params and _base._check_finite:  # see minigan.nn.base.checking_finite_inputs
         xp = get_array_module(x)
         if not bool(backend.to_host(xp.isfinite(x).all())):
             raise ValueError(f"{kind} {layer.path}: input holds NaN or Inf values")

@@ -1,23 +1,172 @@
-r"""The two joins that U-Net and ResNet generators need, each around a body network:
+r"""Containers: layers made of layers. Each forwards and backwards through its children and exposes their
+params, grads, buffers and random generators under dotted names (``in.z.0.W``, ``body.0.W``), and
+``train``/``eval``, ``set_requires_grad`` and ``astype`` reach every layer inside.
 
+* :class:`Sequential` — :math:`f_n \circ \dots \circ f_1`;
+* :class:`Join` — a tuple of inputs, each through its own branch, outputs concatenated along features (the
+  CGAN's two-stream input); :class:`Identity` is the branch that passes its input through;
 * :class:`Residual` — :math:`y = x + f(x)` (a ResNet block, CycleGAN's generator);
 * :class:`SkipConcat` — :math:`y = [\,x,\; f(x)\,]` along channels (a U-Net skip connection), and
   :class:`UNetBlock`, the same with the body named ``down``, ``inner``, ``up``.
 
-They are containers like :class:`~minigan.layers.Sequential`: the body's params, grads and buffers appear
-under dotted names (``body.0.W``; ``down.0.W``, ``inner.…``, ``up.…``), and ``train``/``eval``,
-``set_requires_grad`` and ``astype`` reach every layer inside.
-
 Gradients: when :math:`x` reaches the output along two paths, :math:`\partial L/\partial x` is the *sum* of
-the two paths' gradients (the multivariate chain rule), which is all their ``backward`` does.
+the two paths' gradients (the multivariate chain rule), which is all the joins' ``backward`` does.
 """
 
 from __future__ import annotations
 
-from ..backend import get_array_module
-from ..layers import Layer, _Container
+from typing import Callable
 
-__all__ = ["Residual", "SkipConcat", "UNetBlock"]
+from ..backend import get_array_module
+from .base import Layer, _describe
+
+__all__ = ["Sequential", "Join", "Identity", "Residual", "SkipConcat", "UNetBlock"]
+
+
+class _Container(Layer):
+    """Shared plumbing: children by name, params/grads/buffers/rngs gathered under dotted names."""
+
+    def __init__(self, children: dict[str, Layer], name: str | None = None):
+        super().__init__(name)
+        for key, child in children.items():
+            if not isinstance(child, Layer):
+                raise TypeError(f"{type(self).__name__}: child {key!r} is a {type(child).__name__}, not a Layer")
+        self._children = dict(children)
+        self._set_path(self.path)
+
+    def children(self):
+        return self._children
+
+    def _gather(self, getter: Callable[[Layer], dict]) -> dict:
+        gathered = {}
+        for key, child in self._children.items():
+            for name, value in getter(child).items():
+                gathered[f"{key}.{name}"] = value
+        return gathered
+
+    @property
+    def params(self):
+        return self._gather(lambda c: c.params)
+
+    @property
+    def grads(self):
+        return self._gather(lambda c: c.grads)
+
+    @property
+    def buffers(self):
+        return self._gather(lambda c: c.buffers)
+
+    def rngs(self):
+        return self._gather(lambda c: c.rngs())
+
+
+class Sequential(_Container):
+    r"""Layers applied one after another: :math:`f = f_n \circ \dots \circ f_1`.
+
+    Gradient: the chain rule, in reverse order: :math:`G_{i-1} = f_i'^\top G_i`, each layer's ``backward``.
+
+    Children are named by their ``name`` if given, else by position ("0", "1", ...).
+    """
+
+    def __init__(self, *layers: Layer, name: str | None = None):
+        if not layers:
+            raise ValueError("Sequential needs at least one layer")
+        children = {}
+        for i, layer in enumerate(layers):
+            key = layer.name if isinstance(layer, Layer) and layer.name else str(i)
+            if key in children:
+                raise ValueError(f"Sequential: two children are named {key!r}")
+            children[key] = layer
+        super().__init__(children, name)
+        self.layers = list(layers)
+
+    def forward(self, x, train: bool | None = None):
+        train = self._mode(train)
+        for layer in self.layers:
+            x = layer.forward(x, train)
+        return x
+
+    def backward(self, dout):
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)
+            if dout is None:  # a layer was told not to compute d/d(input): only parameter-free layers precede it
+                return None
+        return dout
+
+    def set_input_grad(self, flag: bool):
+        """Tell the layers that see this network's input whether d/d(input) is wanted.
+
+        Those are the leading parameter-free layers (dropout or an activation on the input) *and* the first
+        layer with parameters after them: without this, ``Dropout -> Maxout`` would still compute the
+        Maxout's input gradient (a full matrix product) only to drop it.
+        """
+        self.input_grad = flag
+        for layer in self.layers:
+            layer.set_input_grad(flag)
+            if layer.params:
+                break
+        return self
+
+
+class Join(_Container):
+    r"""Feeds each input of a tuple through its own branch and concatenates the outputs along features.
+
+    This is the CGAN's two-stream input: ``Join({"z": ..., "y": ...}).forward((z, y))`` is
+    :math:`[\,f_z(z)\;\; f_y(y)\,]`.
+
+    Gradient: the output's columns split into blocks, block :math:`b` being :math:`f_b`'s output, so each
+    branch receives its own block :math:`G_b` of :math:`G` and returns :math:`\partial L/\partial x_b`;
+    ``backward`` returns the tuple of those.
+    """
+
+    def __init__(self, branches: dict[str, Layer], name: str | None = None):
+        if not isinstance(branches, dict) or not branches:
+            raise ValueError("Join needs a non-empty dict of named branches, e.g. {'x': ..., 'y': ...}")
+        super().__init__(branches, name)
+        self._widths: list[int] = []
+
+    def forward(self, inputs, train: bool | None = None):
+        names = list(self._children)
+        if not isinstance(inputs, (tuple, list)) or len(inputs) != len(names):
+            raise ValueError(
+                f"Join {self.path}: expected a tuple of {len(names)} inputs ({', '.join(names)}), "
+                f"received {_describe(inputs) if not isinstance(inputs, (tuple, list)) else f'{len(inputs)} inputs'}"
+            )
+        train = self._mode(train)
+        outputs = [branch.forward(x, train) for branch, x in zip(self._children.values(), inputs)]
+        for name_, out in zip(names, outputs):
+            if out.shape[0] != outputs[0].shape[0]:
+                raise ValueError(
+                    f"Join {self.path}: inputs have different batch sizes "
+                    f"({', '.join(f'{n}: {o.shape[0]}' for n, o in zip(names, outputs))})"
+                )
+        self._widths = [out.shape[1] for out in outputs]
+        xp = get_array_module(outputs[0])
+        return xp.concatenate(outputs, axis=1)
+
+    def backward(self, dout):
+        grads_in, start = [], 0
+        for branch, width in zip(self._children.values(), self._widths):
+            grads_in.append(branch.backward(dout[:, start:start + width]))
+            start += width
+        return tuple(grads_in)
+
+    def set_input_grad(self, flag: bool):
+        self.input_grad = flag
+        for branch in self._children.values():
+            branch.set_input_grad(flag)
+        return self
+
+
+class Identity(Layer):
+    r""":math:`y = x`; gradient :math:`\partial L/\partial X = G`. A branch of :class:`Join` that passes its input
+    through unchanged (the noise beside a label embedding, the labels beside D's features)."""
+
+    def forward(self, x, train: bool | None = None):
+        return x
+
+    def backward(self, dout):
+        return dout
 
 
 class Residual(_Container):
@@ -129,7 +278,7 @@ class UNetBlock(SkipConcat):
         return dout
 
     def set_input_grad(self, flag: bool):
-        """As :meth:`Sequential.set_input_grad <minigan.layers.Sequential.set_input_grad>`, on the chain."""
+        """As :meth:`Sequential.set_input_grad <minigan.nn.containers.Sequential.set_input_grad>`, on the chain."""
         self.input_grad = flag
         for layer in self._order:
             layer.set_input_grad(flag)

@@ -26,7 +26,7 @@ each pixel of :math:`\tilde X` at most once, so the in-place add is exact: no sc
 and no loop over pixels. Both loops run :math:`k_h k_w` times and are the same code on NumPy and CuPy.
 
 Scratch arrays (the padded input, the column matrices, the transposed products) are kept per shape on the
-layer (:meth:`~minigan.layers.Layer._buffer`) and reused by the next step of the same shape; what ``forward``
+layer (:meth:`~minigan.nn.base.Layer._buffer`) and reused by the next step of the same shape; what ``forward``
 and ``backward`` return is always a fresh array.
 """
 
@@ -39,7 +39,8 @@ import numpy as np
 
 from .. import backend
 from ..backend import get_array_module
-from ..layers import DEFAULT_DTYPE, Layer, make_generator
+from .base import DEFAULT_DTYPE, Layer
+from .init import make_generator
 from ._checks import check_batch, pair, positive_int
 
 __all__ = ["Conv2d", "ConvTranspose2d", "im2col", "col2im", "conv_output_size", "conv_init"]

@@ -37,7 +37,7 @@ import numpy as np
 
 from .. import backend
 from ..backend import get_array_module
-from ..layers import DEFAULT_DTYPE, Layer
+from .base import DEFAULT_DTYPE, Layer
 from ._checks import check_batch, positive_int
 
 __all__ = ["BatchNorm", "InstanceNorm2d"]
@@ -155,7 +155,7 @@ class BatchNorm(_Normalization):
     ----------
     buffers : dict
         ``running_mean`` (starting at 0) and ``running_var`` (starting at 1), shape (C,): non-trainable state
-        (:attr:`~minigan.layers.Layer.buffers`), saved in checkpoints.
+        (:attr:`~minigan.nn.base.Layer.buffers`), saved in checkpoints.
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,

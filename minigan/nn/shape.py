@@ -9,7 +9,7 @@ from __future__ import annotations
 
 
 from ..backend import get_array_module
-from ..layers import Layer
+from .base import Layer
 from ._checks import check_batch, pair, positive_int
 
 __all__ = ["ReflectionPad2d", "Flatten", "Reshape", "Upsample"]
@@ -141,7 +141,9 @@ class Reshape(Layer):
 
 class Upsample(Layer):
     r"""Nearest-neighbour upsampling of (N, C, H, W) by integer factors:
-    :math:`y[n, c, a, b] = x[n, c, \lfloor a/s_h floor, \lfloor b/s_w floor]` (PyTorch's
+    :math:`y[n, c, a, b] = x[n, c, \lfloor a/s_h 
+floor, \lfloor b/s_w 
+floor]` (PyTorch's
     ``Upsample(scale_factor=s, mode="nearest")`` for integer :math:`s`).
 
     Gradient: each input pixel is copied to the :math:`s_h 	imes s_w` block above it, so it collects the

@@ -1,6 +1,6 @@
 r"""A fixed MNIST (or Fashion-MNIST) classifier, built and trained with minigan's own layers.
 
-It serves the sample metrics of :mod:`minigan.metrics`: the label accuracy of conditional samples, the class
+It serves the sample metrics of :mod:`minigan.eval.metrics`: the label accuracy of conditional samples, the class
 histogram (mode-collapse check) and the Fréchet distance between its penultimate features of generated and
 real images. Its weights are reproducible by one command (``minigan train-classifier --dataset mnist``).
 
@@ -10,7 +10,7 @@ Architecture (``hidden=(1200, 1200)``, the default)
 
 Training
     Adam (β1 = 0.9, β2 = 0.999), learning rate decayed exponentially per epoch from ``lr`` to ``lr/10`` at
-    the last epoch, batch 100, loss :func:`minigan.losses.softmax_cross_entropy`. Trained on the 50,000
+    the last epoch, batch 100, loss :func:`minigan.nn.losses.softmax_cross_entropy`. Trained on the 50,000
     training images only: the validation split stays unseen, so it is a fair "real data" ceiling for the
     metrics. Every random stream (initial weights, dropout, batch order) derives from one seed, so a seed
     and an epoch count fix the weights (on one machine and BLAS; floating-point summation order may differ
@@ -26,10 +26,10 @@ from typing import Callable
 
 import numpy as np
 
-from . import backend, data, io
-from .layers import DEFAULT_DTYPE, Dropout, Linear, ReLU, Sequential
-from .losses import softmax_cross_entropy
-from .optim import Adam
+from .. import backend, data, io
+from ..nn import DEFAULT_DTYPE, Dropout, Linear, ReLU, Sequential
+from ..nn.losses import softmax_cross_entropy
+from ..nn.optim import Adam
 
 CLASSIFIER_FORMAT = 1
 DEFAULT_HIDDEN = (1200, 1200)
@@ -260,7 +260,7 @@ def load_classifier(path) -> Classifier:
     path = Path(path)
     if not path.exists():
         raise ClassifierError(f"no classifier at {path}: train one with `minigan train-classifier` "
-                              f"(or minigan.classifier.train_classifier)")
+                              f"(or minigan.eval.classifier.train_classifier)")
     arrays, meta = io.load_checkpoint(path)
     if meta.get("kind") != "minigan-classifier" or "architecture" not in meta:
         raise ClassifierError(f"{path} is not a minigan classifier file")

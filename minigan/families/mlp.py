@@ -1,4 +1,4 @@
-r"""The papers' models, by name: ``cgan`` (Mirza & Osindero 2014, §4.1) and ``gan`` (Goodfellow et al. 2014).
+r"""The papers' MLP family: ``cgan`` (Mirza & Osindero 2014, §4.1) and ``gan`` (Goodfellow et al. 2014).
 
 CGAN (MNIST)
     G: :math:`z \in \mathbb{R}^{100} \sim U(0,1)^{100}` → 200 ReLU; :math:`y` (one-hot 10) → 1000 ReLU;
@@ -21,80 +21,17 @@ from one model seed, so a seed fixes the model.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from . import backend
-from .backend import Rng
-from .layers import (DEFAULT_DTYPE, Dropout, Identity, Join, Layer, LeakyReLU, Linear, Maxout, ProjectionHead, ReLU, Sequential,
-                     Sigmoid)
+from .. import backend, objective
+from ..nn import (DEFAULT_DTYPE, Dropout, Identity, Join, Layer, LeakyReLU, Linear, Maxout, ProjectionHead, ReLU,
+                  Sequential, Sigmoid)
+from .base import IMAGE_SIZE, N_CLASSES, AdversarialFamily, GANModel
 
-MODELS = ("cgan", "gan")
-IMAGE_SIZE = 784
-N_CLASSES = 10
-
-
-@dataclass
-class GANModel:
-    """A generator, a discriminator and what sampling needs: the noise prior and the conditioning."""
-
-    name: str
-    G: Layer
-    D: Layer
-    noise_dim: int
-    noise_low: float
-    noise_high: float
-    n_classes: int | None  # None: unconditional
-
-    @property
-    def conditional(self) -> bool:
-        return self.n_classes is not None
-
-    def sample_noise(self, n: int, rng: Rng, like: Any = None):
-        """``n`` draws from the noise prior U(low, high)^noise_dim on the active backend (or ``like``'s)."""
-        return rng.uniform(self.noise_low, self.noise_high, (n, self.noise_dim), self.dtype, like=like)
-
-    def one_hot(self, labels):
-        """One-hot rows (N, n_classes) in the model's dtype on the active backend; checks the label range."""
-        labels = np.asarray(labels)
-        if labels.ndim != 1 or labels.dtype.kind not in "iu":
-            raise ValueError(f"{self.name}: labels must be a 1-D integer array, received shape {labels.shape} "
-                             f"dtype {labels.dtype}")
-        bad = labels[(labels < 0) | (labels >= self.n_classes)]
-        if bad.size:
-            raise ValueError(f"{self.name}: label {int(bad[0])} is outside the range 0..{self.n_classes - 1}")
-        y = np.zeros((labels.size, self.n_classes), self.dtype)
-        y[np.arange(labels.size), labels] = 1
-        return backend.to_device(y)
-
-    @property
-    def dtype(self):
-        return self.G.dtype
-
-    def generate(self, z, y=None):
-        """G's output for noise ``z`` (and one-hot ``y``), in evaluation mode (no dropout)."""
-        if self.conditional and y is None:
-            raise ValueError(f"{self.name} is conditional: generate() needs one-hot labels y")
-        return self.G.forward(z if not self.conditional else (z, y), train=False)
-
-    def sample(self, n: int, rng: Rng, label: int | None = None):
-        """``n`` generated images (n, 784) on the active backend, and their labels (host int64, or None).
-
-        For a conditional model, ``label=k`` samples class ``k``; ``label=None`` cycles through the classes.
-        """
-        if not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"sample: n must be a positive integer, got {n!r}")
-        if not self.conditional:
-            if label is not None:
-                raise ValueError(f"{self.name} is unconditional: it cannot sample a given label")
-            return self.generate(self.sample_noise(n, rng)), None
-        labels = np.arange(n, dtype=np.int64) % self.n_classes if label is None else np.full(n, label, np.int64)
-        return self.generate(self.sample_noise(n, rng), self.one_hot(labels)), labels
-
-    def layers(self):
-        return {"G": self.G, "D": self.D}
+__all__ = ["GAN", "CGAN", "gan", "cgan", "cgan_projection", "cgan_bn", "marginal_logits",
+           "init_output_bias_from_data"]
 
 
 def marginal_logits(x: np.ndarray, clip: float = 1e-3) -> np.ndarray:
@@ -128,7 +65,7 @@ def cgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, g_dropout: float = 0.5, d_dr
 
     ``g_label`` is the activation of G's label branch: ``"relu"`` (the paper's), ``"leaky"`` (LeakyReLU 0.2,
     whose units cannot die) or ``"linear"`` (an embedding). ``spectral_norm`` divides each of D's weight
-    matrices by its largest singular value (:class:`~minigan.layers.Linear`). ``d_y_dropout`` drops D's one-hot
+    matrices by its largest singular value (:class:`~minigan.nn.dense.Linear`). ``d_y_dropout`` drops D's one-hot
     label inputs in training (pylearn2's default include probability 0.5 applies to every input of a composite
     layer unless a config overrides it, so the original code may have done this). ``design="projection"``
     builds :func:`cgan_projection` and ``design="bn"`` :func:`cgan_bn` instead (label embeddings rather than
@@ -208,7 +145,7 @@ def cgan_projection(seed: int | None = 0, dtype=DEFAULT_DTYPE, g_dropout: float 
     outputs 0 whatever the label, and once all 1000 do, G ignores y exactly).
 
     D: dropout 0.2 → maxout 240×5 → dropout 0.5 → maxout 240×4 → dropout 0.5 → :math:`h`, then
-    :class:`~minigan.layers.ProjectionHead`: :math:`\ell = hw + b + \langle h, E_D y\rangle`. D's score
+    :class:`~minigan.nn.dense.ProjectionHead`: :math:`\ell = hw + b + \langle h, E_D y\rangle`. D's score
     depends on whether an image matches its label from the first update, through the features it already
     learns for real-versus-fake.
 
@@ -260,7 +197,7 @@ def cgan_bn(seed: int | None = 0, dtype=DEFAULT_DTYPE, d_dropout: float = 0.4, e
     saturates and every noise vector gives the same speckled blob; and D reads the label from its first layer.
     Weights are Glorot-uniform (PyTorch's default scale for these widths).
     """
-    from .nn import BatchNorm  # the norm layers live in minigan.nn
+    from ..nn import BatchNorm
 
     s = iter(_seeds(seed, 32))
     g_layers: list[Layer] = [Join({"z": Identity(), "y": Linear(N_CLASSES, embed_dim, "glorot", next(s), dtype)},
@@ -315,9 +252,75 @@ def gan(seed: int | None = 0, dtype=DEFAULT_DTYPE, d_dropout: float = 0.5, d_inp
     return GANModel("gan", G, D, noise_dim=100, noise_low=-sqrt3, noise_high=sqrt3, n_classes=None)
 
 
-def build(name: str, seed: int | None = 0, **options) -> GANModel:
-    """A model by name: ``"cgan"`` or ``"gan"``."""
-    builders = {"cgan": cgan, "gan": gan}
-    if name not in builders:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
-    return builders[name](seed, **options)
+class GAN(AdversarialFamily):
+    """The GAN of Goodfellow et al. (2014): :func:`gan`, both update rules, G's output bias from the data."""
+
+    name = "gan"
+    build = staticmethod(gan)
+
+    def prepare(self, train) -> None:
+        # The papers' G starts from the data's pixel marginals (a resumed run overwrites it from its checkpoint).
+        init_output_bias_from_data(self.model, train.x)
+
+
+class CGAN(GAN):
+    """The conditional GAN (Mirza & Osindero 2014): :func:`cgan`, and the preset's matching-aware D term.
+
+    The preset's ``"matching_aware": {"cgan": ...}`` adds real images with wrong labels as negatives for D
+    (:func:`minigan.objective.matching_aware_step`): ``True`` as a second D step per update, ``"joint"`` as rows
+    of D's own step (alternating updates; the one-pass update takes the separate step for either).
+    """
+
+    name = "cgan"
+    build = staticmethod(cgan)
+
+    def __init__(self, trainer):
+        super().__init__(trainer)
+        self.matching_aware = trainer.preset.get("matching_aware", {}).get(self.name, False)
+
+    def discriminator_update(self, x_real, x_fake, y_real):
+        if self.matching_aware == "joint":
+            loss, logits = self._joint_matching_aware_step(x_real, x_fake, y_real)
+            self.trainer.step("D")
+        else:
+            loss, logits = super().discriminator_update(x_real, x_fake, y_real)
+        if self.matching_aware is True:
+            self._matching_aware_step(x_real.shape[0])
+        return loss, logits
+
+    def after_simultaneous_update(self, batch: int) -> None:
+        if self.matching_aware:
+            self._matching_aware_step(batch)
+
+    def _mismatched_pairs(self, batch: int):
+        """``batch`` random training images (device rows), and one-hot labels that differ from each one's own.
+
+        Drawn from the noise generator's host stream, whose state every checkpoint saves, so a resumed run draws
+        them again exactly.
+        """
+        t, m = self.trainer, self.model
+        gen = t.noise_rng.host
+        rows = gen.integers(0, t.n_train, batch)
+        wrong = (t.labels_host[rows] + gen.integers(1, m.n_classes, batch)) % m.n_classes
+        return backend.to_device(rows), m.one_hot(wrong)
+
+    def _joint_matching_aware_step(self, x_real, x_fake, y_real):
+        r"""D's gradient with the matching-aware negatives in the same pass: other real images, with wrong labels.
+
+        The fake half of D's loss then averages over G's samples and the mismatched pairs, GAN-CLS's
+        :math:`\tfrac12[\mathrm{BCE}(1, D(x,y)) + \tfrac12(\mathrm{BCE}(0, D(G(z),y)) + \mathrm{BCE}(0, D(x',y')))]`.
+        One D step per update, as in Algorithm 1 with k = 1 (a separate step would give D two).
+        """
+        xp = backend.get_array_module(x_real)
+        rows, wrong = self._mismatched_pairs(x_real.shape[0])
+        l_d, logits, _ = objective.discriminator_step(
+            self.model.D, x_real, xp.concatenate([x_fake, self.trainer.x_train[rows]]), y_real,
+            xp.concatenate([y_real, wrong]), train=True)
+        return l_d, logits[:2 * x_real.shape[0]]
+
+    def _matching_aware_step(self, batch: int) -> None:
+        """One D update on other real images with their labels (real) and with wrong labels (fake)."""
+        t = self.trainer
+        rows, wrong = self._mismatched_pairs(batch)
+        objective.matching_aware_step(self.model.D, t.x_train[rows], t.y_train[rows], wrong, train=True)
+        t.step("D")

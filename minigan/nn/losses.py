@@ -15,8 +15,8 @@ synchronisation, which the trainer does once per logging interval, not per step.
 
 from __future__ import annotations
 
-from .backend import get_array_module
-from .layers import sigmoid
+from ..backend import get_array_module
+from .activations import sigmoid
 
 
 def softplus(x):

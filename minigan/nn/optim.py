@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from . import backend
-from .backend import get_array_module
+from .. import backend
+from ..backend import get_array_module
 
 
 class ExponentialDecay:

@@ -1,0 +1,287 @@
+r"""What defines a run: :class:`TrainConfig`, the presets, and the model options and learning rates they resolve to.
+
+Presets
+-------
+``paper``
+    SGD with classical momentum, learning rate 0.1 divided by ``factor`` per update (CGAN 1.00004, GAN
+    1.000004) down to a floor of 1e-6, momentum ramped linearly 0.5 -> 0.7 over epochs 0..250 (the CGAN
+    paper gives no saturation epoch, so the GAN paper's 250 is used for both). Batch 100. The papers' MLP
+    models only.
+``modern``
+    Adam, lr 2e-4, beta1 0.5, beta2 0.999, batch 100 (DCGAN: Radford et al.'s own settings, batch 64 is usual).
+
+A preset's per-model entries (``"lr_G": {"cgan": ...}``) are keyed by ``--model``; a model without an entry
+gets the preset's general value. Which presets and update rules a model can train under is its family's
+business (:attr:`minigan.families.base.Family.presets`).
+
+This module imports no training code, so the run-directory helpers (:mod:`minigan.runs`) and the evaluation
+code (:mod:`minigan.eval`) can read a checkpoint's config without importing the trainer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import data, families
+from .io import CheckpointError
+
+__all__ = ["ConfigError", "TrainConfig", "PRESETS", "PRESET_NAMES", "UPDATE_RULES", "DEVICES", "DEFAULT_EPOCHS",
+           "default_out", "model_options", "learning_rates", "checkpoint_model_options"]
+
+DEVICES = ("cpu", "gpu")
+DEFAULT_EPOCHS = 5
+
+#: Hyper-parameters of each preset. ``decay`` is the per-update divisor of the learning rate, by model.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {
+        "optimizer": "sgd",
+        "lr": 0.1,
+        "decay": {"cgan": 1.00004, "gan": 1.000004},
+        "lr_floor": 1e-6,
+        "momentum": (0.5, 0.7),
+        "momentum_saturate": {"cgan": 250, "gan": 250},
+        # The original code (pylearn2's AdversaryCost2 under its SGD, goodfeli/adversarial mnist.yaml) takes D's
+        # and G's gradients from one forward pass and updates both at once; see objective.simultaneous_step.
+        # Measured with everything else equal (GAN, seed 0): alternating updates let D win outright (D(x) 1.000,
+        # D(G(z)) 0.000 by epoch 11, every sample a "1", Parzen -336); the one-pass update keeps the game
+        # balanced (D(x) 0.74, D(G(z)) 0.26 at epoch 12) with diverse digits.
+        "update": "simultaneous",
+    },
+    "modern": {
+        "optimizer": "adam",
+        "lr": 2e-4,
+        "beta1": 0.5,
+        "beta2": 0.999,
+        # Zero-mean, unit-variance noise (the GAN paper's U(-sqrt3, sqrt3)) for the CGAN too. With the CGAN
+        # paper's U(0, 1), G's output barely depends on z at the papers' initial weights (measured: per-pixel
+        # std across z of 0.001 vs 0.18 for real digits) and Adam collapses it to one image per run; with
+        # zero-mean noise the samples diversify within the first epoch (0.06 after 600 updates).
+        # CGAN, measured over 2500 updates (= the 5-epoch run) with a 98.5% MNIST classifier on the samples:
+        # - G at 2e-3 (D was then 4e-4): at 2e-4 for both D wins (D(G(z)) -> 0.02) and G collapses; with the
+        #   faster G the game stays balanced (D(x) ~0.8, D(G(z)) ~0.15-0.2) and samples are diverse.
+        # - G dropout off: with it, training-mode fakes differ from the eval-mode samples.
+        # - G ignored y (label accuracy 0.09, chance 0.10): its label units (one-hot -> 1000 ReLU) all died
+        #   (W[y] + b < 0 for every class) before D read labels. Two changes fix it: G's label bias starts at
+        #   +0.5 (g_y_bias) so the units live long enough, and D reads labels from the first update: its label
+        #   branch starts at embedding scale (d_y_irange U(±sqrt3): a layer on one-hot input is a lookup table)
+        #   and it gets the matching-aware term (real images with wrong labels as negatives).
+        #   Together: label accuracy 0.40 after 500 updates, 0.93 (worst class 0.81) after 1000.
+        "model_options": {"cgan": {"noise": (-3 ** 0.5, 3 ** 0.5), "g_dropout": 0.0, "g_y_bias": 0.5,
+                                   "d_y_irange": 3 ** 0.5}},
+        # True: the matching-aware term is a second D step per update, on other real images with wrong labels;
+        # "joint": those rows join D's own step (one D step per update, GAN-CLS's weighting). With this preset's
+        # networks, a joint step on the D step's *own* images with wrong labels collapsed G in epoch 1 on seeds
+        # 0, 3, 5 and 11 (one thread); the joint step on other images is measured in docs/RESULTS.md.
+        "matching_aware": {"cgan": True},
+        "lr_G": {"cgan": 2e-3},
+        # - D at 4e-3 (was 4e-4; issue 11): with the slower D, G's label units died before D read the labels on
+        #   most seeds (seed 0: G ignored y from epoch 1, label accuracy 9.7% after 5 epochs, D won at epoch 5).
+        #   A D ten times faster reads labels within the first epoch, while G's units are still alive, and its
+        #   noisier steps do not win the game (D(G(z)) 0.3-0.5). Seed benchmark: docs/RESULTS.md.
+        "lr_D": {"cgan": 4e-3},
+        "update": "alternating",
+    },
+}
+PRESET_NAMES = tuple(PRESETS)
+UPDATE_RULES = ("alternating", "simultaneous")
+
+
+class ConfigError(ValueError):
+    """A run cannot start as asked (bad option, conflicting resume, missing checkpoint...)."""
+
+
+
+def default_out(model: str, dataset: str, preset: str) -> str:
+    """The default run directory ``runs/<model>-<dataset>-<preset>``."""
+    return os.path.join("runs", f"{model}-{dataset}-{preset}")
+
+
+def _positive(name: str, value: Any, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run. Stored in every checkpoint.
+
+    Attributes
+    ----------
+    model : str
+        A name of :data:`minigan.families.MODELS`: ``cgan``, ``gan``, ``dcgan``, ``cdcgan``.
+    dataset : {"mnist", "fashion-mnist"}
+    preset : {"paper", "modern"}
+    epochs : int or None
+        Train until this many epochs are complete (a total, not "more"). Default 5 when ``steps`` is None.
+    steps : int or None
+        Train until this many updates (global steps) are done; overrides ``epochs``.
+    batch : int
+        Real examples per D step (and fakes per D and G step).
+    k : int
+        D steps per G step (Algorithm 1's k).
+    device : {"cpu", "gpu"} or None
+        Backend to switch to; None keeps the active one (tests use this for the strict backend).
+    seed : int
+        The one run seed; model init, dropout, noise, data order and grid noise are all derived from it.
+    data_dir : str or None
+        Directory of IDX files (``--data``); None uses the cache / download sources of :mod:`minigan.data`.
+    out : str or None
+        Run directory; None gives ``runs/<model>-<dataset>-<preset>``.
+    log_interval : int
+        Updates between device-to-host read-backs of the running losses (and NaN checks).
+    progress : bool or None
+        Progress bar: None = automatic (tqdm, else a built-in one), False = off.
+    g_loss : {"non_saturating", "minimax"}
+    update : {"alternating", "simultaneous"} or None
+        ``alternating``: Algorithm 1 (k D steps, then a G step on fresh noise through the updated D);
+        ``simultaneous``: the original code's one-pass update (:func:`minigan.objective.simultaneous_step`,
+        needs ``k`` = 1). None: the preset's choice.
+    model_options : dict
+        Extra keyword arguments for :func:`minigan.families.build` (e.g. ``d_irange``).
+    select_every : int or None
+        Model selection as in the CGAN paper: every this many epochs, score G by the Parzen-window
+        log-likelihood of the validation images (σ chosen on the first half of them, at most 1,000, the rest
+        scored; 10,000 samples, 1,000 per class for the CGAN) and keep the best model as ``best.npz``.
+    lr_G, lr_D : float or None
+        Learning rates of G's and D's optimizers in place of the preset's (the initial rate under ``paper``'s
+        decay).
+    stop_on_collapse : bool
+        End the run when the health monitor (:mod:`minigan.health`) reports a failure, without saving the
+        failed epoch's state: the checkpoint on disk is the last one without a finding.
+    """
+
+    model: str = "cgan"
+    dataset: str = "mnist"
+    preset: str = "modern"
+    epochs: int | None = None
+    steps: int | None = None
+    batch: int = 100
+    k: int = 1
+    device: str | None = None
+    seed: int = 0
+    data_dir: str | None = None
+    out: str | None = None
+    log_interval: int = 50
+    progress: bool | None = None
+    g_loss: str = "non_saturating"
+    update: str | None = None
+    model_options: dict = field(default_factory=dict)
+    select_every: int | None = None
+    lr_G: float | None = None
+    lr_D: float | None = None
+    stop_on_collapse: bool = False
+
+    #: Fields that may differ when a run is resumed (they do not change what is computed).
+    RESUMABLE_OVERRIDES = ("epochs", "steps", "device", "data_dir", "log_interval", "progress", "select_every",
+                           "stop_on_collapse")
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> "TrainConfig":
+        if self.model not in families.MODELS:
+            raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(families.MODELS)}")
+        if self.dataset not in data.DATASET_NAMES:
+            raise ConfigError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(data.DATASET_NAMES)}")
+        if self.preset not in PRESETS:
+            raise ConfigError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        if self.device is not None and self.device not in DEVICES:
+            raise ConfigError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
+        for name in ("batch", "k", "log_interval"):
+            _positive(name, getattr(self, name))
+        _positive("epochs", self.epochs, allow_none=True)
+        _positive("steps", self.steps, allow_none=True)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.g_loss not in ("non_saturating", "minimax"):
+            raise ConfigError(f"g_loss must be 'non_saturating' or 'minimax', got {self.g_loss!r}")
+        if self.update is not None and self.update not in UPDATE_RULES:
+            raise ConfigError(f"unknown update rule {self.update!r}; choose one of {', '.join(UPDATE_RULES)}")
+        for name in ("lr_G", "lr_D"):
+            value = getattr(self, name)
+            if value is not None and not (_is_number(value) and math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be a positive number, got {value!r}")
+        family = families.get(self.model)
+        if self.preset not in family.presets:
+            raise ConfigError(f"the {self.model} model trains under the preset(s) {', '.join(family.presets)}, not "
+                              f"{self.preset!r}")
+        if self.update_rule not in family.update_rules:
+            raise ConfigError(f"the {self.model} model trains with the {' or '.join(family.update_rules)} update, not "
+                              f"{self.update_rule!r}")
+        if self.update_rule == "simultaneous" and self.k != 1:
+            raise ConfigError(f"the simultaneous update takes one D step per G step; k {self.k} needs "
+                              "--update alternating")
+        return self
+
+    @property
+    def update_rule(self) -> str:
+        """The update actually used: ``update``, or the preset's."""
+        return self.update or PRESETS[self.preset]["update"]
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out if self.out is not None else default_out(self.model, self.dataset, self.preset))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ConfigError(f"checkpoint config has unknown fields {sorted(unknown)}")
+        return cls(**d)
+
+
+
+def checkpoint_model_options(meta: dict, config: "TrainConfig") -> dict:
+    """The keyword arguments that rebuild a checkpoint's model.
+
+    Format 2 stores them, so a run keeps its network even if a later minigan changes what its preset builds;
+    a format-1 checkpoint (written before) gets its preset's current options, which it was trained with
+    unless a preset's architecture changed since.
+    """
+    if meta.get("format", 1) >= 2:
+        options = meta.get("model_options")
+        if not isinstance(options, dict):
+            raise CheckpointError("the checkpoint's model_options are missing or not an object")
+        # The config's own model options were merged into them when the run began: they must agree.
+        given = config.model_options
+        if not isinstance(given, dict) or any(k not in options or options[k] != v for k, v in given.items()):
+            raise CheckpointError(f"the checkpoint's config.model_options {str(given)[:200]} disagree with the "
+                                     f"model options it was built with {str(options)[:200]}")
+        return dict(options)
+    return model_options(config)
+
+
+def model_options(config: TrainConfig) -> dict:
+    """Keyword arguments for :func:`minigan.families.build`: the preset's, updated by ``config.model_options``."""
+    return {**PRESETS[config.preset].get("model_options", {}).get(config.model, {}), **config.model_options}
+
+
+def learning_rates(config: TrainConfig) -> tuple[float, float]:
+    """(lr_G, lr_D): the config's, else the preset's per-model rates (``"lr_G": {"cgan": ...}``), else ``lr``."""
+    preset = PRESETS[config.preset]
+    lr_G = preset.get("lr_G", {}).get(config.model, preset["lr"]) if config.lr_G is None else config.lr_G
+    lr_D = preset.get("lr_D", {}).get(config.model, preset["lr"]) if config.lr_D is None else config.lr_D
+    return float(lr_G), float(lr_D)
+
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+

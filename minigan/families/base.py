@@ -1,0 +1,255 @@
+r"""What a model family is: its networks (:class:`GANModel`) and what it does in one update (:class:`Family`).
+
+The shared trainer (:class:`minigan.train.Trainer`) owns everything every family needs: the run directory,
+checkpoints and resume, random streams, optimizers and schedules, signals, divergence checks, progress, the
+per-epoch grid, model selection and the health monitor. A family module adds a model by defining
+
+* a builder ``build(seed, **options) -> GANModel``: its networks, by name (``G`` and ``D`` here; the trainer
+  makes one optimizer per network and checkpoints each network's parameters, buffers and optimizer state
+  under its name);
+* a :class:`Family` subclass: which presets and update rules it trains under, what it does with the data
+  before the first update (:meth:`Family.prepare`), one update (:meth:`Family.update`, which returns the
+  values the trainer logs, named by :attr:`Family.metric_names`), and its sample grid.
+
+and registering the subclass in :data:`minigan.families.FAMILIES`. :class:`AdversarialFamily` is the GAN game
+of Goodfellow et al. (2014): Algorithm 1's alternating update and the original code's one-pass update, with one
+overridable hook for D's step.
+
+Images
+------
+Every family's data and samples are (N, 784) rows in [0, 1] outside the model. A model whose G draws in another
+range (a Tanh output, [-1, 1]) says so in :attr:`GANModel.output_range`; the trainer maps the training images
+into that range once (:meth:`GANModel.from_unit`), and :meth:`GANModel.sample` and the grids map G's output
+back (:meth:`GANModel.to_unit`), so every tool downstream (PNG grids, ``minigan sample``, ``minigan eval``,
+the health monitor) reads every model alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from .. import backend, health, objective
+from ..backend import Rng
+from ..nn import Layer
+from ..nn.activations import sigmoid
+
+if TYPE_CHECKING:  # the trainer imports the families, never the other way round
+    from ..data import Split
+    from ..train import Trainer
+
+__all__ = ["GANModel", "Family", "AdversarialFamily", "N_CLASSES", "IMAGE_SIZE"]
+
+IMAGE_SIZE = 784
+N_CLASSES = 10
+
+
+@dataclass
+class GANModel:
+    """A generator, a discriminator and what sampling needs: the noise prior, the conditioning, G's range."""
+
+    name: str
+    G: Layer
+    D: Layer
+    noise_dim: int
+    noise_low: float
+    noise_high: float
+    n_classes: int | None  # None: unconditional
+    output_range: tuple[float, float] = (0.0, 1.0)  # the range of G's output (and of the images D is shown)
+
+    @property
+    def conditional(self) -> bool:
+        return self.n_classes is not None
+
+    def networks(self) -> dict[str, Layer]:
+        """The trained networks by name; the trainer makes one optimizer each and checkpoints them by name."""
+        return {"G": self.G, "D": self.D}
+
+    def layers(self):
+        return self.networks()
+
+    def sample_noise(self, n: int, rng: Rng, like: Any = None):
+        """``n`` draws from the noise prior U(low, high)^noise_dim on the active backend (or ``like``'s)."""
+        return rng.uniform(self.noise_low, self.noise_high, (n, self.noise_dim), self.dtype, like=like)
+
+    def one_hot(self, labels):
+        """One-hot rows (N, n_classes) in the model's dtype on the active backend; checks the label range."""
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise ValueError(f"{self.name}: labels must be a 1-D integer array, received shape {labels.shape} "
+                             f"dtype {labels.dtype}")
+        bad = labels[(labels < 0) | (labels >= self.n_classes)]
+        if bad.size:
+            raise ValueError(f"{self.name}: label {int(bad[0])} is outside the range 0..{self.n_classes - 1}")
+        y = np.zeros((labels.size, self.n_classes), self.dtype)
+        y[np.arange(labels.size), labels] = 1
+        return backend.to_device(y)
+
+    @property
+    def dtype(self):
+        return self.G.dtype
+
+    def from_unit(self, x):
+        """Images in [0, 1] mapped linearly onto :attr:`output_range` (a fresh array unless it is [0, 1])."""
+        low, high = self.output_range
+        return x if (low, high) == (0.0, 1.0) else x * (high - low) + low
+
+    def to_unit(self, x):
+        """G's output mapped linearly from :attr:`output_range` onto [0, 1] (not clipped)."""
+        low, high = self.output_range
+        return x if (low, high) == (0.0, 1.0) else (x - low) * (1.0 / (high - low))
+
+    def generate(self, z, y=None):
+        """G's output for noise ``z`` (and one-hot ``y``), in evaluation mode, in G's :attr:`output_range`."""
+        if self.conditional and y is None:
+            raise ValueError(f"{self.name} is conditional: generate() needs one-hot labels y")
+        return self.G.forward(z if not self.conditional else (z, y), train=False)
+
+    def sample(self, n: int, rng: Rng, label: int | None = None):
+        """``n`` generated images (n, 784) in [0, 1] terms on the active backend, and their labels (host int64,
+        or None). Values are G's mapped by :meth:`to_unit` (a sigmoid or Tanh output stays inside [0, 1]).
+
+        For a conditional model, ``label=k`` samples class ``k``; ``label=None`` cycles through the classes.
+        """
+        if not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"sample: n must be a positive integer, got {n!r}")
+        if not self.conditional:
+            if label is not None:
+                raise ValueError(f"{self.name} is unconditional: it cannot sample a given label")
+            return self.to_unit(self.generate(self.sample_noise(n, rng))), None
+        labels = np.arange(n, dtype=np.int64) % self.n_classes if label is None else np.full(n, label, np.int64)
+        return self.to_unit(self.generate(self.sample_noise(n, rng), self.one_hot(labels))), labels
+
+
+class Family:
+    """What one model family defines for the shared trainer; one instance per run (``trainer.family``).
+
+    The trainer calls, in this order: :meth:`prepare` (fresh and resumed runs alike; a resumed run then
+    overwrites the weights from its checkpoint), :meth:`grid` once, then per update :meth:`update`, and per
+    epoch :meth:`grid_images`. What a family may use of the trainer, inside :meth:`update`:
+    ``config``, ``model``, ``preset`` (the preset's dict), ``noise_rng``, ``x_train`` / ``y_train`` (device,
+    ``x`` already in G's range), ``labels_host``, ``n_train``, ``step_in_epoch``, ``updates``,
+    :meth:`~minigan.train.Trainer.real_batch` and :meth:`~minigan.train.Trainer.step` (an optimizer step of
+    one network, followed by that network's after-step hooks).
+    """
+
+    #: ``--model`` name.
+    name: ClassVar[str] = ""
+    #: Presets (:data:`minigan.config.PRESETS`) this family trains under.
+    presets: ClassVar[tuple[str, ...]] = ("paper", "modern")
+    #: Update rules (``--update``) it implements.
+    update_rules: ClassVar[tuple[str, ...]] = ("alternating", "simultaneous")
+    #: The values :meth:`update` returns, in order; their epoch means go into ``metrics.jsonl``.
+    metric_names: ClassVar[tuple[str, ...]] = ("loss_D", "loss_G", "D_x", "D_G_z")
+
+    def __init__(self, trainer: "Trainer"):
+        self.trainer = trainer
+        self.model: GANModel = trainer.model
+
+    @staticmethod
+    def build(seed: int | None = 0, **options) -> GANModel:
+        """The family's networks, every initial weight and generator seeded from ``seed``."""
+        raise NotImplementedError
+
+    def prepare(self, train: "Split") -> None:
+        """Data-dependent initialisation before the first update (the host training split ``train``)."""
+
+    def update(self) -> tuple:
+        """One update (one global step); returns :attr:`metric_names`' values as 0-d device arrays."""
+        raise NotImplementedError
+
+    def grid(self, rng: Rng) -> tuple[np.ndarray, np.ndarray | None]:
+        """Host noise and labels of the fixed 10x10 grid drawn every epoch.
+
+        Conditional: row r is label r and column c shares one noise vector across the rows, so the grid shows
+        the condition changing with the noise held; unconditional: 100 independent draws, labels None.
+        """
+        like = np.zeros(1)
+        if self.model.conditional:
+            cols = backend.to_host(self.model.sample_noise(10, rng, like=like))
+            return np.tile(cols, (10, 1)), np.repeat(np.arange(10, dtype=np.int64), 10)
+        return backend.to_host(self.model.sample_noise(100, rng, like=like)), None
+
+    def grid_images(self, z: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+        """The grid as host (100, 784) images in [0, 1] terms (eval mode: no random draws, no effect on the run)."""
+        m = self.model
+        y = m.one_hot(labels) if m.conditional else None
+        return backend.to_host(m.to_unit(m.generate(backend.to_device(z), y)))
+
+    def monitor(self, train: "Split") -> health.HealthMonitor | None:
+        """The health monitor of :mod:`minigan.health` for this model (None: no health checks)."""
+        conditional = self.model.conditional
+        return health.HealthMonitor(conditional, health.real_diversity(train.x, train.y if conditional else None))
+
+    @staticmethod
+    def format_means(means: dict) -> str:
+        """One log line's worth of the epoch means of :attr:`metric_names`."""
+        return "  ".join(f"{k} {v:.4f}" for k, v in means.items())
+
+
+class AdversarialFamily(Family):
+    r"""The GAN game: D's loss :math:`\tfrac12[\mathrm{BCE}(1, D(x)) + \mathrm{BCE}(0, D(G(z)))]`, G's loss
+    through D (:mod:`minigan.objective`), by the run's update rule.
+
+    ``alternating`` is Algorithm 1 of Goodfellow et al. (2014): ``k`` D steps on successive real batches, each
+    against fresh fakes, then one G step on fresh noise through the updated D (the conditional fakes carry the
+    real batch's labels). ``simultaneous`` is the original code's one-pass update
+    (:func:`minigan.objective.simultaneous_step`). Subclasses change D's step by overriding
+    :meth:`discriminator_update`.
+    """
+
+    def update(self) -> tuple:
+        if self.trainer.config.update_rule == "simultaneous":
+            return self.simultaneous_update()
+        return self.alternating_update()
+
+    def discriminator_update(self, x_real, x_fake, y_real) -> tuple:
+        """D's gradient on one real and one fake batch, and D's optimizer step; returns (loss, logits) with the
+        real rows' logits first."""
+        loss, logits, _ = objective.discriminator_step(self.model.D, x_real, x_fake, y_real, y_real, train=True)
+        self.trainer.step("D")
+        return loss, logits
+
+    def alternating_update(self) -> tuple:
+        t, m, c = self.trainer, self.model, self.trainer.config
+        B = c.batch
+        loss_D = dx = dgz = None
+        y_real = None
+        for j in range(c.k):
+            x_real, y_real = t.real_batch(t.step_in_epoch * c.k + j)
+            z = m.sample_noise(B, t.noise_rng, like=x_real)
+            x_fake = m.G.forward(z if y_real is None else (z, y_real), train=True)
+            l_d, logits = self.discriminator_update(x_real, x_fake, y_real)
+            probs = sigmoid(logits)
+            dx_j, dgz_j = probs[:B].mean(), probs[B:].mean()
+            loss_D = l_d if loss_D is None else loss_D + l_d
+            dx = dx_j if dx is None else dx + dx_j
+            dgz = dgz_j if dgz is None else dgz + dgz_j
+        z = m.sample_noise(B, t.noise_rng, like=t.x_train)
+        loss_G, _, _, _ = objective.generator_step(m.G, m.D, z, y_real, kind=c.g_loss)
+        t.step("G")
+        if c.k > 1:
+            loss_D, dx, dgz = loss_D / c.k, dx / c.k, dgz / c.k
+        return loss_D, loss_G, dx, dgz
+
+    def simultaneous_update(self) -> tuple:
+        t, m, c = self.trainer, self.model, self.trainer.config
+        B = c.batch
+        x_real, y_real = t.real_batch(t.step_in_epoch)
+        z = m.sample_noise(B, t.noise_rng, like=x_real)
+        loss_D, loss_G, logits, _ = objective.simultaneous_step(m.G, m.D, x_real, z, y_real, kind=c.g_loss)
+        t.step("D")
+        t.step("G")
+        self.after_simultaneous_update(B)
+        probs = sigmoid(logits)
+        return loss_D, loss_G, probs[:B].mean(), probs[B:].mean()
+
+    def after_simultaneous_update(self, batch: int) -> None:
+        """Called after both optimizer steps of a one-pass update (a conditional family's extra D step)."""
+
+    @staticmethod
+    def format_means(means: dict) -> str:
+        return (f"loss_D {means['loss_D']:.4f}  loss_G {means['loss_G']:.4f}  D(x) {means['D_x']:.3f}  "
+                f"D(G(z)) {means['D_G_z']:.3f}")

@@ -1,0 +1,151 @@
+r"""The DCGAN family for 28×28 images: ``dcgan`` and its conditional ``cdcgan`` (Radford et al. 2016).
+
+Networks (``width`` w = 64 by default; shapes per image, NCHW):
+
+.. code-block:: text
+
+    G   z (100) [+ one-hot y (10)] -> Linear -> (2w, 7, 7) -> BatchNorm -> ReLU
+        -> ConvT 4/2/1 -> (w, 14, 14) -> BatchNorm -> ReLU
+        -> ConvT 4/2/1 -> (1, 28, 28) -> Tanh -> flattened (784)
+    D   (784) -> (1, 28, 28) -> Conv 4/2/1 -> (w, 14, 14) -> LeakyReLU 0.2
+        -> Conv 4/2/1 -> (2w, 7, 7) -> BatchNorm -> LeakyReLU 0.2 -> flattened h (2w·49)
+        -> dcgan: Linear -> 1 logit;  cdcgan: projection head  h·w + b + <h, E y>
+
+As in the paper and its code: kernel 4, stride 2, padding 1 (28 -> 14 -> 7); BatchNorm everywhere except D's
+first layer and G's output; ReLU in G, LeakyReLU 0.2 in D; a Tanh output, so the images D sees are scaled to
+[-1, 1] (:attr:`~minigan.families.base.GANModel.output_range`); every weight N(0, 0.02) and biases 0 (BatchNorm
+starts at γ = 1, β = 0); noise U(-1, 1)^100 (``dcgan_code``'s prior); Adam 2e-4, β1 0.5 (the ``modern``
+preset, the only one these models take). Layers followed by a BatchNorm have no bias: it would cancel.
+
+**D sees real and fake images as two batches** (:func:`minigan.objective.discriminator_step` with
+``separate=True``), each normalised by its own BatchNorm statistics, as the DCGAN code does. One joint batch
+would normalise fakes by statistics half made of real images, so D's output on a fake would depend on the real
+images beside it; and G's step (fakes alone through D) would see other statistics than D's step did.
+
+The condition (``cdcgan``):
+
+* In G the one-hot label joins z at the input (the concatenation [z, y] into the first Linear is a learned
+  per-class embedding added to the projected noise), so every unit G computes sees both.
+* In D it enters through a **projection** (Miyato & Koyama 2018, :class:`~minigan.nn.dense.ProjectionHead`):
+  the logit gains :math:`\langle h, E_D y\rangle` on D's last features. Why not the label as 10 extra input
+  channels: at the first convolution, constant one-hot planes only add a learned per-class bias map to the
+  pre-activations (exactly that, up to the zero-padded border), so D can read the label only after learning
+  an image-label interaction through its nonlinearities -- and in this project's MLP CGAN, a D that was slow
+  to read labels let G's label pathway go unused (docs/RESULTS.md). The projection scores whether an image
+  matches its label from the first update, on the features D learns anyway, at the cost of one
+  (2w·49)-wide inner product per row instead of 10 more input channels in the first convolution (which would
+  make it 11 times as costly).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import objective
+from ..nn import (DEFAULT_DTYPE, BatchNorm, Conv2d, ConvTranspose2d, Flatten, Identity, Join, LeakyReLU, Linear,
+                  ProjectionHead, ReLU, Reshape, Sequential, Tanh)
+from .base import N_CLASSES, AdversarialFamily, GANModel
+
+__all__ = ["DCGAN", "CDCGAN", "dcgan", "cdcgan", "NOISE_DIM"]
+
+NOISE_DIM = 100
+SIDE = 28
+
+
+def _seeds(seed: int | None, n: int) -> list[int]:
+    return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n)]
+
+
+def _check_width(width: Any) -> int:
+    if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or width < 1:
+        raise ValueError(f"dcgan: width must be a positive integer, got {width!r}")
+    return int(width)
+
+
+def dcgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, width: int = 64, init_std: float = 0.02, slope: float = 0.2,
+          conditional: bool = False) -> GANModel:
+    """The DCGAN for 28×28 single-channel images (module docstring); ``conditional`` gives :func:`cdcgan`.
+
+    Parameters
+    ----------
+    seed : int or None
+        Seeds every initial weight (one generator per layer, spawned from this seed).
+    width : int
+        w: G's and D's channels are w and 2w (Radford et al.'s 28×28 setting: 64 and 128).
+    init_std : float
+        Standard deviation of the N(0, std²) initial weights.
+    slope : float
+        D's LeakyReLU slope.
+    """
+    w = _check_width(width)
+    s = iter(_seeds(seed, 16))
+    normal = ("normal", init_std)
+    conv = dict(init="normal", init_std=init_std, dtype=dtype)
+    g_in = NOISE_DIM + (N_CLASSES if conditional else 0)
+    G = Sequential(
+        *([Join({"z": Identity(), "y": Identity()}, name="in")] if conditional else []),
+        Linear(g_in, 2 * w * 7 * 7, normal, next(s), dtype, name="project"),
+        Reshape(2 * w, 7, 7),
+        BatchNorm(2 * w, dtype=dtype, name="bn0"),
+        ReLU(),
+        ConvTranspose2d(2 * w, w, 4, 2, 1, bias=False, rng=next(s), name="up1", **conv),
+        BatchNorm(w, dtype=dtype, name="bn1"),
+        ReLU(),
+        ConvTranspose2d(w, 1, 4, 2, 1, rng=next(s), name="out", **conv),
+        Tanh(),
+        Flatten(),
+        name="G",
+    )
+    features = Sequential(
+        Reshape(1, SIDE, SIDE),
+        Conv2d(1, w, 4, 2, 1, rng=next(s), name="conv1", **conv),
+        LeakyReLU(slope),
+        Conv2d(w, 2 * w, 4, 2, 1, bias=False, rng=next(s), name="conv2", **conv),
+        BatchNorm(2 * w, dtype=dtype, name="bn2"),
+        LeakyReLU(slope),
+        Flatten(),
+        name="features",
+    )
+    n_features = 2 * w * 7 * 7
+    if conditional:
+        D = Sequential(
+            Join({"x": features, "y": Identity()}, name="in"),
+            ProjectionHead(n_features, N_CLASSES, normal, next(s), embed_init=normal, embed_rng=next(s),
+                           dtype=dtype, name="out"),
+            name="D",
+        )
+    else:
+        D = Sequential(features, Linear(n_features, 1, normal, next(s), dtype, name="out"), name="D")
+    return GANModel("cdcgan" if conditional else "dcgan", G, D, noise_dim=NOISE_DIM, noise_low=-1.0,
+                    noise_high=1.0, n_classes=N_CLASSES if conditional else None, output_range=(-1.0, 1.0))
+
+
+def cdcgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, width: int = 64, init_std: float = 0.02,
+           slope: float = 0.2) -> GANModel:
+    """The conditional DCGAN: the label joins z in G, and D scores it by a projection (module docstring)."""
+    return dcgan(seed, dtype, width=width, init_std=init_std, slope=slope, conditional=True)
+
+
+
+class DCGAN(AdversarialFamily):
+    """Algorithm 1 (alternating updates) with D's real and fake batches normalised separately."""
+
+    name = "dcgan"
+    presets = ("modern",)
+    update_rules = ("alternating",)
+    build = staticmethod(dcgan)
+
+    def discriminator_update(self, x_real, x_fake, y_real):
+        loss, logits, _ = objective.discriminator_step(self.model.D, x_real, x_fake, y_real, y_real, train=True,
+                                                       separate=True)
+        self.trainer.step("D")
+        return loss, logits
+
+
+class CDCGAN(DCGAN):
+    """The conditional DCGAN: the fakes carry the real batch's labels, as for the CGAN."""
+
+    name = "cdcgan"
+    build = staticmethod(cdcgan)
