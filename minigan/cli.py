@@ -82,6 +82,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _unit_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
+    return value
+
+
 class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Appends ``(default: X)`` to an option's help, unless the help already says its default or it is None.
 
@@ -134,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="G's learning rate (default: the preset's; modern cgan 2e-3)")
     t.add_argument("--lr-D", dest="lr_D", type=_positive_float, default=None, metavar="LR",
                    help="D's learning rate (default: the preset's; modern cgan 4e-3)")
+    t.add_argument("--ema", type=_unit_interval, default=None, metavar="BETA",
+                   help="decay of the moving average of G's weights that grids, sample and eval use; 0 turns it off "
+                        "(default: the preset's; modern cgan 0.99)")
     t.add_argument("--stop-on-collapse", action="store_true", default=None,
                    help="stop with exit code 4 when the health monitor finds a failed run (D won, G ignores its "
                         "label, collapsed samples), keeping the last checkpoint without a finding")
@@ -200,13 +213,13 @@ def _train(args) -> int:
             out, model=args.model, dataset=args.dataset, preset=args.preset, batch=args.batch, k=args.k,
             update=args.update, seed=args.seed, epochs=args.epochs, steps=args.steps, device=args.device, data_dir=args.data,
             log_interval=args.log_interval, progress=progress, select_every=args.select_every,
-            lr_G=args.lr_G, lr_D=args.lr_D, stop_on_collapse=args.stop_on_collapse)
+            lr_G=args.lr_G, lr_D=args.lr_D, stop_on_collapse=args.stop_on_collapse, ema=args.ema)
     else:
         given = {"model": args.model, "dataset": args.dataset, "preset": args.preset, "batch": args.batch,
                  "k": args.k, "update": args.update, "seed": args.seed, "epochs": args.epochs, "steps": args.steps,
                  "device": args.device, "data_dir": args.data, "out": args.out, "log_interval": args.log_interval,
                  "select_every": args.select_every, "lr_G": args.lr_G, "lr_D": args.lr_D,
-                 "stop_on_collapse": args.stop_on_collapse}
+                 "stop_on_collapse": args.stop_on_collapse, "ema": args.ema}
         run_config = config.TrainConfig(**{k: v for k, v in given.items() if v is not None}, progress=progress)
         if run_config.epochs is None and run_config.steps is None:
             run_config.epochs = config.DEFAULT_EPOCHS

@@ -22,6 +22,7 @@ import numpy as np
 
 from . import backend, families, io
 from .config import ConfigError, TrainConfig, _positive, checkpoint_model_options
+from .nn.optim import WeightAverage
 
 __all__ = ["CHECKPOINT_NAME", "BEST_NAME", "CHECKPOINT_FORMAT", "READABLE_FORMATS", "load_model", "sample",
            "write_samples"]
@@ -29,8 +30,11 @@ __all__ = ["CHECKPOINT_NAME", "BEST_NAME", "CHECKPOINT_FORMAT", "READABLE_FORMAT
 CHECKPOINT_NAME = "checkpoint.npz"
 BUFFERS_PREFIX = "buffers."  # checkpoint keys of layers' non-trainable state: buffers.G.<name>, buffers.D.<name>
 BEST_NAME = "best.npz"
-CHECKPOINT_FORMAT = 2  # 2: the model's resolved options are stored ("model_options"); 1 still loads
-READABLE_FORMATS = (1, 2)
+# 2: the model's resolved options are stored ("model_options"); 3: G's weight average (config "ema", part "ema").
+# Formats 1 and 2 still load (they have no average).
+CHECKPOINT_FORMAT = 3
+READABLE_FORMATS = (1, 2, 3)
+EMA_PART = "ema"  # checkpoint arrays ema.<G's param> and metadata parts.ema of G's weight average
 
 
 def _restore_buffers(where, arrays: dict, net: str, layer, convert) -> None:
@@ -62,7 +66,11 @@ def _checked_array(where, key: str, a: np.ndarray, like) -> np.ndarray:
 
 
 def load_model(run_dir: str | os.PathLike) -> tuple[families.GANModel, dict]:
-    """The model saved in ``run_dir/checkpoint.npz`` (or a checkpoint file path), on the active backend."""
+    """The model saved in ``run_dir/checkpoint.npz`` (or a checkpoint file path), on the active backend.
+
+    When the run kept a moving average of G's weights, G holds the average: the generator that the run's grids,
+    health checks and model selection used.
+    """
     path = Path(run_dir)
     if path.is_dir() or not path.suffix:
         path = path / CHECKPOINT_NAME
@@ -83,11 +91,26 @@ def load_model(run_dir: str | os.PathLike) -> tuple[families.GANModel, dict]:
                 a = _checked_array(path, f"{net}.{name}", arrays[f"{net}.{name}"], p)
                 p[...] = a
             _restore_buffers(path, arrays, net, layer, lambda a: a)
+        _average_into_G(path, arrays, meta, networks)
     except (KeyError, TypeError, ValueError) as exc:
         raise io.CheckpointError(f"{path}: not a usable minigan checkpoint ({type(exc).__name__}: {exc})") from exc
     for layer in networks.values():
         backend.to_device(layer)
     return model, meta
+
+
+def _average_into_G(path, arrays: dict, meta: dict, networks: dict) -> None:
+    """Put the checkpoint's average of G's weights (if it has one) into ``networks["G"]``."""
+    state = (meta.get("parts") or {}).get(EMA_PART)
+    if state is None:
+        return
+    G = networks["G"]
+    prefix = EMA_PART + "."
+    average = WeightAverage(G, state["beta"])
+    average.load_state_dict({k[len(prefix):]: _checked_array(path, k, a, G.params.get(k[len(prefix):], a))
+                             for k, a in arrays.items() if k.startswith(prefix)}, state)
+    for name, a in average.averaged().items():
+        G.params[name][...] = a
 
 
 def sample(run_dir: str | os.PathLike, n: int, label: int | None = None, seed: int = 0):

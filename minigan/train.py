@@ -59,6 +59,7 @@ NaN, which makes that update's D loss NaN. Used by the tests and the fault-injec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -76,8 +77,8 @@ from . import backend, data, families, io
 from .config import (DEFAULT_EPOCHS, PRESETS, ConfigError, TrainConfig, _is_int, _is_number, checkpoint_model_options,
                      learning_rates, model_options)
 from .nn import optim
-from .runs import (BEST_NAME, BUFFERS_PREFIX, CHECKPOINT_FORMAT, CHECKPOINT_NAME, READABLE_FORMATS, _checked_array,
-                   _restore_buffers)
+from .runs import (BEST_NAME, BUFFERS_PREFIX, CHECKPOINT_FORMAT, CHECKPOINT_NAME, EMA_PART, READABLE_FORMATS,
+                   _checked_array, _restore_buffers)
 
 __all__ = ["TrainingCollapsed", "TrainingDiverged", "RunResult", "Trainer", "StatePart"]
 
@@ -344,6 +345,41 @@ class Trainer:
             {k: a for k, a in checkpoint[0].items() if k.partition(".")[0] not in own}, checkpoint[1])
         if checkpoint is not None:
             self.load_state(*checkpoint)
+        self.average_G = self._weight_average(checkpoint)
+
+    def _weight_average(self, checkpoint) -> optim.WeightAverage | None:
+        """G's moving average (``config.ema``), updated after every G step and carried by checkpoints as ``ema.*``.
+
+        The decay is resolved here and written into the config, so a resumed run keeps the average it was
+        trained with even if its preset changes later; a checkpoint from before averages (no ``ema`` in its
+        config) continues without one.
+        """
+        config = self.config
+        if checkpoint is None:
+            beta = config.ema_beta
+        else:
+            stored = checkpoint[1]["config"].get("ema")
+            beta = float(stored) if _is_number(stored) else 0.0
+            if config.ema is not None and float(config.ema) != beta:
+                raise ConfigError(f"cannot resume with ema={config.ema!r}: the run in {config.run_dir} was trained "
+                                  f"with ema={beta!r} (drop the option, or start a new --out)")
+        config.ema = beta
+        if beta == 0 or "G" not in self.networks:
+            return None
+        average = optim.WeightAverage(self.networks["G"], beta)
+        self.after_step["G"].append(average.update)
+        self.add_state_part(EMA_PART, _StateOf(average))
+        if checkpoint is not None and EMA_PART not in (checkpoint[1].get("parts") or {}):
+            raise io.CheckpointError(f"{config.run_dir / CHECKPOINT_NAME}: the run averages G's weights (ema "
+                                     f"{beta}) but the checkpoint holds no average")
+        return average
+
+    def sampling_G(self):
+        """A context manager under which G holds the weights samples come from: its moving average when the run
+        keeps one (the live weights come back exactly on exit), else the live weights."""
+        if self.average_G is None:
+            return contextlib.nullcontext(self.networks.get("G"))
+        return self.average_G.swapped_in()
 
     @property
     def opt_G(self):
@@ -411,7 +447,8 @@ class Trainer:
             if key in TrainConfig.RESUMABLE_OVERRIDES:
                 setattr(config, key, value)
                 continue
-            trained_with = config.update_rule if key == "update" else getattr(config, key)
+            trained_with = (config.update_rule if key == "update" else float(config.ema or 0.0) if key == "ema"
+                            else getattr(config, key))
             if trained_with != value:
                 raise ConfigError(f"cannot resume with {key}={value!r}: the run in {run_dir} was trained with "
                                   f"{key}={trained_with!r} (drop the option, or start a new --out)")
@@ -799,7 +836,8 @@ class Trainer:
 
         valid = self.dataset.valid.x
         n_sigma = min(1000, len(valid) // 2)
-        samples, _ = draw_samples(self.model, seed=self.config.seed)
+        with self.sampling_G():
+            samples, _ = draw_samples(self.model, seed=self.config.seed)
         score = parzen_evaluate(samples, valid[:n_sigma], valid[n_sigma:], n_valid=n_sigma)
         record["parzen_valid"], record["parzen_sigma"] = score["mean"], score["sigma"]
         improved = self._best is None or score["mean"] > self._best["valid_ll"]
@@ -815,7 +853,8 @@ class Trainer:
             io.save_checkpoint(self.config.run_dir / BEST_NAME, arrays, meta)
 
     def _grid_images(self) -> np.ndarray:
-        return self.family.grid_images(self.grid_z, self.grid_labels)  # eval mode: no effect on the run
+        with self.sampling_G():
+            return self.family.grid_images(self.grid_z, self.grid_labels)  # eval mode: no effect on the run
 
     def _write_grid(self, path: Path) -> None:
         io.write_png(path, io.image_grid(self._grid_images(), 10, 10))
@@ -889,3 +928,9 @@ def _version() -> str:
     from . import __version__
     return __version__
 
+
+class _StateOf:
+    """A :class:`StatePart` view of an object with ``state_dict`` / ``load_state_dict`` (optimizer-style)."""
+
+    def __init__(self, obj):
+        self.state, self.load_state = obj.state_dict, obj.load_state_dict

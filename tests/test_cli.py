@@ -244,6 +244,7 @@ RESUME_OPTION_TABLE = {
     "--select-every": ("50", [("51", ACCEPTED, None)]),
     "--lr-G": ("0.002", [("0.001", REFUSED, "lr_G=0.001")]),
     "--lr-D": ("0.0004", [("0.0002", REFUSED, "lr_D=0.0002")]),
+    "--ema": ("0.99", [("0.9", REFUSED, "ema=0.9"), ("0", REFUSED, "ema=0.0")]),
     # Given on resume only (the run below never had it): it changes when a run stops, not what it computes.
     "--stop-on-collapse": (FLAG, []),
 }

@@ -10,7 +10,7 @@ from minigan import backend
 from minigan.gradcheck import check_function
 from minigan.nn import Linear, Sequential, Tanh
 from minigan.nn.losses import bce_with_logits, discriminator_loss, generator_loss, softplus
-from minigan.nn.optim import SGD, Adam, ExponentialDecay, LinearRamp
+from minigan.nn.optim import SGD, Adam, ExponentialDecay, LinearRamp, WeightAverage
 
 logits = arrays(np.float64, st.tuples(st.integers(1, 8), st.just(1)), elements=st.floats(-30, 30))
 
@@ -184,3 +184,62 @@ def test_schedules():
         ExponentialDecay(0.1, 0.9)
     with pytest.raises(ValueError):
         LinearRamp(0.5, 0.7, saturate=0)
+
+
+@given(beta=st.floats(0.5, 0.999), n_steps=st.integers(1, 12), seed=st.integers(0, 2**31 - 1))
+def test_weight_average_is_the_normalised_exponential_mean_of_the_iterates(beta, n_steps, seed):
+    """Independent reference: sum_i beta^(t-i) theta_i / sum_i beta^(t-i), in float64 from the recorded iterates."""
+    model = Linear(3, 2, 0.5, seed, np.float64)
+    average = WeightAverage(model, beta)
+    rng = np.random.default_rng(seed)
+    iterates = []
+    for _ in range(n_steps):
+        for p in model.params.values():
+            p[...] = rng.normal(size=p.shape)
+        iterates.append({k: p.copy() for k, p in model.params.items()})
+        average.update()
+    weights = np.array([beta ** (n_steps - 1 - i) for i in range(n_steps)])
+    for name, got in average.averaged().items():
+        expected = sum(w * it[name] for w, it in zip(weights, iterates)) / weights.sum()
+        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_weight_average_swaps_in_and_restores_the_live_weights_exactly(on_backend):
+    model = Linear(4, 3, 0.5, 1, np.float32)
+    average = WeightAverage(model, 0.9)
+    assert all(np.array_equal(backend.to_host(a), backend.to_host(p))  # before any step: the live weights
+               for a, p in zip(average.averaged().values(), model.params.values()))
+    average.update()
+    live = {k: backend.to_host(p).copy() for k, p in model.params.items()}
+    for p in model.params.values():
+        p += 1.0
+    average.update()
+    after = {k: backend.to_host(p).copy() for k, p in model.params.items()}
+    with average.swapped_in() as m:
+        assert m is model
+        for k, p in model.params.items():  # weights 1 and beta on the two iterates
+            np.testing.assert_allclose(backend.to_host(p), (0.9 * live[k] + after[k]) / 1.9, rtol=1e-6)
+    for k, p in model.params.items():
+        np.testing.assert_array_equal(backend.to_host(p), after[k])
+
+
+def test_weight_average_state_round_trip_and_refusals():
+    a_model, b_model = Linear(3, 2, 0.5, 3, np.float64), Linear(3, 2, 0.5, 3, np.float64)
+    a, b = WeightAverage(a_model, 0.99), WeightAverage(b_model, 0.99)
+    for _ in range(3):
+        a_model.params["W"][...] += 0.25
+        a.update()
+    arrays, scalars = a.state_dict()
+    b.load_state_dict(arrays, scalars)
+    for name in a_model.params:
+        np.testing.assert_array_equal(a.averaged()[name], b.averaged()[name])
+    assert b.steps == 3
+    with pytest.raises(ValueError, match="beta"):
+        b.load_state_dict(arrays, {"beta": 0.5, "steps": 3})
+    with pytest.raises(ValueError, match="do not match"):
+        b.load_state_dict({"W": arrays["W"]}, scalars)
+    with pytest.raises(ValueError, match="shape"):
+        b.load_state_dict({"W": np.zeros((9, 9)), "b": arrays["b"]}, scalars)
+    for bad in (0.0, 1.0, -0.5, "0.9"):
+        with pytest.raises(ValueError, match="beta must be"):
+            WeightAverage(a_model, bad)

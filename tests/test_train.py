@@ -437,10 +437,78 @@ def test_after_step_hooks_and_state_parts_ride_in_checkpoints(tmp_path, numpy_ba
     t.run(handle_signals=False)
     assert c.n == 4 == t.opt_G.steps
     arrays, meta = io.load_checkpoint(tmp_path / "run" / CHECKPOINT_NAME)
-    assert np.array_equal(arrays["counter.total"], np.full(3, 4.0)) and meta["parts"] == {"counter": {"n": 4}}
+    assert np.array_equal(arrays["counter.total"], np.full(3, 4.0)) and meta["parts"]["counter"] == {"n": 4}
     r = Trainer.resume(tmp_path / "run", dataset=ds, log=quiet)
     c2 = Counter()
     r.add_state_part("counter", c2)
     assert c2.n == 4 and np.array_equal(c2.total, np.full(3, 4.0))
     with pytest.raises(ValueError, match="taken"):
         r.add_state_part("G", Counter())
+
+
+# --------------------------------------------------------------------------------------------------
+# G's weight average
+# --------------------------------------------------------------------------------------------------
+
+
+def _averaged(trainer):
+    return {k: backend.to_host(v) for k, v in trainer.average_G.averaged().items()}
+
+
+def test_weight_average_resumes_bit_identically_and_is_what_sampling_uses(tmp_path, numpy_backend):
+    ds = tiny_dataset(12)  # 3 updates per epoch
+    straight = Trainer(config(tmp_path, "straight", ema=0.9), dataset=ds, log=quiet)
+    straight.run()
+    assert straight.average_G.steps == 6 and straight.config.ema == 0.9
+    first = Trainer(config(tmp_path, "split", ema=0.9, epochs=1), dataset=ds, log=quiet)
+    first.run()
+    second = Trainer.resume(tmp_path / "split", dataset=ds, log=quiet, epochs=2)
+    second.run()
+    assert_same_params(straight, second)
+    expected = _averaged(straight)
+    assert all(np.array_equal(expected[k], v) for k, v in _averaged(second).items())
+    # The average is not the live G, and it is the G that load_model (sample, eval) returns.
+    live = {k: backend.to_host(v) for k, v in straight.model.G.params.items()}
+    assert any(not np.array_equal(live[k], expected[k]) for k in live)
+    model, meta = load_model(tmp_path / "straight")
+    assert meta["parts"]["ema"] == {"beta": 0.9, "steps": 6} and meta["format"] == 3
+    for k, p in model.G.params.items():
+        assert np.array_equal(backend.to_host(p), expected[k]), k
+    # ... and the grid of the last epoch was drawn from it, leaving the live weights untouched.
+    with straight.sampling_G():
+        grid = straight._grid_images()
+    assert np.array_equal(grid, straight._grid_images())  # sampling_G nests: the grid always uses the average
+    assert all(np.array_equal(backend.to_host(p), live[k]) for k, p in straight.model.G.params.items())
+
+
+def test_weight_average_decay_is_part_of_the_run_definition(tmp_path, numpy_backend):
+    ds = tiny_dataset(8)
+    Trainer(config(tmp_path, epochs=1, ema=0.9), dataset=ds, log=quiet).run()
+    with pytest.raises(ConfigError, match="ema=0.5"):
+        Trainer.resume(tmp_path / "run", dataset=ds, log=quiet, ema=0.5, epochs=2)
+    assert Trainer.resume(tmp_path / "run", dataset=ds, log=quiet, ema=0.9, epochs=2).average_G.beta == 0.9
+    for bad in (1.0, -0.1, "0.9", float("nan")):
+        with pytest.raises(ConfigError, match="ema must be"):
+            config(tmp_path, ema=bad)
+    assert config(tmp_path).ema_beta == 0.99 and config(tmp_path, model="gan", preset="paper").ema_beta == 0.0
+
+
+def test_checkpoint_from_before_weight_averages_resumes_without_one(tmp_path, numpy_backend):
+    """A format-2 checkpoint (no "ema" in its config or state) continues exactly as it was trained: no average."""
+    ds = tiny_dataset(8)
+    straight = Trainer(config(tmp_path, "straight", ema=0), dataset=ds, log=quiet)
+    straight.run()
+    Trainer(config(tmp_path, "old", ema=0, epochs=1), dataset=ds, log=quiet).run()
+    path = tmp_path / "old" / CHECKPOINT_NAME
+    arrays, meta = io.load_checkpoint(path)
+    del meta["config"]["ema"]
+    assert "parts" not in meta  # ema 0: no average was kept
+    meta["format"] = 2
+    io.save_checkpoint(path, arrays, meta)
+    resumed = Trainer.resume(tmp_path / "old", dataset=ds, log=quiet, epochs=2)
+    assert resumed.average_G is None and resumed.config.ema == 0.0
+    resumed.run()
+    assert_same_params(straight, resumed)
+    model, _ = load_model(tmp_path / "old")
+    for k, p in model.G.params.items():
+        assert np.array_equal(backend.to_host(p), backend.to_host(straight.model.G.params[k]))

@@ -197,3 +197,97 @@ class Adam(Optimizer):
 
     def hyperparameters(self):
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
+
+
+class WeightAverage:
+    r"""An exponential moving average of a network's parameters (Polyak averaging of G; Yazıcı et al. 2019).
+
+    After each optimizer step of the network, :meth:`update` sets :math:`s \leftarrow \beta s + (1-\beta)\theta`
+    for every parameter :math:`\theta`, from :math:`s_0 = 0`. The average is the bias-corrected
+    :math:`\bar\theta_t = s_t / (1 - \beta^t)` (as Adam corrects its moments): a weighted mean of
+    :math:`\theta_1 \ldots \theta_t` with weights :math:`\propto \beta^{t-i}` that sum to one, so it is exact
+    from the first step, without a share of the initial weights.
+
+    Why a GAN wants it: G's weights at any one step carry the noise of the last few adversarial steps (the
+    game does not converge to a point, it circles near one); the average over the last :math:`\approx 1/(1-\beta)`
+    steps lies closer to the centre. Training never reads the average; sampling does.
+
+    Non-trainable state (BatchNorm's running statistics) is not averaged: the averaged network uses the live
+    network's buffers.
+
+    Parameters
+    ----------
+    model : Layer
+        The network whose ``params`` are averaged (in place arrays, read after each step).
+    beta : float in (0, 1)
+        Decay per update; the half-life is :math:`\ln 2 / -\ln\beta` updates.
+    """
+
+    def __init__(self, model: Any, beta: float):
+        if not (isinstance(beta, (int, float)) and 0 < beta < 1):
+            raise ValueError(f"WeightAverage: beta must be in (0, 1), got {beta!r}")
+        self.model, self.beta, self.steps = model, float(beta), 0
+        self.shadow = {name: get_array_module(p).zeros_like(p) for name, p in model.params.items()}
+
+    def update(self) -> None:
+        """Fold the current parameters into the average (call after each optimizer step)."""
+        for name, p in self.model.params.items():
+            for s_, p_ in backend.cache_blocks(self.shadow[name], p):
+                s_ *= self.beta
+                s_ += get_array_module(p_).multiply(p_, 1 - self.beta, out=self._scratch(p_))
+        self.steps += 1
+
+    _scratch = Optimizer._scratch  # one reused work buffer: the update allocates nothing
+
+    def averaged(self) -> dict[str, Any]:
+        """The bias-corrected averages by parameter name (new arrays); the live parameters if no step yet."""
+        if self.steps == 0:
+            return {name: p.copy() for name, p in self.model.params.items()}
+        correction = 1.0 / (1.0 - self.beta ** self.steps)
+        return {name: s * correction for name, s in self.shadow.items()}
+
+    def swapped_in(self):
+        """A context manager: inside it the model's parameters hold the averages; restored exactly on exit."""
+        return _Swapped(self.model, self.averaged())
+
+    # -- checkpoints ---------------------------------------------------------------------------------
+    def state_dict(self) -> tuple[dict[str, np.ndarray], dict]:
+        """(arrays, scalars): host copies of the running sums ``s`` by parameter name, and beta and the count."""
+        return ({name: backend.to_host(s) for name, s in self.shadow.items()},
+                {"beta": self.beta, "steps": self.steps})
+
+    def load_state_dict(self, arrays: dict[str, np.ndarray], scalars: dict) -> None:
+        params = self.model.params
+        if set(arrays) != set(params):
+            raise ValueError(f"weight-average state names {sorted(set(arrays) ^ set(params))[:3]} do not match "
+                             "the model's parameters")
+        for name, a in arrays.items():
+            if tuple(a.shape) != tuple(params[name].shape):
+                raise ValueError(f"weight-average state {name}: shape {a.shape} != parameter shape "
+                                 f"{params[name].shape}")
+            host = np.asarray(a, dtype=params[name].dtype)
+            self.shadow[name][...] = host if get_array_module(params[name]) is np else backend.to_device(host)
+        beta, steps = scalars.get("beta"), scalars.get("steps")
+        if beta != self.beta or not (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 0):
+            raise ValueError(f"weight-average state has beta {beta!r}, steps {steps!r}; expected beta {self.beta} "
+                             "and a non-negative step count")
+        self.steps = steps
+
+
+class _Swapped:
+    """Holds ``values`` in ``model.params`` inside a ``with`` block; puts the originals back on exit."""
+
+    def __init__(self, model: Any, values: dict[str, Any]):
+        self.model, self.values, self.saved = model, values, None
+
+    def __enter__(self):
+        params = self.model.params
+        self.saved = {name: p.copy() for name, p in params.items()}
+        for name, p in params.items():
+            p[...] = self.values[name]
+        return self.model
+
+    def __exit__(self, *exc):
+        for name, p in self.model.params.items():
+            p[...] = self.saved[name]
+        return False
