@@ -154,8 +154,9 @@ def test_design_resumes_bit_identically_with_its_buffers(tmp_path, name):
             for k, v in getattr(a, store).items():
                 assert np.array_equal(v, getattr(b, store)[k]), f"{net}.{k}"
     assert any(getattr(straight.model, net).buffers for net in ("G", "D"))
-    # The checkpoint stores the options it was built with (format 2).
+    # The checkpoint stores the options it was built with (since format 2; format 3 adds G's weight average).
     from minigan import io
+    from minigan.runs import CHECKPOINT_FORMAT
     _, meta = io.load_checkpoint(tmp_path / "b" / "checkpoint.npz")
-    assert meta["format"] == 2 and {k: meta["model_options"][k] for k in DESIGNS[name]} == DESIGNS[name]
+    assert meta["format"] == CHECKPOINT_FORMAT == 3 and {k: meta["model_options"][k] for k in DESIGNS[name]} == DESIGNS[name]
     json.dumps(meta["model_options"])

@@ -1,0 +1,106 @@
+"""Which moving average of G's weights to sample from: one training run per seed, several averages scored.
+
+The weight average (``--ema``) never changes training, only which weights samples come from, so one run can
+keep several averages at once and score each against the same live G. For each seed this trains ``minigan
+train``'s run through the public API (``TrainConfig`` / ``Trainer``, with the run's own average off so the
+live weights are what training made), keeps a :class:`minigan.nn.optim.WeightAverage` per decay in ``--betas``
+(updated after every G step, exactly as the trainer's), then scores G's last weights and each average with
+the fixed classifier, as ``minigan eval --classifier`` does: label accuracy overall and for the worst class of
+10,000 conditional samples, and the classifier-feature FID as a multiple of the real-data value.
+
+Examples::
+
+    python benchmarks/average_decay.py --seeds 28,29,21                  # default threads, as users run
+    OPENBLAS_NUM_THREADS=1 python benchmarks/average_decay.py --seeds 37 --betas 0.98,0.99,0.995
+    python benchmarks/average_decay.py --seeds 29 -- --lr-G 0.001        # any train option after --
+
+Prints one line per seed and variant and appends JSON lines to ``--json`` (rows: seed, variant, accuracy,
+worst class, FID ratio, the threads it ran at).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from seeds import parse_seeds  # noqa: E402  (benchmarks/seeds.py, beside this file)
+
+from minigan import backend  # noqa: E402
+from minigan.cli import build_parser  # noqa: E402
+from minigan.config import TrainConfig  # noqa: E402
+from minigan.eval.classifier import default_path, load_classifier  # noqa: E402
+from minigan.eval.metrics import evaluate_run  # noqa: E402
+from minigan.nn.optim import WeightAverage  # noqa: E402
+from minigan.train import Trainer  # noqa: E402
+
+#: `minigan train` options this script may pass on to TrainConfig (the rest define the benchmark itself).
+PASSED_ON = ("lr_G", "lr_D", "model", "dataset", "preset", "batch", "k", "update")
+
+
+def train_config(seed: int, epochs: int, out: Path, extra: list[str]) -> TrainConfig:
+    """The default run's config for ``seed``, with ``extra`` `minigan train` options applied."""
+    args = build_parser().parse_args(["train", *extra])
+    given = {name: getattr(args, name) for name in PASSED_ON if getattr(args, name, None) is not None}
+    return TrainConfig(seed=seed, epochs=epochs, out=str(out), progress=False, ema=0.0, **given)
+
+
+def score(trainer: Trainer, classifier) -> dict:
+    res = evaluate_run(trainer.model, trainer.dataset, classifier=classifier, log=lambda m: None)
+    s, real = res["classifier"]["samples"], res["classifier"]["real_valid"]
+    return {"accuracy": s["label_accuracy"]["overall"], "worst_class": min(s["label_accuracy"]["per_class"]),
+            "fid": s["fid_test"], "fid_ratio": s["fid_test"] / real["fid_test"]}
+
+
+def run_seed(seed: int, args, extra: list[str]) -> list[dict]:
+    out = Path(args.out) / f"seed-{seed}"
+    shutil.rmtree(out, ignore_errors=True)
+    trainer = Trainer(train_config(seed, args.epochs, out, extra), log=lambda m: None)
+    averages = {beta: WeightAverage(trainer.networks["G"], beta) for beta in args.betas}
+    for average in averages.values():
+        trainer.after_step["G"].append(average.update)
+    t0 = time.perf_counter()
+    trainer.run(handle_signals=False)
+    seconds = time.perf_counter() - t0
+    classifier = load_classifier(default_path(trainer.config.dataset))
+    common = {"seed": seed, "epochs": args.epochs, "extra": extra, "train_seconds": seconds,
+              "threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"), "D_G_z": trainer._last_record["D_G_z"]}
+    rows = [{**common, "variant": "last weights", **score(trainer, classifier)}]
+    for beta, average in averages.items():
+        with average.swapped_in():
+            rows.append({**common, "variant": f"ema {beta}", **score(trainer, classifier)})
+    return rows
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=parse_seeds, required=True)
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--betas", type=lambda t: [float(b) for b in t.split(",")], default=[0.99, 0.995, 0.999])
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "average_decay"))
+    ap.add_argument("--json", default=None, help="append one JSON line per seed and variant here")
+    args = ap.parse_args(argv)
+    backend.use("numpy")
+    print(f"{'seed':>4}  {'variant':<14} {'acc':>6}  {'worst':>6}  {'FID x real':>10}")
+    for seed in args.seeds:
+        for row in run_seed(seed, args, extra):
+            print(f"{row['seed']:>4}  {row['variant']:<14} {row['accuracy']:.4f}  {row['worst_class']:.4f}  "
+                  f"{row['fid_ratio']:>10.2f}", flush=True)
+            if args.json:
+                with open(args.json, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(row) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
