@@ -22,6 +22,7 @@ setup(
         "eval": ["scipy"],
         "plot": ["matplotlib"],
         "progress": ["tqdm"],
+        "images": ["pillow"],  # JPEG files in pix2pix folders (PNG is read by minigan itself)
         # The tests' independent references run wherever the test extra is installed (CI included): SciPy's
         # matrix square root for FID, Pillow's PNG codec, matplotlib's plot path; threadpoolctl pins BLAS threads.
         "test": ["pytest>=7", "hypothesis>=6", "scipy", "pillow", "matplotlib", "threadpoolctl>=3.5"],

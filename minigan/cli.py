@@ -1,4 +1,4 @@
-"""The ``minigan`` command line: ``minigan train | sample | gradcheck | eval | train-classifier``.
+"""The ``minigan`` command line: ``minigan train | sample | translate | gradcheck | eval | train-classifier``.
 
 Also ``python -m minigan``.
 
@@ -22,6 +22,8 @@ Examples
     minigan train --model cgan --dataset mnist --preset modern --epochs 5 --out runs/cgan
     minigan train --out runs/cgan --resume --epochs 10      # continue the same run to 10 epochs
     minigan sample runs/cgan --n 20 --label 3 --out threes.png
+    minigan train --model pix2pix --dataset fashion-edges --batch 64 --out runs/p2p   # image-to-image translation
+    minigan translate runs/p2p edges/ --out translated/      # one PNG per input image
     minigan train-classifier --dataset mnist                 # the fixed classifier behind label accuracy / FID
     minigan eval runs/cgan --classifier --parzen             # the papers' table for one run
 """
@@ -30,11 +32,13 @@ from __future__ import annotations
 
 import argparse
 import errno
+import math
+import os
 import signal
 import sys
 from typing import Sequence
 
-from . import backend, config, data, families, io, runs
+from . import backend, config, data, families, io, paired, runs
 from . import train as training
 
 from .eval.classifier import ClassifierError as _ClassifierError
@@ -82,6 +86,40 @@ def _positive_float(text: str) -> float:
     return value
 
 
+_DATASET_CHOICES = (*data.DATASET_NAMES, *paired.TASKS)
+
+
+def _dataset_arg(text: str) -> str:
+    """A dataset name, or a folder (pix2pix): anything with a path separator, or an existing directory."""
+    if text in _DATASET_CHOICES or (text.strip() == text and text and (
+            "/" in text or os.sep in text or os.path.isdir(text))):
+        return text
+    raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(_DATASET_CHOICES)}, or a "
+                                     "folder DIR of A|B images for pix2pix)")
+
+
+def _option_value(text: str):
+    """KEY=VALUE -> (key, value): the value as an int, a float, true/false, none, else the string itself."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"must be KEY=VALUE with KEY a model option name, got {text!r}")
+    lowered = raw.strip().lower()
+    if lowered in ("true", "false"):
+        return key, lowered == "true"
+    if lowered in ("none", "null"):
+        return key, None
+    for kind in (int, float):
+        try:
+            value = kind(raw)
+        except ValueError:
+            continue
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{key} must be finite, got {raw!r}")
+        return key, value
+    return key, raw
+
+
 def _unit_interval(text: str) -> float:
     try:
         value = float(text)
@@ -107,7 +145,7 @@ class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="minigan", description="A from-scratch GAN engine (Conditional GAN, Mirza & Osindero 2014).")
-    sub = parser.add_subparsers(dest="command", metavar="{train,sample,gradcheck,eval,train-classifier}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,sample,translate,gradcheck,eval,train-classifier}")
 
     t = sub.add_parser(
         "train", help="train a GAN (Algorithm 1 of Goodfellow et al. 2014)",
@@ -117,7 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_DefaultsHelpFormatter)
     # Options that define the run default to None so --resume can tell "given" from "default".
     t.add_argument("--model", choices=families.MODELS, default=None, help="architecture (default: cgan)")
-    t.add_argument("--dataset", choices=data.DATASET_NAMES, default=None, help="training data (default: mnist)")
+    t.add_argument("--dataset", type=_dataset_arg, default=None, metavar="{" + ",".join(_DATASET_CHOICES) + "} or DIR",
+                   help="training data: mnist, fashion-mnist; pix2pix: fashion-edges, mnist-inpaint or a folder DIR "
+                        "in the pix2pix layout (DIR/train, val, test of A|B images) (default: mnist; pix2pix: "
+                        "fashion-edges)")
+    t.add_argument("--option", dest="options", type=_option_value, action="append", default=None,
+                   metavar="KEY=VALUE",
+                   help="a model option, repeatable, e.g. pix2pix: --option norm=instance --option objective=l1 "
+                        "(width, norm, objective, lambda_l1, d_layers, dropout_levels, direction, load_size, "
+                        "crop_size, flip; minigan/families/pix2pix.py); kept in the run and refused if changed on "
+                        "--resume")
     t.add_argument("--preset", choices=config.PRESET_NAMES, default=None,
                    help="paper: SGD+momentum with the papers' schedules; modern: Adam 2e-4, beta1 0.5 "
                         "(default: modern)")
@@ -165,6 +212,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=_non_negative_int, default=0, help="noise seed")
     s.add_argument("--device", choices=config.DEVICES, default="cpu", help="cpu or gpu")
 
+    tr = sub.add_parser("translate", help="apply a trained pix2pix G to images",
+                        description="Translate images with the generator of a pix2pix run: one PNG per input image, "
+                                    "with the input's file name (suffix .png) and size, into --out DIR. A folder "
+                                    "stands for its PNG and JPEG files.", formatter_class=_DefaultsHelpFormatter)
+    tr.add_argument("run_dir", metavar="RUN_DIR", help="a pix2pix run directory (or a checkpoint file)")
+    tr.add_argument("images", metavar="IMAGE", nargs="+", help="input images (PNG; JPEG with Pillow) or folders")
+    tr.add_argument("--out", metavar="DIR", required=True, help="output folder (created if missing)")
+    tr.add_argument("--paired", action="store_true",
+                    help="the files hold A|B pairs (the pix2pix layout): translate the run's input side")
+    tr.add_argument("--device", choices=config.DEVICES, default="cpu", help="cpu or gpu")
+
     g = sub.add_parser("gradcheck", help="finite-difference check of every gradient",
                        description="Check the hand-written gradients of a model's G and D against float64 finite "
                                    "differences.", formatter_class=_DefaultsHelpFormatter)
@@ -207,19 +265,23 @@ def _use_device(device: str | None) -> None:
 def _train(args) -> int:
     _use_device(args.device)
     progress = False if args.no_progress else None
+    options = dict(args.options) if args.options else None
     if args.resume:
         out = args.out or config.default_out(args.model or "cgan", args.dataset or "mnist", args.preset or "modern")
         trainer = training.Trainer.resume(
             out, model=args.model, dataset=args.dataset, preset=args.preset, batch=args.batch, k=args.k,
             update=args.update, seed=args.seed, epochs=args.epochs, steps=args.steps, device=args.device, data_dir=args.data,
             log_interval=args.log_interval, progress=progress, select_every=args.select_every,
-            lr_G=args.lr_G, lr_D=args.lr_D, stop_on_collapse=args.stop_on_collapse, ema=args.ema)
+            lr_G=args.lr_G, lr_D=args.lr_D, stop_on_collapse=args.stop_on_collapse, ema=args.ema,
+            model_options=options)
     else:
+        if args.dataset is None and args.model == "pix2pix":
+            args.dataset = paired.TASKS[0]
         given = {"model": args.model, "dataset": args.dataset, "preset": args.preset, "batch": args.batch,
                  "k": args.k, "update": args.update, "seed": args.seed, "epochs": args.epochs, "steps": args.steps,
                  "device": args.device, "data_dir": args.data, "out": args.out, "log_interval": args.log_interval,
                  "select_every": args.select_every, "lr_G": args.lr_G, "lr_D": args.lr_D,
-                 "stop_on_collapse": args.stop_on_collapse, "ema": args.ema}
+                 "stop_on_collapse": args.stop_on_collapse, "ema": args.ema, "model_options": options}
         run_config = config.TrainConfig(**{k: v for k, v in given.items() if v is not None}, progress=progress)
         if run_config.epochs is None and run_config.steps is None:
             run_config.epochs = config.DEFAULT_EPOCHS
@@ -236,6 +298,13 @@ def _sample(args) -> int:
     runs.write_samples(args.out, x, y)
     what = f"label {args.label}" if args.label is not None else ("labels 0..9 in turn" if (y >= 0).all() else "no labels")
     print(f"wrote {len(x)} samples ({what}) to {args.out}", flush=True)
+    return EXIT_OK
+
+
+def _translate(args) -> int:
+    _use_device(args.device)
+    written = runs.translate(args.run_dir, args.images, args.out, paired=args.paired)
+    print(f"wrote {len(written)} translated image(s) to {args.out}", flush=True)
     return EXIT_OK
 
 
@@ -280,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help(sys.stderr)
             return EXIT_USAGE
-        handler = {"train": _train, "sample": _sample, "gradcheck": _gradcheck, "eval": _eval,
+        handler = {"train": _train, "sample": _sample, "translate": _translate, "gradcheck": _gradcheck, "eval": _eval,
                    "train-classifier": _train_classifier}[args.command]
         return handler(args)
     except (UsageError, config.ConfigError, data.DataError, io.CheckpointError, backend.BackendError,

@@ -106,8 +106,9 @@ class ConfigError(ValueError):
 
 
 def default_out(model: str, dataset: str, preset: str) -> str:
-    """The default run directory ``runs/<model>-<dataset>-<preset>``."""
-    return os.path.join("runs", f"{model}-{dataset}-{preset}")
+    """The default run directory ``runs/<model>-<dataset>-<preset>`` (a folder dataset by its last name)."""
+    name = Path(str(dataset).rstrip("/\\")).name or "data"
+    return os.path.join("runs", f"{model}-{name}-{preset}")
 
 
 def _positive(name: str, value: Any, allow_none: bool = False) -> None:
@@ -124,8 +125,10 @@ class TrainConfig:
     Attributes
     ----------
     model : str
-        A name of :data:`minigan.families.MODELS`: ``cgan``, ``gan``, ``dcgan``, ``cdcgan``.
-    dataset : {"mnist", "fashion-mnist"}
+        A name of :data:`minigan.families.MODELS`: ``cgan``, ``gan``, ``dcgan``, ``cdcgan``, ``pix2pix``.
+    dataset : str
+        ``"mnist"`` or ``"fashion-mnist"``; pix2pix: ``"fashion-edges"``, ``"mnist-inpaint"`` or a folder in the
+        pix2pix layout (:mod:`minigan.paired`).
     preset : {"paper", "modern"}
     epochs : int or None
         Train until this many epochs are complete (a total, not "more"). Default 5 when ``steps`` is None.
@@ -202,8 +205,12 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         if self.model not in families.MODELS:
             raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(families.MODELS)}")
-        if self.dataset not in data.DATASET_NAMES:
-            raise ConfigError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(data.DATASET_NAMES)}")
+        if not isinstance(self.dataset, str):
+            raise ConfigError(f"dataset must be a name, got {self.dataset!r}")
+        try:
+            families.get(self.model).check_dataset(self.dataset)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if self.preset not in PRESETS:
             raise ConfigError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
         if self.device is not None and self.device not in DEVICES:
@@ -231,6 +238,10 @@ class TrainConfig:
         if self.update_rule not in family.update_rules:
             raise ConfigError(f"the {self.model} model trains with the {' or '.join(family.update_rules)} update, not "
                               f"{self.update_rule!r}")
+        if self.select_every is not None and not family.selectable:
+            raise ConfigError(f"the {self.model} model has no Parzen model selection: drop --select-every")
+        if not isinstance(self.model_options, dict):
+            raise ConfigError(f"model_options must be an object, got {self.model_options!r}")
         if self.update_rule == "simultaneous" and self.k != 1:
             raise ConfigError(f"the simultaneous update takes one D step per G step; k {self.k} needs "
                               "--update alternating")

@@ -45,7 +45,8 @@ What is checked
 * :func:`check_layer`: one layer (or any network) under :math:`f = \sum Y \odot R` with a fixed random
   :math:`R`, which makes every gradient entry order one;
 * :func:`check_discriminator`: D's parameters and inputs under D's loss;
-* :func:`check_generator`: G's parameters and inputs under G's loss *through* D.
+* :func:`check_generator`: G's parameters and inputs under G's loss *through* D;
+* :func:`check_pix2pix_generator`: pix2pix's G loss (cGAN through D plus λ·L1) into G's parameters and input.
 """
 
 from __future__ import annotations
@@ -624,8 +625,77 @@ def dcgan_checks(model: str = "dcgan", batch: int = 2, seed: int = 0, width: int
     return checks
 
 
+def check_pix2pix_generator(G: Layer, D: Layer, a: Any, b: Any, objective: str = "l1+gan", lambda_l1: float = 100.0,
+                            seed: int = 0, **options) -> GradCheckReport:
+    r"""Check pix2pix's G loss, :math:`\mathrm{BCE}(1, D(G(a), a)) + \lambda\,\mathrm{mean}|G(a) - b|`: G's
+    parameters (the U-Net, skips included) and the input :math:`a`, which reaches the loss through G and as D's
+    condition (:func:`minigan.families.pix2pix.generator_step`).
+
+    The L1 term has a kink wherever :math:`G(a) = b`: the sign pattern of :math:`G(a) - b` joins the layers'
+    activation patterns, so a stencil that flips a sign is a kink, as at a ReLU.
+    """
+    from .families.pix2pix import generator_step
+    from .nn.losses import l1_pattern
+
+    G.astype(np.float64)
+    D.astype(np.float64)
+    a, b = _float64_input(a), _float64_input(b)
+    signs: list = []
+
+    def loss_fn():
+        fake = G.forward(a, True)
+        signs[:] = [backend.to_host(l1_pattern(fake, b))]
+        return generator_step(G, D, a, b, objective, lambda_l1, fake=fake, backward=False)[0]
+
+    def grad_fn():
+        _, _, _, da = generator_step(G, D, a, b, objective, lambda_l1, input_grads=True)
+        return {**{f"G.{k}": g for k, g in G.grads.items()}, "a": da}
+
+    def patterns():
+        return _patterns([G, D]) + list(signs)
+
+    with frozen_dropout(G, D):
+        grad_fn()
+        loss_fn()
+        tensors = {**{f"G.{k}": p for k, p in G.params.items()}, "a": a}
+        return check_function(loss_fn, grad_fn, tensors, models=[G, D], seed=seed, patterns=patterns,
+                              title=f"G's parameters and input under G's {objective} loss (through D and the L1 term)",
+                              **options)
+
+
+#: pix2pix's objectives are checked at weights N(0, PIX2PIX_CHECK_STD^2), for the reason of DCGAN_CHECK_STD.
+PIX2PIX_CHECK_STD = 0.3
+
+
+def pix2pix_checks(model: str = "pix2pix", batch: int = 2, seed: int = 0, model_options: dict | None = None,
+                   **options) -> list[GradCheckReport]:
+    """pix2pix's whole objective at a tiny size (8×8 images, 3 U-Net levels with skips and dropout, 1 -> 2
+    channels, D's two layers of BatchNorm in training mode): D's loss into D (real and fake pairs as two
+    batches), and G's loss (cGAN + λ L1) through D and the L1 term into G, once with BatchNorm and once with
+    InstanceNorm. Inputs and targets are uniform in [-1, 1] (the Tanh range)."""
+    from .families.pix2pix import discriminator_step, pix2pix  # noqa: F401  (the step under test)
+
+    options = {**options, "step": options.get("step") or 1e-4, "refinements": options.get("refinements", 2)}
+    reports = []
+    for norm in ("batch", "instance"):
+        m = pix2pix(seed, in_channels=1, out_channels=2, image_height=8, image_width=8, width=2, norm=norm,
+                    d_layers=1, dropout_levels=1, init_std=PIX2PIX_CHECK_STD,
+                    **{k: v for k, v in (model_options or {}).items() if k in ("objective", "lambda_l1")})
+        generic_point(m.G, seed)
+        generic_point(m.D, seed + 1)
+        gen = np.random.default_rng(seed)
+        a = gen.uniform(-1, 1, (batch, 1, 8, 8))
+        b_real, b_fake = gen.uniform(-1, 1, (batch, 2, 8, 8)), gen.uniform(-1, 1, (batch, 2, 8, 8))
+        checks = [check_discriminator(m.D, b_real, b_fake, a, a, seed=seed, separate=True, **options),
+                  check_pix2pix_generator(m.G, m.D, a, b_real, m.objective, m.lambda_l1, seed=seed, **options)]
+        for report in checks:
+            report.title = f"{model} ({norm} norm): {report.title}"
+        reports += checks
+    return reports
+
+
 #: Objective checks by model; the others are :func:`gan_checks`.
-OBJECTIVE_CHECKS = {"dcgan": dcgan_checks, "cdcgan": dcgan_checks}
+OBJECTIVE_CHECKS = {"dcgan": dcgan_checks, "cdcgan": dcgan_checks, "pix2pix": pix2pix_checks}
 
 
 def run_cli(model: str = "cgan", batch: int = 4, samples: int = 10, seed: int = 0,

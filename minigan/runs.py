@@ -124,6 +124,9 @@ def sample(run_dir: str | os.PathLike, n: int, label: int | None = None, seed: i
     """
     _positive("n", n)
     model, _ = load_model(run_dir)
+    if not model.draws_samples:
+        raise ConfigError(f"{run_dir}: a {model.name} model translates images and draws no samples: use "
+                          "'minigan translate RUN IMAGES... --out DIR'")
     if label is not None:
         if not model.conditional:
             raise ConfigError(f"the {model.name} model is unconditional: --label cannot be used")
@@ -152,3 +155,65 @@ def write_samples(path: str | os.PathLike, x: np.ndarray, y: np.ndarray) -> None
         io.write_png(path, io.image_grid(padded, rows, cols))
     else:
         raise ConfigError(f"--out {path}: unknown output type {suffix or '(none)'!r}; use a .npz or .png file name")
+
+
+def _translation_inputs(paths) -> list[Path]:
+    """The image files named by ``paths``: files as given, folders by their PNG/JPEG files in name order."""
+    from .paired import IMAGE_SUFFIXES
+
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise ConfigError(f"{p}: the folder holds no PNG or JPEG images")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise ConfigError(f"{p}: no such image file or folder")
+    return files
+
+
+def translate(run_dir: str | os.PathLike, paths, out_dir: str | os.PathLike, paired: bool = False) -> list[Path]:
+    """Translate image files with a pix2pix run's G; one PNG per input into ``out_dir``; returns the paths written.
+
+    Each output has its input's file name (with the suffix ``.png``) and its size, and the run's output channels.
+    An input of another size than the run's images is translated at its own size (G is convolutional), after
+    reflection padding up to a multiple of :math:`2^\\text{depth}` that is cropped off again. Grey inputs to a
+    colour model are repeated into RGB; colour inputs to a grey model are converted to luminance (ITU-R 601).
+    ``paired``: each file is an A|B pair and its input side (the run's ``direction``) is translated.
+    """
+    from .paired import read_image, split_pair
+
+    model, _ = load_model(run_dir)
+    if not hasattr(model, "translate"):
+        raise ConfigError(f"{run_dir}: a {model.name} run does not translate images (train --model pix2pix)")
+    files = _translation_inputs(paths)
+    out = Path(out_dir)
+    targets = [out / (f.stem + ".png") for f in files]
+    seen: dict[Path, Path] = {}
+    for f, t in zip(files, targets):
+        if t in seen:
+            raise ConfigError(f"{f} and {seen[t]} would both be written to {t}: translate them into separate folders")
+        seen[t] = f
+    out.mkdir(parents=True, exist_ok=True)
+    multiple = 2 ** model.depth
+    for f, target in zip(files, targets):
+        image = read_image(f)
+        if paired:
+            a, _ = split_pair(image, model.direction, where=str(f))
+        else:
+            a = image[None] if image.ndim == 2 else image.transpose(2, 0, 1)
+        a = a.astype(np.float32) / 255.0
+        if a.shape[0] == 3 and model.in_channels == 1:
+            a = np.tensordot(np.array([0.299, 0.587, 0.114], np.float32), a, axes=1)[None]
+        elif a.shape[0] == 1 and model.in_channels == 3:
+            a = np.repeat(a, 3, axis=0)
+        h, w = a.shape[1:]
+        ph, pw = -h % multiple, -w % multiple
+        padded = np.pad(a, ((0, 0), (0, ph), (0, pw)), mode="reflect" if max(ph, pw) < min(h, w) else "edge")
+        x = backend.to_device(np.ascontiguousarray(padded[None], dtype=model.dtype))
+        y = np.clip(backend.to_host(model.translate(x))[0, :, :h, :w], 0.0, 1.0)
+        io.write_png(target, np.rint(y.transpose(1, 2, 0) * 255.0).astype(np.uint8))
+    return targets

@@ -273,8 +273,9 @@ class Trainer:
         if checkpoint is None and (config.run_dir / CHECKPOINT_NAME).exists():
             raise ConfigError(f"{config.run_dir} already holds a checkpoint; pass --resume to continue that run, "
                               "or choose another --out")
-        self.dataset = dataset if dataset is not None else data.load_dataset(
-            config.dataset, data_dir=config.data_dir, log=self.log)
+        family_class = families.get(config.model)
+        options = model_options(config) if checkpoint is None else checkpoint_model_options(checkpoint[1], config)
+        self.dataset = dataset if dataset is not None else family_class.load_dataset(config, options, self.log)
         train = self.dataset.train
         self.n_train = len(train)
         batches = self.n_train // config.batch
@@ -284,10 +285,9 @@ class Trainer:
                               f"training examples; the dataset has {self.n_train}")
 
         seeds = _derived_seeds(config.seed)
-        family_class = families.get(config.model)
         try:
-            options = (model_options(config) if checkpoint is None
-                       else checkpoint_model_options(checkpoint[1], config))
+            if checkpoint is None:  # what the data decides (a paired family's channels and image size)
+                options = family_class.complete_options(options, self.dataset)
             self.model = family_class.build(seeds["model"], **options)  # on the active backend
             self.model_options = options
         except (TypeError, ValueError) as exc:  # options the builder does not take (e.g. a tampered checkpoint)
@@ -317,10 +317,7 @@ class Trainer:
 
         # The training set lives on the device once, in G's output range; per step only a slice of the
         # permutation is indexed.
-        x = np.ascontiguousarray(train.x, dtype=self.model.dtype)
-        self.x_train = backend.to_device(np.ascontiguousarray(self.model.from_unit(x), dtype=self.model.dtype))
-        self.y_train = (backend.to_device(data.one_hot(train.y, self.model.n_classes, self.model.dtype))
-                        if self.model.conditional else None)
+        self.x_train, self.y_train = self.family.device_data(train)
 
         # Fixed grid noise and labels (the family's layout: for a conditional model row r is label r).
         self.grid_z, self.grid_labels = self.family.grid(backend.Rng(seeds["grid"]))
@@ -628,6 +625,9 @@ class Trainer:
         self._prepare_metrics_file()
         target = self._target_updates()
         self.log(self._describe(target))
+        summary = self.family.summary()
+        if summary:
+            self.log(summary)
         progress = _Progress(target, self.updates, self.config.progress)
         session_t0 = time.perf_counter()
         session_updates0 = self.updates
@@ -716,13 +716,14 @@ class Trainer:
         self.updates += 1
 
     def real_batch(self, index: int):
-        """The ``index``-th real batch of this epoch (and its one-hot labels, or None), on the device."""
+        """The ``index``-th real batch of this epoch and its condition (one-hot labels, a paired family's input
+        images, or None), on the device."""
         B = self.config.batch
         idx = self._perm[index * B:(index + 1) * B]
         x_real = self.x_train[idx]
         if self._inject_nan_at == self.updates + 1:
             x_real = x_real * float("nan")
-        return x_real, (self.y_train[idx] if self.model.conditional else None)
+        return x_real, (self.y_train[idx] if self.y_train is not None else None)
 
     # -- metrics: device buffer, read back once per interval ----------------------------------------------
     def _zero_sums(self) -> dict:
@@ -799,7 +800,7 @@ class Trainer:
         findings = self._check_health(record, grid)
         with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
-        io.write_png(run_dir / "samples" / f"epoch_{self.epoch:03d}.png", io.image_grid(grid, 10, 10))
+        io.write_png(run_dir / "samples" / f"epoch_{self.epoch:03d}.png", self.family.grid_picture(grid))
         if findings and self.config.stop_on_collapse:
             ckpt = run_dir / CHECKPOINT_NAME
             kept = (f"the last checkpoint without a finding, {ckpt} (epoch {self.epoch - 1}), is kept"
@@ -857,7 +858,7 @@ class Trainer:
             return self.family.grid_images(self.grid_z, self.grid_labels)  # eval mode: no effect on the run
 
     def _write_grid(self, path: Path) -> None:
-        io.write_png(path, io.image_grid(self._grid_images(), 10, 10))
+        io.write_png(path, self.family.grid_picture(self._grid_images()))
 
     def _params_finite(self) -> bool:
         xp = backend.get_array_module(self.x_train)

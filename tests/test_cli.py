@@ -245,6 +245,8 @@ RESUME_OPTION_TABLE = {
     "--lr-G": ("0.002", [("0.001", REFUSED, "lr_G=0.001")]),
     "--lr-D": ("0.0004", [("0.0002", REFUSED, "lr_D=0.0002")]),
     "--ema": ("0.99", [("0.9", REFUSED, "ema=0.9"), ("0", REFUSED, "ema=0.0")]),
+    # A model option (pix2pix's are its main use; the cgan run here takes g_dropout): part of the model.
+    "--option": ("g_dropout=0.0", [("g_dropout=0.5", REFUSED, "model_options={'g_dropout': 0.5}")]),
     # Given on resume only (the run below never had it): it changes when a run stops, not what it computes.
     "--stop-on-collapse": (FLAG, []),
 }

@@ -28,6 +28,7 @@ import numpy as np
 
 from .. import backend, data
 from ..backend import get_array_module
+from ..config import ConfigError
 from ..runs import load_model
 from .parzen import parzen_evaluate
 
@@ -302,6 +303,9 @@ def eval_cli(run_dir, parzen: bool = False, classifier: bool = False, n_per_clas
         parzen = classifier = True
     run_dir = Path(run_dir)
     model, meta = load_model(run_dir)
+    if not model.draws_samples:
+        raise ConfigError(f"{run_dir}: a {model.name} run translates images and draws no samples to evaluate; "
+                          "see benchmarks/pix2pix_ablation.py for its metrics")
     config = meta.get("config", {})
     dataset_name = config.get("dataset", "mnist")
     clf = None

@@ -7,9 +7,12 @@ per-epoch grid, model selection and the health monitor. A family module adds a m
 * a builder ``build(seed, **options) -> GANModel``: its networks, by name (``G`` and ``D`` here; the trainer
   makes one optimizer per network and checkpoints each network's parameters, buffers and optimizer state
   under its name);
-* a :class:`Family` subclass: which presets and update rules it trains under, what it does with the data
-  before the first update (:meth:`Family.prepare`), one update (:meth:`Family.update`, which returns the
-  values the trainer logs, named by :attr:`Family.metric_names`), and its sample grid.
+* a :class:`Family` subclass: which presets and update rules it trains under, which data it trains on and how
+  it reaches the device (:meth:`Family.check_dataset`, :meth:`Family.load_dataset`,
+  :meth:`Family.complete_options`, :meth:`Family.device_data`; MNIST-style images and labels by default), what
+  it does with the data before the first update (:meth:`Family.prepare`), one update (:meth:`Family.update`,
+  which returns the values the trainer logs, named by :attr:`Family.metric_names`), and its sample grid
+  (:meth:`Family.grid`, :meth:`Family.grid_images`, :meth:`Family.grid_picture`).
 
 and registering the subclass in :data:`minigan.families.FAMILIES`. :class:`AdversarialFamily` is the GAN game
 of Goodfellow et al. (2014): Algorithm 1's alternating update and the original code's one-pass update, with one
@@ -31,7 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from .. import backend, health, objective
+from .. import backend, data, health, io, objective
 from ..backend import Rng
 from ..nn import Layer
 from ..nn.activations import sigmoid
@@ -58,6 +61,8 @@ class GANModel:
     noise_high: float
     n_classes: int | None  # None: unconditional
     output_range: tuple[float, float] = (0.0, 1.0)  # the range of G's output (and of the images D is shown)
+    #: Whether :meth:`sample` draws images from noise (False: a translation model, pix2pix).
+    draws_samples = True
 
     @property
     def conditional(self) -> bool:
@@ -143,6 +148,8 @@ class Family:
     update_rules: ClassVar[tuple[str, ...]] = ("alternating", "simultaneous")
     #: The values :meth:`update` returns, in order; their epoch means go into ``metrics.jsonl``.
     metric_names: ClassVar[tuple[str, ...]] = ("loss_D", "loss_G", "D_x", "D_G_z")
+    #: Whether model selection by Parzen log-likelihood (``--select-every``) applies to its samples.
+    selectable: ClassVar[bool] = True
 
     def __init__(self, trainer: "Trainer"):
         self.trainer = trainer
@@ -152,6 +159,34 @@ class Family:
     def build(seed: int | None = 0, **options) -> GANModel:
         """The family's networks, every initial weight and generator seeded from ``seed``."""
         raise NotImplementedError
+
+    # -- data: which datasets, loaded how, and how they reach the device ----------------------------------
+    @classmethod
+    def check_dataset(cls, name: str) -> None:
+        """Raise ValueError if this family cannot train on the dataset called ``name`` (``--dataset``)."""
+        if name not in data.DATASET_NAMES:
+            raise ValueError(f"unknown dataset {name!r} for the {cls.name} model; choose one of "
+                             f"{', '.join(data.DATASET_NAMES)}")
+
+    @classmethod
+    def load_dataset(cls, config, options: dict, log):
+        """The run's :class:`~minigan.data.Dataset` (``options``: the model options the run is built with)."""
+        return data.load_dataset(config.dataset, data_dir=config.data_dir, log=log)
+
+    @classmethod
+    def complete_options(cls, options: dict, dataset) -> dict:
+        """A fresh run's model options with what the data decides added (stored in checkpoints, so a run's model
+        can be rebuilt without its data); the MLP and DCGAN models need nothing from it."""
+        return options
+
+    def device_data(self, train: "Split"):
+        """(x_train, y_train) on the device: the training images in G's output range and what conditions them
+        (one-hot labels, or None); :meth:`~minigan.train.Trainer.real_batch` indexes both by the same rows."""
+        m = self.model
+        x = np.ascontiguousarray(train.x, dtype=m.dtype)
+        x_train = backend.to_device(np.ascontiguousarray(m.from_unit(x), dtype=m.dtype))
+        y_train = backend.to_device(data.one_hot(train.y, m.n_classes, m.dtype)) if m.conditional else None
+        return x_train, y_train
 
     def prepare(self, train: "Split") -> None:
         """Data-dependent initialisation before the first update (the host training split ``train``)."""
@@ -177,6 +212,14 @@ class Family:
         m = self.model
         y = m.one_hot(labels) if m.conditional else None
         return backend.to_host(m.to_unit(m.generate(backend.to_device(z), y)))
+
+    def grid_picture(self, images) -> np.ndarray:
+        """The uint8 picture of :meth:`grid_images`' result written as ``samples/epoch_XXX.png``: a 10x10 grid."""
+        return io.image_grid(images, 10, 10)
+
+    def summary(self) -> str | None:
+        """A line about the model that the trainer logs when a run starts (None: nothing)."""
+        return None
 
     def monitor(self, train: "Split") -> health.HealthMonitor | None:
         """The health monitor of :mod:`minigan.health` for this model (None: no health checks)."""

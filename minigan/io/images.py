@@ -31,7 +31,8 @@ def image_grid(images, rows: int, cols: int, shape=(28, 28), pad: int = 2, pad_v
     ----------
     images : array_like
         ``(rows*cols, H*W)`` flat images (reshaped with *shape*) or
-        ``(rows*cols, H, W)`` images (*shape* is then ignored).  Values are
+        ``(rows*cols, H, W)`` images or ``(rows*cols, H, W, 3)`` RGB images
+        (*shape* is then ignored).  Values are
         intensities in [0, 1]; they are clipped, NaN becomes 0, and the result
         is rounded to the nearest of 256 levels.
     rows, cols : int
@@ -46,7 +47,7 @@ def image_grid(images, rows: int, cols: int, shape=(28, 28), pad: int = 2, pad_v
     Returns
     -------
     numpy.ndarray
-        ``uint8`` array of shape ``(pad + rows*(H+pad), pad + cols*(W+pad))``;
+        ``uint8`` array of shape ``(pad + rows*(H+pad), pad + cols*(W+pad))`` (and ``3`` for RGB);
         image ``(r, c)`` has its top-left pixel at
         ``(pad + r*(H+pad), pad + c*(W+pad))``.
 
@@ -76,21 +77,22 @@ def image_grid(images, rows: int, cols: int, shape=(28, 28), pad: int = 2, pad_v
                 f"image_grid: images have {images.shape[1]} pixels each but shape {tuple(shape)} needs {h * w}"
             )
         images = images.reshape(images.shape[0], h, w)
-    elif images.ndim == 3:
-        h, w = images.shape[1:]
+    elif images.ndim == 3 or (images.ndim == 4 and images.shape[3] == 3):
+        h, w = images.shape[1:3]
         if h < 1 or w < 1:
             raise ValueError(f"image_grid: images must be non-empty, got shape {images.shape}")
     else:
-        raise ValueError(f"image_grid: images must be (N, H*W) or (N, H, W), got shape {images.shape}")
+        raise ValueError(f"image_grid: images must be (N, H*W), (N, H, W) or (N, H, W, 3), got shape {images.shape}")
     if images.shape[0] != n:
         raise ValueError(f"image_grid: {rows}x{cols} grid needs {n} images, got {images.shape[0]}")
 
     pixels = _to_uint8(images)
-    grid = np.full((pad + rows * (h + pad), pad + cols * (w + pad)), _to_uint8(pad_value), dtype=np.uint8)
+    colour = images.shape[3:]  # () or (3,)
+    grid = np.full((pad + rows * (h + pad), pad + cols * (w + pad)) + colour, _to_uint8(pad_value), dtype=np.uint8)
     # Write all tiles at once through a strided view of the grid: view[r, c]
     # is the tile slot of image r*cols + c.
-    body = grid[pad:, pad:].reshape(rows, h + pad, cols, w + pad)
-    body[:, :h, :, :w] = pixels.reshape(rows, cols, h, w).transpose(0, 2, 1, 3)
+    body = grid[pad:, pad:].reshape((rows, h + pad, cols, w + pad) + colour)
+    body[:, :h, :, :w] = pixels.reshape((rows, cols, h, w) + colour).swapaxes(1, 2)
     return grid
 
 

@@ -9,10 +9,11 @@
 * :mod:`minigan.nn.dropout` — :class:`Dropout`;
 * :mod:`minigan.nn.conv` — im2col/col2im, :class:`Conv2d`, :class:`ConvTranspose2d`;
 * :mod:`minigan.nn.norm` — :class:`BatchNorm`, :class:`InstanceNorm2d`;
-* :mod:`minigan.nn.shape` — :class:`ReflectionPad2d`, :class:`Flatten`, :class:`Reshape`, :class:`Upsample`;
+* :mod:`minigan.nn.shape` — :class:`ReflectionPad2d`, :class:`Flatten`, :class:`Reshape`, :class:`Upsample`,
+  :class:`PatchRows`;
 * :mod:`minigan.nn.containers` — :class:`Sequential`, :class:`Join`, :class:`Identity`, :class:`Residual`,
   :class:`SkipConcat`, :class:`UNetBlock`;
-* :mod:`minigan.nn.losses` — BCE on logits, the GAN losses, softmax cross-entropy;
+* :mod:`minigan.nn.losses` — BCE on logits, the GAN losses, softmax cross-entropy, L1;
 * :mod:`minigan.nn.optim` — SGD with momentum, Adam, learning-rate and momentum schedules.
 
 Everything a network is built from can be imported from ``minigan.nn`` itself.
@@ -26,7 +27,7 @@ from .dense import Linear, Maxout, ProjectionHead
 from .dropout import Dropout
 from .init import init_weights, make_generator
 from .norm import BatchNorm, InstanceNorm2d
-from .shape import Flatten, ReflectionPad2d, Reshape, Upsample
+from .shape import Flatten, PatchRows, ReflectionPad2d, Reshape, Upsample
 
 __all__ = [
     "DEFAULT_DTYPE", "Layer", "checking_finite_inputs", "init_weights", "make_generator",
@@ -35,5 +36,5 @@ __all__ = [
     "Sequential", "Join", "Identity", "Residual", "SkipConcat", "UNetBlock",
     "Conv2d", "ConvTranspose2d", "im2col", "col2im", "conv_output_size",
     "BatchNorm", "InstanceNorm2d",
-    "ReflectionPad2d", "Flatten", "Reshape", "Upsample",
+    "ReflectionPad2d", "Flatten", "Reshape", "Upsample", "PatchRows",
 ]

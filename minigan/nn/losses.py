@@ -168,3 +168,43 @@ def softmax_cross_entropy(logits, labels):
     others = xp.where(is_label, 0, p).sum(axis=1, keepdims=True)
     dlogits = xp.where(is_label, -others, p) / n
     return loss, dlogits.astype(logits.dtype, copy=False)
+
+
+def l1_loss(x, target):
+    r"""Mean absolute error :math:`L = \frac1M \sum_m |x_m - t_m|` over all :math:`M` entries of ``x``, and
+    :math:`\partial L/\partial x`.
+
+    pix2pix's reconstruction term (Isola et al. 2017, eq. 3: :math:`\mathbb{E}\,\lVert y - G(x)\rVert_1`, which
+    their code takes as the mean over pixels, channels and the batch).
+
+    Gradient: :math:`|u|` has derivative :math:`\operatorname{sign}(u)` for :math:`u \ne 0`, so
+    :math:`\partial L/\partial x_m = \operatorname{sign}(x_m - t_m)/M`. At a tie (:math:`x_m = t_m`) :math:`|u|`
+    has a kink; the subgradient 0 is returned there (what ``sign`` gives), as PyTorch does. The gradient checker
+    treats a step that changes any sign as a kink (:func:`l1_pattern`), as it does for ReLU.
+
+    Parameters
+    ----------
+    x, target : arrays of the same shape (any), floating point
+
+    Returns
+    -------
+    loss : 0-d array
+    dx : array of ``x``'s shape and dtype
+    """
+    if not hasattr(x, "shape") or not hasattr(target, "shape") or tuple(x.shape) != tuple(target.shape):
+        raise ValueError(f"l1_loss: x and target must have the same shape, received "
+                         f"{getattr(x, 'shape', type(x).__name__)} and {getattr(target, 'shape', type(target).__name__)}")
+    if x.dtype.kind != "f":
+        raise ValueError(f"l1_loss: expected a floating-point x, received dtype {x.dtype}")
+    xp = get_array_module(x)
+    diff = x - target
+    loss = xp.mean(xp.abs(diff))
+    dx = xp.sign(diff)
+    dx *= 1.0 / diff.size
+    return loss, dx.astype(x.dtype, copy=False)
+
+
+def l1_pattern(x, target):
+    """The sign pattern of ``x - target``: where :func:`l1_loss`'s kinks lie (for the gradient checker)."""
+    xp = get_array_module(x)
+    return xp.sign(x - target)

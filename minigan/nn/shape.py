@@ -1,5 +1,5 @@
 r"""Layers that move values without arithmetic: :class:`ReflectionPad2d`, :class:`Flatten`, :class:`Reshape`,
-nearest-neighbour :class:`Upsample`.
+nearest-neighbour :class:`Upsample`, and :class:`PatchRows` (a PatchGAN's logit map as rows).
 
 Each is linear, :math:`y = Px` for a 0/1 matrix :math:`P`, so its backward is :math:`\partial L/\partial x =
 P^\top G`: every input entry collects the upstream gradient of each output entry that copies it.
@@ -12,7 +12,7 @@ from ..backend import get_array_module
 from .base import Layer
 from ._checks import check_batch, pair, positive_int
 
-__all__ = ["ReflectionPad2d", "Flatten", "Reshape", "Upsample"]
+__all__ = ["ReflectionPad2d", "Flatten", "Reshape", "Upsample", "PatchRows"]
 
 
 def _add_into(xp, view, values) -> None:
@@ -172,3 +172,27 @@ floor]` (PyTorch's
         n, c, hh, ww = dout.shape
         sh, sw = self.scale_factor
         return dout.reshape(n, c, hh // sh, sh, ww // sw, sw).sum(axis=(3, 5))
+
+
+class PatchRows(Layer):
+    r"""(N, 1, h, w) → (N·h·w, 1): a PatchGAN's map of per-patch logits as one logit per row, sample-major
+    (rows :math:`n h w` to :math:`(n+1) h w - 1` are sample :math:`n`'s patches), so the BCE losses of
+    :mod:`minigan.nn.losses` average over every patch of every sample, as pix2pix's loss does. Backward: the
+    reshape back."""
+
+    def __init__(self, name: str | None = None):
+        super().__init__(name)
+        self._x_shape: tuple | None = None
+
+    def forward(self, x, train: bool | None = None):
+        check_batch(self, x, 1, layout="(N, 1, h, w)")
+        self._x_shape = x.shape
+        return x.reshape(-1, 1)
+
+    def backward(self, dout):
+        if self._x_shape is None:
+            raise RuntimeError(f"PatchRows {self.path}: backward called before forward")
+        return dout.reshape(self._x_shape)
+
+    def _forget(self):
+        self._x_shape = None
