@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import backend
 from ..backend import get_array_module
 from .base import Layer
 
@@ -23,12 +24,17 @@ def sigmoid(x):
     a (100, 784) float32 batch.)
     """
     xp = get_array_module(x)
-    t = xp.negative(x)
-    with np.errstate(over="ignore"):
-        xp.exp(t, out=t)
-    t += 1
-    return xp.reciprocal(t, out=t)
+    t = xp.empty_like(x)
 
+    def block(x_, t_):
+        xp.negative(x_, out=t_)
+        with np.errstate(over="ignore"):
+            xp.exp(t_, out=t_)
+        t_ += 1
+        xp.reciprocal(t_, out=t_)
+
+    backend.map_rows(block, x, t)
+    return t
 
 
 class ReLU(Layer):
@@ -44,11 +50,18 @@ class ReLU(Layer):
 
     def forward(self, x, train: bool | None = None):
         xp = get_array_module(x)
-        self._positive = x > 0
-        return xp.maximum(x, 0)
+        self._positive = xp.empty(x.shape, np.bool_)
+        y = xp.empty_like(x)
+
+        def block(x_, positive_, y_):
+            xp.greater(x_, 0, out=positive_)
+            xp.maximum(x_, 0, out=y_)
+
+        backend.map_rows(block, x, self._positive, y)
+        return y
 
     def backward(self, dout):
-        return dout * self._positive
+        return backend.multiply(dout, self._positive)
 
     def activation_pattern(self):
         return self._positive
@@ -73,15 +86,24 @@ class LeakyReLU(Layer):
         self._scale = None
 
     def forward(self, x, train: bool | None = None):
-        self._positive = x > 0
-        scale = self._positive.astype(x.dtype)
-        scale *= 1 - self.slope
-        scale += self.slope
-        self._scale = scale
-        return x * scale
+        xp = get_array_module(x)
+        self._positive = xp.empty(x.shape, np.bool_)
+        self._scale = xp.empty_like(x)
+        y = xp.empty_like(x)
+        keep, slope = 1 - self.slope, self.slope
+
+        def block(x_, positive_, scale_, y_):
+            xp.greater(x_, 0, out=positive_)
+            xp.copyto(scale_, positive_)  # 1.0 / 0.0
+            scale_ *= keep
+            scale_ += slope
+            xp.multiply(x_, scale_, out=y_)
+
+        backend.map_rows(block, x, self._positive, self._scale, y)
+        return y
 
     def backward(self, dout):
-        return dout * self._scale
+        return backend.multiply(dout, self._scale)
 
     def activation_pattern(self):
         return self._positive
@@ -106,7 +128,19 @@ class Sigmoid(Layer):
         return self._y
 
     def backward(self, dout):
-        return dout * self._y * (1 - self._y)
+        # (G * Y) * (1 - Y), as written, on row blocks
+        xp = get_array_module(dout)
+        y = self._y
+        out = xp.empty(dout.shape, xp.result_type(dout, y))
+        work = xp.empty_like(y)
+
+        def block(dout_, y_, out_, work_):
+            xp.multiply(dout_, y_, out=out_)
+            xp.subtract(1, y_, out=work_)
+            out_ *= work_
+
+        backend.map_rows(block, dout, y, out, work)
+        return out
 
     def _forget(self):
         self._y = None
@@ -124,11 +158,24 @@ class Tanh(Layer):
 
     def forward(self, x, train: bool | None = None):
         xp = get_array_module(x)
-        self._y = xp.tanh(x)
+        self._y = xp.empty_like(x)
+        backend.map_rows(lambda x_, y_: xp.tanh(x_, out=y_), x, self._y)
         return self._y
 
     def backward(self, dout):
-        return dout * (1 - self._y * self._y)
+        # G * (1 - Y*Y), as written, on row blocks
+        xp = get_array_module(dout)
+        y = self._y
+        out = xp.empty(dout.shape, xp.result_type(dout, y))
+        work = xp.empty_like(y)
+
+        def block(dout_, y_, out_, work_):
+            xp.multiply(y_, y_, out=work_)
+            xp.subtract(1, work_, out=work_)
+            xp.multiply(dout_, work_, out=out_)
+
+        backend.map_rows(block, dout, y, out, work)
+        return out
 
     def _forget(self):
         self._y = None
