@@ -4,7 +4,7 @@ import io
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from minigan import families, gradcheck
@@ -37,6 +37,7 @@ def test_discriminator_objective_gradients(on_backend, name, n, seed):
 @pytest.mark.parametrize("kind", ["non_saturating", "minimax"])
 @settings(max_examples=4)
 @given(n=st.integers(1, 6), seed=st.integers(0, 1000))
+@example(n=2, seed=180)  # gan: a tiny G.out.W entry whose f rounds above the ulps of |f| (re-measured at 10 h)
 def test_generator_objective_gradients_through_d(on_backend, name, kind, n, seed):
     m, _, _, y, z = _setup(name, seed, n)
     report = check_generator(m.G, m.D, z, y, kind=kind, seed=seed, n_samples=6)
@@ -48,6 +49,7 @@ def test_generator_objective_gradients_through_d(on_backend, name, kind, n, seed
 @pytest.mark.parametrize("kind", ["non_saturating", "minimax"])
 @settings(max_examples=3)
 @given(n=st.integers(1, 5), seed=st.integers(0, 1000))
+@example(n=1, seed=225)  # gan, minimax: the same, for a G.h0.W entry
 def test_one_pass_update_gradients(on_backend, name, kind, n, seed):
     """D's loss into D and G's loss through the same D pass (same masks) into G, from one forward pass."""
     m, x_real, _, y, z = _setup(name, seed, n)
