@@ -675,26 +675,15 @@ def _blas_threads() -> int | None:
 _BLAS_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def default_threads() -> int:
-    """The thread count of a run that gives none: the environment's BLAS setting when it has one (a user's
-    ``OPENBLAS_NUM_THREADS=1`` keeps meaning one thread, for the pool too), else every core."""
-    for var in _BLAS_VARIABLES:
-        value = os.environ.get(var, "").strip()
-        if value.isdigit() and int(value) >= 1:
-            return int(value)
-    return cores()
-
-
 def set_threads(n: int | None = None) -> dict:
-    """Use ``n`` threads (None: :func:`default_threads`) for both BLAS and the elementwise pool; return
-    :func:`threads_info`.
+    """Use ``n`` threads (None: every core) for both BLAS and the elementwise pool; return :func:`threads_info`.
 
     BLAS is set through threadpoolctl when it is installed (in this process, at once). Without it the BLAS
     variables are set for child processes, and this process's BLAS keeps the count it read when NumPy loaded
     (``python -m minigan train --threads N`` sets the variables before NumPy loads; ``threads_info()["blas"]``
     is then None: unknown).
     """
-    n = default_threads() if n is None else _check_count(n, "the number of threads")
+    n = cores() if n is None else _check_count(n, "the number of threads")
     set_pool_threads(n)
     for var in _BLAS_VARIABLES:
         os.environ[var] = str(n)

@@ -181,9 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", choices=config.DEVICES, default=None, help="cpu (NumPy) or gpu (CuPy) (default: cpu)")
     t.add_argument("--seed", type=_non_negative_int, default=None, help="run seed (default: 0)")
     t.add_argument("--threads", type=_positive_int, default=None, metavar="N",
-                   help="CPU threads for the matrix products (BLAS) and the elementwise passes (default: OPENBLAS_NUM_THREADS "
-                        f"if set, else every core, {backend.cores()} here); not part of the run, so --resume may "
-                        "change it")
+                   help="CPU threads for the matrix products (BLAS) and the elementwise passes (default: every core, "
+                        f"{backend.cores()} here); not part of the run, so --resume may change it")
     t.add_argument("--data", metavar="DIR", default=None,
                    help="directory with the four IDX files; default: the cache (~/.cache/minigan), then download")
     t.add_argument("--out", metavar="RUN_DIR", default=None, help="run directory (default: runs/<model>-<dataset>-<preset>)")
