@@ -51,7 +51,6 @@ Usage::
     python benchmarks/step_time.py --model cgan --batch 100 --iters 200 [--device cpu|gpu] [--json]
     python benchmarks/step_time.py --batch 100 --threads 1                 # one BLAS thread, floor too
     python benchmarks/step_time.py --batch 100 --mem-iters 1000     # + RSS growth over 1,000 iterations
-    python benchmarks/step_time.py --batch 100 --compare-pool       # + the same iteration with the pool off
     python benchmarks/step_time.py --e2e --preset paper --batch 100 --cli  # Trainer updates 101..400, + the CLI
 
 With ``--json`` the last line printed is one JSON object (``minigan_s``, ``floor_s``, ``torch_s``, ``batch``,
@@ -97,10 +96,6 @@ def parse_args(argv=None):
                     help="BLAS / torch threads for every contender and the floor (default: the machine's default "
                          "BLAS thread count, normally all cores, which is what users get)")
     ap.add_argument("--no-torch", action="store_true", help="skip PyTorch even when installed")
-    ap.add_argument("--compare-pool", action="store_true",
-                    help="add a contender 'minigan_pool1': the same iteration (its own model) with minigan's "
-                         "elementwise thread pool off (one thread; BLAS unchanged), interleaved with the others; "
-                         "reports pool_speedup = minigan_pool1 / minigan")
     ap.add_argument("--sgemm-n", type=int, default=None,
                     help="size of the square SGEMM whose rate is measured alongside (default 8192 on gpu, 1024 on "
                          "cpu; 0 = skip)")
@@ -632,17 +627,6 @@ def time_cli(args, data_dir, tmp: str, steps: int, threads: int | None) -> float
     return time.perf_counter() - t0
 
 
-def _pool_off(step):
-    """``step`` run with minigan's elementwise pool at one thread (BLAS untouched), the count restored after."""
-    def run():
-        previous = backend.set_pool_threads(1)
-        try:
-            return step()
-        finally:
-            backend.set_pool_threads(previous)
-    return run
-
-
 def run_e2e(args, threads: int) -> dict:
     """Time Trainer updates ``e2e_warmup+1 .. e2e_steps`` of one run, through ``TrainConfig`` / ``Trainer``."""
     import tempfile
@@ -662,8 +646,7 @@ def run_e2e(args, threads: int) -> dict:
         trainer.run(handle_signals=False, on_step=timer)
         per_update, floor_s = timer.per_update_s, statistics.median(timer.floor_samples)
         result = {"mode": "e2e", "model": args.model, "preset": args.preset, "update": update,
-                  "batch": args.batch, "device": args.device, "threads": threads,
-                  "pool_threads": backend.pool_threads(), "data": args.data,
+                  "batch": args.batch, "device": args.device, "threads": threads, "data": args.data,
                   "window": [args.e2e_warmup, args.e2e_steps], "trainer_s": per_update, "floor_s": floor_s,
                   "floor_samples": len(timer.floor_samples), "trainer_over_floor": per_update / floor_s,
                   "floor_products": len(floor.list), "floor_gflops": floor.flops / floor_s / 1e9,
@@ -696,7 +679,6 @@ def run_e2e(args, threads: int) -> dict:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     threads = apply_threads(args.threads, argv)
-    backend.set_pool_threads(threads)  # minigan's elementwise pool at the BLAS count, as `minigan train --threads`
     if args.device == "gpu":
         backend.use("cupy")  # a clear BackendError without CuPy or a GPU
     else:
@@ -724,9 +706,6 @@ def main(argv=None) -> dict:
     torch_model = models.cgan(args.seed)  # its own copy: minigan's weights move as minigan trains
     contenders = {"minigan": (MiniganStep(model, B, x_pool, labels, args.seed, args.update), sync),
                   "floor": (floor, sync)}
-    if args.compare_pool:
-        contenders["minigan_pool1"] = (_pool_off(MiniganStep(models.cgan(args.seed), B, x_pool, labels, args.seed,
-                                                             args.update)), sync)
     use_torch = have_torch() and not args.no_torch and args.update == "alternating"
     if use_torch:
         step, _ = make_torch_step(torch_model, B, x_pool, labels, args.device, threads, args.seed)
@@ -737,7 +716,7 @@ def main(argv=None) -> dict:
     gflop = floor.flops / 1e9
     result = {
         "mode": "step", "model": args.model, "update": args.update, "batch": B, "device": args.device,
-        "threads": threads, "pool_threads": backend.pool_threads(), "iters": args.iters,
+        "threads": threads, "iters": args.iters,
         "inner": inner, "minigan_s": mg, "floor_s": fl, "torch_s": th,
         "minigan_over_floor": mg / fl, "torch_over_floor": th / fl if th else None,
         "torch_over_minigan": th / mg if th else None, "floor_gflops": gflop / fl,
@@ -752,9 +731,6 @@ def main(argv=None) -> dict:
         result["floor_over_sgemm"] = result["floor_gflops"] / sg["gflops"]
         if th:
             result["torch_over_sgemm"] = result["torch_gflops"] / sg["gflops"]
-    if args.compare_pool:
-        result["minigan_pool1_s"] = t["minigan_pool1"]["median"]
-        result["pool_speedup"] = t["minigan_pool1"]["median"] / mg
     if use_torch:
         import torch
         result["torch_version"] = torch.__version__
@@ -768,8 +744,6 @@ def main(argv=None) -> dict:
     print(f"  minigan {ms(mg)}   floor {ms(fl)} ({result['floor_gflops']:.1f} GFLOP/s)   torch {ms(th)}")
     print(f"  minigan/floor {mg / fl:.3f}" + (f"   torch/floor {th / fl:.3f}   torch/minigan {th / mg:.3f}"
                                                if th else ""))
-    if args.compare_pool:
-        print(f"  minigan, pool off {ms(result['minigan_pool1_s'])}   pool speed-up {result['pool_speedup']:.3f}")
     if sgemm_n:
         print(f"  SGEMM {sgemm_n}^3: {result['sgemm']['gflops']:.1f} GFLOP/s; minigan reaches "
               f"{result['minigan_over_sgemm']:.3f} of it, the floor {result['floor_over_sgemm']:.3f}")

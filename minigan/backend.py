@@ -30,12 +30,9 @@ it draws on the GPU from a device generator seeded from the host stream.
 
 from __future__ import annotations
 
-import contextlib
 import numbers
 import os
-import threading
 import types
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import numpy as np
@@ -55,24 +52,12 @@ __all__ = [
     "is_device_array",
     "gpu_available",
     "synchronize",
-    "cores",
-    "set_threads",
-    "using_threads",
-    "threads_info",
-    "pool_threads",
-    "set_pool_threads",
-    "shutdown_pool",
-    "map_rows",
-    "map_cache_blocks",
     "bce_logits",
     "dropout_forward",
     "maxout_forward",
     "maxout_backward",
     "sgd_momentum_update",
     "adam_update",
-    "sgd_update",
-    "ema_update",
-    "multiply",
 ]
 
 BACKENDS = ("numpy", "cupy", "strict")
@@ -478,248 +463,6 @@ def cache_blocks(*arrays: Any):
         yield tuple(v[start:start + CPU_BLOCK_ELEMENTS] for v in views)
 
 
-# --------------------------------------------------------------------------------------------------
-# Threads: BLAS and the elementwise pool
-# --------------------------------------------------------------------------------------------------
-#
-# Matrix products run on BLAS's own threads. Everything else in a training step (activations, dropout,
-# maxout, optimizer and weight-average updates) is NumPy ufuncs, which release the GIL while they loop, so
-# row blocks of one pass can run on several threads at once. The pool below is that: ``pool_threads() - 1``
-# persistent worker threads plus the calling thread, each running the *same* passes on its own rows.
-#
-# Bit-identity: a block runs exactly the ufunc calls the whole array would get, on a slice of it, so every
-# element sees the same operations in the same order and rounds the same way. Results therefore do not depend
-# on the number of threads nor on where the blocks are cut (tests/test_pool.py checks this for every pass,
-# over shapes that do not divide evenly, strided inputs, float32 and float64). Random draws and reductions
-# are never split: a dropout mask is still one draw from its generator, a sum is still one NumPy call.
-#
-# On CuPy the pool is bypassed (one call on the whole array: the GPU parallelises each kernel itself). The
-# strict backend uses it like NumPy, so its checks see the blocked code.
-
-#: Smallest number of elements a block of a pass gets: below it a hand-off to a worker thread (tens of
-#: microseconds) costs more than the pass saves. Passes over fewer than twice this run on the calling thread.
-MIN_BLOCK_ELEMENTS = 32768
-
-_pool_size: int | None = None  # None: not yet decided (MINIGAN_THREADS, else every core)
-_executor: ThreadPoolExecutor | None = None
-_executor_size = 0
-_pool_lock = threading.Lock()
-_local = threading.local()  # .inside: this thread is running a block (nested calls run inline)
-
-
-def cores() -> int:
-    """Cores this process may run on (its CPU affinity where the OS tells it, else the machine's count)."""
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except (AttributeError, OSError):
-        return max(os.cpu_count() or 1, 1)
-
-
-def _check_count(n: Any, what: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise ValueError(f"{what} must be a positive integer, got {n!r}")
-    return int(n)
-
-
-def pool_threads() -> int:
-    """Threads the elementwise passes use (1: all on the calling thread). Default: ``MINIGAN_THREADS``, else every core."""
-    global _pool_size
-    if _pool_size is None:
-        text = os.environ.get("MINIGAN_THREADS", "").strip()
-        _pool_size = _check_count(int(text), "MINIGAN_THREADS") if text.isdigit() else cores()
-    return _pool_size
-
-
-def set_pool_threads(n: int) -> int:
-    """Set the pool's thread count (1 turns it off); return the previous count. BLAS is left alone."""
-    global _pool_size
-    n = _check_count(n, "the number of threads")
-    previous = pool_threads()
-    _pool_size = n
-    return previous
-
-
-def shutdown_pool() -> None:
-    """Stop the pool's worker threads (they are started again, lazily, by the next pass that wants them)."""
-    global _executor, _executor_size
-    with _pool_lock:
-        executor, _executor, _executor_size = _executor, None, 0
-    if executor is not None:
-        executor.shutdown(wait=True)
-
-
-def _forget_pool_after_fork() -> None:
-    # A forked child has the executor object but none of its threads: start a fresh one when needed.
-    global _executor, _executor_size
-    _executor, _executor_size = None, 0
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool_after_fork)
-
-
-def _workers(n: int) -> ThreadPoolExecutor:
-    """An executor with at least ``n`` worker threads (persistent; grown by replacing it)."""
-    global _executor, _executor_size
-    with _pool_lock:
-        if _executor is None or _executor_size < n:
-            old = _executor
-            _executor = ThreadPoolExecutor(max_workers=n, thread_name_prefix="minigan-pool")
-            _executor_size = n
-            if old is not None:
-                old.shutdown(wait=False)
-        return _executor
-
-
-def _run_block(fn, start, stop, errors=None):
-    # errors: the caller's np.errstate, which is context-local (a worker thread would otherwise use the default)
-    _local.inside = True
-    try:
-        if errors is None:
-            return fn(start, stop)
-        with np.errstate(**errors):
-            return fn(start, stop)
-    finally:
-        _local.inside = False
-
-
-def _thread_work(xp, key: str, like, shape=None):
-    """A scratch array of this thread (and ``key``) shaped like ``like`` (or ``shape``), reused across calls."""
-    store = _local.__dict__.setdefault("work", {})
-    shape = like.shape if shape is None else shape
-    size = int(np.prod(shape))
-    ident = (key, getattr(xp, "__name__", ""), like.dtype)
-    buf = store.get(ident)
-    if buf is None or buf.size < size:
-        buf = store[ident] = xp.empty(max(size, 1), like.dtype)
-    return buf[:size].reshape(shape)
-
-
-def _parallel(fn: Callable[[int, int], Any], n_items: int, min_items: int) -> None:
-    """Call ``fn(start, stop)`` over contiguous parts of ``range(n_items)``, at most one per pool thread, each
-    at least ``min_items`` long; the calling thread runs the last part. Every part is done when this returns
-    (an exception in any part is raised here, after all parts have finished)."""
-    parts = min(pool_threads(), n_items // max(min_items, 1))
-    if parts < 2 or getattr(_local, "inside", False):
-        fn(0, n_items)
-        return
-    bounds = [n_items * i // parts for i in range(parts + 1)]
-    executor = _workers(parts - 1)
-    errors = np.geterr()
-    futures = [executor.submit(_run_block, fn, bounds[i], bounds[i + 1], errors) for i in range(parts - 1)]
-    error = None
-    try:
-        _run_block(fn, bounds[-2], bounds[-1])
-    except BaseException as exc:  # noqa: BLE001 -- re-raised below, once the workers are done with the arrays
-        error = exc
-    for future in futures:
-        try:
-            future.result()
-        except BaseException as exc:  # noqa: BLE001
-            error = error or exc
-    if error is not None:
-        raise error
-
-
-def map_rows(fn: Callable[..., Any], *arrays: Any, min_elements: int | None = None) -> None:
-    """Run ``fn(*blocks)`` on row blocks of ``arrays`` (all with the same first dimension), on the pool.
-
-    ``fn`` must be elementwise along the first axis: what it writes into row ``i`` of its output blocks may depend
-    only on row ``i`` of its input blocks. Then the result is bit-identical to ``fn(*arrays)``, which is what runs
-    on CuPy, for small arrays, and with one thread. ``None`` entries are passed through as ``None``.
-    """
-    first = next(a for a in arrays if a is not None)
-    if _is_cupy_array(first) or first.ndim == 0 or pool_threads() < 2:
-        fn(*arrays)
-        return
-    rows = first.shape[0]
-    per_row = max(first.size // max(rows, 1), 1)
-    min_rows = -(-(MIN_BLOCK_ELEMENTS if min_elements is None else min_elements) // per_row)
-    _parallel(lambda a, b: fn(*(None if x is None else x[a:b] for x in arrays)), rows, min_rows)
-
-
-def map_cache_blocks(fn: Callable[..., Any], *arrays: Any) -> None:
-    """Run ``fn(*blocks)`` over :func:`cache_blocks` of ``arrays``, the blocks shared out among the pool's threads.
-
-    Each thread takes a contiguous run of blocks; ``fn`` must be elementwise (an in-place update), so the result
-    is bit-identical to ``for blocks in cache_blocks(*arrays): fn(*blocks)`` at any thread count.
-    """
-    first = arrays[0]
-    if (_is_cupy_array(first) or first.size <= CPU_BLOCK_ELEMENTS or pool_threads() < 2
-            or not all(a.flags.c_contiguous for a in arrays)):
-        for blocks in cache_blocks(*arrays):
-            fn(*blocks)
-        return
-    views = [a.reshape(-1) for a in arrays]
-    size = first.size
-    n_blocks = -(-size // CPU_BLOCK_ELEMENTS)
-
-    def run(a, b):
-        for i in range(a, b):
-            start = i * CPU_BLOCK_ELEMENTS
-            fn(*(v[start:start + CPU_BLOCK_ELEMENTS] for v in views))
-
-    _parallel(run, n_blocks, 1)
-
-
-def _blas_threads() -> int | None:
-    """numpy's BLAS thread count as threadpoolctl reads it; None without threadpoolctl."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return None
-    counts = [i["num_threads"] for i in threadpool_info() if i.get("user_api") == "blas"]
-    return int(max(counts)) if counts else None
-
-
-_BLAS_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def set_threads(n: int | None = None) -> dict:
-    """Use ``n`` threads (None: every core) for both BLAS and the elementwise pool; return :func:`threads_info`.
-
-    BLAS is set through threadpoolctl when it is installed (in this process, at once). Without it the BLAS
-    variables are set for child processes, and this process's BLAS keeps the count it read when NumPy loaded
-    (``python -m minigan train --threads N`` sets the variables before NumPy loads; ``threads_info()["blas"]``
-    is then None: unknown).
-    """
-    n = cores() if n is None else _check_count(n, "the number of threads")
-    set_pool_threads(n)
-    for var in _BLAS_VARIABLES:
-        os.environ[var] = str(n)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return threads_info()
-    threadpool_limits(n, user_api="blas")  # in force until changed again (the object need not be kept)
-    return threads_info()
-
-
-def threads_info() -> dict:
-    """``{"pool": elementwise pool threads, "blas": BLAS threads (None: unknown, no threadpoolctl)}``."""
-    return {"pool": pool_threads(), "blas": _blas_threads()}
-
-
-@contextlib.contextmanager
-def using_threads(n: int | None = None):
-    """:func:`set_threads` for the duration of a ``with`` block; the previous counts (and variables) come back."""
-    previous_pool = pool_threads()
-    previous_env = {var: os.environ.get(var) for var in _BLAS_VARIABLES}
-    previous_blas = _blas_threads()
-    try:
-        yield set_threads(n)
-    finally:
-        set_pool_threads(previous_pool)
-        for var, value in previous_env.items():
-            if value is None:
-                os.environ.pop(var, None)
-            else:
-                os.environ[var] = value
-        if previous_blas is not None:
-            from threadpoolctl import threadpool_limits
-            threadpool_limits(previous_blas, user_api="blas")
-
-
 def synchronize() -> None:
     """Wait for queued device work (no-op off the GPU). Benchmarks call this before reading a clock."""
     if name() == "cupy":
@@ -823,9 +566,7 @@ def as_seed(seed: Any) -> int | np.random.SeedSequence:
 # multiply-add is contracted into an FMA and each step rounds as the separate passes do; the GPU check runs
 # the same tests on CuPy against the unfused CuPy passes.
 #
-# On the CPU the passes run on row blocks (or cache blocks) spread over the thread pool above: the same
-# passes on each block, so the result is the same bit for bit at any thread count. Each docstring names the
-# call site that uses it.
+# Not yet called by minigan's layers or optimizers: each docstring names the call site it is meant for.
 
 _KERNEL_OPTIONS = ("--fmad=false",)
 _kernels: dict = {}
@@ -930,7 +671,7 @@ def bce_logits(logits, target: float, n: int | float, scale: float = 1.0):
     terms = t * _softplus_passes(xp, -logits) + (1 - t) * _softplus_passes(xp, logits)
     dlogits = ((1 - t) * _sigmoid_passes(xp, logits) - t * _sigmoid_passes(xp, -logits)) / n
     dlogits = dlogits.astype(logits.dtype, copy=False)
-    return terms, (dlogits if scale == 1 else scale * dlogits)
+    return terms, scale * dlogits
 
 
 def dropout_forward(x, u, p: float):
@@ -940,8 +681,9 @@ def dropout_forward(x, u, p: float):
     it: ``(y, mask)``, ``mask is u``. NumPy/strict: the three passes of ``Dropout.forward``, bit-identical;
     CuPy: one kernel, exactly the same arithmetic (products by 0 and by the float-rounded scale).
 
-    Used by ``minigan/nn/dropout.py``, ``Dropout.forward``, for a fresh mask (the draw stays one call of the layer's
-    generator, so the mask does not depend on the thread count); ``Dropout.backward`` is :func:`multiply`.
+    Meant for: ``minigan/nn/dropout.py``, ``Dropout.forward``, the fresh-mask branch (``mask = self.rng.random(...)``;
+    ``greater_equal(mask, p, out=mask)``; ``mask *= 1 / (1 - p)``; ``return x * mask``). ``Dropout.backward``
+    (``dout * mask``) is one pass already.
     """
     scale = 1 / (1 - p)
     if _is_cupy_array(x):
@@ -949,32 +691,16 @@ def dropout_forward(x, u, p: float):
         _kernel("dropout")(x, _scalar(u, p), _scalar(u, scale), y, u)
         return y, u
     xp = get_array_module(x)
-    y = xp.empty(x.shape, xp.result_type(x, u))
-
-    def block(x_, u_, y_):
-        xp.greater_equal(u_, p, out=u_)  # [u >= p] as 1.0 / 0.0, in place: no bool temporary
-        u_ *= scale
-        xp.multiply(x_, u_, out=y_)
-
-    map_rows(block, x, u, y)
-    return y, u
-
-
-def multiply(a, b):
-    """``a * b`` for two arrays of one shape (a gradient times a mask or a derivative), on the pool's threads."""
-    xp = get_array_module(a, b)
-    if _is_cupy_array(a) or a.shape != b.shape:
-        return a * b
-    out = xp.empty(a.shape, xp.result_type(a, b))
-    map_rows(lambda a_, b_, o_: xp.multiply(a_, b_, out=o_), a, b, out)
-    return out
+    xp.greater_equal(u, p, out=u)
+    u *= scale
+    return x * u, u
 
 
 def _index_type(pieces: int):
     return np.int8 if pieces <= 127 else np.int32
 
 
-def maxout_forward(z, units: int, pieces: int, buffer: Callable | None = None):
+def maxout_forward(z, units: int, pieces: int):
     """Maxout's max over pieces, fused: ``(h, winner)`` from ``z`` = XW + b shaped (N, units·pieces).
 
     Pieces of a unit are adjacent columns (column ``u*pieces + j``). ``h`` (N, units) is the max, ``winner``
@@ -982,10 +708,8 @@ def maxout_forward(z, units: int, pieces: int, buffer: Callable | None = None):
     ``xp.maximum`` does. NumPy/strict: ``Maxout.forward``'s transposing copy and running max, bit-identical
     (values and winners); CuPy: one kernel reading each row's pieces once.
 
-    ``buffer(key, shape, dtype)``, if given, supplies the work arrays (and ``winner``) instead of fresh ones (the
-    layer passes its reused scratch buffers). On the CPU, row blocks run on the thread pool.
-
-    Used by ``minigan/nn/dense.py``, ``Maxout.forward``, after ``z = XW + b``.
+    Meant for: ``minigan/nn/dense.py``, ``Maxout.forward``, everything after ``z += self._params["b"]`` (the
+    ``z_pieces`` copy and the loop over pieces); ``self._winner`` = the returned winner.
     """
     n = z.shape[0]
     if z.shape[1] != units * pieces:
@@ -996,42 +720,30 @@ def maxout_forward(z, units: int, pieces: int, buffer: Callable | None = None):
         winner = cupy.empty((n, units), _index_type(pieces))
         _kernel("maxout_forward")(cupy.ascontiguousarray(z), np.int32(pieces), h, winner)
         return h, winner
-    # One transposing copy first makes each piece a contiguous (N, units) slice: the running maximum then takes
-    # P-1 contiguous passes. The winner is tracked as max(winner, j * [piece j > running max]): a later piece wins
-    # only if strictly greater, so ties keep the first maximal piece, and j exceeds every earlier winner.
     xp = get_array_module(z)
-    get = (lambda key, shape, dtype: buffer(key, shape, dtype)) if buffer is not None else \
-        (lambda key, shape, dtype: xp.empty(shape, dtype))
+    z_pieces = xp.empty((pieces, n, units), z.dtype)
+    xp.copyto(z_pieces, z.reshape(n, units, pieces).transpose(2, 0, 1))
+    h = z_pieces[0].copy()
     index_type = _index_type(pieces)
-    z_pieces = get("z_pieces", (pieces, n, units), z.dtype)
-    h = xp.empty((n, units), z.dtype)  # returned: always a fresh array
-    winner = get("winner", (n, units), index_type)
-    better = get("mask", (n, units), np.bool_)
-    candidate = get("candidate", (n, units), index_type)
-
-    def block(z_, zp_rows, h_, winner_, better_, candidate_):
-        zp = zp_rows.transpose(1, 0, 2)  # this block's rows of z_pieces: (pieces, rows, units)
-        xp.copyto(zp, z_.reshape(z_.shape[0], units, pieces).transpose(2, 0, 1))
-        xp.copyto(h_, zp[0])
-        winner_.fill(0)
-        for j in range(1, pieces):
-            xp.greater(zp[j], h_, out=better_)
-            xp.multiply(better_, j, out=candidate_)
-            xp.maximum(winner_, candidate_, out=winner_)
-            xp.maximum(h_, zp[j], out=h_)
-
-    map_rows(block, z, z_pieces.transpose(1, 0, 2), h, winner, better, candidate)
+    winner = xp.zeros((n, units), index_type)
+    better = xp.empty((n, units), np.bool_)
+    candidate = xp.empty((n, units), index_type)
+    for j in range(1, pieces):
+        xp.greater(z_pieces[j], h, out=better)
+        xp.multiply(better, j, out=candidate)
+        xp.maximum(winner, candidate, out=winner)
+        xp.maximum(h, z_pieces[j], out=h)
     return h, winner
 
 
-def maxout_backward(dout, winner, pieces: int, buffer: Callable | None = None):
+def maxout_backward(dout, winner, pieces: int):
     """Maxout's gradient into Z, fused: ``dz`` (N, units·pieces) with ``dz[:, u*P + j] = dout[:, u] * [winner == j]``.
 
     NumPy/strict: ``Maxout.backward``'s masked product per piece, bit-identical (a product, so a negative
     gradient times 0 is -0.0 in both); CuPy: one kernel over dz.
 
-    ``buffer`` as in :func:`maxout_forward` (``dz`` itself comes from it too: the layer never returns it).
-    Used by ``minigan/nn/dense.py``, ``Maxout.backward``, before ``Linear``'s backward.
+    Meant for: ``minigan/nn/dense.py``, ``Maxout.backward``, the loop that fills ``dz`` before
+    ``super().backward(dz)``.
     """
     n, units = dout.shape
     if _is_cupy_array(dout):
@@ -1041,69 +753,32 @@ def maxout_backward(dout, winner, pieces: int, buffer: Callable | None = None):
                                    np.int32(pieces), dz)
         return dz
     xp = get_array_module(dout)
-    get = (lambda key, shape, dtype: buffer(key, shape, dtype)) if buffer is not None else \
-        (lambda key, shape, dtype: xp.empty(shape, dtype))
-    dz = get("dz", (n, units * pieces), dout.dtype)
-    is_winner = get("mask", (n, units), np.bool_)
-
-    def block(dout_, winner_, dz_, is_winner_):
-        dz_pieces = dz_.reshape(dz_.shape[0], units, pieces)
-        for j in range(pieces):
-            xp.equal(winner_, j, out=is_winner_)
-            xp.multiply(dout_, is_winner_, out=dz_pieces[:, :, j])
-
-    map_rows(block, dout, winner, dz, is_winner)
+    dz = xp.empty((n, units * pieces), dout.dtype)
+    dz_pieces = dz.reshape(n, units, pieces)
+    is_winner = xp.empty((n, units), np.bool_)
+    for j in range(pieces):
+        xp.equal(winner, j, out=is_winner)
+        xp.multiply(dout, is_winner, out=dz_pieces[:, :, j])
     return dz
 
 
 def sgd_momentum_update(p, g, v, lr: float, momentum: float) -> None:
     r"""Classical momentum in place, fused: :math:`v \leftarrow \mu v - \eta g`, :math:`p \leftarrow p + v`.
 
-    NumPy/strict: the passes cache block by cache block (:func:`cache_blocks`), the blocks shared among the pool's
-    threads (:func:`map_cache_blocks`), each with its own reused scratch block; CuPy: one kernel writing ``p`` and
-    ``v``.
+    NumPy/strict: ``SGD._update``'s passes, cache block by cache block (:func:`cache_blocks`), bit-identical;
+    CuPy: one kernel writing ``p`` and ``v``.
 
-    Used by ``minigan/nn/optim.py``, ``SGD._update`` (momentum > 0).
+    Meant for: ``minigan/nn/optim.py``, ``SGD._update``, the momentum branch (the ``cache_blocks`` loop).
     """
     if _is_cupy_array(p):
         _kernel("sgd_momentum")(g, _scalar(p, lr), _scalar(p, momentum), p, v)
         return
     xp = get_array_module(p)
-
-    def block(p_, g_, v_):
-        lr_g = xp.multiply(g_, lr, out=_thread_work(xp, "a", g_))
+    for p_, g_, v_ in cache_blocks(p, g, v):
+        lr_g = xp.multiply(g_, lr)
         v_ *= momentum
         v_ -= lr_g
         p_ += v_
-
-    map_cache_blocks(block, p, g, v)
-
-
-def sgd_update(p, g, lr: float) -> None:
-    r"""Plain SGD in place: :math:`p \leftarrow p - \eta g` (``SGD._update`` without momentum), blocked as
-    :func:`sgd_momentum_update`."""
-    xp = get_array_module(p)
-    if _is_cupy_array(p):
-        p -= xp.multiply(g, lr)
-        return
-    map_cache_blocks(lambda p_, g_: xp.subtract(p_, xp.multiply(g_, lr, out=_thread_work(xp, "a", g_)), out=p_),
-                     p, g)
-
-
-def ema_update(s, p, beta: float) -> None:
-    r"""A moving average in place: :math:`s \leftarrow \beta s + (1-\beta) p` (``WeightAverage.update``),
-    blocked as :func:`sgd_momentum_update`; on CuPy the two passes."""
-    xp = get_array_module(s)
-    if _is_cupy_array(s):
-        s *= beta
-        s += xp.multiply(p, 1 - beta)
-        return
-
-    def block(s_, p_):
-        s_ *= beta
-        s_ += xp.multiply(p_, 1 - beta, out=_thread_work(xp, "a", p_))
-
-    map_cache_blocks(block, s, p)
 
 
 def adam_update(p, g, m, v, beta1: float, beta2: float, lr_t: float, eps_t: float) -> None:
@@ -1114,26 +789,23 @@ def adam_update(p, g, m, v, beta1: float, beta2: float, lr_t: float, eps_t: floa
     ``Adam._update``'s nine passes, cache block by cache block, bit-identical; CuPy: one kernel writing ``p``,
     ``m`` and ``v`` (the same operations in the same order, no FMA).
 
-    Used by ``minigan/nn/optim.py``, ``Adam._update``, blocked and threaded as :func:`sgd_momentum_update`.
+    Meant for: ``minigan/nn/optim.py``, ``Adam._update`` (the ``cache_blocks`` loop), as
+    ``adam_update(p, g, m, v, self.beta1, self.beta2, self._lr_t, self._eps_t)``.
     """
     if _is_cupy_array(p):
         s = lambda value: _scalar(p, value)  # noqa: E731
         _kernel("adam")(g, s(beta1), s(1 - beta1), s(beta2), s(1 - beta2), s(lr_t), s(eps_t), p, m, v)
         return
     xp = get_array_module(p)
-
-    def block(p_, g_, m_, v_):
-        a, b = _thread_work(xp, "a", p_), _thread_work(xp, "b", p_)
+    for p_, g_, m_, v_ in cache_blocks(p, g, m, v):
         m_ *= beta1
-        m_ += xp.multiply(g_, 1 - beta1, out=a)
+        m_ += xp.multiply(g_, 1 - beta1)
         v_ *= beta2
-        xp.multiply(g_, g_, out=a)
+        a = xp.multiply(g_, g_)
         a *= 1 - beta2
         v_ += a
-        xp.multiply(m_, lr_t, out=a)  # lr_t * m
-        xp.sqrt(v_, out=b)
-        b += eps_t                    # sqrt(v) + eps_t
+        a = xp.multiply(m_, lr_t)
+        b = xp.sqrt(v_)
+        b += eps_t
         a /= b
         p_ -= a
-
-    map_cache_blocks(block, p, g, m, v)

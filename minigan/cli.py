@@ -180,9 +180,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the preset's: paper simultaneous, modern alternating)")
     t.add_argument("--device", choices=config.DEVICES, default=None, help="cpu (NumPy) or gpu (CuPy) (default: cpu)")
     t.add_argument("--seed", type=_non_negative_int, default=None, help="run seed (default: 0)")
-    t.add_argument("--threads", type=_positive_int, default=None, metavar="N",
-                   help="CPU threads for the matrix products (BLAS) and the elementwise passes (default: every core, "
-                        f"{backend.cores()} here); not part of the run, so --resume may change it")
     t.add_argument("--data", metavar="DIR", default=None,
                    help="directory with the four IDX files; default: the cache (~/.cache/minigan), then download")
     t.add_argument("--out", metavar="RUN_DIR", default=None, help="run directory (default: runs/<model>-<dataset>-<preset>)")
@@ -267,11 +264,6 @@ def _use_device(device: str | None) -> None:
 
 def _train(args) -> int:
     _use_device(args.device)
-    with backend.using_threads(args.threads):  # BLAS and the pool, restored afterwards (main() may run in-process)
-        return _train_run(args)
-
-
-def _train_run(args) -> int:
     progress = False if args.no_progress else None
     options = dict(args.options) if args.options else None
     if args.resume:

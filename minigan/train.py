@@ -688,21 +688,9 @@ class Trainer:
         start = "resuming at" if self.updates else "starting at"
         return (f"minigan train: {c.model} on {c.dataset} ({self.n_train} examples), preset {c.preset}, batch "
                 f"{c.batch}, k {c.k}, {c.update_rule} updates, {self.steps_per_epoch} updates/epoch, "
-                f"backend {backend.name()}{self._threads_note()}, seed {c.seed}; "
+                f"backend {backend.name()}, seed {c.seed}; "
                 f"{start} update {self.updates} (epoch {self.epoch + 1}, step {self.step_in_epoch}); "
                 f"target {what} ({target} updates); run dir {c.run_dir}")
-
-    @staticmethod
-    def _threads() -> dict:
-        info = backend.threads_info()
-        return {"pool": info["pool"], "blas": info["blas"]}
-
-    def _threads_note(self) -> str:
-        if backend.name() == "cupy":
-            return ""
-        info = self._threads()
-        blas = "unknown" if info["blas"] is None else info["blas"]
-        return f" ({info['pool']} thread{'s' if info['pool'] != 1 else ''}, BLAS {blas})"
 
     def _begin_epoch(self) -> None:
         """Draw the epoch's permutation from the data generator, remembering the state it was drawn from."""
@@ -800,8 +788,6 @@ class Trainer:
         first, *others = self.optimizers.items()
         record = {"epoch": self.epoch, "updates": self.updates, **self._means(s), "seconds": s["seconds"],
                   "lr": first[1].lr, **{f"lr_{net}": opt.lr for net, opt in others}}
-        if backend.name() != "cupy":
-            record["threads"] = self._threads()  # what the epoch's seconds were measured with
         if self.lr_schedules is not None:
             record["momentum"] = first[1].momentum
         self._last_record = record

@@ -233,9 +233,6 @@ RESUME_OPTION_TABLE = {
     "--k": ("1", [("2", REFUSED, "k=2")]),
     "--update": ("alternating", [("simultaneous", REFUSED, "update='simultaneous'")]),
     "--seed": ("0", [("1", REFUSED, "seed=1")]),
-    # Threads (BLAS and the elementwise pool) change float rounding only through BLAS's split of a product, never
-    # what the run is: a run may be resumed at another count (bit-identical resume holds at the same count).
-    "--threads": ("1", [("2", ACCEPTED, None)]),
     "--epochs": ("1", [("2", ACCEPTED, None)]),
     "--steps": ("5", [("6", ACCEPTED, None)]),
     "--device": ("cpu", [("gpu", *_gpu_outcome())]),

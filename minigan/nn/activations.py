@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import backend
 from ..backend import get_array_module
 from .base import Layer
 
@@ -24,17 +23,12 @@ def sigmoid(x):
     a (100, 784) float32 batch.)
     """
     xp = get_array_module(x)
-    t = xp.empty_like(x)
+    t = xp.negative(x)
+    with np.errstate(over="ignore"):
+        xp.exp(t, out=t)
+    t += 1
+    return xp.reciprocal(t, out=t)
 
-    def block(x_, t_):
-        xp.negative(x_, out=t_)
-        with np.errstate(over="ignore"):
-            xp.exp(t_, out=t_)
-        t_ += 1
-        xp.reciprocal(t_, out=t_)
-
-    backend.map_rows(block, x, t)
-    return t
 
 
 class ReLU(Layer):
@@ -50,18 +44,11 @@ class ReLU(Layer):
 
     def forward(self, x, train: bool | None = None):
         xp = get_array_module(x)
-        self._positive = xp.empty(x.shape, np.bool_)
-        y = xp.empty_like(x)
-
-        def block(x_, positive_, y_):
-            xp.greater(x_, 0, out=positive_)
-            xp.maximum(x_, 0, out=y_)
-
-        backend.map_rows(block, x, self._positive, y)
-        return y
+        self._positive = x > 0
+        return xp.maximum(x, 0)
 
     def backward(self, dout):
-        return backend.multiply(dout, self._positive)
+        return dout * self._positive
 
     def activation_pattern(self):
         return self._positive
@@ -86,24 +73,15 @@ class LeakyReLU(Layer):
         self._scale = None
 
     def forward(self, x, train: bool | None = None):
-        xp = get_array_module(x)
-        self._positive = xp.empty(x.shape, np.bool_)
-        self._scale = xp.empty_like(x)
-        y = xp.empty_like(x)
-        keep, slope = 1 - self.slope, self.slope
-
-        def block(x_, positive_, scale_, y_):
-            xp.greater(x_, 0, out=positive_)
-            xp.copyto(scale_, positive_)  # 1.0 / 0.0
-            scale_ *= keep
-            scale_ += slope
-            xp.multiply(x_, scale_, out=y_)
-
-        backend.map_rows(block, x, self._positive, self._scale, y)
-        return y
+        self._positive = x > 0
+        scale = self._positive.astype(x.dtype)
+        scale *= 1 - self.slope
+        scale += self.slope
+        self._scale = scale
+        return x * scale
 
     def backward(self, dout):
-        return backend.multiply(dout, self._scale)
+        return dout * self._scale
 
     def activation_pattern(self):
         return self._positive
@@ -128,19 +106,7 @@ class Sigmoid(Layer):
         return self._y
 
     def backward(self, dout):
-        # (G * Y) * (1 - Y), as written, on row blocks
-        xp = get_array_module(dout)
-        y = self._y
-        out = xp.empty(dout.shape, xp.result_type(dout, y))
-        work = xp.empty_like(y)
-
-        def block(dout_, y_, out_, work_):
-            xp.multiply(dout_, y_, out=out_)
-            xp.subtract(1, y_, out=work_)
-            out_ *= work_
-
-        backend.map_rows(block, dout, y, out, work)
-        return out
+        return dout * self._y * (1 - self._y)
 
     def _forget(self):
         self._y = None
@@ -158,24 +124,11 @@ class Tanh(Layer):
 
     def forward(self, x, train: bool | None = None):
         xp = get_array_module(x)
-        self._y = xp.empty_like(x)
-        backend.map_rows(lambda x_, y_: xp.tanh(x_, out=y_), x, self._y)
+        self._y = xp.tanh(x)
         return self._y
 
     def backward(self, dout):
-        # G * (1 - Y*Y), as written, on row blocks
-        xp = get_array_module(dout)
-        y = self._y
-        out = xp.empty(dout.shape, xp.result_type(dout, y))
-        work = xp.empty_like(y)
-
-        def block(dout_, y_, out_, work_):
-            xp.multiply(y_, y_, out=work_)
-            xp.subtract(1, work_, out=work_)
-            xp.multiply(dout_, work_, out=out_)
-
-        backend.map_rows(block, dout, y, out, work)
-        return out
+        return dout * (1 - self._y * self._y)
 
     def _forget(self):
         self._y = None

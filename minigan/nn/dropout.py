@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import backend
+from ..backend import get_array_module
 from .base import Layer
 
 __all__ = ["Dropout"]
@@ -47,16 +48,15 @@ class Dropout(Layer):
             return x
         reuse = self.frozen and self._mask is not None and self._mask.shape == x.shape
         if not reuse:
-            # u ~ U[0, 1): one draw from the layer's generator (never split, so the mask does not depend on the
-            # thread count), then mask = [u >= p] / (1 - p) in place over u and y = x * mask, in one pass per
-            # row block on the thread pool (one kernel on CuPy).
-            u = self.rng.random(x.shape, x.dtype, like=x)
-            y, self._mask = backend.dropout_forward(x, u, self.p)
-            return y
-        return backend.multiply(x, self._mask)
+            xp = get_array_module(x)
+            mask = self.rng.random(x.shape, x.dtype, like=x)  # u ~ U[0, 1)
+            xp.greater_equal(mask, self.p, out=mask)  # [u >= p] as 1.0 / 0.0, in place: no bool temporary
+            mask *= 1 / (1 - self.p)
+            self._mask = mask
+        return x * self._mask
 
     def backward(self, dout):
-        return backend.multiply(dout, self._mask) if self._active else dout
+        return dout * self._mask if self._active else dout
 
     def freeze(self) -> None:
         self.frozen = True

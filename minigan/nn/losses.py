@@ -15,7 +15,6 @@ synchronisation, which the trainer does once per logging interval, not per step.
 
 from __future__ import annotations
 
-from .. import backend
 from ..backend import get_array_module
 from .activations import sigmoid
 
@@ -63,9 +62,6 @@ def bce_with_logits(logits, targets):
     _check_logits(logits, "bce_with_logits")
     xp = get_array_module(logits)
     n = logits.shape[0]
-    if isinstance(targets, float):  # the GAN losses' 1.0 / 0.0: the fused pass (the same arithmetic; one kernel on CuPy)
-        terms, dlogits = backend.bce_logits(logits, targets, n)
-        return xp.mean(terms), dlogits
     loss = xp.mean(targets * softplus(-logits) + (1 - targets) * softplus(logits))
     dlogits = ((1 - targets) * sigmoid(logits) - targets * sigmoid(-logits)) / n
     return loss, dlogits.astype(logits.dtype, copy=False)
@@ -84,13 +80,9 @@ def discriminator_loss(logits_real, logits_fake):
     loss : 0-d array
     (dlogits_real, dlogits_fake) : tuple of arrays
     """
-    halves = []
-    for logits, target in ((logits_real, 1.0), (logits_fake, 0.0)):
-        _check_logits(logits, "bce_with_logits")
-        terms, d = backend.bce_logits(logits, target, logits.shape[0], scale=0.5)  # 0.5 * dBCE in the same pass
-        halves.append((get_array_module(logits).mean(terms), d))
-    (loss_real, d_real), (loss_fake, d_fake) = halves
-    return 0.5 * (loss_real + loss_fake), (d_real, d_fake)
+    loss_real, d_real = bce_with_logits(logits_real, 1.0)
+    loss_fake, d_fake = bce_with_logits(logits_fake, 0.0)
+    return 0.5 * (loss_real + loss_fake), (0.5 * d_real, 0.5 * d_fake)
 
 
 def generator_loss(logits_fake, kind: str = "non_saturating"):

@@ -84,6 +84,16 @@ class Optimizer:
             self._update(name, p, grads[name])
         self.steps += 1
 
+    def _scratch(self, like, key: str = "a"):
+        """A work array shaped like ``like``: a view of one flat buffer (per ``key``) sized to the largest
+        parameter, so updates compute their terms without allocating temporaries. Never checkpointed."""
+        work = self.__dict__.setdefault("_work", {})
+        buf = work.get(key)
+        xp = get_array_module(like)
+        if buf is None or buf.size < like.size or buf.dtype != like.dtype or get_array_module(buf) is not xp:
+            buf = work[key] = xp.empty(like.size, like.dtype)
+        return buf[:like.size].reshape(like.shape)
+
     def _update(self, name: str, p, g) -> None:
         raise NotImplementedError
 
@@ -129,12 +139,17 @@ class SGD(Optimizer):
         self.lr, self.momentum = float(lr), float(momentum)
 
     def _update(self, name, p, g):
-        # backend.sgd_update / sgd_momentum_update: the passes of the formula, cache block by cache block, the
-        # blocks shared among the thread pool's threads (one kernel on CuPy).
+        xp = get_array_module(p)
         if self.momentum == 0:
-            backend.sgd_update(p, g, self.lr)
-        else:
-            backend.sgd_momentum_update(p, g, self._slot("v", name, p), self.lr, self.momentum)
+            for p_, g_ in backend.cache_blocks(p, g):
+                p_ -= xp.multiply(g_, self.lr, out=self._scratch(p_))  # lr * g, without a temporary
+            return
+        v = self._slot("v", name, p)
+        for p_, g_, v_ in backend.cache_blocks(p, g, v):
+            lr_g = xp.multiply(g_, self.lr, out=self._scratch(p_))
+            v_ *= self.momentum
+            v_ -= lr_g
+            p_ += v_
 
     def hyperparameters(self):
         return {"lr": self.lr, "momentum": self.momentum}
@@ -163,11 +178,22 @@ class Adam(Optimizer):
         super().step()
 
     def _update(self, name, p, g):
-        # backend.adam_update: the same arithmetic, term by term, as the formulas above, into reused work
-        # arrays, cache block by cache block, the blocks shared among the thread pool's threads (one kernel on
-        # CuPy).
-        backend.adam_update(p, g, self._slot("m", name, p), self._slot("v", name, p), self.beta1, self.beta2,
-                            self._lr_t, self._eps_t)
+        # The same arithmetic, term by term, as the formulas above; the terms go into two reused work
+        # arrays instead of fresh temporaries, one cache-sized block at a time (backend.cache_blocks).
+        xp = get_array_module(p)
+        for p_, g_, m_, v_ in backend.cache_blocks(p, g, self._slot("m", name, p), self._slot("v", name, p)):
+            a, b = self._scratch(p_, "a"), self._scratch(p_, "b")
+            m_ *= self.beta1
+            m_ += xp.multiply(g_, 1 - self.beta1, out=a)
+            v_ *= self.beta2
+            xp.multiply(g_, g_, out=a)
+            a *= 1 - self.beta2
+            v_ += a
+            xp.multiply(m_, self._lr_t, out=a)  # lr_t * m
+            xp.sqrt(v_, out=b)
+            b += self._eps_t                    # sqrt(v) + eps_t
+            a /= b
+            p_ -= a
 
     def hyperparameters(self):
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
@@ -206,8 +232,12 @@ class WeightAverage:
     def update(self) -> None:
         """Fold the current parameters into the average (call after each optimizer step)."""
         for name, p in self.model.params.items():
-            backend.ema_update(self.shadow[name], p, self.beta)  # s = s*beta + p*(1-beta), blocked, threaded
+            for s_, p_ in backend.cache_blocks(self.shadow[name], p):
+                s_ *= self.beta
+                s_ += get_array_module(p_).multiply(p_, 1 - self.beta, out=self._scratch(p_))
         self.steps += 1
+
+    _scratch = Optimizer._scratch  # one reused work buffer: the update allocates nothing
 
     def averaged(self) -> dict[str, Any]:
         """The bias-corrected averages by parameter name (new arrays); the live parameters if no step yet."""
