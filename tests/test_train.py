@@ -512,3 +512,19 @@ def test_checkpoint_from_before_weight_averages_resumes_without_one(tmp_path, nu
     model, _ = load_model(tmp_path / "old")
     for k, p in model.G.params.items():
         assert np.array_equal(backend.to_host(p), backend.to_host(straight.model.G.params[k]))
+
+
+def test_health_monitor_reads_the_live_G_and_the_grid_shows_the_average(tmp_path, numpy_backend):
+    ds = tiny_dataset(8)
+    t = Trainer(config(tmp_path, epochs=1, ema=0.9), dataset=ds, log=quiet)
+    seen = []
+    measure = t.monitor.measure
+    t.monitor.measure = lambda grid: (seen.append(grid.copy()), measure(grid))[1]
+    t.run(handle_signals=False)
+    live = t.family.grid_images(t.grid_z, t.grid_labels)
+    assert len(seen) == 1 and np.array_equal(seen[0], live)
+    averaged = t._grid_images()
+    assert not np.array_equal(averaged, live)
+    io.write_png(tmp_path / "averaged.png", t.family.grid_picture(averaged))
+    assert np.array_equal(io.read_png(tmp_path / "run" / "samples" / "epoch_001.png"),
+                          io.read_png(tmp_path / "averaged.png"))
