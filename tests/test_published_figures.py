@@ -224,6 +224,9 @@ def test_main_job_figures_come_from_the_seed_benchmark():
     averaged = json.loads((SEEDS / "modern-ema-5ep-seeds40-59.json").read_text())
     assert averaged["epochs"] == 5 and averaged["threads"] == "default" and len(averaged["rows"]) == 20
     assert seeds.markdown(averaged) in results, "docs/RESULTS.md should hold `seeds.py --render` of each JSON"
+    averaged_one = json.loads((SEEDS / "modern-ema-5ep-seeds60-69-1thread.json").read_text())
+    assert averaged_one["threads"] == 1 and len(averaged_one["rows"]) == 10
+    assert seeds.markdown(averaged_one) in results
     summary_line = seeds.markdown(averaged).splitlines()[-1]
     assert summary_line in prose("README.md"), "README.md should quote the current benchmark's summary line"
     one_thread = json.loads((SEEDS / "modern-5ep-seeds30-39-1thread.json").read_text())
