@@ -99,16 +99,26 @@ def _dataset_arg(text: str) -> str:
 
 
 def _option_value(text: str):
-    """KEY=VALUE -> (key, value): the value as an int, a float, true/false, none, else the string itself."""
+    """KEY=VALUE -> (key, value): the value as an int, a float, true/false, none, else the string itself;
+    comma-separated numbers give a list (``noise=-1.7320508,1.7320508``)."""
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key.isidentifier():
         raise argparse.ArgumentTypeError(f"must be KEY=VALUE with KEY a model option name, got {text!r}")
+    if "," in raw:
+        items = [_scalar_option(key, part) for part in raw.split(",")]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in items):
+            raise argparse.ArgumentTypeError(f"{key}: a list value must be comma-separated numbers, got {raw!r}")
+        return key, items
+    return key, _scalar_option(key, raw)
+
+
+def _scalar_option(key: str, raw: str):
     lowered = raw.strip().lower()
     if lowered in ("true", "false"):
-        return key, lowered == "true"
+        return lowered == "true"
     if lowered in ("none", "null"):
-        return key, None
+        return None
     for kind in (int, float):
         try:
             value = kind(raw)
@@ -116,8 +126,18 @@ def _option_value(text: str):
             continue
         if kind is float and not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"{key} must be finite, got {raw!r}")
-        return key, value
-    return key, raw
+        return value
+    return raw
+
+
+def _decay_factor(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 1, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 1):
+        raise argparse.ArgumentTypeError(f"must be a number >= 1 (1: a constant rate), got {text!r}")
+    return value
 
 
 def _unit_interval(text: str) -> float:
@@ -163,8 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="KEY=VALUE",
                    help="a model option, repeatable, e.g. pix2pix: --option norm=instance --option objective=l1 "
                         "(width, norm, objective, lambda_l1, d_layers, dropout_levels, direction, load_size, "
-                        "crop_size, flip; minigan/families/pix2pix.py); kept in the run and refused if changed on "
-                        "--resume")
+                        "crop_size, flip; minigan/families/pix2pix.py); cgan/gan: the builder's keywords in "
+                        "minigan/families/mlp.py, e.g. d_y_dropout=0.5, noise=-1.73,1.73 (comma-separated numbers "
+                        "make a list); kept in the run and refused if changed on --resume")
     t.add_argument("--preset", choices=config.PRESET_NAMES, default=None,
                    help="paper: SGD+momentum with the papers' schedules; modern: Adam 2e-4, beta1 0.5 "
                         "(default: modern)")
@@ -191,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="G's learning rate (default: the preset's; modern cgan 2e-3)")
     t.add_argument("--lr-D", dest="lr_D", type=_positive_float, default=None, metavar="LR",
                    help="D's learning rate (default: the preset's; modern cgan 4e-3)")
+    t.add_argument("--lr-decay", dest="lr_decay", type=_decay_factor, default=None, metavar="FACTOR",
+                   help="paper preset: divide the learning rates by FACTOR after every update (default: the "
+                        "preset's; cgan 1.00004 as the CGAN paper states, gan 1.000004 as the original code does)")
     t.add_argument("--ema", type=_unit_interval, default=None, metavar="BETA",
                    help="decay of the moving average of G's weights that grids, sample and eval use; 0 turns it off "
                         "(default: the preset's; modern cgan 0.99)")
@@ -272,8 +296,8 @@ def _train(args) -> int:
             out, model=args.model, dataset=args.dataset, preset=args.preset, batch=args.batch, k=args.k,
             update=args.update, seed=args.seed, epochs=args.epochs, steps=args.steps, device=args.device, data_dir=args.data,
             log_interval=args.log_interval, progress=progress, select_every=args.select_every,
-            lr_G=args.lr_G, lr_D=args.lr_D, stop_on_collapse=args.stop_on_collapse, ema=args.ema,
-            model_options=options)
+            lr_G=args.lr_G, lr_D=args.lr_D, lr_decay=args.lr_decay, stop_on_collapse=args.stop_on_collapse,
+            ema=args.ema, model_options=options)
     else:
         if args.dataset is None and args.model == "pix2pix":
             args.dataset = paired.TASKS[0]
@@ -281,7 +305,7 @@ def _train(args) -> int:
                  "k": args.k, "update": args.update, "seed": args.seed, "epochs": args.epochs, "steps": args.steps,
                  "device": args.device, "data_dir": args.data, "out": args.out, "log_interval": args.log_interval,
                  "select_every": args.select_every, "lr_G": args.lr_G, "lr_D": args.lr_D,
-                 "stop_on_collapse": args.stop_on_collapse, "ema": args.ema, "model_options": options}
+                 "lr_decay": args.lr_decay, "stop_on_collapse": args.stop_on_collapse, "ema": args.ema, "model_options": options}
         run_config = config.TrainConfig(**{k: v for k, v in given.items() if v is not None}, progress=progress)
         if run_config.epochs is None and run_config.steps is None:
             run_config.epochs = config.DEFAULT_EPOCHS

@@ -164,6 +164,10 @@ class TrainConfig:
     lr_G, lr_D : float or None
         Learning rates of G's and D's optimizers in place of the preset's (the initial rate under ``paper``'s
         decay).
+    lr_decay : float or None
+        The ``paper`` preset's per-update divisor of the learning rate in place of the preset's (the CGAN
+        paper states 1.00004; the original GAN code uses 1.000004); 1 keeps the rate constant. None: the
+        preset's. The ``modern`` preset has no schedule and refuses it.
     ema : float or None
         Decay :math:`\beta` of the moving average of G's weights (:class:`minigan.nn.optim.WeightAverage`) that
         grids, the health monitor, model selection, ``sample`` and ``eval`` use; training steps the live G.
@@ -192,6 +196,7 @@ class TrainConfig:
     select_every: int | None = None
     lr_G: float | None = None
     lr_D: float | None = None
+    lr_decay: float | None = None
     stop_on_collapse: bool = False
     ema: float | None = None
 
@@ -229,6 +234,13 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not (_is_number(value) and math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name} must be a positive number, got {value!r}")
+        if self.lr_decay is not None:
+            if not (_is_number(self.lr_decay) and math.isfinite(self.lr_decay) and self.lr_decay >= 1):
+                raise ConfigError(f"lr_decay must be a number >= 1 (the per-update divisor of the learning rate), "
+                                  f"got {self.lr_decay!r}")
+            if "decay" not in PRESETS.get(self.preset, {}):
+                raise ConfigError(f"lr_decay applies to a preset with a learning-rate schedule (paper); the "
+                                  f"{self.preset} preset keeps its rates constant")
         if self.ema is not None and not (_is_number(self.ema) and 0 <= self.ema < 1):
             raise ConfigError(f"ema must be a number in [0, 1) (0 turns the average off), got {self.ema!r}")
         family = families.get(self.model)
@@ -251,6 +263,14 @@ class TrainConfig:
     def update_rule(self) -> str:
         """The update actually used: ``update``, or the preset's."""
         return self.update or PRESETS[self.preset]["update"]
+
+    @property
+    def lr_divisor(self) -> float | None:
+        """The per-update learning-rate divisor: ``lr_decay``, or the preset's (None: no schedule)."""
+        if self.lr_decay is not None:
+            return float(self.lr_decay)
+        decay = PRESETS[self.preset].get("decay")
+        return None if decay is None else float(decay[self.model])
 
     @property
     def ema_beta(self) -> float:

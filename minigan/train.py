@@ -307,7 +307,7 @@ class Trainer:
         self._best = None  # {"epoch", "valid_ll", "sigma"} of the best model so far (model selection)
         preset = self.preset
         if preset["optimizer"] == "sgd":
-            decay, floor = preset["decay"][config.model], preset["lr_floor"]
+            decay, floor = config.lr_divisor, preset["lr_floor"]
             self.lr_schedules = tuple(optim.ExponentialDecay(lr, decay, floor) for lr in learning_rates(config))
             self.momentum_schedule = optim.LinearRamp(*preset["momentum"], preset["momentum_saturate"][config.model])
         else:
@@ -445,7 +445,7 @@ class Trainer:
                 setattr(config, key, value)
                 continue
             trained_with = (config.update_rule if key == "update" else float(config.ema or 0.0) if key == "ema"
-                            else getattr(config, key))
+                            else config.lr_divisor if key == "lr_decay" else getattr(config, key))
             if trained_with != value:
                 raise ConfigError(f"cannot resume with {key}={value!r}: the run in {run_dir} was trained with "
                                   f"{key}={trained_with!r} (drop the option, or start a new --out)")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minigan import backend, io
+from minigan import backend, io, runs
 from minigan.cli import main
 
 from helpers import write_idx_dir
@@ -228,7 +228,8 @@ def _gpu_outcome():
 RESUME_OPTION_TABLE = {
     "--model": ("cgan", [("gan", REFUSED, "model='gan'")]),
     "--dataset": ("mnist", [("fashion-mnist", REFUSED, "dataset='fashion-mnist'")]),
-    "--preset": ("modern", [("paper", REFUSED, "preset='paper'")]),
+    # The run is made under `paper`, the preset whose learning-rate schedule --lr-decay sets.
+    "--preset": ("paper", [("modern", REFUSED, "preset='modern'")]),
     "--batch": ("5", [("4", REFUSED, "batch=4")]),
     "--k": ("1", [("2", REFUSED, "k=2")]),
     "--update": ("alternating", [("simultaneous", REFUSED, "update='simultaneous'")]),
@@ -244,6 +245,7 @@ RESUME_OPTION_TABLE = {
     "--select-every": ("50", [("51", ACCEPTED, None)]),
     "--lr-G": ("0.002", [("0.001", REFUSED, "lr_G=0.001")]),
     "--lr-D": ("0.0004", [("0.0002", REFUSED, "lr_D=0.0002")]),
+    "--lr-decay": ("1.00004", [("1.000004", REFUSED, "lr_decay=1.000004")]),
     "--ema": ("0.99", [("0.9", REFUSED, "ema=0.9"), ("0", REFUSED, "ema=0.0")]),
     # A model option (pix2pix's are its main use; the cgan run here takes g_dropout): part of the model.
     "--option": ("g_dropout=0.0", [("g_dropout=0.5", REFUSED, "model_options={'g_dropout': 0.5}")]),
@@ -324,6 +326,30 @@ def test_resume_with_each_train_option(resumable_run, tmp_path, capsys, option, 
         assert "resuming at update 5 " in out
         updates = io.load_checkpoint(run / "checkpoint.npz")[1]["updates"]
         assert updates == {"--epochs": {"2": 10}, "--steps": {"6": 6}}.get(option, {}).get(value, 5)
+
+
+def test_paper_cgan_attempt_options(tmp_path, idx, capsys):
+    """The options of the paper-CGAN attempt (issue 11): the original code's learning-rate divisor, a list-valued
+    model option (the U(+-sqrt3) noise range), D's label-input dropout; bad values get one line."""
+    run = tmp_path / "run"
+    sqrt3 = "1.7320508075688772"
+    argv = ["train", "--preset", "paper", "--data", str(idx), "--batch", "5", "--steps", "2", "--no-progress",
+            "--lr-decay", "1.000004", "--option", f"noise=-{sqrt3},{sqrt3}", "--option", "d_y_dropout=0.5"]
+    assert main(argv + ["--out", str(run)]) == 0
+    meta = io.load_checkpoint(run / "checkpoint.npz")[1]
+    assert meta["config"]["lr_decay"] == 1.000004
+    assert meta["model_options"]["noise"] == [-float(sqrt3), float(sqrt3)]
+    assert meta["model_options"]["d_y_dropout"] == 0.5
+    model, _ = runs.load_model(run)
+    assert (model.noise_low, model.noise_high) == (-float(sqrt3), float(sqrt3))
+    capsys.readouterr()
+    for bad, match in ((["--option", "noise=-1,one"], "comma-separated numbers"),
+                       (["--option", "noise=-1,0,1"], "two numbers"),
+                       (["--lr-decay", "0.99"], "must be a number >= 1"),
+                       (["--preset", "modern", "--lr-decay", "1.00004"], "keeps its rates constant")):
+        # argparse keeps an option's last value (and dict() the last --option of a key): each case overrides one.
+        assert_usage_error(main(argv + bad + ["--out", str(tmp_path / "bad")]), capsys, match)
+        assert not (tmp_path / "bad" / "checkpoint.npz").exists()
 
 
 def test_resume_with_dataset_name_as_in_the_issue(tmp_path, idx, capsys):

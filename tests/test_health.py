@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from helpers import tiny_dataset, write_idx_dir
 from minigan import cli, health
-from minigan.config import TrainConfig
+from minigan.config import ConfigError, TrainConfig
 from minigan.runs import CHECKPOINT_NAME
 from minigan.train import Trainer, TrainingCollapsed
 
@@ -187,6 +187,31 @@ def test_learning_rate_overrides(tmp_path, isolated_run_env):
     # The paper schedule decays each network's own rate, 0.1 and 0.01, by 1.00004 per update before the last.
     assert rec["lr"] == pytest.approx(0.1 / 1.00004 ** (rec["updates"] - 1))
     assert rec["lr_D"] == pytest.approx(0.01 / 1.00004 ** (rec["updates"] - 1))
+
+
+def test_learning_rate_decay_override(tmp_path, isolated_run_env):
+    """--lr-decay replaces the paper schedule's divisor (the original GAN code's 1.000004 for the CGAN), and is
+    part of the run: a resume with another divisor is refused, one with the divisor it ran with is not."""
+    out = tmp_path / "d"
+    Trainer(make_config(tmp_path, preset="paper", lr_decay=1.01, out=str(out)), dataset=tiny_dataset(),
+            log=lambda m: None).run(handle_signals=False)
+    rec = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert rec["updates"] > 1
+    assert rec["lr"] == pytest.approx(0.1 / 1.01 ** (rec["updates"] - 1))  # not 1.00004's 0.1 * (1 - 4e-5 ...)
+    with pytest.raises(ConfigError, match="lr_decay=1.00004"):
+        Trainer.resume(out, dataset=tiny_dataset(), log=lambda m: None, lr_decay=1.00004)
+    assert Trainer.resume(out, dataset=tiny_dataset(), log=lambda m: None, lr_decay=1.01).config.lr_divisor == 1.01
+    # A run without the option has the preset's divisor, so naming that same divisor on resume is accepted.
+    plain = tmp_path / "plain"
+    Trainer(make_config(tmp_path, preset="paper", out=str(plain)), dataset=tiny_dataset(),
+            log=lambda m: None).run(handle_signals=False)
+    assert Trainer.resume(plain, dataset=tiny_dataset(), log=lambda m: None, lr_decay=1.00004).config.lr_divisor \
+        == 1.00004
+    for bad in (0.5, float("inf"), "1.1", True):
+        with pytest.raises(ConfigError, match="lr_decay must be"):
+            make_config(tmp_path, preset="paper", lr_decay=bad)
+    with pytest.raises(ConfigError, match="modern preset keeps its rates constant"):
+        make_config(tmp_path, lr_decay=1.00004)
 
 
 def test_speckle_does_not_count_as_diversity():

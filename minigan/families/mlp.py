@@ -124,6 +124,8 @@ def cgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, g_dropout: float = 0.5, d_dr
 
 
 def _noise_range(noise, who: str) -> tuple[float, float]:
+    if isinstance(noise, (str, bytes)) or not hasattr(noise, "__len__") or len(noise) != 2:
+        raise ValueError(f"{who}: the noise range must be two numbers (low, high), got {noise!r}")
     low, high = (float(v) for v in noise)
     if not low < high:
         raise ValueError(f"{who}: the noise range must have low < high, got {noise!r}")
