@@ -232,6 +232,11 @@ def test_main_job_figures_come_from_the_seed_benchmark():
     one_thread = json.loads((SEEDS / "modern-5ep-seeds30-39-1thread.json").read_text())
     assert one_thread["threads"] == 1 and len(one_thread["rows"]) == 10
     assert seeds.markdown(one_thread) in results
+    # The broken run (D's learning rate x10): the monitor must flag every seed within two epochs.
+    broken = json.loads((SEEDS / "broken-lrD4e-2-2ep-seeds40-42-1thread.json").read_text())
+    assert broken["command"].endswith("-- --lr-D 4e-2") and broken["epochs"] == 2
+    assert all(row["health"] and row["health_first_epoch"] <= 2 for row in broken["rows"])
+    assert seeds.markdown(broken) in results
     before = json.loads((SEEDS / "modern-lrD4e-4-5ep-seed0.json").read_text())["rows"][0]
     phrase = f"label accuracy {100 * before['accuracy']:.1f}%, FID {before['fid']:.1f}"
     assert phrase in " ".join(results.split()), f"docs/RESULTS.md should say {phrase!r}"
