@@ -196,6 +196,35 @@ def test_missing_pillow_names_the_extra(tmp_path, monkeypatch):
         paired.read_image(tmp_path / "x.jpg")
 
 
+def test_jpeg_pairs_load_and_translate(tmp_path):
+    """A folder of real JPEG A|B files (written by Pillow, the optional reader) trains and translates like PNGs:
+    grey and colour files, the halves split by direction, pixels within JPEG's loss of the originals."""
+    Image = pytest.importorskip("PIL.Image", reason="Pillow (in the test extra) reads JPEG pix2pix folders")
+    rng = np.random.default_rng(3)
+    root = tmp_path / "jpegs"
+    (root / "train").mkdir(parents=True)
+    smooth = np.kron(rng.integers(0, 256, (2, 4)), np.ones((8, 8))).astype(np.uint8)  # 16x32: JPEG keeps it
+    for i in range(4):
+        image = np.roll(smooth, 8 * i, axis=1)
+        Image.fromarray(image, mode="L").save(root / "train" / f"{i}.jpg", quality=95)
+    Image.fromarray(np.stack([smooth] * 3, axis=-1), mode="RGB").save(root / "train" / "rgb.jpeg", quality=95)
+    ds = paired.load_folder(root)
+    assert ds.train.a.shape == (5, 3, 16, 16)  # one colour file makes every pair RGB
+    first = paired.read_image(root / "train" / "0.jpg")
+    assert first.shape == (16, 32) and first.dtype == np.uint8
+    assert np.abs(first.astype(int) - smooth).max() <= 8  # lossy, but the blocks survive
+    a, b = paired.split_pair(first, "BtoA")
+    np.testing.assert_array_equal(a[0], first[:, 16:])
+    np.testing.assert_array_equal(b[0], first[:, :16])
+    run = tmp_path / "run"
+    assert main(["train", "--model", "pix2pix", "--dataset", str(root), "--batch", "2", "--steps", "2",
+                 "--option", "width=2", "--out", str(run), "--no-progress"]) == 0
+    out = tmp_path / "translated"
+    assert main(["translate", str(run), str(root / "train" / "0.jpg"), "--paired", "--out", str(out)]) == 0
+    written = io.read_png(out / "0.png")
+    assert written.shape[:2] == (16, 16)
+
+
 def _fake_split(n, seed):
     rng = np.random.default_rng(seed)
     x = np.zeros((n, 28, 28), np.float32)
