@@ -70,6 +70,28 @@ def _env(threads: int | None) -> dict:
     return env
 
 
+def split_train_options(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``[own options] -- [minigan train options]`` -> (own, train); no ``--``: no train options."""
+    if "--" not in argv:
+        return argv, []
+    i = argv.index("--")
+    return argv[:i], argv[i + 1:]
+
+
+def provenance(script: str, argv: list[str], extra: list[str]) -> dict:
+    """What a result JSON records of how it was made: the command, the date, the machine and the commit."""
+    import numpy
+
+    return {
+        "command": f"python benchmarks/{script} " + " ".join(argv) + (" -- " + " ".join(extra) if extra else ""),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "numpy": numpy.__version__},
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                 text=True).stdout.strip() or None,
+    }
+
+
 def run_seed(seed: int, args, extra: list[str]) -> dict:
     """Train and score one seed; returns its row (never raises for a failed run: the row says what failed)."""
     run_dir = Path(args.out) / f"seed-{seed}"
@@ -204,10 +226,7 @@ def main(argv=None) -> int:
     if argv[:1] == ["--render"]:  # python benchmarks/seeds.py --render FILE.json: the docs' table, again
         print(markdown(json.loads(Path(argv[1]).read_text())))
         return 0
-    extra: list[str] = []
-    if "--" in argv:
-        i = argv.index("--")
-        argv, extra = argv[:i], argv[i + 1:]
+    argv, extra = split_train_options(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--seeds", type=parse_seeds, default=parse_seeds("0-19"), help="e.g. 0-19 or 0,3,11")
@@ -248,16 +267,8 @@ def main(argv=None) -> int:
     print(f"pass rate: {summ['passed']}/{summ['runs']}; D won in {summ['d_won']}; the monitor flagged "
           f"{summ['flagged']}; wall {time.perf_counter() - t0:.0f} s")
     if args.json:
-        import numpy
-
         out = {
-            "command": "python benchmarks/seeds.py " + " ".join(sys.argv[1:] if argv is None else argv)
-                       + (" -- " + " ".join(extra) if extra else ""),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                        "numpy": numpy.__version__},
-            "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                     text=True).stdout.strip() or None,
+            **provenance("seeds.py", argv, extra),
             "threads": args.threads or "default",
             "epochs": args.epochs,
             "criteria": {"min_accuracy": args.min_accuracy, "min_class": args.min_class,

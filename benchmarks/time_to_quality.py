@@ -26,10 +26,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -37,7 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from seeds import ROOT, _env, parse_seeds  # noqa: E402  (the same subprocess environment and seed syntax)
+from seeds import ROOT, _env, parse_seeds, provenance, split_train_options  # noqa: E402  (shared with seeds.py)
 
 
 def first_reaching(epochs: list[dict], key: str, target: float) -> dict | None:
@@ -100,10 +97,7 @@ def _minutes(hit: dict | None) -> str:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    extra: list[str] = []
-    if "--" in argv:
-        i = argv.index("--")
-        argv, extra = argv[:i], argv[i + 1:]
+    argv, extra = split_train_options(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--seeds", type=parse_seeds, default=parse_seeds("0"), help="e.g. 0-2 or 0,3")
@@ -123,16 +117,8 @@ def main(argv=None) -> int:
               f"{args.accuracy_target:g}: {_minutes(row['to_accuracy'])}" + (f"  ({row['error']})" if "error" in row
                                                                               else ""), flush=True)
     if args.json:
-        import numpy
-
         out = {
-            "command": "python benchmarks/time_to_quality.py " + " ".join(argv) + (" -- " + " ".join(extra)
-                                                                                   if extra else ""),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                        "numpy": numpy.__version__},
-            "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                     text=True).stdout.strip() or None,
+            **provenance("time_to_quality.py", argv, extra),
             "threads": args.threads or "default",
             "targets": {"parzen_valid": args.parzen_target, "accuracy": args.accuracy_target},
             "rows": rows,

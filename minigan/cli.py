@@ -36,7 +36,7 @@ import math
 import os
 import signal
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 from . import backend, config, data, families, io, paired, runs
 from . import train as training
@@ -76,14 +76,22 @@ _positive_int = _int_at_least(1, "positive")
 _non_negative_int = _int_at_least(0, "non-negative")
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
+def _number_where(accept: Callable[[float], bool], what: str) -> Callable[[str], float]:
+    """An argparse type: a float for which ``accept`` holds, else "must be <what>, got ..."."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if not (math.isfinite(value) and accept(value)):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+    return parse
+
+
+_positive_float = _number_where(lambda v: v > 0, "a positive number")
+_decay_factor = _number_where(lambda v: v >= 1, "a number >= 1 (1: a constant rate)")
+_unit_interval = _number_where(lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
 _DATASET_CHOICES = (*data.DATASET_NAMES, *paired.TASKS)
@@ -128,26 +136,6 @@ def _scalar_option(key: str, raw: str):
             raise argparse.ArgumentTypeError(f"{key} must be finite, got {raw!r}")
         return value
     return raw
-
-
-def _decay_factor(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number >= 1, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 1):
-        raise argparse.ArgumentTypeError(f"must be a number >= 1 (1: a constant rate), got {text!r}")
-    return value
-
-
-def _unit_interval(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
-    return value
 
 
 class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
