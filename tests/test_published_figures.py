@@ -240,3 +240,19 @@ def test_main_job_figures_come_from_the_seed_benchmark():
     before = json.loads((SEEDS / "modern-lrD4e-4-5ep-seed0.json").read_text())["rows"][0]
     phrase = f"label accuracy {100 * before['accuracy']:.1f}%, FID {before['fid']:.1f}"
     assert phrase in " ".join(results.split()), f"docs/RESULTS.md should say {phrase!r}"
+
+
+def test_paper_cgan_attempt_figures_come_from_its_committed_outputs():
+    out = REPO / "benchmarks" / "results" / "paper-cgan"
+    results = " ".join((REPO / "docs" / "RESULTS.md").read_text().split())
+    last, best = (json.loads((out / name).read_text()) for name in ("eval-epoch10.json", "eval-best.json"))
+    assert (last["epoch"], best["epoch"]) == (10, 5)
+    for doc in (last, best):
+        samples = doc["classifier"]["samples"]
+        assert f"{100 * samples['label_accuracy']['overall']:.1f}%" in results
+        assert f"FID {samples['fid_test']:.1f}" in results
+        assert f"{doc['parzen']['mean']:.1f} ± {doc['parzen']['se']:.1f}".replace("-", "−") in results  # typographic
+    ratio = last["classifier"]["samples"]["fid_test"] / last["classifier"]["real_valid"]["fid_test"]
+    assert f"({ratio:.0f}× real)" in results
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 10 and all("ignores_label" in {f["kind"] for f in r["health"]} for r in records)
