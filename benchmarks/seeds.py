@@ -180,23 +180,28 @@ def table(rows: list[dict], parzen: bool) -> str:
 def markdown(doc: dict) -> str:
     """The Markdown table and summary line docs/RESULTS.md shows for one JSON written by ``--json``."""
     rows, summ = doc["rows"], doc["summary"]
-    lines = ["| seed | label accuracy | worst class | FID (× real) | D(G(z)), last epoch | monitor | passes |",
-             "|---:|---:|---:|---:|---:|---|---|"]
+    parzen = summ.get("parzen") is not None  # a --parzen run gets a column and a summary clause
+    lines = ["| seed | label accuracy | worst class | FID (× real) | " + ("Parzen LL | " if parzen else "")
+             + "D(G(z)), last epoch | monitor | passes |",
+             "|---:|---:|---:|---:|" + ("---:|" if parzen else "") + "---:|---|---|"]
     for r in rows:
         fid = f"{r['fid']:.1f} ({r['fid_ratio']:.1f}×)" if "fid" in r else "-"
         acc = f"{100 * r['accuracy']:.1f}%" if "accuracy" in r else "-"
         worst = f"{100 * r['worst_class']:.1f}%" if "worst_class" in r else "-"
+        ll = (f"{r['parzen']:.1f} ± {r['parzen_se']:.1f} | " if "parzen" in r else "- | ") if parzen else ""
         flags = ", ".join(r.get("health") or []) or "-"
         if r.get("health_first_epoch"):
             flags += f" (from epoch {r['health_first_epoch']})"
-        lines.append(f"| {r['seed']} | {acc} | {worst} | {fid} | {r.get('D_G_z', float('nan')):.3f} | {flags} | "
+        lines.append(f"| {r['seed']} | {acc} | {worst} | {fid} | {ll}{r.get('D_G_z', float('nan')):.3f} | {flags} | "
                      f"{'yes' if r.get('passed') else 'no'} |")
     a, w, f = summ["accuracy"], summ["worst_class"], summ["fid_ratio"]
     lines.append("")
     lines.append(f"{summ['passed']} of {summ['runs']} seeds pass; label accuracy median {100 * a['median']:.1f}% "
                  f"(worst seed {100 * a['worst']:.1f}%), worst class median {100 * w['median']:.1f}% (worst seed "
                  f"{100 * w['worst']:.1f}%), FID median {f['median']:.1f}× real (worst seed {f['worst']:.1f}×); "
-                 f"the monitor flagged {summ['flagged']}, D won in {summ['d_won']}.")
+                 + (f"Parzen LL median {summ['parzen']['median']:.1f} (worst seed {summ['parzen']['worst']:.1f}); "
+                    if parzen else "")
+                 + f"the monitor flagged {summ['flagged']}, D won in {summ['d_won']}.")
     return "\n".join(lines)
 
 

@@ -51,3 +51,14 @@ def test_summary_and_markdown():
     assert text.endswith("2 of 3 seeds pass; label accuracy median 98.0% (worst seed 10.0%), worst class median "
                          "93.0% (worst seed 0.0%), FID median 7.0× real (worst seed 60.0×); the monitor flagged 1, "
                          "D won in 0.")
+
+
+def test_markdown_shows_parzen_when_the_run_scored_it():
+    rows = [dict(row(0, 0.99, 0.95, 3.5), parzen=137.62, parzen_se=1.55, passed=True),
+            dict(row(1, 0.99, 0.96, 3.8), parzen=131.04, parzen_se=1.6, passed=False)]
+    summ = seeds.summary(rows)
+    assert summ["parzen"] == {"median": pytest.approx(134.33), "worst": 131.04}
+    text = seeds.markdown({"rows": rows, "summary": summ})
+    assert text.splitlines()[0].count("|") == 9 and "Parzen LL" in text.splitlines()[0]
+    assert "| 0 | 99.0% | 95.0% | 6.0 (3.5×) | 137.6 ± 1.6 | 0.300 | - | yes |" in text
+    assert "FID median 3.6× real (worst seed 3.8×); Parzen LL median 134.3 (worst seed 131.0); the monitor" in text
