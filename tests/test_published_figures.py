@@ -256,3 +256,23 @@ def test_paper_cgan_attempt_figures_come_from_its_committed_outputs():
     assert f"({ratio:.0f}× real)" in results
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 10 and all("ignores_label" in {f["kind"] for f in r["health"]} for r in records)
+
+
+def test_cdcgan_figures_come_from_its_committed_outputs():
+    out = REPO / "benchmarks" / "results" / "dcgan"
+    rows = table("docs/RESULTS.md", "epochs")
+    for epoch in (5, 10):
+        doc = json.loads((out / f"cdcgan-seed0-eval-epoch{epoch}.json").read_text())
+        assert doc["epoch"] == epoch
+        samples, real = doc["classifier"]["samples"], doc["classifier"]["real_valid"]
+        per_class = samples["label_accuracy"]["per_class"]
+        worst = min(per_class)
+        low, high = (round(doc["n_samples"] * samples["histogram_summary"][k]) for k in ("min_share", "max_share"))
+        assert rows[str(epoch)] == [
+            f"{100 * samples['label_accuracy']['overall']:.1f}%", f"{100 * worst:.1f}% (\"{per_class.index(worst)}\")",
+            f"{samples['fid_test']:.1f} ({samples['fid_test'] / real['fid_test']:.1f}×)",
+            f"{doc['parzen']['mean']:.1f} ± {doc['parzen']['se']:.1f}", f"{low:,}–{high:,} per 1,000"]
+    records = [json.loads(line) for line in (out / "cdcgan-seed0-metrics.jsonl").read_text().splitlines()]
+    seconds = [r["seconds"] for r in records]
+    assert len(records) == 10 and not any(r.get("health") for r in records)
+    assert f"Epoch time: {min(seconds):.0f}–{max(seconds):.0f} s" in prose("docs/RESULTS.md")
