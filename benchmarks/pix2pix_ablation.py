@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -37,6 +38,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from seeds import provenance  # noqa: E402  (benchmarks/seeds.py: command, date, machine, commit)
 
 from minigan import backend, io, paired  # noqa: E402
 from minigan.config import TrainConfig  # noqa: E402
@@ -150,7 +154,8 @@ def main(argv=None) -> int:
         results[objective] = {**score(outputs[objective], test, clf, real_features),
                               "epochs": meta.get("epoch"), "updates": meta.get("updates"),
                               "train_seconds": meta.get("train_seconds")}
-    summary = {"dataset": args.dataset, "n_eval": n, "width": args.width, "batch": args.batch, "seed": args.seed,
+    summary = {**provenance("pix2pix_ablation.py", list(sys.argv[1:] if argv is None else argv), []),
+               "threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"), "dataset": args.dataset, "n_eval": n, "width": args.width, "batch": args.batch, "seed": args.seed,
                "classifier": str(clf_path) if clf is not None else None, "reference": reference,
                "results": results, "wall_seconds": seconds}
     (out / "ablation.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -276,3 +276,20 @@ def test_cdcgan_figures_come_from_its_committed_outputs():
     seconds = [r["seconds"] for r in records]
     assert len(records) == 10 and not any(r.get("health") for r in records)
     assert f"Epoch time: {min(seconds):.0f}–{max(seconds):.0f} s" in prose("docs/RESULTS.md")
+
+
+def test_pix2pix_ablation_figures_come_from_its_committed_json():
+    doc = json.loads((REPO / "benchmarks" / "results" / "pix2pix" / "fashion-edges-width32-1epoch.json").read_text())
+    assert (doc["dataset"], doc["width"], doc["n_eval"]) == ("fashion-edges", 32, 10_000)
+    rows = table("docs/RESULTS.md", "objective")
+    for label, key in (("L1 only", "l1"), ("cGAN only", "gan"), ("L1 + cGAN", "l1+gan")):
+        r = doc["results"][key]
+        assert r["epochs"] == 1
+        assert rows[label] == [f"{r['l1']:.4f}", f"{r['sharpness']:.3f}", f"{100 * r['accuracy']:.1f}%",
+                               f"{r['fid']:.2f}"]
+    ref = doc["reference"]
+    assert rows["real targets"][2:] == [f"{100 * ref['accuracy_real_targets']:.1f}%",
+                                        f"{ref['fid_valid_vs_test_targets']:.2f} (validation vs test targets)"]
+    seconds = [round(doc["results"][k]["train_seconds"]) for k in ("l1", "gan", "l1+gan")]
+    assert "an epoch took {} s (L1 only: no D), {} s (cGAN) and {} s (L1 + cGAN)".format(*seconds) \
+        in prose("docs/RESULTS.md")
