@@ -293,3 +293,6 @@ def test_pix2pix_ablation_figures_come_from_its_committed_json():
     seconds = [round(doc["results"][k]["train_seconds"]) for k in ("l1", "gan", "l1+gan")]
     assert "an epoch took {} s (L1 only: no D), {} s (cGAN) and {} s (L1 + cGAN)".format(*seconds) \
         in prose("docs/RESULTS.md")
+    l1, both = doc["results"]["l1"], doc["results"]["l1+gan"]
+    assert f"halves the FID ({l1['fid']:.2f} → {both['fid']:.2f})" in prose("README.md")
+    assert f"classifier accuracy ({100 * both['accuracy']:.1f}%)" in prose("README.md")
