@@ -29,7 +29,8 @@ def table(path: str, first_header: str) -> dict[str, list[str]]:
     """The Markdown table whose first header cell is ``first_header``: {first cell: the other cells}."""
     rows, inside = {}, False
     for line in (REPO / path).read_text(encoding="utf-8").splitlines():
-        cells = [c.replace("&nbsp;", "").replace("**", "").strip() for c in line.strip().strip("|").split("|")]
+        line = line.strip()  # a table may be indented inside a list item
+        cells = [c.replace("&nbsp;", "").replace("**", "").strip() for c in line.strip("|").split("|")]
         if line.startswith("|") and cells[0] == first_header:
             inside = True
         elif inside and not line.startswith("|"):
@@ -296,3 +297,12 @@ def test_pix2pix_ablation_figures_come_from_its_committed_json():
     l1, both = doc["results"]["l1"], doc["results"]["l1+gan"]
     assert f"halves the FID ({l1['fid']:.2f} → {both['fid']:.2f})" in prose("README.md")
     assert f"classifier accuracy ({100 * both['accuracy']:.1f}%)" in prose("README.md")
+
+
+def test_cdcgan_weight_average_table_is_its_committed_jsonl():
+    path = REPO / "benchmarks" / "results" / "average_decay" / "2026-12-02-cdcgan-seed1.jsonl"
+    rows = table("docs/RESULTS.md", "seed 1, 5 epochs")
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        label = "last weights" if r["variant"] == "last weights" else r["variant"].replace("ema", "β")
+        assert rows[label] == [f"{100 * r['accuracy']:.1f}%", f"{100 * r['worst_class']:.1f}%", f"{r['fid_ratio']:.2f}"]
