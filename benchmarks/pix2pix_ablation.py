@@ -155,7 +155,8 @@ def main(argv=None) -> int:
                               "epochs": meta.get("epoch"), "updates": meta.get("updates"),
                               "train_seconds": meta.get("train_seconds")}
     summary = {**provenance("pix2pix_ablation.py", list(sys.argv[1:] if argv is None else argv), []),
-               "threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"), "dataset": args.dataset, "n_eval": n, "width": args.width, "batch": args.batch, "seed": args.seed,
+               "threads": next((os.environ[v] for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+                            if os.environ.get(v)), "default"), "dataset": args.dataset, "n_eval": n, "width": args.width, "batch": args.batch, "seed": args.seed,
                "classifier": str(clf_path) if clf is not None else None, "reference": reference,
                "results": results, "wall_seconds": seconds}
     (out / "ablation.json").write_text(json.dumps(summary, indent=2) + "\n")

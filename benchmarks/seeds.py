@@ -80,15 +80,21 @@ def split_train_options(argv: list[str]) -> tuple[list[str], list[str]]:
 
 def provenance(script: str, argv: list[str], extra: list[str]) -> dict:
     """What a result JSON records of how it was made: the command, the date, the machine and the commit."""
+    import shlex
+
     import numpy
 
+    try:  # no git (or no checkout) must not cost the results this records
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True).stdout.strip() or None
+    except OSError:
+        commit = None
     return {
-        "command": f"python benchmarks/{script} " + " ".join(argv) + (" -- " + " ".join(extra) if extra else ""),
+        "command": f"python benchmarks/{script} " + shlex.join(argv) + (" -- " + shlex.join(extra) if extra else ""),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "numpy": numpy.__version__},
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                 text=True).stdout.strip() or None,
+        "commit": commit,
     }
 
 

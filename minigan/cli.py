@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="KEY=VALUE",
                    help="a model option, repeatable, e.g. pix2pix: --option norm=instance --option objective=l1 "
                         "(width, norm, objective, lambda_l1, d_layers, dropout_levels, direction, load_size, "
-                        "crop_size, flip; minigan/families/pix2pix.py); cgan/gan: the builder's keywords in "
+                        "crop_size, flip; minigan/families/pix2pix.py); cgan: the builder's keywords in "
                         "minigan/families/mlp.py, e.g. d_y_dropout=0.5, noise=-1.73,1.73 (comma-separated numbers "
                         "make a list); kept in the run and refused if changed on --resume")
     t.add_argument("--preset", choices=config.PRESET_NAMES, default=None,

@@ -212,6 +212,11 @@ def test_learning_rate_decay_override(tmp_path, isolated_run_env):
             make_config(tmp_path, preset="paper", lr_decay=bad)
     with pytest.raises(ConfigError, match="modern preset keeps its rates constant"):
         make_config(tmp_path, lr_decay=1.00004)
+    modern = tmp_path / "modern"
+    Trainer(make_config(tmp_path, out=str(modern), epochs=1), dataset=tiny_dataset(),
+            log=lambda m: None).run(handle_signals=False)
+    with pytest.raises(ConfigError, match="lr_decay=1.00004"):  # a modern run has no schedule to change
+        Trainer.resume(modern, dataset=tiny_dataset(), log=lambda m: None, lr_decay=1.00004)
 
 
 def test_speckle_does_not_count_as_diversity():

@@ -248,6 +248,7 @@ def test_paper_cgan_attempt_figures_come_from_its_committed_outputs():
     results = " ".join((REPO / "docs" / "RESULTS.md").read_text().split())
     last, best = (json.loads((out / name).read_text()) for name in ("eval-epoch10.json", "eval-best.json"))
     assert (last["epoch"], best["epoch"]) == (10, 5)
+    assert last["updates"] == 5276  # the Ctrl-C checkpoint, 276 updates into epoch 11, as RESULTS.md says
     for doc in (last, best):
         samples = doc["classifier"]["samples"]
         assert f"{100 * samples['label_accuracy']['overall']:.1f}%" in results
