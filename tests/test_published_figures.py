@@ -307,3 +307,18 @@ def test_cdcgan_weight_average_table_is_its_committed_jsonl():
         r = json.loads(line)
         label = "last weights" if r["variant"] == "last weights" else r["variant"].replace("ema", "β")
         assert rows[label] == [f"{100 * r['accuracy']:.1f}%", f"{100 * r['worst_class']:.1f}%", f"{r['fid_ratio']:.2f}"]
+
+
+def test_unconditional_dcgan_figures_come_from_its_committed_eval():
+    doc = json.loads((REPO / "benchmarks" / "results" / "dcgan" / "dcgan-seed0-eval-epoch3.json").read_text())
+    samples = doc["classifier"]["samples"]
+    shares = [count / doc["n_samples"] for count in samples["histogram"]]
+    text = prose("docs/RESULTS.md")
+    assert doc["epoch"] == 3 and len(shares) == 10 and min(shares) > 0  # every digit drawn
+    assert f"the shares were {100 * min(shares):.1f}% (\"{shares.index(min(shares))}\") to " \
+           f"{100 * max(shares):.1f}% (\"{shares.index(max(shares))}\")" in text
+    over = [str(d) for d, share in enumerate(shares) if share > 0.13 and share != max(shares)]
+    assert over == ["3", "7", "9"] and 'with "3", "7" and "9" also above 13%' in text
+    ratio = samples["fid_test"] / doc["classifier"]["real_valid"]["fid_test"]
+    assert f"FID {samples['fid_test']:.1f} ({ratio:.0f}× real), Parzen {doc['parzen']['mean']:.1f} ± " \
+           f"{doc['parzen']['se']:.1f}" in text
