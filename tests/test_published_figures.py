@@ -322,3 +322,14 @@ def test_unconditional_dcgan_figures_come_from_its_committed_eval():
     ratio = samples["fid_test"] / doc["classifier"]["real_valid"]["fid_test"]
     assert f"FID {samples['fid_test']:.1f} ({ratio:.0f}× real), Parzen {doc['parzen']['mean']:.1f} ± " \
            f"{doc['parzen']['se']:.1f}" in text
+
+
+def test_fifteen_epoch_benchmark_is_the_committed_json():
+    seeds = _seeds_module()
+    doc = json.loads((SEEDS / "modern-ema-15ep-seeds60-69-1thread.json").read_text())
+    assert doc["epochs"] == 15 and doc["threads"] == 1 and len(doc["rows"]) == 10
+    assert doc["criteria"]["min_parzen"] == 132.0 and all(r["parzen"] >= 132 for r in doc["rows"])
+    assert seeds.markdown(doc) in (REPO / "docs" / "RESULTS.md").read_text()
+    low, high = min(r["parzen"] for r in doc["rows"]), max(r["parzen"] for r in doc["rows"])
+    assert f"{low:.1f}–{high:.1f}" in prose("docs/RESULTS.md")
+    assert seeds.markdown(doc).splitlines()[-1] in prose("README.md")
