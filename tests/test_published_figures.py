@@ -333,3 +333,30 @@ def test_fifteen_epoch_benchmark_is_the_committed_json():
     low, high = min(r["parzen"] for r in doc["rows"]), max(r["parzen"] for r in doc["rows"])
     assert f"{low:.1f}–{high:.1f}" in prose("docs/RESULTS.md")
     assert seeds.markdown(doc).splitlines()[-1] in prose("README.md")
+
+
+def test_epoch_times_and_time_to_quality_come_from_committed_outputs():
+    import re
+
+    results = (REPO / "benchmarks" / "RESULTS.md").read_text()
+    rows = table("benchmarks/RESULTS.md", "run")
+    log = (REPO / "benchmarks" / "results" / "2026-12-02-quiet-step-times.log").read_text()
+    per_update = [float(v) for v in re.findall(r"\(([\d.]+) ms/update\)", log)]
+    assert len(per_update) == 5
+    cdcgan, cgan, p2p32, p2p64 = per_update[:2], per_update[2], per_update[3], per_update[4]
+    assert row(rows, "default CGAN")[1:4] == [f"{cgan:.1f}", "500", f"{cgan * 500 / 1000:.0f} s"]
+    assert row(rows, "conditional DCGAN")[1] == f"{min(cdcgan):.1f}, {max(cdcgan):.1f}"
+    assert row(rows, "conditional DCGAN")[3] == f"{max(cdcgan) * 781 / 60000:.1f} min"
+    assert row(rows, "pix2pix fashion-edges")[1:4] == [f"{p2p32:.1f}", "781", f"{p2p32 * 781 / 60000:.1f} min"]
+    assert row(rows, "pix2pix, width 64")[1:4] == [f"{p2p64:.1f}", "781", f"{p2p64 * 781 / 60000:.1f} min"]
+    doc = json.loads((REPO / "benchmarks" / "results" / "time_to_quality-seeds0-2.json").read_text())
+    ttq = table("benchmarks/RESULTS.md", "seed")
+    for r in doc["rows"]:
+        cells = ttq[str(r["seed"])]
+        for cell, hit in zip(cells, (r["to_parzen"], r["to_accuracy"])):
+            assert cell.startswith(f"epoch {hit['epoch']}: {hit['train_seconds'] / 60:.1f} min")
+            assert f"({hit['process_seconds'] / 60:.1f} min wall)" in cell
+    test_parzen = json.loads((REPO / "benchmarks" / "results" /
+                              "time_to_quality-seed0-epoch3-test-parzen.json").read_text())
+    assert test_parzen["epoch"] == 3
+    assert f"{test_parzen['parzen']['mean']:.1f} ± {test_parzen['parzen']['se']:.1f}" in " ".join(results.split())
