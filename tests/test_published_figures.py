@@ -280,15 +280,22 @@ def test_cdcgan_figures_come_from_its_committed_outputs():
     assert f"Epoch time: {min(seconds):.0f}–{max(seconds):.0f} s" in prose("docs/RESULTS.md")
 
 
-def test_pix2pix_ablation_figures_come_from_its_committed_json():
-    doc = json.loads((REPO / "benchmarks" / "results" / "pix2pix" / "fashion-edges-width32-1epoch.json").read_text())
+@pytest.mark.parametrize("name,header,epochs", [("fashion-edges-width32-1epoch.json", "objective", 1),
+                                                 ("fashion-edges-width32-2epochs.json", "after 2 epochs", 2)])
+def test_pix2pix_ablation_tables_are_the_committed_json(name, header, epochs):
+    doc = json.loads((REPO / "benchmarks" / "results" / "pix2pix" / name).read_text())
     assert (doc["dataset"], doc["width"], doc["n_eval"]) == ("fashion-edges", 32, 10_000)
-    rows = table("docs/RESULTS.md", "objective")
+    rows = table("docs/RESULTS.md", header)
     for label, key in (("L1 only", "l1"), ("cGAN only", "gan"), ("L1 + cGAN", "l1+gan")):
         r = doc["results"][key]
-        assert r["epochs"] == 1
+        assert r["epochs"] == epochs
         assert rows[label] == [f"{r['l1']:.4f}", f"{r['sharpness']:.3f}", f"{100 * r['accuracy']:.1f}%",
                                f"{r['fid']:.2f}"]
+
+
+def test_pix2pix_ablation_figures_come_from_its_committed_json():
+    doc = json.loads((REPO / "benchmarks" / "results" / "pix2pix" / "fashion-edges-width32-1epoch.json").read_text())
+    rows = table("docs/RESULTS.md", "objective")
     ref = doc["reference"]
     assert rows["real targets"][2:] == [f"{100 * ref['accuracy_real_targets']:.1f}%",
                                         f"{ref['fid_valid_vs_test_targets']:.2f} (validation vs test targets)"]
@@ -360,3 +367,16 @@ def test_epoch_times_and_time_to_quality_come_from_committed_outputs():
                               "time_to_quality-seed0-epoch3-test-parzen.json").read_text())
     assert test_parzen["epoch"] == 3
     assert f"{test_parzen['parzen']['mean']:.1f} ± {test_parzen['parzen']['se']:.1f}" in " ".join(results.split())
+
+
+def test_pix2pix_two_epoch_claims_follow_from_the_json():
+    doc = json.loads((REPO / "benchmarks" / "results" / "pix2pix" / "fashion-edges-width32-2epochs.json").read_text())
+    l1, both = doc["results"]["l1"], doc["results"]["l1+gan"]
+    points = 100 * (doc["reference"]["accuracy_real_targets"] - both["accuracy"])
+    for path in ("README.md", "docs/RESULTS.md"):
+        text = prose(path)
+        assert f"FID {l1['fid'] / both['fid']:.1f}× lower" in text
+        assert f"{points:.2f} points under" in text
+    assert f"({l1['fid']:.2f} → {both['fid']:.2f})" in prose("README.md")
+    assert f"sharpness {100 * (1 - both['sharpness']):.0f}% under" in prose("README.md").replace("the data's", "")
+    assert points < 3 and l1["fid"] / both["fid"] >= 2 and abs(1 - both["sharpness"]) <= 0.15
