@@ -5,7 +5,9 @@ keep several averages at once and score each against the same live G. For each s
 train``'s run through the public API (``TrainConfig`` / ``Trainer``, with the run's own average off so the
 live weights are what training made), keeps a :class:`minigan.nn.optim.WeightAverage` per decay in ``--betas``
 (updated after every G step, exactly as the trainer's), then scores G's last weights and each average with
-the fixed classifier, as ``minigan eval --classifier`` does: label accuracy overall and for the worst class of
+the fixed classifier, as ``minigan eval --classifier`` does (an average of a G with BatchNorm is scored with
+statistics re-estimated for it, as training and ``minigan eval`` do; ``--live-statistics`` adds each with the
+live G's statistics): label accuracy overall and for the worst class of
 10,000 conditional samples, and the classifier-feature FID as a multiple of the real-data value.
 
 Examples::
@@ -75,7 +77,11 @@ def run_seed(seed: int, args, extra: list[str]) -> list[dict]:
     rows = [{**common, "variant": "last weights", **score(trainer, classifier)}]
     for beta, average in averages.items():
         with average.swapped_in():
-            rows.append({**common, "variant": f"ema {beta}", **score(trainer, classifier)})
+            if args.live_statistics:
+                rows.append({**common, "variant": f"ema {beta} live BN", **score(trainer, classifier)})
+            # What the trainer's sampling_G does (a G without BatchNorm has nothing to re-estimate):
+            if trainer.model.standing_statistics(trainer.config.batch, seed=seed) or not args.live_statistics:
+                rows.append({**common, "variant": f"ema {beta}", **score(trainer, classifier)})
     return rows
 
 
@@ -89,12 +95,15 @@ def main(argv=None) -> int:
     ap.add_argument("--betas", type=lambda t: [float(b) for b in t.split(",")], default=[0.99, 0.995, 0.999])
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "average_decay"))
     ap.add_argument("--json", default=None, help="append one JSON line per seed and variant here")
+    ap.add_argument("--live-statistics", action="store_true",
+                    help="also score each average with the live G's BatchNorm statistics (variant 'ema B live BN'), "
+                         "as sampling did before the statistics were re-estimated for the average")
     args = ap.parse_args(argv)
     backend.use("numpy")
-    print(f"{'seed':>4}  {'variant':<14} {'acc':>6}  {'worst':>6}  {'FID x real':>10}")
+    print(f"{'seed':>4}  {'variant':<22} {'acc':>6}  {'worst':>6}  {'FID x real':>10}")
     for seed in args.seeds:
         for row in run_seed(seed, args, extra):
-            print(f"{row['seed']:>4}  {row['variant']:<14} {row['accuracy']:.4f}  {row['worst_class']:.4f}  "
+            print(f"{row['seed']:>4}  {row['variant']:<22} {row['accuracy']:.4f}  {row['worst_class']:.4f}  "
                   f"{row['fid_ratio']:>10.2f}", flush=True)
             if args.json:
                 with open(args.json, "a", encoding="utf-8") as f:

@@ -68,8 +68,9 @@ def _checked_array(where, key: str, a: np.ndarray, like) -> np.ndarray:
 def load_model(run_dir: str | os.PathLike) -> tuple[families.GANModel, dict]:
     """The model saved in ``run_dir/checkpoint.npz`` (or a checkpoint file path), on the active backend.
 
-    When the run kept a moving average of G's weights, G holds the average: the generator that the run's grids,
-    health checks and model selection used.
+    When the run kept a moving average of G's weights, G holds the average, with its BatchNorm statistics
+    re-estimated for it (:meth:`~minigan.families.base.GANModel.standing_statistics`): the generator that the
+    run's grids and model selection used.
     """
     path = Path(run_dir)
     if path.is_dir() or not path.suffix:
@@ -91,19 +92,21 @@ def load_model(run_dir: str | os.PathLike) -> tuple[families.GANModel, dict]:
                 a = _checked_array(path, f"{net}.{name}", arrays[f"{net}.{name}"], p)
                 p[...] = a
             _restore_buffers(path, arrays, net, layer, lambda a: a)
-        _average_into_G(path, arrays, meta, networks)
+        averaged = _average_into_G(path, arrays, meta, networks)
     except (KeyError, TypeError, ValueError) as exc:
         raise io.CheckpointError(f"{path}: not a usable minigan checkpoint ({type(exc).__name__}: {exc})") from exc
     for layer in networks.values():
         backend.to_device(layer)
+    if averaged:  # on the device, where the trainer measured them
+        model.standing_statistics(config.batch, seed=config.seed)
     return model, meta
 
 
-def _average_into_G(path, arrays: dict, meta: dict, networks: dict) -> None:
-    """Put the checkpoint's average of G's weights (if it has one) into ``networks["G"]``."""
+def _average_into_G(path, arrays: dict, meta: dict, networks: dict) -> bool:
+    """Put the checkpoint's average of G's weights (if it has one) into ``networks["G"]``; whether it had one."""
     state = (meta.get("parts") or {}).get(EMA_PART)
     if state is None:
-        return
+        return False
     G = networks["G"]
     prefix = EMA_PART + "."
     average = WeightAverage(G, state["beta"])
@@ -111,6 +114,7 @@ def _average_into_G(path, arrays: dict, meta: dict, networks: dict) -> None:
                              for k, a in arrays.items() if k.startswith(prefix)}, state)
     for name, a in average.averaged().items():
         G.params[name][...] = a
+    return True
 
 
 def sample(run_dir: str | os.PathLike, n: int, label: int | None = None, seed: int = 0):

@@ -371,12 +371,17 @@ class Trainer:
                                      f"{beta}) but the checkpoint holds no average")
         return average
 
+    @contextlib.contextmanager
     def sampling_G(self):
         """A context manager under which G holds the weights samples come from: its moving average when the run
-        keeps one (the live weights come back exactly on exit), else the live weights."""
+        keeps one, with BatchNorm statistics re-estimated for it (the live weights and statistics come back
+        exactly on exit), else the live weights."""
         if self.average_G is None:
-            return contextlib.nullcontext(self.networks.get("G"))
-        return self.average_G.swapped_in()
+            yield self.networks.get("G")
+            return
+        with self.average_G.swapped_in() as G:
+            self.model.standing_statistics(self.config.batch, seed=self.config.seed)
+            yield G
 
     @property
     def opt_G(self):

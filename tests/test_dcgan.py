@@ -141,6 +141,40 @@ def test_resume_is_bit_identical_and_buffers_are_checkpointed(tmp_path, on_backe
     assert (tmp_path / "plain" / "samples" / "epoch_002.png").exists()
 
 
+def _host_state(layer):
+    return {k: backend.to_host(v).copy() for k, v in {**layer.params, **layer.buffers}.items()}
+
+
+def test_averaged_G_samples_with_its_own_batchnorm_statistics_and_training_never_sees_them(tmp_path, on_backend):
+    """With --ema, samples come from G's average with BatchNorm statistics re-estimated for it: the same ones in
+    training's grids and in load_model (eval, sample); the live weights and statistics are untouched, so the
+    run trains exactly as without an average."""
+    ds = tiny_dataset(12)
+    plain = Trainer(config(tmp_path, "cdcgan", "plain", ema=0), dataset=ds, log=quiet)
+    plain.run(handle_signals=False)
+    averaged = Trainer(config(tmp_path, "cdcgan", "averaged", ema=0.9), dataset=ds, log=quiet)
+    averaged.run(handle_signals=False)
+    live = _host_state(averaged.model.G)
+    assert live.keys() == _host_state(plain.model.G).keys()
+    assert all(np.array_equal(v, _host_state(plain.model.G)[k]) for k, v in live.items())
+    with averaged.sampling_G() as G:
+        inside = _host_state(G)
+        grid = averaged.family.grid_images(averaged.grid_z, averaged.grid_labels)
+    stats = [k for k in inside if "running_" in k]
+    assert stats and all(not np.array_equal(inside[k], live[k]) for k in stats)
+    # Exactly GANModel.standing_statistics of the averaged weights (training batch 4, the run's seed).
+    check = families.build("cdcgan", 0, width=2)
+    for k, p in check.G.params.items():
+        p[...] = backend.to_device(inside[k])
+    assert check.standing_statistics(4, seed=averaged.config.seed)
+    assert all(np.array_equal(backend.to_host(v), inside[k]) for k, v in check.G.buffers.items())
+    assert all(np.array_equal(v, live[k]) for k, v in _host_state(averaged.model.G).items())  # restored
+    model, _ = load_model(tmp_path / "averaged")
+    assert all(np.array_equal(v, inside[k]) for k, v in _host_state(model.G).items())
+    assert np.array_equal(io.read_png(tmp_path / "averaged" / "samples" / "epoch_002.png"),
+                          averaged.family.grid_picture(grid))
+
+
 @pytest.mark.parametrize("model", MODELS)
 def test_sample_and_load_model_give_images_in_unit_range(tmp_path, model):
     backend.use("numpy")

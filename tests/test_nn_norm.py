@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from minigan import backend, io
 from minigan.gradcheck import check_layer, generic_point
 from minigan.nn import LeakyReLU, Linear, Sequential
-from minigan.nn import BatchNorm, Conv2d, InstanceNorm2d
+from minigan.nn import BatchNorm, Conv2d, Dropout, InstanceNorm2d
+from minigan.nn.norm import standing_statistics
 
 
 def _data(seed, *shape, scale=1.0, shift=0.0):
@@ -215,3 +216,75 @@ def test_errors():
         InstanceNorm2d(3, eps=0)
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         InstanceNorm2d(3).forward(np.ones((4, 3), np.float32))
+
+
+# -- standing statistics -----------------------------------------------------------------------------------------
+
+
+def _standing_net():
+    return Sequential(Linear(4, 5, 0.5, 0, np.float64, name="h0"), BatchNorm(5, dtype=np.float64, name="bn0"),
+                      LeakyReLU(0.2), Dropout(0.5, 3), Linear(5, 3, 0.5, 1, np.float64, name="h1"),
+                      BatchNorm(3, dtype=np.float64, name="bn1"), name="G")
+
+
+def test_standing_statistics_are_the_mean_batch_statistics_of_the_weights_as_they_are(on_backend):
+    """On exit each BatchNorm holds the plain mean, over the batches, of its batch mean and unbiased batch
+    variance, each batch normalised by its own statistics on the way (a NumPy transcription), dropout off."""
+    net = _standing_net()
+    for i, p in enumerate(net.params.values()):  # weights away from their initial values, gammas and betas too
+        p[...] = backend.to_device(_data(100 + i, *p.shape, scale=0.7, shift=0.3))
+    batches = [_data(10 + b, 6, 4, scale=2.0, shift=b) for b in range(3)]
+    live = {k: backend.to_host(v).copy() for k, v in net.buffers.items()}
+    P = {k: backend.to_host(v) for k, v in net.params.items()}
+    expected = {"bn0": [], "bn1": []}
+    for x in batches:
+        h0 = x @ P["h0.W"] + P["h0.b"]
+        expected["bn0"].append((h0.mean(0), h0.var(0) * 6 / 5))
+        a = _reference_batchnorm(h0, P["bn0.gamma"], P["bn0.beta"])
+        a = np.where(a > 0, a, 0.2 * a)  # LeakyReLU; Dropout is the identity in evaluation mode
+        h1 = a @ P["h1.W"] + P["h1.b"]
+        expected["bn1"].append((h1.mean(0), h1.var(0) * 6 / 5))
+    with standing_statistics(net) as layers:
+        assert [layer.path for layer in layers] == ["G.bn0", "G.bn1"]
+        for x in batches:
+            net.forward(backend.to_device(x), train=False)
+        # Inside, the running statistics are still the live ones.
+        assert all(np.array_equal(backend.to_host(v), live[k]) for k, v in net.buffers.items())
+    for bn, stats in expected.items():
+        np.testing.assert_allclose(backend.to_host(net.buffers[f"{bn}.running_mean"]),
+                                   np.mean([m for m, _ in stats], axis=0), rtol=1e-12)
+        np.testing.assert_allclose(backend.to_host(net.buffers[f"{bn}.running_var"]),
+                                   np.mean([v for _, v in stats], axis=0), rtol=1e-12)
+    # Afterwards evaluation mode uses them and changes nothing.
+    after = {k: backend.to_host(v).copy() for k, v in net.buffers.items()}
+    net.forward(backend.to_device(batches[0]), train=False)
+    assert all(np.array_equal(backend.to_host(v), after[k]) for k, v in net.buffers.items())
+
+
+def test_standing_statistics_leave_the_buffers_alone_on_failure(on_backend):
+    net = _standing_net()
+    live = {k: backend.to_host(v).copy() for k, v in net.buffers.items()}
+    x = backend.to_device(_data(0, 6, 4))
+    with pytest.raises(ValueError, match="no batch went through"):
+        with standing_statistics(net):
+            pass
+    with pytest.raises(KeyError):
+        with standing_statistics(net):
+            net.forward(x, train=False)
+            raise KeyError("interrupted")
+    with pytest.raises(RuntimeError, match="no backward pass"):
+        with standing_statistics(net):
+            net.forward(x, train=False)
+            net.backward(backend.to_device(np.ones((6, 3))))
+    with pytest.raises(RuntimeError, match="already being measured"):
+        with standing_statistics(net):
+            with standing_statistics(net):
+                pass
+    assert all(np.array_equal(backend.to_host(v), live[k]) for k, v in net.buffers.items())
+    # Training-mode forwards inside still update the running statistics the usual way (and are not counted).
+    with pytest.raises(ValueError, match="no batch went through"):
+        with standing_statistics(net):
+            net.forward(x, train=True)
+    assert not np.array_equal(backend.to_host(net.buffers["bn0.running_mean"]), live["bn0.running_mean"])
+    with standing_statistics(Linear(2, 2)) as layers:  # nothing to measure
+        assert layers == []

@@ -38,6 +38,7 @@ from .. import backend, data, health, io, objective
 from ..backend import Rng
 from ..nn import Layer
 from ..nn.activations import sigmoid
+from ..nn.norm import standing_statistics
 
 if TYPE_CHECKING:  # the trainer imports the families, never the other way round
     from ..data import Split
@@ -47,6 +48,8 @@ __all__ = ["GANModel", "Family", "AdversarialFamily", "N_CLASSES", "IMAGE_SIZE"]
 
 IMAGE_SIZE = 784
 N_CLASSES = 10
+#: Batches of G's inputs that :meth:`GANModel.standing_statistics` averages over.
+STANDING_BATCHES = 50
 
 
 @dataclass
@@ -111,6 +114,26 @@ class GANModel:
         if self.conditional and y is None:
             raise ValueError(f"{self.name} is conditional: generate() needs one-hot labels y")
         return self.G.forward(z if not self.conditional else (z, y), train=False)
+
+    def standing_statistics(self, batch: int, seed: int = 0, batches: int = STANDING_BATCHES) -> bool:
+        """Re-estimate G's BatchNorm running statistics for G's weights as they are now
+        (:func:`minigan.nn.norm.standing_statistics`); returns whether G has any BatchNorm.
+
+        G runs in evaluation mode on ``batches`` batches of ``batch`` inputs (the training batch size, so each
+        batch is normalised as in training): noise from its own generator ``Rng(seed)``, never the run's streams,
+        so the same weights always get the same statistics; for a conditional G the labels cycle through the
+        classes. Used when samples come from a moving average of G's weights, whose activations the live
+        network's running statistics do not describe.
+        """
+        rng = Rng(seed)
+        with standing_statistics(self.G) as layers:
+            if not layers:
+                return False
+            for b in range(batches):
+                z = self.sample_noise(batch, rng)
+                y = self.one_hot((np.arange(batch) + b * batch) % self.n_classes) if self.conditional else None
+                self.generate(z, y)
+        return True
 
     def sample(self, n: int, rng: Rng, label: int | None = None):
         """``n`` generated images (n, 784) in [0, 1] terms on the active backend, and their labels (host int64,

@@ -218,6 +218,11 @@ class Pix2PixModel(GANModel):
     def generate(self, z, y=None):
         raise ValueError("pix2pix has no noise input: use translate()")
 
+    def standing_statistics(self, batch, seed=0, batches=None) -> bool:
+        """Nothing to re-estimate from: G's inputs are images, not draws from a prior, so a moving average of G's
+        weights keeps the live network's running statistics. Returns False."""
+        return False
+
     def translate(self, a_unit):
         """G's output in [0, 1] terms for inputs ``a_unit`` (N, in_channels, H, W) in [0, 1] (evaluation mode).
 

@@ -27,11 +27,28 @@ with :math:`\gamma, \beta` per channel. Write :math:`g_m = \partial L/\partial y
 
 In evaluation mode BatchNorm uses the running statistics, constants, so it is the per-channel affine map
 :math:`y = \gamma (x - \mu_R) r_R + \beta` and :math:`\partial L/\partial x = \gamma r_R\, g`.
+
+Standing statistics
+-------------------
+The running statistics describe the weights that were *trained*, a few steps at a time. A network whose
+weights are replaced (by a moving average of them, :class:`~minigan.nn.optim.WeightAverage`) produces other
+pre-normalisation activations, and its running statistics no longer match them. :func:`standing_statistics`
+re-estimates them for the weights in place: inside it every BatchNorm normalises with the batch's own
+statistics (as in training) while the rest of the network stays in evaluation mode (dropout off, as when
+sampling), and on exit its running mean and variance are the plain means, over the :math:`B` batches seen, of
+the batch means and of the unbiased batch variances,
+
+.. math:: \mu_R = \tfrac1B \textstyle\sum_b \mu_b, \qquad \sigma^2_R = \tfrac1B \sum_b \tfrac{M}{M-1}\sigma^2_b,
+
+the quantities that training's exponential averages estimate, with equal weight on every batch (BigGAN's
+"standing statistics", Brock et al. 2019). The variance is the within-batch one, the scale each batch was
+normalised by in training, not the spread over all batches together.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -40,7 +57,7 @@ from ..backend import get_array_module
 from .base import DEFAULT_DTYPE, Layer
 from ._checks import check_batch, positive_int
 
-__all__ = ["BatchNorm", "InstanceNorm2d"]
+__all__ = ["BatchNorm", "InstanceNorm2d", "standing_statistics"]
 
 
 class _Normalization(Layer):
@@ -166,18 +183,22 @@ class BatchNorm(_Normalization):
         self.momentum = float(momentum)
         self._buffers = backend.to_device({"running_mean": np.zeros(self.num_features, dtype),
                                            "running_var": np.ones(self.num_features, dtype)})
+        self._standing: dict[str, Any] | None = None  # sums while inside standing_statistics()
 
     def forward(self, x, train: bool | None = None):
         check_batch(self, x, self.num_features, ndims=(2, 3, 4), layout="(N, C) or (N, C, H, W)")
         axes = (0,) + tuple(range(2, x.ndim))
         count = x.size // self.num_features
         training = self._mode(train)
-        if training:
+        if training or self._standing is not None:
             if count < 2:
-                raise ValueError(f"BatchNorm {self.path}: training needs more than one value per channel, got "
-                                 f"input shape {tuple(x.shape)}")
+                raise ValueError(f"BatchNorm {self.path}: batch statistics need more than one value per channel, "
+                                 f"got input shape {tuple(x.shape)}")
             mean, var, x_hat = self._statistics(x, axes)
-            self._update_running(mean.reshape(-1), var.reshape(-1), count)
+            if training:
+                self._update_running(mean.reshape(-1), var.reshape(-1), count)
+            else:
+                self._accumulate_standing(mean.reshape(-1), var.reshape(-1), count)
         else:
             mean = self._per_channel(self._buffers["running_mean"], x.ndim)
             var = self._per_channel(self._buffers["running_var"], x.ndim)
@@ -195,8 +216,16 @@ class BatchNorm(_Normalization):
         running_var *= 1 - m
         running_var += (m * count / (count - 1)) * var
 
+    def _accumulate_standing(self, mean, var, count: int) -> None:
+        sums = self._standing
+        sums["mean"] += mean
+        sums["var"] += var * (count / (count - 1))
+        sums["batches"] += 1
+
     def backward(self, dout):
         c = self._require_forward()
+        if self._standing is not None and not c["training"]:
+            raise RuntimeError(f"BatchNorm {self.path}: no backward pass while standing statistics are measured")
         if c["training"]:
             return self._backward_through_statistics(dout, c["x_hat"], c["inv_std"], c["axes"], c["count"])
         # Evaluation: a per-channel affine map with constant statistics.
@@ -248,3 +277,34 @@ class InstanceNorm2d(_Normalization):
     def backward(self, dout):
         c = self._require_forward()
         return self._backward_through_statistics(dout, c["x_hat"], c["inv_std"], (2, 3), c["count"])
+
+
+@contextlib.contextmanager
+def standing_statistics(network: Layer) -> Iterator[list[BatchNorm]]:
+    """Re-estimate the running statistics of every :class:`BatchNorm` in ``network`` for its current weights.
+
+    Inside the ``with`` block, run the network forward in evaluation mode on the batches the statistics should
+    describe (the batch size of training, so each batch is normalised as in training); each BatchNorm then
+    normalises with its batch's statistics and sums them. On a normal exit its ``running_mean`` and
+    ``running_var`` become the means over those batches (the module docstring); on an exception, or if no
+    batch went through, they are left as they were. Yields the BatchNorm layers (empty: nothing to do).
+    """
+    layers = [layer for layer in network.walk() if isinstance(layer, BatchNorm)]
+    if any(layer._standing is not None for layer in layers):
+        raise RuntimeError(f"{network.path}: standing statistics are already being measured")
+    for layer in layers:
+        xp = get_array_module(layer.buffers["running_mean"])
+        layer._standing = {"mean": xp.zeros(layer.num_features, np.float64),
+                           "var": xp.zeros(layer.num_features, np.float64), "batches": 0}
+    try:
+        yield layers
+        unused = [layer.path for layer in layers if layer._standing["batches"] == 0]
+        if unused:
+            raise ValueError(f"BatchNorm {unused[0]}: no batch went through it inside standing_statistics()")
+        for layer in layers:
+            sums = layer._standing
+            for name, key in (("running_mean", "mean"), ("running_var", "var")):
+                layer.buffers[name][...] = sums[key] / sums["batches"]
+    finally:
+        for layer in layers:
+            layer._standing = None

@@ -212,8 +212,10 @@ class WeightAverage:
     game does not converge to a point, it circles near one); the average over the last :math:`\approx 1/(1-\beta)`
     steps lies closer to the centre. Training never reads the average; sampling does.
 
-    Non-trainable state (BatchNorm's running statistics) is not averaged: the averaged network uses the live
-    network's buffers.
+    Non-trainable state (BatchNorm's running statistics) is not averaged: they describe the live weights'
+    activations, so a user of the average re-estimates them for it
+    (:meth:`minigan.families.base.GANModel.standing_statistics`); :meth:`swapped_in` puts the live buffers back
+    on exit either way.
 
     Parameters
     ----------
@@ -247,7 +249,8 @@ class WeightAverage:
         return {name: s * correction for name, s in self.shadow.items()}
 
     def swapped_in(self):
-        """A context manager: inside it the model's parameters hold the averages; restored exactly on exit."""
+        """A context manager: inside it the model's parameters hold the averages; on exit the parameters and the
+        buffers (which the caller may re-estimate inside) are restored exactly."""
         return _Swapped(self.model, self.averaged())
 
     # -- checkpoints ---------------------------------------------------------------------------------
@@ -275,14 +278,16 @@ class WeightAverage:
 
 
 class _Swapped:
-    """Holds ``values`` in ``model.params`` inside a ``with`` block; puts the originals back on exit."""
+    """Holds ``values`` in ``model.params`` inside a ``with`` block; puts the original parameters and buffers back
+    on exit."""
 
     def __init__(self, model: Any, values: dict[str, Any]):
-        self.model, self.values, self.saved = model, values, None
+        self.model, self.values, self.saved, self.saved_buffers = model, values, None, None
 
     def __enter__(self):
         params = self.model.params
         self.saved = {name: p.copy() for name, p in params.items()}
+        self.saved_buffers = {name: b.copy() for name, b in self.model.buffers.items()}
         for name, p in params.items():
             p[...] = self.values[name]
         return self.model
@@ -290,4 +295,6 @@ class _Swapped:
     def __exit__(self, *exc):
         for name, p in self.model.params.items():
             p[...] = self.saved[name]
+        for name, b in self.model.buffers.items():
+            b[...] = self.saved_buffers[name]
         return False
