@@ -1,6 +1,8 @@
 """The whole GAN objective: D's loss into D, and G's loss through D into G, for both paper models."""
 
 import io
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,10 +124,26 @@ def test_dropout_masks_stay_frozen_during_the_check():
     assert not any(layer.frozen for layer in m.D.walk() if hasattr(layer, "frozen"))  # restored after
 
 
-def test_command_line_tour_passes_and_prints_every_table():
-    out = io.StringIO()
-    assert run_cli(batch=3, samples=4, out=out) == 0
-    text = out.getvalue()
+_ERRORS = re.compile(r"\d\.\d{2,3}e[-+]\d\d")  # relative errors: their last digits follow the BLAS summation order
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_command_line_tour_passes_and_prints_every_table(capsys):
+    """`minigan gradcheck` as users run it (defaults): every table, and the committed output README quotes."""
+    from minigan.cli import main as minigan_main
+
+    assert minigan_main(["gradcheck"]) == 0
+    text = capsys.readouterr().out
+    # benchmarks/results/gradcheck-default.txt is this command's output (one BLAS thread): the same tables, the
+    # same sampled, tiny and kink counts, every error under the threshold; README's excerpt is lines of it.
+    committed = (REPO / "benchmarks" / "results" / "gradcheck-default.txt").read_text()
+    assert _ERRORS.sub("E", committed) == _ERRORS.sub("E", text)
+    assert all(float(e) <= 1e-7 for e in _ERRORS.findall(committed))
+    readme = (REPO / "README.md").read_text()
+    excerpt = readme.split("```text\nConv2d k4_s2_p1_skips")[1].split("```")[0].splitlines()[1:]
+    lines = set(committed.splitlines())
+    assert len(excerpt) > 10 and all(line in lines for line in excerpt if line.strip() != "..."), \
+        [line for line in excerpt if line not in lines and line.strip() != "..."]
     for needle in ("Linear", "Maxout", "Dropout", "Join", "D's parameters and inputs under D's loss",
                    "G's parameters and noise", "one-pass update", "all 43 checks passed", "pix2pix (batch norm): G's parameters and input", "pix2pix (instance norm): D's parameters", "dcgan: D's parameters and inputs under D's loss (real and fake as two batches)", "cdcgan: G's parameters",
                    "Identity", "ProjectionHead", "Linear sn_linear", "Maxout sn_maxout", "G.in.y.0.W",

@@ -230,6 +230,14 @@ def test_main_job_figures_come_from_the_seed_benchmark():
     assert seeds.markdown(averaged_one) in results
     summary_line = seeds.markdown(averaged).splitlines()[-1]
     assert summary_line in prose("README.md"), "README.md should quote the current benchmark's summary line"
+    fid_real = {round(r["fid_real"], 2) for r in averaged["rows"]}
+    assert len(fid_real) == 1 and f"real-data FID {fid_real.pop():.2f})" in prose("README.md")
+    # The default run's time, in README's first lines: 2,500 updates at the quiet machine's time per update.
+    log = (REPO / "benchmarks" / "results" / "2026-12-02-quiet-step-times.log").read_text()
+    cgan_ms = float(re.findall(r"\(([\d.]+) ms/update\)", log)[2])
+    minutes = f"{cgan_ms * 2500 / 60000:.1f}"
+    assert f"(5 epochs, ~{minutes} min on 2 CPU cores)" in prose("README.md")
+    assert f"(2,500 updates, {minutes} minutes at {cgan_ms:.1f} ms each" in prose("README.md")
     one_thread = json.loads((SEEDS / "modern-5ep-seeds30-39-1thread.json").read_text())
     assert one_thread["threads"] == 1 and len(one_thread["rows"]) == 10
     assert seeds.markdown(one_thread) in results
