@@ -388,3 +388,16 @@ def test_pix2pix_two_epoch_claims_follow_from_the_json():
     assert f"({l1['fid']:.2f} → {both['fid']:.2f})" in prose("README.md")
     assert f"sharpness {100 * (1 - both['sharpness']):.0f}% under" in prose("README.md").replace("the data's", "")
     assert points < 3 and l1["fid"] / both["fid"] >= 2 and abs(1 - both["sharpness"]) <= 0.15
+
+
+def test_seed57_rerun_figures_come_from_its_jsonl():
+    path = REPO / "benchmarks" / "results" / "average_decay" / "2026-12-02-seed57-default-threads.jsonl"
+    rows = {r["variant"]: r for r in map(json.loads, path.read_text().splitlines())}
+    assert {r["seed"] for r in rows.values()} == {57} and {r["threads"] for r in rows.values()} == {"default"}
+    text = prose("docs/RESULTS.md")
+    a = rows["ema 0.99"]
+    assert (f"its β 0.99 average reads {100 * a['accuracy']:.1f}% with worst class {100 * a['worst_class']:.1f}%, "
+            f"FID {a['fid_ratio']:.1f}×") in text
+    for beta in ("0.995", "0.998"):
+        r = rows[f"ema {beta}"]
+        assert f"β {beta}: {100 * r['worst_class']:.1f}%, {r['fid_ratio']:.1f}×" in text
