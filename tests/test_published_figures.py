@@ -401,3 +401,17 @@ def test_seed57_rerun_figures_come_from_its_jsonl():
     for beta in ("0.995", "0.998"):
         r = rows[f"ema {beta}"]
         assert f"β {beta}: {100 * r['worst_class']:.1f}%, {r['fid_ratio']:.1f}×" in text
+
+
+def test_conv_layer_table_is_its_committed_json():
+    doc = json.loads((REPO / "benchmarks" / "results" / "conv" / "2026-12-02-conv_time-1thread.json").read_text())
+    assert doc["threads"] == 1 and doc["batch"] == 64 and doc["iters"] == 100
+    rows = table("benchmarks/RESULTS.md", "case")
+    for case, c in doc["cases"].items():
+        cells = row(rows, "BatchNorm" if case == "bn" else case)
+        q = c["quartiles_s"]["minigan"]
+        assert cells[1] == f"{1000 * c['minigan_s']:.2f} [{1000 * q[0]:.2f}–{1000 * q[1]:.2f}]"
+        assert cells[2].split(" ")[0] == f"{1000 * c['floor_s']:.2f}"
+        assert cells[3].split(" ")[0] == f"{c['minigan_over_floor']:.2f}"
+    convs = [c["minigan_over_floor"] for k, c in doc["cases"].items() if k != "bn"]
+    assert f"minigan runs at {min(convs):.1f}–{max(convs):.1f}× its GEMM floor" in prose("benchmarks/RESULTS.md")
