@@ -136,7 +136,8 @@ class HealthMonitor:
                 "D learns faster than G (its learning rate, extra D steps per G step, or a D that reads the "
                 "labels while G cannot yet), and G's gradient no longer says what to change",
                 "lower D's learning rate or raise G's (--lr-D / --lr-G), use the modern preset, or resume from "
-                "an earlier checkpoint; runs in this state did not recover in our measurements"))
+                "an earlier checkpoint; in our measurements the modern CGAN did not recover from this state, "
+                "while the paper GAN's one-pass update did within a few epochs (docs/RESULTS.md)"))
         share = measures.get("label_share")
         if share is not None and share < t.label_share_below:
             found.append(_finding(
@@ -145,8 +146,9 @@ class HealthMonitor:
                 f"(below {t.label_share_below:.0%}; real digits: about 50%)",
                 "G's label path is dead or D does not score whether an image matches its label, so nothing "
                 "pushes G to use it",
-                "use the modern preset (label embedding in G, projection discriminator); the paper CGAN is "
-                "known to do this (docs/RESULTS.md)"))
+                "use the modern preset (G's label units start alive, and D scores label matches from the first "
+                "update with its faster learning rate and the matching-aware term); the paper CGAN is known to "
+                "do this (docs/RESULTS.md)"))
         div = measures.get("diversity")
         if div is not None and div < t.diversity_below:
             found.append(_finding(
