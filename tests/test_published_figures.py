@@ -363,6 +363,7 @@ def test_epoch_times_and_time_to_quality_come_from_committed_outputs():
     assert row(rows, "conditional DCGAN")[1] == f"{min(cdcgan):.1f}, {max(cdcgan):.1f}"
     assert row(rows, "conditional DCGAN")[3] == f"{max(cdcgan) * 781 / 60000:.1f} min"
     assert row(rows, "pix2pix fashion-edges")[1:4] == [f"{p2p32:.1f}", "781", f"{p2p32 * 781 / 60000:.1f} min"]
+    assert f"# ~{p2p32 * 781 / 60000:.1f} min/epoch (benchmarks/RESULTS.md)" in prose("README.md")
     assert row(rows, "pix2pix, width 64")[1:4] == [f"{p2p64:.1f}", "781", f"{p2p64 * 781 / 60000:.1f} min"]
     doc = json.loads((REPO / "benchmarks" / "results" / "time_to_quality-seeds0-2.json").read_text())
     ttq = table("benchmarks/RESULTS.md", "seed")
