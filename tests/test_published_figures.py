@@ -324,6 +324,18 @@ def test_cdcgan_weight_average_table_is_its_committed_jsonl():
         assert rows[label] == [f"{100 * r['accuracy']:.1f}%", f"{100 * r['worst_class']:.1f}%", f"{r['fid_ratio']:.2f}"]
 
 
+def test_standing_statistics_table_is_its_committed_jsonl():
+    path = REPO / "benchmarks" / "results" / "average_decay" / "2026-12-02-cdcgan-seed1-standing.jsonl"
+    runs = {r["variant"]: r for r in map(json.loads, path.read_text().splitlines())}
+    before = {json.loads(line)["variant"]: json.loads(line) for line in
+              (path.parent / "2026-12-02-cdcgan-seed1.jsonl").read_text().splitlines()}
+    rows = table("docs/RESULTS.md", "seed 1, 5 epochs, FID × real")
+    for beta in ("0.99", "0.995", "0.999"):
+        live, standing = runs[f"ema {beta} live BN"], runs[f"ema {beta}"]
+        assert live["fid_ratio"] == before[f"ema {beta}"]["fid_ratio"]  # the same run, bit for bit
+        assert rows[f"β {beta}"] == [f"{live['fid_ratio']:.2f}", f"{standing['fid_ratio']:.2f}"]
+
+
 def test_unconditional_dcgan_figures_come_from_its_committed_eval():
     doc = json.loads((REPO / "benchmarks" / "results" / "dcgan" / "dcgan-seed0-eval-epoch3.json").read_text())
     samples = doc["classifier"]["samples"]
