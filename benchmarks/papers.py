@@ -86,8 +86,9 @@ def _records(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
-def run_row(name: str, row: Row, seed: int, out: Path, reuse: bool) -> list[dict]:
-    """Train ``row`` and score it after each stage; one result per stage."""
+def run_row(name: str, row: Row, seed: int, out: Path, reuse: bool, on_stage=None) -> list[dict]:
+    """Train ``row`` and score it after each stage; one result per stage (``on_stage(results so far)`` after
+    each, so a long row's finished stages are kept even if a later one is stopped)."""
     run_dir = out / name
     if not (reuse and (run_dir / "checkpoint.npz").exists()):
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -112,6 +113,8 @@ def run_row(name: str, row: Row, seed: int, out: Path, reuse: bool) -> list[dict
         _check(ev, f"{name}: eval")
         results.append(_result(name, row, epochs, run_dir, json.loads((run_dir / "eval.json").read_text())))
         print(f"{name} (to epoch {epochs}): " + _summary(results[-1]), flush=True)
+        if on_stage is not None:
+            on_stage(results)
     return results
 
 
@@ -222,12 +225,16 @@ def main(argv=None) -> int:
     Path(args.results).mkdir(parents=True, exist_ok=True)
     for name in names:
         t0 = time.perf_counter()
-        results = ([reference_row()] if name == REFERENCE
-                   else run_row(name, ROWS[name], args.seed, Path(args.out), args.reuse))
-        doc = {**provenance("papers.py", argv, []), "threads": threads, "seed": args.seed,
-               "wall_seconds": time.perf_counter() - t0, "results": results}
         path = Path(args.results) / f"{name}.json"
-        path.write_text(json.dumps(doc, indent=1) + "\n")
+
+        def write(results, complete=False):
+            doc = {**provenance("papers.py", argv, []), "threads": threads, "seed": args.seed,
+                   "wall_seconds": time.perf_counter() - t0, "complete": complete, "results": results}
+            path.write_text(json.dumps(doc, indent=1) + "\n")
+
+        results = ([reference_row()] if name == REFERENCE
+                   else run_row(name, ROWS[name], args.seed, Path(args.out), args.reuse, on_stage=write))
+        write(results, complete=True)
         print(f"wrote {path}", flush=True)
     return 0
 
