@@ -528,3 +528,14 @@ def test_health_monitor_reads_the_live_G_and_the_grid_shows_the_average(tmp_path
     io.write_png(tmp_path / "averaged.png", t.family.grid_picture(averaged))
     assert np.array_equal(io.read_png(tmp_path / "run" / "samples" / "epoch_001.png"),
                           io.read_png(tmp_path / "averaged.png"))
+
+
+def test_learning_rates_by_model_and_dataset(tmp_path):
+    """The modern CGAN's D runs at 4e-3 on MNIST and 4e-4 on Fashion-MNIST (docs/RESULTS.md); a given rate wins."""
+    from minigan.config import learning_rates
+
+    assert learning_rates(config(tmp_path)) == (2e-3, 4e-3)
+    assert learning_rates(config(tmp_path, dataset="fashion-mnist")) == (2e-3, 4e-4)
+    assert learning_rates(config(tmp_path, dataset="fashion-mnist", lr_D=1e-3)) == (2e-3, 1e-3)
+    assert learning_rates(config(tmp_path, model="gan")) == (2e-4, 2e-4)
+    assert learning_rates(config(tmp_path, model="gan", preset="paper", dataset="fashion-mnist")) == (0.1, 0.1)
