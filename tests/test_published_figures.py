@@ -428,3 +428,20 @@ def test_conv_layer_table_is_its_committed_json():
         assert cells[3].split(" ")[0] == f"{c['minigan_over_floor']:.2f}"
     convs = [c["minigan_over_floor"] for k, c in doc["cases"].items() if k != "bn"]
     assert f"minigan runs at {min(convs):.1f}–{max(convs):.1f}× its GEMM floor" in prose("benchmarks/RESULTS.md").replace("**", "")
+
+
+def test_fashion_learning_rate_table_is_its_committed_json():
+    text = (REPO / "docs" / "RESULTS.md").read_text()
+    for name, rate in (("fashion-modern-lrD4e-3-5ep-seeds1-2-1thread.json", "4e-3"),
+                       ("fashion-lrD4e-4-5ep-seeds0-1-1thread.json", "4e-4"),
+                       ("fashion-lrD4e-4-5ep-seeds2-5-1thread.json", "4e-4")):
+        doc = json.loads((REPO / "benchmarks" / "results" / "seeds" / name).read_text())
+        assert doc["threads"] == 1 and "--dataset fashion-mnist" in doc["command"]
+        assert ("--lr-D 0.0004" in doc["command"]) == (rate == "4e-4")
+        for r in doc["rows"]:
+            flags = ", ".join(r["health"]) or "-"
+            if r.get("health_first_epoch"):
+                flags += f" (from epoch {r['health_first_epoch']})"
+            line = (f"| {r['seed']} | {rate} | {100 * r['accuracy']:.1f}% | {100 * r['worst_class']:.1f}% | "
+                    f"{r['fid']:.1f} ({r['fid_ratio']:.1f}×) | {r['D_G_z']:.3f} | {flags} |")
+            assert line in text, line
