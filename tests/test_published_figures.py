@@ -445,3 +445,7 @@ def test_fashion_learning_rate_table_is_its_committed_json():
             line = (f"| {r['seed']} | {rate} | {100 * r['accuracy']:.1f}% | {100 * r['worst_class']:.1f}% | "
                     f"{r['fid']:.1f} ({r['fid_ratio']:.1f}×) | {r['D_G_z']:.3f} | {flags} |")
             assert line in text, line
+    old = json.loads((REPO / "benchmarks" / "results" / "papers-superseded" /
+                      "cgan-fashion-lrD4e-3-seed0.json").read_text())["results"][0]
+    assert f"seed 0 drew one class (label accuracy {100 * old['accuracy']:.1f}%" in prose("docs/RESULTS.md")
+    assert max(old["histogram"]) >= 0.9 * sum(old["histogram"])
