@@ -87,6 +87,19 @@ def test_each_failure_is_found_and_explained():
     json.dumps(found)  # metrics.jsonl must be able to hold them
 
 
+def test_collapse_is_not_judged_at_the_first_epoch():
+    """A one-epoch-old G that varies little is not yet a collapse (healthy Fashion runs and the paper GAN did);
+    D winning and a G that ignores its label are judged from epoch 1."""
+    monitor = health.HealthMonitor(conditional=True, reference_diversity=0.1)
+    low = {"label_share": 0.4, "diversity": 0.02}
+    assert monitor.findings(1, {"D_G_z": 0.3}, low) == []
+    assert [f["kind"] for f in monitor.findings(2, {"D_G_z": 0.3}, low)] == ["mode_collapse"]
+    broken = monitor.findings(1, {"D_G_z": 0.01}, {"label_share": 0.001, "diversity": 0.0})
+    assert [f["kind"] for f in broken] == ["d_won", "ignores_label"]
+    eager = health.HealthMonitor(True, 0.1, health.Thresholds(collapse_from_epoch=1))
+    assert [f["kind"] for f in eager.findings(1, {"D_G_z": 0.3}, low)] == ["mode_collapse"]
+
+
 def test_unconditional_model_has_no_label_check():
     monitor = health.HealthMonitor(conditional=False, reference_diversity=0.1)
     measures = monitor.measure(np.random.default_rng(3).random((100, 12)))
