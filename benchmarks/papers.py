@@ -164,10 +164,10 @@ def _histogram_cell(r: dict) -> str:
     n = sum(hist)
     top = max(range(len(hist)), key=hist.__getitem__)
     if hist[top] >= 0.9 * n:
-        return f'{100 * hist[top] / n:.0f}% "{top}": collapsed'
+        return f"{100 * hist[top] / n:.0f}% class {top}: collapsed"
     low = min(range(len(hist)), key=hist.__getitem__)
-    return (f'{sum(h > 0 for h in hist)} digits; smallest "{low}" {100 * hist[low] / n:.1f}%, largest "{top}" '
-            f"{100 * hist[top] / n:.1f}%")
+    return (f"all {len(hist)} classes" if min(hist) > 0 else f"{sum(h > 0 for h in hist)} classes") + \
+        f"; smallest {low}: {100 * hist[low] / n:.1f}%, largest {top}: {100 * hist[top] / n:.1f}%"
 
 
 def markdown(docs: list[dict]) -> str:
