@@ -67,7 +67,7 @@ def test_histogram_cell_names_a_collapse_and_the_smallest_and_largest_class():
     assert papers._histogram_cell({"histogram": [0, 9500, 0, 0, 0, 500, 0, 0, 0, 0]}) == "95% class 1: collapsed"
     cell = papers._histogram_cell({"histogram": [1000, 1430, 790, 1000, 1000, 1000, 1000, 1000, 780, 1000]})
     assert cell == "all 10 classes; smallest 8: 7.8%, largest 1: 14.3%"
-    cell = papers._histogram_cell({"histogram": [0, 1500, 2500, 1000, 1000, 1000, 1000, 1000, 500, 1000]})
+    cell = papers._histogram_cell({"histogram": [0, 1000, 2500, 1000, 1000, 1000, 1000, 1000, 500, 1000]})
     assert cell == "9 classes; smallest 0: 0.0%, largest 2: 25.0%"
 
 
