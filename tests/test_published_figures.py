@@ -449,3 +449,34 @@ def test_fashion_learning_rate_table_is_its_committed_json():
                       "cgan-fashion-lrD4e-3-seed0.json").read_text())["results"][0]
     assert f"seed 0 drew one class (label accuracy {100 * old['accuracy']:.1f}%" in prose("docs/RESULTS.md")
     assert max(old["histogram"]) >= 0.9 * sum(old["histogram"])
+
+
+def _papers_module():
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        spec = importlib.util.spec_from_file_location("papers_table", REPO / "benchmarks" / "papers.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+
+
+def test_papers_table_is_the_committed_json():
+    papers = _papers_module()
+    docs = papers.load_results()
+    assert {d["results"][0]["row"] for d in docs} == {*papers.ROWS, papers.REFERENCE}
+    assert all(d["threads"] == "1" and d["seed"] == 0 for d in docs)
+    results = (REPO / "docs" / "RESULTS.md").read_text()
+    assert papers.markdown(docs) in results, "docs/RESULTS.md should hold `papers.py --render` verbatim"
+    gan = next(d for d in docs if d["results"][0]["row"] == "gan-paper")["results"][-1]
+    text = prose("docs/RESULTS.md")
+    assert (f"**missed**: {gan['parzen']:.1f} ± {gan['parzen_se']:.1f} after {gan['trained_epochs']} epochs "
+            f"(best checkpoint: epoch {gan['scored_epoch']})") in text
+    assert f"the paper GAN reaches {gan['parzen']:.1f} after {gan['trained_epochs']} epochs" in text
+    real = next(d for d in docs if d["results"][0]["row"] == "real-digits")["results"][0]
+    assert f"Real training digits score {real['parzen']:.1f} ± {real['parzen_se']:.1f}" in prose("README.md")
