@@ -480,3 +480,17 @@ def test_papers_table_is_the_committed_json():
     assert f"the paper GAN reaches {gan['parzen']:.1f} after {gan['trained_epochs']} epochs" in text
     real = next(d for d in docs if d["results"][0]["row"] == "real-digits")["results"][0]
     assert f"Real training digits score {real['parzen']:.1f} ± {real['parzen_se']:.1f}" in prose("README.md")
+
+
+def test_cdcgan_fashion_figures_come_from_its_committed_eval():
+    ev = json.loads((REPO / "benchmarks" / "results" / "dcgan" / "cdcgan-fashion-seed0-eval-epoch5.json").read_text())
+    assert ev["dataset"] == "fashion-mnist" and ev["epoch"] == 5
+    s, r = ev["classifier"]["samples"], ev["classifier"]["real_valid"]
+    text = prose("docs/RESULTS.md")
+    assert (f"label accuracy {100 * s['label_accuracy']['overall']:.1f}% (worst class "
+            f"{100 * min(s['label_accuracy']['per_class']):.1f}%), FID {s['fid_test']:.1f} "
+            f"({s['fid_test'] / r['fid_test']:.0f}× real)") in text
+    assert f"real validation garments ({100 * r['label_accuracy']['overall']:.1f}%)" in text
+    records = [json.loads(line) for line in
+               (REPO / "benchmarks" / "results" / "dcgan" / "cdcgan-fashion-seed0-metrics.jsonl").read_text().splitlines()]
+    assert f"D(G(z)) {records[0]['D_G_z']:.2f} → {records[-1]['D_G_z']:.2f}" in text
