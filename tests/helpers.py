@@ -35,3 +35,23 @@ def tiny_dataset(n_train: int = 20, seed: int = 0):
         return Split(rng.random((n, 784), dtype=np.float32), rng.integers(0, 10, n).astype(np.int64))
 
     return Dataset("mnist", split(n_train), split(4), split(4), "synthetic")
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(name: str):
+    """``benchmarks/<name>.py`` as a module (the scripts are not a package; some import their siblings, and
+    dataclasses look their module up in ``sys.modules`` while it is being defined)."""
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCHMARKS))

@@ -2,33 +2,17 @@
 table it renders."""
 
 import dataclasses
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-from helpers import write_idx_dir
+from helpers import load_benchmark, write_idx_dir
 from minigan import io
 from minigan.cli import main as minigan_main
 
-BENCH = Path(__file__).parents[1] / "benchmarks"
 
 
-def _load():
-    sys.path.insert(0, str(BENCH))  # the script imports its sibling seeds.py
-    try:
-        spec = importlib.util.spec_from_file_location("papers_benchmark", BENCH / "papers.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # its dataclass looks its module up while it is being defined
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCH))
-
-
-papers = _load()
+papers = load_benchmark("papers")
 
 
 def test_a_row_trains_in_stages_and_scores_each_stage_best_checkpoint(tmp_path, isolated_run_env, monkeypatch):

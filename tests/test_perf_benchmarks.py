@@ -3,7 +3,6 @@ failure records, and the GPU check's JSON summary driven by a fake stage runner 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
@@ -11,22 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from helpers import write_idx_dir
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+from helpers import load_benchmark, write_idx_dir
 
 
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
-
-step_time = _load("step_time")
-sweep = _load("sweep")
-gpu_check = _load("gpu_check")
+step_time = load_benchmark("step_time")
+sweep = load_benchmark("sweep")
+gpu_check = load_benchmark("gpu_check")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import test_faults as faults
+from helpers import load_benchmark
 import test_hostile_inputs as hostile
 
 REPO = Path(__file__).resolve().parents[1]
@@ -207,12 +208,7 @@ SEEDS = REPO / "benchmarks" / "results" / "seeds"
 
 
 def _seeds_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("seeds_benchmark", REPO / "benchmarks" / "seeds.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("seeds")
 
 
 def test_main_job_figures_come_from_the_seed_benchmark():
@@ -452,18 +448,7 @@ def test_fashion_learning_rate_table_is_its_committed_json():
 
 
 def _papers_module():
-    import importlib.util
-    import sys
-
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        spec = importlib.util.spec_from_file_location("papers_table", REPO / "benchmarks" / "papers.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
+    return load_benchmark("papers")
 
 
 def test_papers_table_is_the_committed_json():

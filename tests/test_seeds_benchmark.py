@@ -1,14 +1,12 @@
 """benchmarks/seeds.py's bookkeeping: seed ranges, the pass rule, the summary and the docs' table (no training)."""
 
 import argparse
-import importlib.util
-from pathlib import Path
 
 import pytest
 
-_spec = importlib.util.spec_from_file_location("seeds", Path(__file__).parents[1] / "benchmarks" / "seeds.py")
-seeds = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(seeds)
+from helpers import load_benchmark
+
+seeds = load_benchmark("seeds")
 
 
 def test_parse_seeds():

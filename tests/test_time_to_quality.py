@@ -1,30 +1,15 @@
 """benchmarks/time_to_quality.py: the first-crossing rule, and one real (tiny) run of the script end to end."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-from helpers import write_idx_dir
+from helpers import load_benchmark, write_idx_dir
 from minigan.cli import main as minigan_main
 
-BENCH = Path(__file__).parents[1] / "benchmarks"
 
 
-def _load():
-    sys.path.insert(0, str(BENCH))  # the script imports its sibling seeds.py
-    try:
-        spec = importlib.util.spec_from_file_location("time_to_quality", BENCH / "time_to_quality.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCH))
-
-
-ttq = _load()
+ttq = load_benchmark("time_to_quality")
 
 
 def test_first_reaching_is_the_first_epoch_at_or_above_the_target():
