@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -40,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from seeds import ROOT, _env, provenance  # noqa: E402  (shared with seeds.py)
+from seeds import ROOT, _env, provenance, read_metrics  # noqa: E402  (shared with seeds.py)
 
 RESULTS = ROOT / "benchmarks" / "results" / "papers"
 
@@ -82,10 +83,6 @@ def _check(proc: subprocess.CompletedProcess, what: str) -> None:
         raise RuntimeError(f"{what} exited {proc.returncode}: " + (proc.stderr.strip().splitlines() or ["?"])[-1])
 
 
-def _records(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-
-
 def run_row(name: str, row: Row, seed: int, out: Path, reuse: bool, on_stage=None) -> list[dict]:
     """Train ``row`` and score it after each stage; one result per stage (``on_stage(results so far)`` after
     each, so a long row's finished stages are kept even if a later one is stopped)."""
@@ -119,7 +116,7 @@ def run_row(name: str, row: Row, seed: int, out: Path, reuse: bool, on_stage=Non
 
 
 def _result(name: str, row: Row, epochs: int, run_dir: Path, ev: dict) -> dict:
-    records = [r for r in _records(run_dir) if r["epoch"] <= epochs]
+    records = [r for r in read_metrics(run_dir) if r["epoch"] <= epochs]
     scored_epoch = ev["epoch"]
     clf = ev["classifier"]
     samples, real = clf["samples"], clf["real_valid"]
@@ -219,8 +216,6 @@ def main(argv=None) -> int:
     unknown = [n for n in names if n not in ROWS and n != REFERENCE]
     if unknown:
         p.error(f"unknown rows {unknown}; choose from {[*ROWS, REFERENCE]}")
-    import os
-
     threads = os.environ.get("OPENBLAS_NUM_THREADS", "default")
     Path(args.results).mkdir(parents=True, exist_ok=True)
     for name in names:

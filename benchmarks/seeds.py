@@ -112,14 +112,17 @@ def run_seed(seed: int, args, extra: list[str]) -> dict:
     return score_run(seed, run_dir, args, train.returncode, time.perf_counter() - t0, train.stderr)
 
 
+def read_metrics(run_dir: Path) -> list[dict]:
+    """The run's ``metrics.jsonl`` records, one per finished epoch."""
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
 def score_run(seed: int, run_dir: Path, args, train_exit: int = 0, train_seconds: float | None = None,
               stderr: str = "") -> dict:
     """Score a finished run directory: its metrics.jsonl, then ``minigan eval --classifier`` (one row)."""
     env = _env(args.threads)
     row: dict = {"seed": seed, "train_exit": train_exit, "train_seconds": train_seconds}
-    records = []
-    if (run_dir / "metrics.jsonl").exists():
-        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    records = read_metrics(run_dir) if (run_dir / "metrics.jsonl").exists() else []
     if records:
         last = records[-1]
         row.update(epochs=last["epoch"], D_x=last["D_x"], D_G_z=last["D_G_z"], loss_G=last["loss_G"],
