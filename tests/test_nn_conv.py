@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 from minigan import backend
 from minigan.gradcheck import check_layer, generic_point
 from minigan.nn import ReLU, Sequential
-from minigan.nn import Conv2d, ConvTranspose2d, col2im, conv_output_size, im2col
+from minigan.nn import Conv2d, ConvTranspose2d, col2im, conv_output_size, im2col, spread_taps, sum_taps
+
+METHODS = st.sampled_from(["columns", "taps"])  # Conv2d's two computations; "auto" picks one per shape
 
 
 def _data(seed, *shape):
@@ -68,10 +70,10 @@ def naive_conv_transpose2d(x, W, b, stride, padding, output_padding):
 
 @settings(max_examples=25)
 @given(geometry=conv_geometry(), n=st.integers(1, 2), c_in=st.integers(1, 3), c_out=st.integers(1, 3),
-       bias=st.booleans(), s=st.integers(0, 2**16))
-def test_conv2d_gradients(on_backend, geometry, n, c_in, c_out, bias, s):
+       bias=st.booleans(), s=st.integers(0, 2**16), method=METHODS)
+def test_conv2d_gradients(on_backend, geometry, n, c_in, c_out, bias, s, method):
     k, stride, p, h, w = geometry
-    layer = generic_point(Conv2d(c_in, c_out, k, stride, p, bias=bias, rng=s), s)
+    layer = generic_point(Conv2d(c_in, c_out, k, stride, p, bias=bias, rng=s, method=method), s)
     _assert_passed(check_layer(layer, _data(s, n, c_in, h, w), seed=s, n_samples=6))
 
 
@@ -92,10 +94,10 @@ def test_conv_transpose2d_gradients(on_backend, geometry, n, c_in, c_out, bias, 
 
 @settings(max_examples=30)
 @given(geometry=conv_geometry(), n=st.integers(1, 3), c_in=st.integers(1, 4), c_out=st.integers(1, 4),
-       s=st.integers(0, 2**16))
-def test_conv_transpose_is_the_adjoint_of_conv(on_backend, geometry, n, c_in, c_out, s):
+       s=st.integers(0, 2**16), method=METHODS)
+def test_conv_transpose_is_the_adjoint_of_conv(on_backend, geometry, n, c_in, c_out, s, method):
     k, stride, p, h, w = geometry
-    conv = Conv2d(c_in, c_out, k, stride, p, bias=False, rng=s).astype(np.float64)
+    conv = Conv2d(c_in, c_out, k, stride, p, bias=False, rng=s, method=method).astype(np.float64)
     # The output padding that makes conv^T's output the size of x: the rows conv's stride skipped.
     op = ((h + 2 * p - k) % stride, (w + 2 * p - k) % stride)
     convT = ConvTranspose2d(c_out, c_in, k, stride, p, output_padding=op, bias=False).astype(np.float64)
@@ -119,15 +121,59 @@ def test_col2im_is_the_adjoint_of_im2col():
     assert abs(np.sum(cols * c) - np.sum(x * back)) <= 1e-12 * np.sum(np.abs(cols * c))
 
 
+def test_spread_taps_is_the_adjoint_of_sum_taps():
+    gen = np.random.default_rng(1)
+    taps = gen.standard_normal((2, 3, 2, 2, 9, 8))  # (O, kh, kw, N, Hp, Wp); stride (2, 3) skips a column
+    y = sum_taps(taps, (2, 3), (4, 3), np.empty((2, 2, 4, 3)))
+    g = gen.standard_normal(y.shape)
+    back = spread_taps(g, (2, 3), np.full_like(taps, np.nan))  # every entry written, zeros included
+    assert np.isfinite(back).all()
+    assert abs(np.sum(y * g) - np.sum(taps * back)) <= 1e-12 * np.sum(np.abs(y * g))
+
+
+@settings(max_examples=25)
+@given(geometry=conv_geometry(), n=st.integers(1, 3), c_in=st.integers(1, 4), c_out=st.integers(1, 4),
+       bias=st.booleans(), s=st.integers(0, 2**16))
+def test_columns_and_taps_compute_the_same_function_and_gradients(on_backend, geometry, n, c_in, c_out, bias, s):
+    k, stride, p, h, w = geometry
+    columns, taps = (generic_point(Conv2d(c_in, c_out, k, stride, p, bias=bias, rng=s, method=m), s)
+                     .astype(np.float64) for m in ("columns", "taps"))
+    x = backend.to_device(_data(s, n, c_in, h, w))
+    y_c, y_t = columns.forward(x, True), taps.forward(x, True)
+    g = backend.to_device(_data(s + 1, *y_c.shape))
+    dx_c, dx_t = columns.backward(g), taps.backward(g)
+    close = dict(rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(backend.to_host(y_t), backend.to_host(y_c), **close)
+    np.testing.assert_allclose(backend.to_host(dx_t), backend.to_host(dx_c), **close)
+    for name in columns.grads:
+        np.testing.assert_allclose(backend.to_host(taps.grads[name]), backend.to_host(columns.grads[name]), **close)
+
+
+@pytest.mark.parametrize("layer, shape, taps", [
+    (Conv2d(64, 1, 4, 1, 1), (2, 64, 16, 16), True),    # a PatchGAN's output: one row of products
+    (Conv2d(32, 64, 4, 1, 1), (2, 32, 16, 16), False),  # its stride-1 hidden layer: more outputs than inputs
+    (Conv2d(32, 64, 4, 2, 1), (2, 32, 16, 16), False),  # a stride-2 encoder layer
+    (Conv2d(8, 1, 4, 1, 1, method="columns"), (2, 8, 8, 8), False),
+    (Conv2d(8, 64, 4, 2, 1, method="taps"), (2, 8, 8, 8), True),
+])
+def test_auto_takes_the_smaller_intermediate_and_a_method_is_obeyed(layer, shape, taps):
+    assert layer.uses_taps(shape) is taps
+
+
+def test_unknown_method_is_refused():
+    with pytest.raises(ValueError, match="method must be one of auto, columns, taps"):
+        Conv2d(2, 2, 3, method="direct")
+
+
 # -- forward values against independent references ----------------------------------------------------------
 
 
 @settings(max_examples=20)
 @given(geometry=conv_geometry(), c_in=st.integers(1, 3), c_out=st.integers(1, 3), bias=st.booleans(),
-       s=st.integers(0, 2**16))
-def test_conv2d_matches_a_naive_direct_convolution(geometry, c_in, c_out, bias, s):
+       s=st.integers(0, 2**16), method=METHODS)
+def test_conv2d_matches_a_naive_direct_convolution(geometry, c_in, c_out, bias, s, method):
     k, stride, p, h, w = geometry
-    layer = generic_point(Conv2d(c_in, c_out, k, stride, p, bias=bias, rng=s), s).astype(np.float64)
+    layer = generic_point(Conv2d(c_in, c_out, k, stride, p, bias=bias, rng=s, method=method), s).astype(np.float64)
     x = _data(s, 2, c_in, h, w)
     expected = naive_conv2d(x, layer.params["W"], layer.params.get("b"), stride, p)
     np.testing.assert_allclose(layer.forward(x), expected, rtol=1e-12, atol=1e-12)

@@ -7,7 +7,7 @@
 * :mod:`minigan.nn.activations` — :func:`sigmoid`, :class:`ReLU`, :class:`LeakyReLU`, :class:`Sigmoid`,
   :class:`Tanh`;
 * :mod:`minigan.nn.dropout` — :class:`Dropout`;
-* :mod:`minigan.nn.conv` — im2col/col2im, :class:`Conv2d`, :class:`ConvTranspose2d`;
+* :mod:`minigan.nn.conv` — im2col/col2im, the tap planes, :class:`Conv2d`, :class:`ConvTranspose2d`;
 * :mod:`minigan.nn.norm` — :class:`BatchNorm`, :class:`InstanceNorm2d`;
 * :mod:`minigan.nn.shape` — :class:`ReflectionPad2d`, :class:`Flatten`, :class:`Reshape`, :class:`Upsample`,
   :class:`PatchRows`;
@@ -22,7 +22,7 @@ Everything a network is built from can be imported from ``minigan.nn`` itself.
 from .activations import LeakyReLU, ReLU, Sigmoid, Tanh, sigmoid
 from .base import DEFAULT_DTYPE, Layer, checking_finite_inputs
 from .containers import Identity, Join, Residual, Sequential, SkipConcat, UNetBlock
-from .conv import Conv2d, ConvTranspose2d, col2im, conv_output_size, im2col
+from .conv import CONV_METHODS, Conv2d, ConvTranspose2d, col2im, conv_output_size, im2col, spread_taps, sum_taps
 from .dense import Linear, Maxout, ProjectionHead
 from .dropout import Dropout
 from .init import init_weights, make_generator
@@ -34,7 +34,7 @@ __all__ = [
     "Linear", "Maxout", "ProjectionHead",
     "sigmoid", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Dropout",
     "Sequential", "Join", "Identity", "Residual", "SkipConcat", "UNetBlock",
-    "Conv2d", "ConvTranspose2d", "im2col", "col2im", "conv_output_size",
+    "Conv2d", "ConvTranspose2d", "CONV_METHODS", "im2col", "col2im", "sum_taps", "spread_taps", "conv_output_size",
     "BatchNorm", "InstanceNorm2d",
     "ReflectionPad2d", "Flatten", "Reshape", "Upsample", "PatchRows",
 ]

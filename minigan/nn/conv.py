@@ -25,6 +25,22 @@ the same loop with ``X̃[:, :, i:i+s*OH:s, j:j+s*OW:s] += C[:, i, j]``. For a fi
 each pixel of :math:`\tilde X` at most once, so the in-place add is exact: no scatter-add (``np.add.at``)
 and no loop over pixels. Both loops run :math:`k_h k_w` times and are the same code on NumPy and CuPy.
 
+The tap planes
+--------------
+A layer with few output channels (PatchGAN's one-channel output, say) spends most of its time writing and
+reading a column matrix :math:`k_h k_w` times the size of its input for a product with one row. Such a layer
+contracts the channels first instead: with :math:`W'` the weight as (O·kh·kw, C) (rows ordered (o, i, j)) and
+:math:`\tilde X` as (C, N·(H+2p)·(W+2p)),
+
+.. math:: T = W' \tilde X, \qquad T[(o, i, j), (n, h, w)] = \sum_c W[o, c, i, j]\, \tilde X[n, c, h, w],
+
+one *tap plane* per (o, i, j): the whole padded image weighted by one kernel tap. The output adds the planes
+shifted by their offsets, :math:`Y[n, o, a, b] = \sum_{i,j} T[(o, i, j), (n, s a + i, s b + j)]` (a linear map
+:math:`Y = R\,T`, :func:`sum_taps`); its adjoint :math:`R^\top` (:func:`spread_taps`) writes each output
+gradient back into every plane at that plane's offset. :math:`T` has O·kh·kw·N·(H+2p)·(W+2p) entries against the
+column matrix's C·kh·kw·N·OH·OW, so :class:`Conv2d` takes this route when it is the smaller of the two (at
+stride 1, roughly when O < C); the arithmetic is the same up to the border.
+
 Scratch arrays (the padded input, the column matrices, the transposed products) are kept per shape on the
 layer (:meth:`~minigan.nn.base.Layer._buffer`) and reused by the next step of the same shape; what ``forward``
 and ``backward`` return is always a fresh array.
@@ -43,7 +59,11 @@ from .base import DEFAULT_DTYPE, Layer
 from .init import make_generator
 from ._checks import check_batch, pair, positive_int
 
-__all__ = ["Conv2d", "ConvTranspose2d", "im2col", "col2im", "conv_output_size", "conv_init"]
+__all__ = ["Conv2d", "ConvTranspose2d", "im2col", "col2im", "sum_taps", "spread_taps", "conv_output_size",
+           "conv_init", "CONV_METHODS"]
+
+#: How :class:`Conv2d` computes: by the column matrix, by tap planes, or whichever is smaller for the shape.
+CONV_METHODS = ("auto", "columns", "taps")
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -78,6 +98,40 @@ def col2im(cols, kernel: tuple[int, int], stride: tuple[int, int], out_hw: tuple
             window = x_padded[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw]
             xp.add(window, cols[:, i, j].transpose(1, 0, 2, 3), out=window)
     return x_padded
+
+
+def sum_taps(taps, stride: tuple[int, int], out_hw: tuple[int, int], y):
+    """``y[o, n, a, b] = sum over (i, j) of taps[o, i, j, n, sh a + i, sw b + j]`` (module docstring's :math:`R`).
+
+    ``taps`` is (O, kh, kw, N, Hp, Wp) and ``y`` (O, N, OH, OW), overwritten; returns ``y``. One strided-slice
+    add per kernel offset.
+    """
+    xp = get_array_module(taps)
+    _, kh, kw = taps.shape[:3]
+    (sh, sw), (oh, ow) = stride, out_hw
+    for i in range(kh):
+        for j in range(kw):
+            window = taps[:, i, j, :, i:i + sh * oh:sh, j:j + sw * ow:sw]
+            if i == 0 and j == 0:
+                xp.copyto(y, window)
+            else:
+                xp.add(y, window, out=y)
+    return y
+
+
+def spread_taps(g, stride: tuple[int, int], taps):
+    """The adjoint of :func:`sum_taps`: ``taps[o, i, j, n, sh a + i, sw b + j] = g[o, n, a, b]``, zero elsewhere.
+
+    Overwrites ``taps`` (O, kh, kw, N, Hp, Wp) from ``g`` (O, N, OH, OW); returns it. Each (i, j) plane takes one
+    window, so a plain assignment is exact.
+    """
+    _, kh, kw = taps.shape[:3]
+    (sh, sw), (oh, ow) = stride, g.shape[2:]
+    taps.fill(0)
+    for i in range(kh):
+        for j in range(kw):
+            taps[:, i, j, :, i:i + sh * oh:sh, j:j + sw * ow:sw] = g
+    return taps
 
 
 def conv_init(weight_shape: tuple, fan_in: int, n_bias: int, init: Any, init_std: float, rng: Any, dtype):
@@ -138,11 +192,17 @@ class _ConvBase(Layer):
         buf.fill(0)
         return buf
 
-    def _padded(self, key: str, x, pad: tuple[int, int]):
-        """``x`` zero-padded by ``pad`` (a reused scratch array), or ``x`` itself when there is no padding."""
-        if pad == (0, 0):
+    def _padded(self, key: str, x, pad: tuple[int, int], channels_first: bool = False):
+        """``x`` zero-padded by ``pad`` (a reused scratch array), or ``x`` itself when there is no padding.
+
+        ``channels_first``: laid out (C, N, H + 2p, W + 2p) instead, always a scratch copy.
+        """
+        if pad == (0, 0) and not channels_first:
             return x
         (ph, pw), (n, c, h, w) = pad, x.shape
+        if channels_first:
+            x = x.transpose(1, 0, 2, 3)
+            n, c = c, n
         out = self._buffer(key, (n, c, h + 2 * ph, w + 2 * pw), x.dtype, x)
         if ph:
             out[:, :, :ph] = 0
@@ -201,14 +261,37 @@ class Conv2d(_ConvBase):
     rng : int, numpy Generator or None
         Seed or host generator of the initial weights (the same numbers on every backend).
     dtype : numpy dtype, default float32
+    method : {"auto", "columns", "taps"}
+        ``"columns"``: the column matrix above. ``"taps"``: the tap planes (module docstring), for layers with
+        few output channels. ``"auto"`` (default) takes whichever intermediate is smaller for the input's shape.
+        Both compute the same function; they differ in summation order only.
+
+    Notes
+    -----
+    By tap planes (:meth:`_forward_taps`), with :math:`T = W'\tilde X` and :math:`Y = RT`: :math:`\partial
+    L/\partial T = R^\top G` (:func:`spread_taps`), then :math:`\partial L/\partial W' = (R^\top G)\,\tilde
+    X^\top` and :math:`\partial L/\partial \tilde X = W'^\top (R^\top G)`, one product each; the crop and
+    the bias are as above.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, bias: bool = True,
                  init: str = "pytorch", init_std: float = 0.02, rng: Any = None, dtype=DEFAULT_DTYPE,
-                 name: str | None = None):
+                 name: str | None = None, method: str = "auto"):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias, init, init_std, rng, dtype,
                          name, weight_shape_of=lambda i, o, kh, kw: (o, i, kh, kw),
                          fan_in_of=lambda i, o, kh, kw: i * kh * kw)
+        if method not in CONV_METHODS:
+            raise ValueError(f"Conv2d: method must be one of {', '.join(CONV_METHODS)}, got {method!r}")
+        self.method = method
+
+    def uses_taps(self, input_shape: tuple) -> bool:
+        """Whether an input of this shape goes by tap planes (smaller than the column matrix, or asked for)."""
+        if self.method != "auto":
+            return self.method == "taps"
+        n, c, h, w = input_shape
+        _, o, oh, ow = self.output_shape(input_shape)
+        ph, pw = self.padding
+        return o * (h + 2 * ph) * (w + 2 * pw) < c * oh * ow
 
     def output_shape(self, input_shape: tuple) -> tuple:
         """(N, out, OH, OW) for an input of shape (N, in, H, W)."""
@@ -224,6 +307,8 @@ class Conv2d(_ConvBase):
         if oh < 1 or ow < 1:
             raise ValueError(f"Conv2d {self.path}: input of spatial size {h}x{w} is smaller than the kernel "
                              f"{self.kernel_size} with padding {self.padding}")
+        if self.uses_taps(x.shape):
+            return self._forward_taps(x, oh, ow)
         kh, kw = self.kernel_size
         k = c * kh * kw
         cols = self._buffer("cols", (c, kh, kw, n, oh, ow), x.dtype, x)
@@ -240,6 +325,8 @@ class Conv2d(_ConvBase):
 
     def backward(self, dout):
         cache = self._require_forward()
+        if "taps_x" in cache:
+            return self._backward_taps(dout, cache)
         xp = get_array_module(dout)
         n, c, h, w = cache["x_shape"]
         _, o, oh, ow = dout.shape
@@ -259,6 +346,51 @@ class Conv2d(_ConvBase):
         dx_padded = self._zeroed("dx_padded", (n, c, h + 2 * ph, w + 2 * pw), self.padding, dout)
         col2im(dcols, self.kernel_size, self.stride, (oh, ow), dx_padded)
         return self._crop(dx_padded, self.padding, h, w)
+
+    def _forward_taps(self, x, oh: int, ow: int):
+        """:math:`Y = R(W'\tilde X) + b`: one product into the tap planes, then their shifted sum."""
+        xp = get_array_module(x)
+        n, c, h, w = x.shape
+        o, (kh, kw) = self.out_channels, self.kernel_size
+        k = o * kh * kw
+        x_t = self._padded("taps_x", x, self.padding, channels_first=True)  # (C, N, Hp, Wp)
+        hp, wp = x_t.shape[2:]
+        w_t = self._buffer("taps_w", (o, kh, kw, c), x.dtype, x)
+        xp.copyto(w_t, self._params["W"].transpose(0, 2, 3, 1))
+        taps = self._buffer("taps", (o, kh, kw, n, hp, wp), x.dtype, x)
+        xp.matmul(w_t.reshape(k, c), x_t.reshape(c, n * hp * wp), out=taps.reshape(k, n * hp * wp))
+        y_t = sum_taps(taps, self.stride, (oh, ow), self._buffer("taps_y", (o, n, oh, ow), x.dtype, x))
+        if self.bias:
+            y_t += self._params["b"].reshape(o, 1, 1, 1)
+        y = xp.empty((n, o, oh, ow), x.dtype)
+        xp.copyto(y, y_t.transpose(1, 0, 2, 3))
+        self._cache = {"taps_x": x_t, "taps_w": w_t, "x_shape": x.shape}
+        return y
+
+    def _backward_taps(self, dout, cache):
+        xp = get_array_module(dout)
+        n, c, h, w = cache["x_shape"]
+        x_t, w_t = cache["taps_x"], cache["taps_w"]
+        hp, wp = x_t.shape[2:]
+        o, (kh, kw) = self.out_channels, self.kernel_size
+        k = o * kh * kw
+        dtaps = self._buffer("dtaps", (o, kh, kw, n, hp, wp), dout.dtype, dout)
+        spread_taps(dout.transpose(1, 0, 2, 3), self.stride, dtaps)
+        dtaps = dtaps.reshape(k, n * hp * wp)
+        if self.requires_grad:
+            dw_t = self._buffer("taps_dw", (k, c), dout.dtype, dout)
+            xp.matmul(dtaps, x_t.reshape(c, n * hp * wp).T, out=dw_t)
+            xp.copyto(self._grads["W"], dw_t.reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
+            if self.bias:
+                dout.sum(axis=(0, 2, 3), out=self._grads["b"])
+        if not self.input_grad:
+            return None
+        dx_t = self._buffer("taps_dx", (c, n, hp, wp), dout.dtype, dout)
+        xp.matmul(w_t.reshape(k, c).T, dtaps, out=dx_t.reshape(c, n * hp * wp))
+        ph, pw = self.padding
+        dx = xp.empty((n, c, h, w), dout.dtype)
+        xp.copyto(dx, dx_t[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3))
+        return dx
 
 
 class ConvTranspose2d(_ConvBase):
