@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from helpers import load_benchmark, write_idx_dir
@@ -218,3 +219,38 @@ def test_what_broke_and_cupy_ids():
         == "cupy_backends.cuda.api.runtime.CUDARuntimeError: cudaErrorNoDevice"
     assert gpu_check.is_cupy_case("test_a[cupy]") and gpu_check.is_cupy_case("test_b[float32-cupy-5]")
     assert not gpu_check.is_cupy_case("test_c[numpy]") and not gpu_check.is_cupy_case("test_cupy_help")
+
+
+# -- benchmarks/pix2pix_step_time.py ---------------------------------------------------------------------------
+
+pix2pix_step_time = load_benchmark("pix2pix_step_time")
+
+
+def test_pix2pix_step_time_runs_the_trainers_update_and_writes_json(tmp_path, capsys):
+    args = pix2pix_step_time._parse(["--batch", "2", "--width", "2", "--iters", "2", "--warmup", "1", "--threads",
+                                     "1", "--out", str(tmp_path / "r.json"), "--no-torch"])
+    result = pix2pix_step_time.main(args)
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["median_seconds"]["minigan"] > 0 and saved["torch_over_minigan"] is None
+    assert saved["threads"] == 1 and saved["width"] == 2 and "command" in saved and "commit" in saved
+    assert result["epoch_minutes_50k"]["minigan"] == pytest.approx(result["median_seconds"]["minigan"] * 25_000 / 60)
+    assert "PyTorch skipped (--no-torch)" in capsys.readouterr().out
+
+
+def test_pix2pix_step_time_default_threads_are_every_core():
+    assert pix2pix_step_time._parse([]).threads == os.cpu_count()
+
+
+@pytest.mark.parametrize("norm", ["batch", "instance"])
+def test_pix2pix_torch_mirror_computes_minigans_networks(tmp_path, norm):
+    torch = pytest.importorskip("torch")
+    args = pix2pix_step_time._parse(["--batch", "2", "--width", "4", "--norm", norm, "--threads", "1"])
+    trainer, _ = pix2pix_step_time.make_minigan(args, str(tmp_path))
+    m = trainer.model
+    g, d = pix2pix_step_time.to_torch(m.G).eval(), pix2pix_step_time.to_torch(m.D).eval()
+    a = np.random.default_rng(0).standard_normal((3, 1, 32, 32)).astype(np.float32)
+    out = m.G.forward(a, train=False)
+    np.testing.assert_allclose(g(torch.from_numpy(a)).detach().numpy(), out, rtol=1e-4, atol=1e-5)
+    logits = m.D.forward((out, a), train=False)
+    torch_logits = d((torch.from_numpy(out), torch.from_numpy(a))).detach().numpy()
+    np.testing.assert_allclose(torch_logits.reshape(-1), logits.reshape(-1), rtol=1e-4, atol=1e-5)
