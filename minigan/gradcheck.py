@@ -525,7 +525,7 @@ def conv_tour(batch: int = 4, seed: int = 0, **options) -> list[GradCheckReport]
 
     Together the cases cover: kernels 1, 3, 4 and 7; strides 1 and 2; paddings 0 to 3; odd, even and
     non-square images; sizes where the stride skips the last rows ((H + 2p - k) % s != 0); ``output_padding``;
-    Conv2d by its column matrix and by tap planes;
+    Conv2d by its column matrix (its input gradient scattered in either memory order) and by tap planes;
     BatchNorm in training mode (on (N, C) and (N, C, H, W)) and in evaluation mode, with gamma and beta off
     their initial values; and the U-Net and ResNet joins, with a bias before a normalisation (an exactly zero
     gradient) inside the residual block.
@@ -558,6 +558,8 @@ def conv_tour(batch: int = 4, seed: int = 0, **options) -> list[GradCheckReport]
         (Conv2d(2, 2, 7, 1, 3, rng=seed, name="k7_s1_p3"), images(2, 9, 8), True, {}),
         (Conv2d(3, 2, 1, 2, 0, bias=False, rng=seed, name="k1_s2_p0_nobias"), images(3, 6, 5), True, {}),
         (Conv2d(2, 3, 3, 2, 2, rng=seed, name="k3_s2_p2"), images(2, 6, 7), True, {}),
+        # Input gradient scattered batch-innermost (batch 4 > 3 output columns, 27 column rows >= 8 * 2 outputs).
+        (Conv2d(3, 2, 3, 2, 1, rng=seed, name="k3_s2_p1_batch_last"), images(3, 5, 6, n=max(batch, 4)), True, {}),
         # By tap planes (a PatchGAN's one-channel output), at stride 1 and at a stride that skips a row.
         (Conv2d(3, 1, 4, 1, 1, rng=seed, name="taps_k4_s1_p1", method="taps"), images(3, 6, 5), True, {}),
         (Conv2d(2, 2, 3, 2, 2, rng=seed, name="taps_k3_s2_p2_skips", method="taps"), images(2, 6, 7), True, {}),

@@ -149,6 +149,33 @@ def test_columns_and_taps_compute_the_same_function_and_gradients(on_backend, ge
         np.testing.assert_allclose(backend.to_host(taps.grads[name]), backend.to_host(columns.grads[name]), **close)
 
 
+@settings(max_examples=25)
+@given(geometry=conv_geometry(), n=st.integers(1, 5), c_in=st.integers(1, 4), c_out=st.integers(1, 3),
+       s=st.integers(0, 2**16))
+def test_the_batch_last_input_gradient_is_the_same_gradient(on_backend, monkeypatch, geometry, n, c_in, c_out, s):
+    k, stride, p, h, w = geometry
+    layer = generic_point(Conv2d(c_in, c_out, k, stride, p, rng=s, method="columns"), s).astype(np.float64)
+    x = backend.to_device(_data(s, n, c_in, h, w))
+    g = backend.to_device(_data(s + 1, *layer.output_shape(x.shape)))
+    results = {}
+    for batch_last in (False, True):
+        monkeypatch.setattr(Conv2d, "batch_last_input_grad", lambda self, shape, flag=batch_last: flag)
+        layer.forward(x, True)
+        results[batch_last] = backend.to_host(layer.backward(g))
+    np.testing.assert_allclose(results[True], results[False], rtol=1e-12, atol=1e-12)
+    _assert_passed(check_layer(layer, backend.to_host(x), seed=s, n_samples=6))  # still forced batch-last
+
+
+@pytest.mark.parametrize("shape, batch_last", [
+    ((64, 64, 14, 14), True),   # DCGAN D.conv2 64 -> 128 at batch 64: 1024 column rows, 7 output columns
+    ((64, 1, 28, 28), False),   # a one-channel input: 16 column rows against 64 outputs
+    ((1, 64, 14, 14), False),   # one image: runs of 1
+])
+def test_the_input_gradient_order_follows_the_shape(shape, batch_last):
+    layer = Conv2d(shape[1], 128 if shape[1] == 64 else 64, 4, 2, 1)
+    assert layer.batch_last_input_grad(shape) is batch_last
+
+
 @pytest.mark.parametrize("layer, shape, taps", [
     (Conv2d(64, 1, 4, 1, 1), (2, 64, 16, 16), True),    # a PatchGAN's output: one row of products
     (Conv2d(32, 64, 4, 1, 1), (2, 32, 16, 16), False),  # its stride-1 hidden layer: more outputs than inputs
