@@ -526,6 +526,7 @@ def conv_tour(batch: int = 4, seed: int = 0, **options) -> list[GradCheckReport]
     Together the cases cover: kernels 1, 3, 4 and 7; strides 1 and 2; paddings 0 to 3; odd, even and
     non-square images; sizes where the stride skips the last rows ((H + 2p - k) % s != 0); ``output_padding``;
     Conv2d by its column matrix (its input gradient scattered in either memory order) and by tap planes;
+    ConvTranspose2d with its columns in either order;
     BatchNorm in training mode (on (N, C) and (N, C, H, W)) and in evaluation mode, with gamma and beta off
     their initial values; and the U-Net and ResNet joins, with a bias before a normalisation (an exactly zero
     gradient) inside the residual block.
@@ -566,6 +567,9 @@ def conv_tour(batch: int = 4, seed: int = 0, **options) -> list[GradCheckReport]
         (ConvTranspose2d(3, 2, 4, 2, 1, rng=seed, name="T_k4_s2_p1"), images(3, 3, 4), True, {}),
         (ConvTranspose2d(2, 3, 3, 2, 1, output_padding=1, rng=seed, name="T_k3_s2_p1_op1"), images(2, 4, 3), True, {}),
         (ConvTranspose2d(2, 2, 7, 1, 3, rng=seed, name="T_k7_s1_p3"), images(2, 3, 5), True, {}),
+        # Batch-innermost columns (batch 4 > 3 input columns, 48 column rows >= 4 * 2 inputs).
+        (ConvTranspose2d(2, 3, 4, 2, 1, rng=seed, name="T_k4_s2_p1_batch_last"), images(2, 3, 3, n=max(batch, 4)),
+         True, {}),
         (ConvTranspose2d(2, 2, 1, 2, 0, output_padding=1, rng=seed, name="T_k1_s2_op1"), images(2, 3, 2), True, {}),
         # Two rows would be degenerate: x_hat = +-1 up to O(eps), a derivative no finite difference resolves.
         (BatchNorm(4, name="bn_train_NC"), gen.standard_normal((max(batch, 4), 4)) * 2 + 1, True, {}),

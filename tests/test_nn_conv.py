@@ -166,6 +166,39 @@ def test_the_batch_last_input_gradient_is_the_same_gradient(on_backend, monkeypa
     _assert_passed(check_layer(layer, backend.to_host(x), seed=s, n_samples=6))  # still forced batch-last
 
 
+@settings(max_examples=25)
+@given(geometry=conv_geometry(), n=st.integers(1, 5), c_in=st.integers(1, 3), c_out=st.integers(1, 4),
+       bias=st.booleans(), data=st.data())
+def test_conv_transpose_batch_last_columns_compute_the_same(on_backend, monkeypatch, geometry, n, c_in, c_out, bias,
+                                                          data):
+    k, stride, p, h, w = geometry
+    op = data.draw(st.integers(0, stride - 1), label="output_padding")
+    s = data.draw(st.integers(0, 2**16), label="seed")
+    layer = ConvTranspose2d(c_in, c_out, k, stride, p, output_padding=op, bias=bias, rng=s)
+    assume(min(layer.output_shape((n, c_in, h, w))[2:]) >= 1)
+    layer = generic_point(layer, s).astype(np.float64)
+    x = backend.to_device(_data(s, n, c_in, h, w))
+    g = backend.to_device(_data(s + 1, *layer.output_shape(x.shape)))
+    results = {}
+    for batch_last in (False, True):
+        monkeypatch.setattr(ConvTranspose2d, "batch_last", lambda self, shape, flag=batch_last: flag)
+        y = layer.forward(x, True)
+        dx = layer.backward(g)
+        results[batch_last] = [backend.to_host(a) for a in (y, dx, *layer.grads.values())]
+    for a, b in zip(results[True], results[False]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    _assert_passed(check_layer(layer, backend.to_host(x), seed=s, n_samples=6))  # still forced batch-last
+
+
+@pytest.mark.parametrize("layer, shape, batch_last", [
+    (ConvTranspose2d(128, 64, 4, 2, 1), (64, 128, 7, 7), True),   # DCGAN's G.up1 at batch 64
+    (ConvTranspose2d(64, 1, 4, 2, 1), (64, 64, 14, 14), False),   # a one-channel output: 16 column rows
+    (ConvTranspose2d(128, 64, 4, 2, 1), (4, 128, 7, 7), False),   # a batch shorter than a row
+])
+def test_conv_transpose_order_follows_the_shape(layer, shape, batch_last):
+    assert layer.batch_last(shape) is batch_last
+
+
 @pytest.mark.parametrize("shape, batch_last", [
     ((64, 64, 14, 14), True),   # DCGAN D.conv2 64 -> 128 at batch 64: 1024 column rows, 7 output columns
     ((64, 1, 28, 28), False),   # a one-channel input: 16 column rows against 64 outputs

@@ -23,7 +23,7 @@ from .activations import LeakyReLU, ReLU, Sigmoid, Tanh, sigmoid
 from .base import DEFAULT_DTYPE, Layer, checking_finite_inputs
 from .containers import Identity, Join, Residual, Sequential, SkipConcat, UNetBlock
 from .conv import (CONV_METHODS, Conv2d, ConvTranspose2d, col2im, col2im_batch_last, conv_output_size, im2col,
-                   spread_taps, sum_taps)
+                   im2col_batch_last, spread_taps, sum_taps)
 from .dense import Linear, Maxout, ProjectionHead
 from .dropout import Dropout
 from .init import init_weights, make_generator
@@ -35,8 +35,8 @@ __all__ = [
     "Linear", "Maxout", "ProjectionHead",
     "sigmoid", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Dropout",
     "Sequential", "Join", "Identity", "Residual", "SkipConcat", "UNetBlock",
-    "Conv2d", "ConvTranspose2d", "CONV_METHODS", "im2col", "col2im", "col2im_batch_last", "sum_taps", "spread_taps",
-    "conv_output_size",
+    "Conv2d", "ConvTranspose2d", "CONV_METHODS", "im2col", "col2im", "im2col_batch_last", "col2im_batch_last",
+    "sum_taps", "spread_taps", "conv_output_size",
     "BatchNorm", "InstanceNorm2d",
     "ReflectionPad2d", "Flatten", "Reshape", "Upsample", "PatchRows",
 ]

@@ -59,7 +59,8 @@ from .base import DEFAULT_DTYPE, Layer
 from .init import make_generator
 from ._checks import check_batch, pair, positive_int
 
-__all__ = ["Conv2d", "ConvTranspose2d", "im2col", "col2im", "col2im_batch_last", "sum_taps", "spread_taps",
+__all__ = ["Conv2d", "ConvTranspose2d", "im2col", "col2im", "im2col_batch_last", "col2im_batch_last", "sum_taps",
+           "spread_taps",
            "conv_output_size", "conv_init", "CONV_METHODS"]
 
 #: How :class:`Conv2d` computes: by the column matrix, by tap planes, or whichever is smaller for the shape.
@@ -98,6 +99,19 @@ def col2im(cols, kernel: tuple[int, int], stride: tuple[int, int], out_hw: tuple
             window = x_padded[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw]
             xp.add(window, cols[:, i, j].transpose(1, 0, 2, 3), out=window)
     return x_padded
+
+
+def im2col_batch_last(x_padded, kernel: tuple[int, int], stride: tuple[int, int], out_hw: tuple[int, int], cols):
+    """:func:`im2col` with the batch axis innermost: ``cols[c, i, j, a, b, n] = x_padded[c, i + sh a, j + sw b, n]``.
+
+    ``x_padded`` is (C, Hp, Wp, N) and ``cols`` (C, kh, kw, OH, OW, N); returns ``cols``.
+    """
+    xp = get_array_module(x_padded)
+    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_hw
+    for i in range(kh):
+        for j in range(kw):
+            xp.copyto(cols[:, i, j], x_padded[:, i:i + sh * oh:sh, j:j + sw * ow:sw, :])
+    return cols
 
 
 def col2im_batch_last(cols, kernel: tuple[int, int], stride: tuple[int, int], out_hw: tuple[int, int], x_padded):
@@ -492,6 +506,8 @@ class ConvTranspose2d(_ConvBase):
         if oh < 1 or ow < 1:
             raise ValueError(f"ConvTranspose2d {self.path}: padding {self.padding} leaves no output for an "
                              f"input of spatial size {h}x{w}")
+        if self.batch_last(x.shape):
+            return self._forward_batch_last(x, oh, ow)
         kh, kw = self.kernel_size
         k = o * kh * kw
         x2 = self._buffer("x2", (c, n * h * w), x.dtype, x)
@@ -509,6 +525,8 @@ class ConvTranspose2d(_ConvBase):
 
     def backward(self, dout):
         cache = self._require_forward()
+        if "x2_batch_last" in cache:
+            return self._backward_batch_last(dout, cache)
         xp = get_array_module(dout)
         n, c, h, w = cache["x_shape"]
         o = self.out_channels
@@ -527,4 +545,58 @@ class ConvTranspose2d(_ConvBase):
         xp.matmul(self._params["W"].reshape(c, k), dcols, out=dx2)
         dx = xp.empty((n, c, h, w), dout.dtype)
         xp.copyto(dx, dx2.reshape(c, n, h, w).transpose(1, 0, 2, 3))
+        return dx
+
+    def batch_last(self, input_shape: tuple) -> bool:
+        """Whether to compute with the batch axis innermost (columns ordered (h, w, n); :func:`col2im_batch_last`
+        and :func:`im2col_batch_last`): when the batch is longer than an input row and the column matrix
+        (out·kh·kw rows) outweighs the transposing copies of the input (in rows) this order needs. Measured at
+        one thread on the DCGAN and pix2pix up-convolutions at batch 64 (out·kh·kw >= 4·in): 1.1-3.5x less time
+        outside the product in the forward pass; slower for a one-channel output (16 rows against 64)."""
+        n, c, _, w = input_shape
+        return n > w and self.out_channels * self.kernel_size[0] * self.kernel_size[1] >= 4 * c
+
+    def _forward_batch_last(self, x, oh: int, ow: int):
+        """:meth:`forward` with the columns ordered (h, w, n): the same products and sums."""
+        xp = get_array_module(x)
+        n, c, h, w = x.shape
+        o, (kh, kw), (ph, pw) = self.out_channels, self.kernel_size, self.padding
+        k = o * kh * kw
+        x2 = self._buffer("x2_batch_last", (c, h * w * n), x.dtype, x)
+        xp.copyto(x2.reshape(c, h, w, n), x.transpose(1, 2, 3, 0))
+        cols = self._buffer("cols_batch_last", (o, kh, kw, h, w, n), x.dtype, x)
+        xp.matmul(self._params["W"].reshape(c, k).T, x2, out=cols.reshape(k, h * w * n))
+        y_full = self._buffer("y_full_batch_last", (o, oh + 2 * ph, ow + 2 * pw, n), x.dtype, x)
+        y_full.fill(0)
+        col2im_batch_last(cols, self.kernel_size, self.stride, (h, w), y_full)
+        y = xp.empty((n, o, oh, ow), x.dtype)
+        xp.copyto(y, y_full[:, ph:ph + oh, pw:pw + ow, :].transpose(3, 0, 1, 2))
+        if self.bias:
+            y += self._params["b"].reshape(1, o, 1, 1)
+        self._cache = {"x2_batch_last": x2, "x_shape": x.shape}
+        return y
+
+    def _backward_batch_last(self, dout, cache):
+        xp = get_array_module(dout)
+        n, c, h, w = cache["x_shape"]
+        _, o, oh, ow = dout.shape
+        (kh, kw), (ph, pw) = self.kernel_size, self.padding
+        k = o * kh * kw
+        dout_padded = self._buffer("dout_padded_batch_last", (o, oh + 2 * ph, ow + 2 * pw, n), dout.dtype, dout)
+        if ph or pw:
+            dout_padded.fill(0)
+        xp.copyto(dout_padded[:, ph:ph + oh, pw:pw + ow, :], dout.transpose(1, 2, 3, 0))
+        dcols = self._buffer("dcols_batch_last", (o, kh, kw, h, w, n), dout.dtype, dout)
+        im2col_batch_last(dout_padded, self.kernel_size, self.stride, (h, w), dcols)
+        dcols = dcols.reshape(k, h * w * n)
+        if self.requires_grad:
+            xp.matmul(cache["x2_batch_last"], dcols.T, out=self._grads["W"].reshape(c, k))
+            if self.bias:
+                dout.sum(axis=(0, 2, 3), out=self._grads["b"])
+        if not self.input_grad:
+            return None
+        dx2 = self._buffer("dx2_batch_last", (c, h * w * n), dout.dtype, dout)
+        xp.matmul(self._params["W"].reshape(c, k), dcols, out=dx2)
+        dx = xp.empty((n, c, h, w), dout.dtype)
+        xp.copyto(dx, dx2.reshape(c, h, w, n).transpose(3, 0, 1, 2))
         return dx
