@@ -33,11 +33,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+import minigan  # noqa: E402,F401  (before NumPy, as the command line: how OpenBLAS idles, minigan/__init__.py)
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from seeds import provenance  # noqa: E402  (benchmarks/seeds.py: command, date, machine, commit)

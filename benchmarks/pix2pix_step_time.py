@@ -53,6 +53,7 @@ if ARGS is not None:  # must be set before numpy (OpenBLAS) is imported
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(ARGS.threads)
 
+import minigan  # noqa: E402,F401  (before NumPy: it sets how OpenBLAS idles, see minigan/__init__.py)
 import numpy as np  # noqa: E402
 
 from minigan import backend, nn as mnn  # noqa: E402

@@ -72,6 +72,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # run from a checkout without installing
 
+import minigan  # noqa: E402,F401  (before NumPy: it sets how OpenBLAS idles, see minigan/__init__.py)
 import numpy as np  # noqa: E402
 
 from minigan import backend, objective  # noqa: E402

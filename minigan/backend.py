@@ -50,6 +50,7 @@ __all__ = [
     "to_device",
     "to_host",
     "is_device_array",
+    "on_host_cores",
     "gpu_available",
     "synchronize",
     "bce_logits",
@@ -373,6 +374,11 @@ def _is_cupy_array(a: Any) -> bool:
 def is_device_array(a: Any) -> bool:
     """True for arrays that do not live in host memory as plain NumPy arrays (CuPy or strict arrays)."""
     return isinstance(a, StrictArray) or _is_cupy_array(a)
+
+
+def on_host_cores(a: Any) -> bool:
+    """True when work on ``a`` runs on the CPU's cores (NumPy and strict arrays), False for CuPy arrays."""
+    return not _is_cupy_array(a)
 
 
 def get_array_module(*arrays: Any):

@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import backend
+from .. import backend, parallel
 from ..backend import get_array_module
 from .base import DEFAULT_DTYPE, Layer
 from .init import make_generator
@@ -75,14 +75,17 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
 def im2col(x_padded, kernel: tuple[int, int], stride: tuple[int, int], out_hw: tuple[int, int], cols):
     """Fill ``cols`` (C, kh, kw, N, OH, OW) with ``cols[c, i, j, n, a, b] = x_padded[n, c, i + sh a, j + sw b]``.
 
-    One strided-slice copy per kernel offset; returns ``cols``.
+    One strided-slice copy per kernel offset (per block of channels, :mod:`minigan.parallel`); returns ``cols``.
     """
     xp = get_array_module(x_padded)
     (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_hw
-    for i in range(kh):
-        for j in range(kw):
-            window = x_padded[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw]
-            xp.copyto(cols[:, i, j], window.transpose(1, 0, 2, 3))
+
+    def channels(c0, c1):
+        for i in range(kh):
+            for j in range(kw):
+                window = x_padded[:, c0:c1, i:i + sh * oh:sh, j:j + sw * ow:sw]
+                xp.copyto(cols[c0:c1, i, j], window.transpose(1, 0, 2, 3))
+    parallel.split_large(cols.size, cols.shape[0], channels, like=cols)
     return cols
 
 
@@ -90,14 +93,17 @@ def col2im(cols, kernel: tuple[int, int], stride: tuple[int, int], out_hw: tuple
     """The adjoint of :func:`im2col`: ``x_padded[n, c, i + sh a, j + sw b] += cols[c, i, j, n, a, b]``.
 
     Accumulates into ``x_padded`` (zero it first for a plain col2im); returns it. Within one offset no pixel
-    repeats, so each in-place add on a strided slice is exact.
+    repeats, so each in-place add on a strided slice is exact; blocks of channels touch disjoint pixels.
     """
     xp = get_array_module(cols)
     (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_hw
-    for i in range(kh):
-        for j in range(kw):
-            window = x_padded[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw]
-            xp.add(window, cols[:, i, j].transpose(1, 0, 2, 3), out=window)
+
+    def channels(c0, c1):
+        for i in range(kh):
+            for j in range(kw):
+                window = x_padded[:, c0:c1, i:i + sh * oh:sh, j:j + sw * ow:sw]
+                xp.add(window, cols[c0:c1, i, j].transpose(1, 0, 2, 3), out=window)
+    parallel.split_large(cols.size, cols.shape[0], channels, like=cols)
     return x_padded
 
 
@@ -108,9 +114,12 @@ def im2col_batch_last(x_padded, kernel: tuple[int, int], stride: tuple[int, int]
     """
     xp = get_array_module(x_padded)
     (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_hw
-    for i in range(kh):
-        for j in range(kw):
-            xp.copyto(cols[:, i, j], x_padded[:, i:i + sh * oh:sh, j:j + sw * ow:sw, :])
+
+    def channels(c0, c1):
+        for i in range(kh):
+            for j in range(kw):
+                xp.copyto(cols[c0:c1, i, j], x_padded[c0:c1, i:i + sh * oh:sh, j:j + sw * ow:sw, :])
+    parallel.split_large(cols.size, cols.shape[0], channels, like=cols)
     return cols
 
 
@@ -123,10 +132,13 @@ def col2im_batch_last(cols, kernel: tuple[int, int], stride: tuple[int, int], ou
     """
     xp = get_array_module(cols)
     (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_hw
-    for i in range(kh):
-        for j in range(kw):
-            window = x_padded[:, i:i + sh * oh:sh, j:j + sw * ow:sw, :]
-            xp.add(window, cols[:, i, j], out=window)
+
+    def channels(c0, c1):
+        for i in range(kh):
+            for j in range(kw):
+                window = x_padded[c0:c1, i:i + sh * oh:sh, j:j + sw * ow:sw, :]
+                xp.add(window, cols[c0:c1, i, j], out=window)
+    parallel.split_large(cols.size, cols.shape[0], channels, like=cols)
     return x_padded
 
 
@@ -219,7 +231,7 @@ class _ConvBase(Layer):
         if pad == (0, 0):
             return xp.zeros(shape, like.dtype)
         buf = self._buffer(key, shape, like.dtype, like)
-        buf.fill(0)
+        parallel.fill(buf, 0)
         return buf
 
     def _padded(self, key: str, x, pad: tuple[int, int], channels_first: bool = False):
@@ -240,7 +252,7 @@ class _ConvBase(Layer):
         if pw:
             out[:, :, :, :pw] = 0
             out[:, :, :, pw + w:] = 0
-        out[:, :, ph:ph + h, pw:pw + w] = x
+        parallel.copyto(out[:, :, ph:ph + h, pw:pw + w], x)
         return out
 
     @staticmethod
@@ -249,7 +261,9 @@ class _ConvBase(Layer):
         if pad == (0, 0):
             return a
         ph, pw = pad
-        return a[:, :, ph:ph + h, pw:pw + w].copy()
+        out = get_array_module(a).empty(a.shape[:2] + (h, w), a.dtype)
+        parallel.copyto(out, a[:, :, ph:ph + h, pw:pw + w])
+        return out
 
     def _forget(self):
         self._cache = None
@@ -349,7 +363,7 @@ class Conv2d(_ConvBase):
         if self.bias:
             y2 += self._params["b"].reshape(o, 1)
         y = xp.empty((n, o, oh, ow), x.dtype)
-        xp.copyto(y, y2.reshape(o, n, oh, ow).transpose(1, 0, 2, 3))
+        parallel.copyto(y, y2.reshape(o, n, oh, ow).transpose(1, 0, 2, 3))
         self._cache = {"cols": cols, "x_shape": x.shape}
         return y
 
@@ -363,7 +377,7 @@ class Conv2d(_ConvBase):
         kh, kw = self.kernel_size
         k = c * kh * kw
         g2 = self._buffer("g2", (o, n * oh * ow), dout.dtype, dout)
-        xp.copyto(g2.reshape(o, n, oh, ow), dout.transpose(1, 0, 2, 3))
+        parallel.copyto(g2.reshape(o, n, oh, ow), dout.transpose(1, 0, 2, 3))
         if self.requires_grad:
             xp.matmul(g2, cache["cols"].T, out=self._grads["W"].reshape(o, k))
             if self.bias:
@@ -374,14 +388,14 @@ class Conv2d(_ConvBase):
         if self.batch_last_input_grad(cache["x_shape"]):
             # The same two steps with the columns ordered (a, b, n): col2im then adds runs of N values.
             g2 = self._buffer("g2_batch_last", (o, oh * ow * n), dout.dtype, dout)
-            xp.copyto(g2.reshape(o, oh, ow, n), dout.transpose(1, 2, 3, 0))
+            parallel.copyto(g2.reshape(o, oh, ow, n), dout.transpose(1, 2, 3, 0))
             dcols = self._buffer("dcols_batch_last", (c, kh, kw, oh, ow, n), dout.dtype, dout)
             xp.matmul(self._params["W"].reshape(o, k).T, g2, out=dcols.reshape(k, oh * ow * n))
             dx_padded = self._buffer("dx_padded_batch_last", (c, h + 2 * ph, w + 2 * pw, n), dout.dtype, dout)
-            dx_padded.fill(0)
+            parallel.fill(dx_padded, 0)
             col2im_batch_last(dcols, self.kernel_size, self.stride, (oh, ow), dx_padded)
             dx = xp.empty((n, c, h, w), dout.dtype)
-            xp.copyto(dx, dx_padded[:, ph:ph + h, pw:pw + w, :].transpose(3, 0, 1, 2))
+            parallel.copyto(dx, dx_padded[:, ph:ph + h, pw:pw + w, :].transpose(3, 0, 1, 2))
             return dx
         dcols = self._buffer("dcols", (c, kh, kw, n, oh, ow), dout.dtype, dout)
         xp.matmul(self._params["W"].reshape(o, k).T, g2, out=dcols.reshape(k, n * oh * ow))
@@ -409,14 +423,14 @@ class Conv2d(_ConvBase):
         x_t = self._padded("taps_x", x, self.padding, channels_first=True)  # (C, N, Hp, Wp)
         hp, wp = x_t.shape[2:]
         w_t = self._buffer("taps_w", (o, kh, kw, c), x.dtype, x)
-        xp.copyto(w_t, self._params["W"].transpose(0, 2, 3, 1))
+        parallel.copyto(w_t, self._params["W"].transpose(0, 2, 3, 1))
         taps = self._buffer("taps", (o, kh, kw, n, hp, wp), x.dtype, x)
         xp.matmul(w_t.reshape(k, c), x_t.reshape(c, n * hp * wp), out=taps.reshape(k, n * hp * wp))
         y_t = sum_taps(taps, self.stride, (oh, ow), self._buffer("taps_y", (o, n, oh, ow), x.dtype, x))
         if self.bias:
             y_t += self._params["b"].reshape(o, 1, 1, 1)
         y = xp.empty((n, o, oh, ow), x.dtype)
-        xp.copyto(y, y_t.transpose(1, 0, 2, 3))
+        parallel.copyto(y, y_t.transpose(1, 0, 2, 3))
         self._cache = {"taps_x": x_t, "taps_w": w_t, "x_shape": x.shape}
         return y
 
@@ -433,7 +447,7 @@ class Conv2d(_ConvBase):
         if self.requires_grad:
             dw_t = self._buffer("taps_dw", (k, c), dout.dtype, dout)
             xp.matmul(dtaps, x_t.reshape(c, n * hp * wp).T, out=dw_t)
-            xp.copyto(self._grads["W"], dw_t.reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
+            parallel.copyto(self._grads["W"], dw_t.reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
             if self.bias:
                 dout.sum(axis=(0, 2, 3), out=self._grads["b"])
         if not self.input_grad:
@@ -442,7 +456,7 @@ class Conv2d(_ConvBase):
         xp.matmul(w_t.reshape(k, c).T, dtaps, out=dx_t.reshape(c, n * hp * wp))
         ph, pw = self.padding
         dx = xp.empty((n, c, h, w), dout.dtype)
-        xp.copyto(dx, dx_t[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3))
+        parallel.copyto(dx, dx_t[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3))
         return dx
 
 
@@ -511,7 +525,7 @@ class ConvTranspose2d(_ConvBase):
         kh, kw = self.kernel_size
         k = o * kh * kw
         x2 = self._buffer("x2", (c, n * h * w), x.dtype, x)
-        xp.copyto(x2.reshape(c, n, h, w), x.transpose(1, 0, 2, 3))
+        parallel.copyto(x2.reshape(c, n, h, w), x.transpose(1, 0, 2, 3))
         cols = self._buffer("cols", (o, kh, kw, n, h, w), x.dtype, x)
         xp.matmul(self._params["W"].reshape(c, k).T, x2, out=cols.reshape(k, n * h * w))
         ph, pw = self.padding
@@ -544,7 +558,7 @@ class ConvTranspose2d(_ConvBase):
         dx2 = self._buffer("dx2", (c, n * h * w), dout.dtype, dout)
         xp.matmul(self._params["W"].reshape(c, k), dcols, out=dx2)
         dx = xp.empty((n, c, h, w), dout.dtype)
-        xp.copyto(dx, dx2.reshape(c, n, h, w).transpose(1, 0, 2, 3))
+        parallel.copyto(dx, dx2.reshape(c, n, h, w).transpose(1, 0, 2, 3))
         return dx
 
     def batch_last(self, input_shape: tuple) -> bool:
@@ -563,14 +577,14 @@ class ConvTranspose2d(_ConvBase):
         o, (kh, kw), (ph, pw) = self.out_channels, self.kernel_size, self.padding
         k = o * kh * kw
         x2 = self._buffer("x2_batch_last", (c, h * w * n), x.dtype, x)
-        xp.copyto(x2.reshape(c, h, w, n), x.transpose(1, 2, 3, 0))
+        parallel.copyto(x2.reshape(c, h, w, n), x.transpose(1, 2, 3, 0))
         cols = self._buffer("cols_batch_last", (o, kh, kw, h, w, n), x.dtype, x)
         xp.matmul(self._params["W"].reshape(c, k).T, x2, out=cols.reshape(k, h * w * n))
         y_full = self._buffer("y_full_batch_last", (o, oh + 2 * ph, ow + 2 * pw, n), x.dtype, x)
-        y_full.fill(0)
+        parallel.fill(y_full, 0)
         col2im_batch_last(cols, self.kernel_size, self.stride, (h, w), y_full)
         y = xp.empty((n, o, oh, ow), x.dtype)
-        xp.copyto(y, y_full[:, ph:ph + oh, pw:pw + ow, :].transpose(3, 0, 1, 2))
+        parallel.copyto(y, y_full[:, ph:ph + oh, pw:pw + ow, :].transpose(3, 0, 1, 2))
         if self.bias:
             y += self._params["b"].reshape(1, o, 1, 1)
         self._cache = {"x2_batch_last": x2, "x_shape": x.shape}
@@ -584,8 +598,8 @@ class ConvTranspose2d(_ConvBase):
         k = o * kh * kw
         dout_padded = self._buffer("dout_padded_batch_last", (o, oh + 2 * ph, ow + 2 * pw, n), dout.dtype, dout)
         if ph or pw:
-            dout_padded.fill(0)
-        xp.copyto(dout_padded[:, ph:ph + oh, pw:pw + ow, :], dout.transpose(1, 2, 3, 0))
+            parallel.fill(dout_padded, 0)
+        parallel.copyto(dout_padded[:, ph:ph + oh, pw:pw + ow, :], dout.transpose(1, 2, 3, 0))
         dcols = self._buffer("dcols_batch_last", (o, kh, kw, h, w, n), dout.dtype, dout)
         im2col_batch_last(dout_padded, self.kernel_size, self.stride, (h, w), dcols)
         dcols = dcols.reshape(k, h * w * n)
@@ -598,5 +612,5 @@ class ConvTranspose2d(_ConvBase):
         dx2 = self._buffer("dx2_batch_last", (c, h * w * n), dout.dtype, dout)
         xp.matmul(self._params["W"].reshape(c, k), dcols, out=dx2)
         dx = xp.empty((n, c, h, w), dout.dtype)
-        xp.copyto(dx, dx2.reshape(c, h, w, n).transpose(3, 0, 1, 2))
+        parallel.copyto(dx, dx2.reshape(c, h, w, n).transpose(3, 0, 1, 2))
         return dx

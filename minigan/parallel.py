@@ -1,0 +1,127 @@
+"""Independent blocks of one NumPy pass on a small thread pool: the copies and elementwise work BLAS leaves on
+one core.
+
+With every core given to the matrix products, the rest of a step (im2col's and col2im's strided copies, the
+layout transposes around each product, the optimizer's elementwise update) still runs on one core and becomes
+a large share of the step. NumPy releases the GIL inside its copy and ufunc loops, so disjoint slices of one
+such pass run on several cores at once.
+
+:func:`split` cuts ``range(n)`` into one contiguous block per worker and runs ``fn(start, stop)`` for each,
+the first block on the calling thread. Each block computes exactly what the whole pass computes on its slice
+(no sum is cut across blocks), so results are bit-identical for every number of workers.
+
+The number of workers follows the BLAS thread count the process was started with (``OPENBLAS_NUM_THREADS``,
+``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS``, the first one set), else every core (:func:`os.cpu_count`), the
+same rule OpenBLAS follows (:func:`default_workers`); :func:`set_workers` overrides it. Device (CuPy) arrays are never split: the GPU
+runs a pass in parallel already.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+from . import backend
+
+__all__ = ["split", "split_large", "copyto", "fill", "workers", "set_workers", "default_workers", "THREAD_VARIABLES",
+           "MIN_SPLIT"]
+
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+#: Passes over fewer values than this run whole: a hand-off to a pool thread costs tens of microseconds, about
+#: what one core needs to copy this many float32 values.
+MIN_SPLIT = 1 << 16
+
+_lock = threading.Lock()
+_workers: int | None = None
+_pool: ThreadPoolExecutor | None = None
+
+
+def default_workers() -> int:
+    """The BLAS thread count the environment asks for, else the number of cores (at least 1); 1 while OpenBLAS's
+    idle threads spin (no ``OPENBLAS_THREAD_TIMEOUT``: NumPy was imported before minigan, see ``minigan/__init__``),
+    since they hold the other cores and the blocks would only wait for them."""
+    if not os.environ.get("OPENBLAS_THREAD_TIMEOUT", "").strip():
+        return 1
+    for var in THREAD_VARIABLES:
+        value = os.environ.get(var, "").strip()
+        if value:
+            try:
+                return max(1, int(value))
+            except ValueError:
+                continue  # OpenBLAS ignores a value it cannot read; so do we
+    return max(1, os.cpu_count() or 1)
+
+
+def workers() -> int:
+    """How many blocks :func:`split` runs at once."""
+    global _workers
+    if _workers is None:
+        _workers = default_workers()
+    return _workers
+
+
+def set_workers(n: int | None) -> None:
+    """Use ``n`` workers from now on (None: back to :func:`default_workers`)."""
+    global _workers, _pool
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"parallel.set_workers: the number of workers must be a positive integer, got {n!r}")
+    with _lock:
+        if _pool is not None:
+            _pool.shutdown(wait=True)
+            _pool = None
+        _workers = n
+
+
+def _executor(n: int) -> ThreadPoolExecutor:
+    global _pool
+    with _lock:
+        if _pool is None or _pool._max_workers != n:  # noqa: SLF001  (the executor's own size)
+            if _pool is not None:
+                _pool.shutdown(wait=True)
+            _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="minigan-block")
+        return _pool
+
+
+def split(n: int, fn: Callable[[int, int], Any], like: Any = None) -> None:
+    """Run ``fn(start, stop)`` over contiguous blocks covering ``range(n)``, one per worker, and wait for all.
+
+    ``like`` is an array of the pass: on a device array the pass runs as one block. An exception in any block
+    is raised here (after every block has finished, so no block still writes when the caller goes on).
+    """
+    k = min(workers(), n)
+    nested = threading.current_thread().name.startswith("minigan-block")  # a block of a block runs whole
+    if k <= 1 or nested or (like is not None and not backend.on_host_cores(like)):
+        fn(0, n)
+        return
+    bounds = [round(i * n / k) for i in range(k + 1)]
+    pool = _executor(k - 1)
+    futures = [pool.submit(fn, bounds[i], bounds[i + 1]) for i in range(1, k)]
+    try:
+        fn(bounds[0], bounds[1])
+    finally:
+        errors = [f.exception() for f in futures]
+    for error in errors:
+        if error is not None:
+            raise error
+
+
+def split_large(size: int, n: int, fn: Callable[[int, int], Any], like: Any = None) -> None:
+    """:func:`split` for a pass over ``size`` values in all, run whole below :data:`MIN_SPLIT`."""
+    if size < MIN_SPLIT:
+        fn(0, n)
+    else:
+        split(n, fn, like)
+
+
+def copyto(dst, src) -> None:
+    """``dst[...] = src`` (same shape; ``src`` may be a transposed view), in blocks along axis 0."""
+    xp = backend.get_array_module(dst)
+    split_large(dst.size, dst.shape[0], lambda a, b: xp.copyto(dst[a:b], src[a:b]), like=dst)
+
+
+def fill(dst, value) -> None:
+    """``dst[...] = value``, in blocks along axis 0."""
+    split_large(dst.size, dst.shape[0], lambda a, b: dst[a:b].fill(value), like=dst)

@@ -1,0 +1,133 @@
+"""minigan.parallel: blocks cover the range once, errors surface, the worker count follows the BLAS settings,
+and the conv layers give bit-identical results on any number of workers (numpy and strict backends)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minigan import backend, parallel
+from minigan.gradcheck import generic_point
+from minigan.nn import Conv2d, ConvTranspose2d
+
+
+@pytest.fixture
+def pool_of():
+    """Set the number of workers for one test (every pass split, however small); restored after."""
+    saved, min_split = parallel._workers, parallel.MIN_SPLIT
+
+    def use(n):
+        parallel.set_workers(n)
+        parallel.MIN_SPLIT = 0
+    yield use
+    parallel.set_workers(saved)
+    parallel.MIN_SPLIT = min_split
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(0, 50), workers=st.integers(1, 5))
+def test_blocks_cover_the_range_exactly_once(n, workers):
+    parallel.set_workers(workers)
+    try:
+        seen = []
+        lock = threading.Lock()
+
+        def block(a, b):
+            with lock:
+                seen.append((a, b))
+        parallel.split(n, block)
+        covered = sorted(i for a, b in seen for i in range(a, b))
+        assert covered == list(range(n))
+        assert len(seen) == max(1, min(workers, n))
+    finally:
+        parallel.set_workers(None)
+
+
+def test_an_error_in_a_block_is_raised_after_every_block_finished(pool_of):
+    pool_of(3)
+    finished = []
+
+    def block(a, b):
+        if a > 0:
+            raise ValueError(f"block {a}")
+        threading.Event().wait(0.05)
+        finished.append(a)
+    with pytest.raises(ValueError, match="block"):
+        parallel.split(9, block)
+    assert finished == [0]
+
+
+def test_a_block_that_splits_again_runs_its_part_whole(pool_of):
+    pool_of(2)
+    inner_blocks = {}
+    lock = threading.Lock()
+
+    def outer(a, b):
+        blocks = []
+        parallel.split(4, lambda c, d: blocks.append((c, d)))
+        with lock:
+            inner_blocks[threading.current_thread().name.startswith("minigan-block")] = blocks
+    parallel.split(2, outer)
+    assert inner_blocks[True] == [(0, 4)]  # in a pool thread: whole (no waiting on the pool from inside it)
+    assert sorted(inner_blocks[False]) == [(0, 2), (2, 4)]  # in the caller: split
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, 1),  # OpenBLAS's threads spin: no pool
+    ({"OPENBLAS_THREAD_TIMEOUT": "4", "OPENBLAS_NUM_THREADS": "3"}, 3),
+    ({"OPENBLAS_THREAD_TIMEOUT": "4", "OPENBLAS_NUM_THREADS": "x", "OMP_NUM_THREADS": "2"}, 2),
+    ({"OPENBLAS_THREAD_TIMEOUT": "4"}, "cores"),
+])
+def test_default_workers_follow_the_blas_settings(monkeypatch, env, expected):
+    for var in (*parallel.THREAD_VARIABLES, "OPENBLAS_THREAD_TIMEOUT"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    import os
+    assert parallel.default_workers() == (os.cpu_count() if expected == "cores" else expected)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_set_workers_refuses_what_is_not_a_count(bad):
+    with pytest.raises(ValueError, match="positive integer"):
+        parallel.set_workers(bad)
+
+
+@pytest.mark.parametrize("first, timeout", [("minigan", "4"), ("numpy", "")])
+def test_importing_minigan_first_lets_openblas_threads_sleep(first, timeout):
+    other = "numpy" if first == "minigan" else "minigan"
+    code = (f"import os; os.environ.pop('OPENBLAS_THREAD_TIMEOUT', None); import {first}; import {other}; "
+            "from minigan import parallel; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT', ''))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == timeout
+
+
+LAYERS = [
+    lambda: Conv2d(6, 2, 3, 2, 1, rng=1, method="columns"),   # input gradient batch-innermost (n 7 > 3)
+    lambda: Conv2d(3, 4, 3, 1, 1, rng=2, method="columns"),   # input gradient in (n, a, b) order
+    lambda: Conv2d(5, 1, 4, 1, 1, rng=3, method="taps"),
+    lambda: ConvTranspose2d(2, 3, 4, 2, 1, rng=4),             # batch-innermost columns
+    lambda: ConvTranspose2d(4, 1, 4, 2, 1, rng=5),             # (n, h, w) columns
+]
+
+
+@pytest.mark.parametrize("make", LAYERS)
+def test_conv_layers_are_bit_identical_on_any_number_of_workers(on_backend, pool_of, make):
+    x = backend.to_device(np.random.default_rng(0).standard_normal((7, make().in_channels, 5, 6)).astype(np.float32))
+    results = []
+    for n in (1, 2, 3):
+        pool_of(n)
+        layer = generic_point(make(), 0)
+        y = layer.forward(x, True)
+        g = backend.to_device(np.random.default_rng(1).standard_normal(y.shape).astype(np.float32))
+        dx = layer.backward(g)
+        results.append([backend.to_host(a) for a in (y, dx, *layer.grads.values())])
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert np.array_equal(a, b)
