@@ -65,7 +65,9 @@ if ARGS is not None and ARGS.threads:  # must be set before numpy (OpenBLAS) is 
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(ARGS.threads)
 
-import minigan  # noqa: E402,F401  (before NumPy: it sets how OpenBLAS idles, see minigan/__init__.py)
+import idle_threads  # noqa: E402  (benchmarks/idle_threads.py: idle threads sleep; minigan before NumPy)
+
+IDLE_THREADS = idle_threads.apply()
 import numpy as np  # noqa: E402
 
 from minigan import backend  # noqa: E402
@@ -225,7 +227,7 @@ def main(args) -> dict:
             "quartiles_s": {k: [v["q1"], v["q3"]] for k, v in t.items()},
         }
     out = {"batch": args.batch, "threads": args.threads, "iters": args.iters, "warmup": args.warmup,
-           "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "cases": results}
+           "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "idle_threads": IDLE_THREADS, "cases": results}
     if use_torch:
         import torch
         out["torch_version"] = torch.__version__

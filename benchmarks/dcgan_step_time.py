@@ -57,7 +57,9 @@ if ARGS is not None and ARGS.threads:  # must be set before numpy (OpenBLAS) is 
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(ARGS.threads)
 
-import minigan  # noqa: E402,F401  (before NumPy: it sets how OpenBLAS idles, see minigan/__init__.py)
+import idle_threads  # noqa: E402  (benchmarks/idle_threads.py: idle threads sleep; minigan before NumPy)
+
+IDLE_THREADS = idle_threads.apply()
 import numpy as np  # noqa: E402
 
 from minigan import backend  # noqa: E402
@@ -221,6 +223,7 @@ def main(args) -> dict:
             contenders["torch"] = torch_step
         medians = interleaved(contenders, args.iters, args.warmup)
     result = {"model": args.model, "batch": args.batch, "width": args.width, "threads": args.threads,
+              "idle_threads": IDLE_THREADS,
               "iters": args.iters, "median_seconds": medians,
               "minigan_over_floor": medians["minigan"] / medians["floor"],
               "torch_over_minigan": medians["torch"] / medians["minigan"] if "torch" in medians else None,

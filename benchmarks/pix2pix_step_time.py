@@ -53,7 +53,9 @@ if ARGS is not None:  # must be set before numpy (OpenBLAS) is imported
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(ARGS.threads)
 
-import minigan  # noqa: E402,F401  (before NumPy: it sets how OpenBLAS idles, see minigan/__init__.py)
+import idle_threads  # noqa: E402  (benchmarks/idle_threads.py: idle threads sleep; minigan before NumPy)
+
+IDLE_THREADS = idle_threads.apply()
 import numpy as np  # noqa: E402
 
 from minigan import backend, nn as mnn  # noqa: E402
@@ -202,7 +204,7 @@ def main(args) -> dict:
         medians = interleaved(contenders, args.iters, args.warmup)
     per_epoch = {name: s * (50_000 // args.batch) / 60 for name, s in medians.items()}  # the built-in tasks
     result = {**provenance("pix2pix_step_time.py", sys.argv[1:], []), "model": "pix2pix", "batch": args.batch, "width": args.width, "norm": args.norm,
-              "threads": args.threads, "iters": args.iters, "median_seconds": medians,
+              "threads": args.threads, "idle_threads": IDLE_THREADS, "iters": args.iters, "median_seconds": medians,
               "epoch_minutes_50k": per_epoch,
               "torch_over_minigan": medians["torch"] / medians["minigan"] if "torch" in medians else None,
               "torch": "not installed" if "torch" not in medians and not args.no_torch else None}

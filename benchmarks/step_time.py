@@ -72,7 +72,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # run from a checkout without installing
 
-import minigan  # noqa: E402,F401  (before NumPy: it sets how OpenBLAS idles, see minigan/__init__.py)
+import idle_threads  # noqa: E402  (benchmarks/idle_threads.py: idle threads sleep; minigan before NumPy)
+
+IDLE_THREADS = idle_threads.apply()
 import numpy as np  # noqa: E402
 
 from minigan import backend, objective  # noqa: E402
@@ -651,7 +653,7 @@ def run_e2e(args, threads: int) -> dict:
                   "window": [args.e2e_warmup, args.e2e_steps], "trainer_s": per_update, "floor_s": floor_s,
                   "floor_samples": len(timer.floor_samples), "trainer_over_floor": per_update / floor_s,
                   "floor_products": len(floor.list), "floor_gflops": floor.flops / floor_s / 1e9,
-                  "steps_per_epoch": trainer.steps_per_epoch, "machine": machine(args.device)}
+                  "steps_per_epoch": trainer.steps_per_epoch, "machine": machine(args.device), "idle_threads": IDLE_THREADS}
         if args.cli:
             cli_threads = args.threads  # None: the children get the machine default too
             t_warm = time_cli(args, data_dir, tmp, args.e2e_warmup, cli_threads)
@@ -723,6 +725,7 @@ def main(argv=None) -> dict:
         "torch_over_minigan": th / mg if th else None, "floor_gflops": gflop / fl,
         "minigan_gflops": gflop / mg, "torch_gflops": gflop / th if th else None,
         "quartiles_s": {k: [v["q1"], v["q3"]] for k, v in t.items()}, "machine": machine(args.device),
+        "idle_threads": IDLE_THREADS,
     }
     sgemm_n = args.sgemm_n if args.sgemm_n is not None else (8192 if args.device == "gpu" else 1024)
     if sgemm_n:

@@ -233,6 +233,7 @@ def test_pix2pix_step_time_runs_the_trainers_update_and_writes_json(tmp_path, ca
     saved = json.loads((tmp_path / "r.json").read_text())
     assert saved["median_seconds"]["minigan"] > 0 and saved["torch_over_minigan"] is None
     assert saved["threads"] == 1 and saved["width"] == 2 and "command" in saved and "commit" in saved
+    assert saved["idle_threads"]["OMP_WAIT_POLICY"]
     assert result["epoch_minutes_50k"]["minigan"] == pytest.approx(result["median_seconds"]["minigan"] * 25_000 / 60)
     assert "PyTorch skipped (--no-torch)" in capsys.readouterr().out
 
@@ -254,3 +255,13 @@ def test_pix2pix_torch_mirror_computes_minigans_networks(tmp_path, norm):
     logits = m.D.forward((out, a), train=False)
     torch_logits = d((torch.from_numpy(out), torch.from_numpy(a))).detach().numpy()
     np.testing.assert_allclose(torch_logits.reshape(-1), logits.reshape(-1), rtol=1e-4, atol=1e-5)
+
+
+def test_idle_threads_sleep_in_interleaved_benchmarks_unless_the_user_chose(monkeypatch):
+    idle_threads = load_benchmark("idle_threads")
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert idle_threads.apply()["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert idle_threads.apply()["OMP_WAIT_POLICY"] == "ACTIVE"
+    for script in (pix2pix_step_time, step_time):
+        assert set(script.IDLE_THREADS) == {"OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT"}
