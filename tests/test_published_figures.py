@@ -285,16 +285,34 @@ def test_cdcgan_figures_come_from_its_committed_outputs():
 
 
 @pytest.mark.parametrize("name,header,epochs", [("fashion-edges-width32-1epoch.json", "objective", 1),
-                                                 ("fashion-edges-width32-2epochs.json", "after 2 epochs", 2)])
+                                                 ("fashion-edges-width32-2epochs.json", "after 2 epochs", 2),
+                                                 ("mnist-inpaint-width32-1epoch.json", "mnist-inpaint, 1 epoch", 1),
+                                                 ("mnist-inpaint-width32-3epochs.json", "mnist-inpaint, 3 epochs", 3)])
 def test_pix2pix_ablation_tables_are_the_committed_json(name, header, epochs):
     doc = json.loads((REPO / "benchmarks" / "results" / "pix2pix" / name).read_text())
-    assert (doc["dataset"], doc["width"], doc["n_eval"]) == ("fashion-edges", 32, 10_000)
+    assert (doc["dataset"], doc["width"], doc["n_eval"]) == (name.split("-width")[0], 32, 10_000)
     rows = table("docs/RESULTS.md", header)
     for label, key in (("L1 only", "l1"), ("cGAN only", "gan"), ("L1 + cGAN", "l1+gan")):
         r = doc["results"][key]
         assert r["epochs"] == epochs
         assert rows[label] == [f"{r['l1']:.4f}", f"{r['sharpness']:.3f}", f"{100 * r['accuracy']:.1f}%",
                                f"{r['fid']:.2f}"]
+
+
+def test_mnist_inpaint_claims_follow_from_the_json():
+    doc = json.loads((REPO / "benchmarks" / "results" / "pix2pix" / "mnist-inpaint-width32-3epochs.json").read_text())
+    one = json.loads((REPO / "benchmarks" / "results" / "pix2pix" / "mnist-inpaint-width32-1epoch.json").read_text())
+    text = prose("docs/RESULTS.md")
+    both, l1 = doc["results"]["l1+gan"], doc["results"]["l1"]
+    real = doc["reference"]["accuracy_real_targets"]
+    assert both["accuracy"] < 0.95  # the section says: not met
+    assert (f"L1 + cGAN reaches {100 * both['accuracy']:.1f}% after 3 epochs "
+            f"({100 * one['results']['l1+gan']['accuracy']:.1f}% after 1), "
+            f"{100 * (real - both['accuracy']):.1f} points under the real digits' {100 * real:.1f}%") in text
+    assert f"({both['fid']:.2f} against L1 only's {l1['fid']:.2f} after 3" in text
+    seconds = [round(doc["results"][k]["train_seconds"]) for k in ("l1", "gan", "l1+gan")]
+    assert "3 epochs of training took {} s (L1 only), {} s (cGAN) and {} s (L1 + cGAN)".format(*seconds) in text
+    assert doc["commit"] == "7cbf355" and one["commit"] == "1284f33"
 
 
 def test_pix2pix_ablation_figures_come_from_its_committed_json():
