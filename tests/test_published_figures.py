@@ -389,7 +389,11 @@ def test_epoch_times_and_time_to_quality_come_from_committed_outputs():
     assert row(rows, "conditional DCGAN")[1] == f"{min(cdcgan):.1f}, {max(cdcgan):.1f}"
     assert row(rows, "conditional DCGAN")[3] == f"{max(cdcgan) * 781 / 60000:.1f} min"
     assert row(rows, "pix2pix fashion-edges")[1:4] == [f"{p2p32:.1f}", "781", f"{p2p32 * 781 / 60000:.1f} min"]
-    assert f"# ~{p2p32 * 781 / 60000:.1f} min/epoch (benchmarks/RESULTS.md)" in prose("README.md")
+    amd = (REPO / "benchmarks" / "results" / "2026-12-02-amd" / "before-after.log").read_text()
+    after = [float(v) for v in re.findall(r"commit e6e510d pix2pix-w32: .*\(([\d.]+) ms/update\)", amd)]
+    minutes = f"{sum(after) / len(after) * 781 / 60000:.1f}"
+    assert len(after) == 2 and f"# ~{minutes} min/epoch (benchmarks/RESULTS.md)" in prose("README.md")
+    assert f"An epoch of 781 updates takes about {minutes} minutes at width 32" in prose("README.md")
     assert row(rows, "pix2pix, width 64")[1:4] == [f"{p2p64:.1f}", "781", f"{p2p64 * 781 / 60000:.1f} min"]
     doc = json.loads((REPO / "benchmarks" / "results" / "time_to_quality-seeds0-2.json").read_text())
     ttq = table("benchmarks/RESULTS.md", "seed")
@@ -497,3 +501,15 @@ def test_cdcgan_fashion_figures_come_from_its_committed_eval():
     records = [json.loads(line) for line in
                (REPO / "benchmarks" / "results" / "dcgan" / "cdcgan-fashion-seed0-metrics.jsonl").read_text().splitlines()]
     assert f"D(G(z)) {records[0]['D_G_z']:.2f} → {records[-1]['D_G_z']:.2f}" in text
+
+
+def test_the_amd_session_tables_are_rendered_from_the_committed_outputs():
+    from helpers import load_benchmark
+
+    tables = load_benchmark("session_tables").markdown()
+    results = (REPO / "benchmarks" / "RESULTS.md").read_text()
+    assert all(t in results for t in tables.split("\n\n")) and len(tables.split("\n\n")) == 3
+    assert "| pix2pix-w32 |" in tables and tables.count("\n| D.conv2 |") == 2
+    ratios = [json.loads((REPO / "benchmarks" / "results" / "2026-12-02-amd" / f"pix2pix-w{w}.json").read_text())
+              ["torch_over_minigan"] for w in (32, 64)]
+    assert "PyTorch takes {:.2f}× minigan's time at width 32, {:.2f}× at 64".format(*ratios) in prose("README.md")
