@@ -197,6 +197,14 @@ def make_torch(args, trainer):
     return step
 
 
+def write_json(path: str, result: dict) -> None:
+    """``result`` as indented JSON at ``path`` (its folder made if missing)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+
+
 def interleaved(contenders: dict, iters: int, warmup: int) -> dict:
     for step in contenders.values():
         for _ in range(warmup):
@@ -239,10 +247,7 @@ def main(args) -> dict:
           + (f"; torch / minigan {result['torch_over_minigan']:.2f}" if result["torch_over_minigan"] else
              "; PyTorch skipped (not importable)"))
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
+        write_json(args.out, result)
     return result
 
 

@@ -24,7 +24,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -64,7 +63,7 @@ from minigan.data import Dataset  # noqa: E402
 from minigan.paired import PairedSplit  # noqa: E402
 from minigan.train import Trainer  # noqa: E402
 
-from dcgan_step_time import interleaved  # noqa: E402  (the same interleaving and medians)
+from dcgan_step_time import interleaved, write_json  # noqa: E402  (the same interleaving, medians and output)
 from seeds import provenance  # noqa: E402  (command, date, machine, commit)
 
 SIZE = 32
@@ -217,10 +216,7 @@ def main(args) -> dict:
     else:
         print("  PyTorch skipped (not importable)" if not args.no_torch else "  PyTorch skipped (--no-torch)")
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
+        write_json(args.out, result)
     return result
 
 
