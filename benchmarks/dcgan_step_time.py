@@ -112,23 +112,35 @@ def make_minigan(args, tmp_dir: str):
     config = TrainConfig(model=args.model, batch=args.batch, steps=10 ** 9, out=tmp_dir, progress=False,
                          model_options={"width": args.width}, log_interval=10 ** 6, seed=args.seed)
     t = Trainer(config, dataset=ds, log=lambda msg: None)
+    return t, trainer_step(t)
 
+
+def trainer_step(t):
+    """One of the trainer's updates at a time, epoch after epoch, as ``Trainer.run`` drives them."""
     def step():
         if t._perm is None or t.step_in_epoch == t.steps_per_epoch:
             t.step_in_epoch = 0
             t._begin_epoch()
         t._train_step()
         t._buffer_rows = 0  # the benchmark never reads the losses back
-    return t, step
+    return step
 
 
-def make_torch(args, trainer):
-    """The same networks and iteration in PyTorch eager, or None without torch."""
+def import_torch(threads: int):
+    """PyTorch with ``threads`` intra-op threads, or None when it is not installed."""
     try:
         import torch
     except ImportError:
         return None
-    torch.set_num_threads(max(args.threads, 1))
+    torch.set_num_threads(max(threads, 1))
+    return torch
+
+
+def make_torch(args, trainer):
+    """The same networks and iteration in PyTorch eager, or None without torch."""
+    torch = import_torch(args.threads)
+    if torch is None:
+        return None
     nn = torch.nn
     w, cond = args.width, args.model == "cdcgan"
 

@@ -63,7 +63,7 @@ from minigan.data import Dataset  # noqa: E402
 from minigan.paired import PairedSplit  # noqa: E402
 from minigan.train import Trainer  # noqa: E402
 
-from dcgan_step_time import interleaved, write_json  # noqa: E402  (the same interleaving, medians and output)
+from dcgan_step_time import import_torch, interleaved, trainer_step, write_json  # noqa: E402  (shared parts)
 from seeds import provenance  # noqa: E402  (command, date, machine, commit)
 
 SIZE = 32
@@ -84,14 +84,7 @@ def make_minigan(args, tmp_dir: str):
     config = TrainConfig(model="pix2pix", dataset="fashion-edges", batch=args.batch, steps=10 ** 9, out=tmp_dir,
                          progress=False, model_options=options, log_interval=10 ** 6, seed=args.seed)
     t = Trainer(config, dataset=synthetic_task(args.batch * 8, args.seed), log=lambda msg: None)
-
-    def step():
-        if t._perm is None or t.step_in_epoch == t.steps_per_epoch:
-            t.step_in_epoch = 0
-            t._begin_epoch()
-        t._train_step()
-        t._buffer_rows = 0  # the benchmark never reads the losses back
-    return t, step
+    return t, trainer_step(t)
 
 
 def to_torch(layer):
@@ -152,11 +145,9 @@ def to_torch(layer):
 
 def make_torch(args, trainer):
     """The same networks and iteration in PyTorch eager, or None without torch."""
-    try:
-        import torch
-    except ImportError:
+    torch = import_torch(args.threads)
+    if torch is None:
         return None
-    torch.set_num_threads(max(args.threads, 1))
     m = trainer.model
     g, d = to_torch(m.G), to_torch(m.D)
     opt_g = torch.optim.Adam(g.parameters(), 2e-4, betas=(0.5, 0.999))

@@ -12,8 +12,8 @@ the first block on the calling thread. Each block computes exactly what the whol
 
 The number of workers follows the BLAS thread count the process was started with (``OPENBLAS_NUM_THREADS``,
 ``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS``, the first one set), else every core (:func:`os.cpu_count`), the
-same rule OpenBLAS follows (:func:`default_workers`); :func:`set_workers` overrides it. Device (CuPy) arrays are never split: the GPU
-runs a pass in parallel already.
+same rule OpenBLAS follows (:func:`default_workers`); :func:`set_workers` overrides it. Device (CuPy) arrays
+are never split: the GPU runs a pass in parallel already.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ MIN_SPLIT = 1 << 16
 _lock = threading.Lock()
 _workers: int | None = None
 _pool: ThreadPoolExecutor | None = None
+_pool_size = 0
 
 
 def default_workers() -> int:
@@ -76,12 +77,12 @@ def set_workers(n: int | None) -> None:
 
 
 def _executor(n: int) -> ThreadPoolExecutor:
-    global _pool
+    global _pool, _pool_size
     with _lock:
-        if _pool is None or _pool._max_workers != n:  # noqa: SLF001  (the executor's own size)
+        if _pool is None or _pool_size != n:
             if _pool is not None:
                 _pool.shutdown(wait=True)
-            _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="minigan-block")
+            _pool, _pool_size = ThreadPoolExecutor(max_workers=n, thread_name_prefix="minigan-block"), n
         return _pool
 
 

@@ -389,3 +389,19 @@ def test_output_size_formula():
     assert conv_output_size(28, 4, 2, 1) == 14 and conv_output_size(14, 4, 2, 1) == 7
     assert ConvTranspose2d(128, 64, 4, 2, 1).output_shape((64, 128, 7, 7)) == (64, 64, 14, 14)
     assert ConvTranspose2d(2, 2, 3, 2, 1, output_padding=1).output_shape((1, 2, 8, 8)) == (1, 2, 16, 16)
+
+
+def test_batch_last_input_gradient_without_weight_gradients(on_backend):
+    # G's step through D: D's weights frozen, so only the batch-last (a, b, n) copy of the upstream gradient is made.
+    layer = generic_point(Conv2d(6, 2, 3, 2, 1, rng=0), 0).astype(np.float64)
+    x = backend.to_device(_data(0, 7, 6, 5, 6))
+    assert layer.batch_last_input_grad(x.shape)
+    g = backend.to_device(_data(1, *layer.output_shape(x.shape)))
+    layer.forward(x, True)
+    with_weights = backend.to_host(layer.backward(g))
+    grads = {k: backend.to_host(v).copy() for k, v in layer.grads.items()}
+    layer.set_requires_grad(False)
+    layer.forward(x, True)
+    np.testing.assert_array_equal(backend.to_host(layer.backward(g)), with_weights)
+    for k, v in layer.grads.items():  # left as they were
+        np.testing.assert_array_equal(backend.to_host(v), grads[k])

@@ -60,8 +60,7 @@ from .init import make_generator
 from ._checks import check_batch, pair, positive_int
 
 __all__ = ["Conv2d", "ConvTranspose2d", "im2col", "col2im", "im2col_batch_last", "col2im_batch_last", "sum_taps",
-           "spread_taps",
-           "conv_output_size", "conv_init", "CONV_METHODS"]
+           "spread_taps", "conv_output_size", "conv_init", "CONV_METHODS"]
 
 #: How :class:`Conv2d` computes: by the column matrix, by tap planes, or whichever is smaller for the shape.
 CONV_METHODS = ("auto", "columns", "taps")
@@ -376,8 +375,10 @@ class Conv2d(_ConvBase):
         _, o, oh, ow = dout.shape
         kh, kw = self.kernel_size
         k = c * kh * kw
-        g2 = self._buffer("g2", (o, n * oh * ow), dout.dtype, dout)
-        parallel.copyto(g2.reshape(o, n, oh, ow), dout.transpose(1, 0, 2, 3))
+        batch_last = self.input_grad and self.batch_last_input_grad(cache["x_shape"])
+        if self.requires_grad or not batch_last:  # G2 in the columns' (n, a, b) order
+            g2 = self._buffer("g2", (o, n * oh * ow), dout.dtype, dout)
+            parallel.copyto(g2.reshape(o, n, oh, ow), dout.transpose(1, 0, 2, 3))
         if self.requires_grad:
             xp.matmul(g2, cache["cols"].T, out=self._grads["W"].reshape(o, k))
             if self.bias:
@@ -385,7 +386,7 @@ class Conv2d(_ConvBase):
         if not self.input_grad:
             return None
         ph, pw = self.padding
-        if self.batch_last_input_grad(cache["x_shape"]):
+        if batch_last:
             # The same two steps with the columns ordered (a, b, n): col2im then adds runs of N values.
             g2 = self._buffer("g2_batch_last", (o, oh * ow * n), dout.dtype, dout)
             parallel.copyto(g2.reshape(o, oh, ow, n), dout.transpose(1, 2, 3, 0))

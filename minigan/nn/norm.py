@@ -48,6 +48,7 @@ normalised by in training, not the spread over all batches together.
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any, Iterator
 
 import numpy as np
@@ -118,7 +119,7 @@ class _Normalization(Layer):
 
     def _statistics(self, x, axes):
         """(mean, biased variance, x - mean) over ``axes``, kept as size-1 axes; the variance by two passes."""
-        count = x.size // (x.shape[1] if axes[0] == 0 else x.shape[0] * x.shape[1])
+        count = math.prod(x.shape[a] for a in axes)
         mean = self._sum(x, axes) / count
         centred = self._centred(x, mean)
         return mean, self._sum_of_products(centred, centred, axes) / count, centred
