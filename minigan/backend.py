@@ -51,6 +51,7 @@ __all__ = [
     "to_host",
     "is_device_array",
     "on_host_cores",
+    "computes_on_host",
     "gpu_available",
     "synchronize",
     "bce_logits",
@@ -59,6 +60,7 @@ __all__ = [
     "maxout_backward",
     "sgd_momentum_update",
     "adam_update",
+    "lane_arrays",
 ]
 
 BACKENDS = ("numpy", "cupy", "strict")
@@ -354,6 +356,11 @@ def name() -> str:
     if _active is None:
         use(os.environ.get("MINIGAN_BACKEND", "numpy") or "numpy")
     return _active  # type: ignore[return-value]
+
+
+def computes_on_host() -> bool:
+    """True when the active backend computes on the CPU's cores (numpy, strict), whose thread count matters."""
+    return name() != "cupy"
 
 
 def xp():
@@ -768,50 +775,77 @@ def maxout_backward(dout, winner, pieces: int):
     return dz
 
 
-def sgd_momentum_update(p, g, v, lr: float, momentum: float) -> None:
+def lane_arrays(work: dict | None, lane: int, like, count: int) -> list:
+    """``count`` scratch arrays shaped like ``like`` for one worker ``lane`` of :func:`minigan.parallel.blockwise`.
+
+    ``work`` is a dict the caller keeps between calls (an optimizer's): each lane's buffers are allocated once,
+    at the largest block seen, and reused, so an update allocates nothing. ``None``: fresh arrays.
+    """
+    xp = get_array_module(like)
+    if work is None:
+        return [xp.empty_like(like) for _ in range(count)]
+    buffers = work.get(lane)
+    if (buffers is None or len(buffers) < count or buffers[0].size < like.size or buffers[0].dtype != like.dtype
+            or get_array_module(buffers[0]) is not xp):
+        buffers = work[lane] = [xp.empty(like.size, like.dtype) for _ in range(count)]
+    return [b[:like.size].reshape(like.shape) for b in buffers[:count]]
+
+
+def _blockwise(fn, *arrays) -> None:
+    from . import parallel  # parallel imports this module
+
+    parallel.blockwise(fn, *arrays)
+
+
+def sgd_momentum_update(p, g, v, lr: float, momentum: float, work: dict | None = None) -> None:
     r"""Classical momentum in place, fused: :math:`v \leftarrow \mu v - \eta g`, :math:`p \leftarrow p + v`.
 
-    NumPy/strict: ``SGD._update``'s passes, cache block by cache block (:func:`cache_blocks`), bit-identical;
-    CuPy: one kernel writing ``p`` and ``v``.
-
-    Meant for: ``minigan/nn/optim.py``, ``SGD._update``, the momentum branch (the ``cache_blocks`` loop).
+    NumPy/strict: three passes per cache block (:func:`cache_blocks`), the blocks shared among the block pool's
+    workers (:func:`minigan.parallel.blockwise`), with ``work`` holding each worker's scratch
+    (:func:`lane_arrays`); CuPy: one kernel writing ``p`` and ``v``. Called by ``SGD._update``.
     """
     if _is_cupy_array(p):
         _kernel("sgd_momentum")(g, _scalar(p, lr), _scalar(p, momentum), p, v)
         return
     xp = get_array_module(p)
-    for p_, g_, v_ in cache_blocks(p, g, v):
-        lr_g = xp.multiply(g_, lr)
+
+    def block(lane, p_, g_, v_):
+        lr_g, = lane_arrays(work, lane, p_, 1)
+        xp.multiply(g_, lr, out=lr_g)
         v_ *= momentum
         v_ -= lr_g
         p_ += v_
 
+    _blockwise(block, p, g, v)
 
-def adam_update(p, g, m, v, beta1: float, beta2: float, lr_t: float, eps_t: float) -> None:
+
+def adam_update(p, g, m, v, beta1: float, beta2: float, lr_t: float, eps_t: float, work: dict | None = None) -> None:
     r"""Adam in place, fused: :math:`m \leftarrow \beta_1 m + (1-\beta_1)g`, :math:`v \leftarrow \beta_2 v +
     (1-\beta_2)g^2`, :math:`p \leftarrow p - \eta_t m/(\sqrt v + \epsilon_t)`.
 
-    ``lr_t`` and ``eps_t`` carry the bias corrections (``Adam.step`` computes them). NumPy/strict:
-    ``Adam._update``'s nine passes, cache block by cache block, bit-identical; CuPy: one kernel writing ``p``,
-    ``m`` and ``v`` (the same operations in the same order, no FMA).
-
-    Meant for: ``minigan/nn/optim.py``, ``Adam._update`` (the ``cache_blocks`` loop), as
-    ``adam_update(p, g, m, v, self.beta1, self.beta2, self._lr_t, self._eps_t)``.
+    ``lr_t`` and ``eps_t`` carry the bias corrections (``Adam.step`` computes them). NumPy/strict: nine passes
+    per cache block, the blocks shared among the block pool's workers, ``work`` holding each worker's two scratch
+    arrays (:func:`lane_arrays`); CuPy: one kernel writing ``p``, ``m`` and ``v`` (the same operations in the
+    same order, no FMA). Called by ``Adam._update``.
     """
     if _is_cupy_array(p):
         s = lambda value: _scalar(p, value)  # noqa: E731
         _kernel("adam")(g, s(beta1), s(1 - beta1), s(beta2), s(1 - beta2), s(lr_t), s(eps_t), p, m, v)
         return
     xp = get_array_module(p)
-    for p_, g_, m_, v_ in cache_blocks(p, g, m, v):
+
+    def block(lane, p_, g_, m_, v_):
+        a, b = lane_arrays(work, lane, p_, 2)
         m_ *= beta1
-        m_ += xp.multiply(g_, 1 - beta1)
+        m_ += xp.multiply(g_, 1 - beta1, out=a)
         v_ *= beta2
-        a = xp.multiply(g_, g_)
+        xp.multiply(g_, g_, out=a)
         a *= 1 - beta2
         v_ += a
-        a = xp.multiply(m_, lr_t)
-        b = xp.sqrt(v_)
-        b += eps_t
+        xp.multiply(m_, lr_t, out=a)  # lr_t * m
+        xp.sqrt(v_, out=b)
+        b += eps_t                    # sqrt(v) + eps_t
         a /= b
         p_ -= a
+
+    _blockwise(block, p, g, m, v)

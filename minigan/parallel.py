@@ -25,8 +25,8 @@ from typing import Any, Callable
 
 from . import backend
 
-__all__ = ["split", "split_large", "copyto", "fill", "workers", "set_workers", "default_workers", "THREAD_VARIABLES",
-           "MIN_SPLIT"]
+__all__ = ["split", "split_large", "blockwise", "copyto", "fill", "workers", "set_workers", "default_workers",
+           "environment_threads", "THREAD_VARIABLES", "MIN_SPLIT"]
 
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -46,6 +46,12 @@ def default_workers() -> int:
     since they hold the other cores and the blocks would only wait for them."""
     if not os.environ.get("OPENBLAS_THREAD_TIMEOUT", "").strip():
         return 1
+    return environment_threads()
+
+
+def environment_threads() -> int:
+    """The BLAS thread count the environment asks for (the first of :data:`THREAD_VARIABLES` set to a number),
+    else the number of cores: what the BLAS library uses when not told otherwise."""
     for var in THREAD_VARIABLES:
         value = os.environ.get(var, "").strip()
         if value:
@@ -115,6 +121,31 @@ def split_large(size: int, n: int, fn: Callable[[int, int], Any], like: Any = No
         fn(0, n)
     else:
         split(n, fn, like)
+
+
+def blockwise(fn: Callable[..., Any], *arrays: Any) -> None:
+    """``fn(lane, *views)`` over matching flat blocks of same-shaped arrays: an elementwise update on every core.
+
+    The blocks are :func:`minigan.backend.cache_blocks`' (so a pass of several steps streams each array from
+    memory once), dealt to the workers in contiguous runs; ``lane`` (0 ≤ lane < workers) names the worker a
+    call runs on, so ``fn`` can keep one scratch buffer per lane. Arrays that :func:`~minigan.backend.cache_blocks`
+    hands back whole (device arrays, non-contiguous ones, small ones) make one call on lane 0. The update is
+    elementwise, so every worker count gives the same bits.
+    """
+    blocks = list(backend.cache_blocks(*arrays))
+    k = min(workers(), len(blocks)) if arrays[0].size >= MIN_SPLIT else 1
+    if k <= 1:
+        for views in blocks:
+            fn(0, *views)
+        return
+    edges = [round(i * len(blocks) / k) for i in range(k + 1)]
+
+    def run(first: int, last: int) -> None:
+        for lane in range(first, last):
+            for views in blocks[edges[lane]:edges[lane + 1]]:
+                fn(lane, *views)
+
+    split(k, run, like=arrays[0])
 
 
 def copyto(dst, src) -> None:

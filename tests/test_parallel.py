@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from minigan import backend, parallel
 from minigan.gradcheck import generic_point
-from minigan.nn import Conv2d, ConvTranspose2d
+from minigan.nn import Conv2d, ConvTranspose2d, Linear, optim
 
 
 @pytest.fixture
@@ -131,3 +131,52 @@ def test_conv_layers_are_bit_identical_on_any_number_of_workers(on_backend, pool
     for other in results[1:]:
         for a, b in zip(results[0], other):
             assert np.array_equal(a, b)
+
+
+@settings(max_examples=30, deadline=None)
+@given(size=st.integers(1, 5 * 4096), workers=st.integers(1, 4))
+def test_blockwise_visits_every_element_once_with_one_lane_per_worker(size, workers):
+    saved_block, saved_split = backend.CPU_BLOCK_ELEMENTS, parallel.MIN_SPLIT
+    backend.CPU_BLOCK_ELEMENTS, parallel.MIN_SPLIT = 4096, 0  # many blocks from small arrays
+    parallel.set_workers(workers)
+    try:
+        a, b = np.zeros(size), np.arange(size, dtype=np.float64)
+        lanes = {}
+        lock = threading.Lock()
+
+        def block(lane, a_, b_):
+            a_ += b_ + 1
+            with lock:
+                lanes.setdefault(lane, set()).add(threading.current_thread().name)
+        parallel.blockwise(block, a, b)
+        np.testing.assert_array_equal(a, b + 1)  # every element once
+        blocks = -(-size // 4096) if size > 4096 else 1
+        assert sorted(lanes) == list(range(min(workers, blocks)))
+        # A lane's blocks run one after another on one thread, so its scratch is never used twice at once.
+        assert all(len(names) == 1 for names in lanes.values())
+    finally:
+        parallel.set_workers(None)
+        backend.CPU_BLOCK_ELEMENTS, parallel.MIN_SPLIT = saved_block, saved_split
+
+
+@pytest.mark.parametrize("make", [lambda layer: optim.Adam(layer, lr=1e-3), lambda layer: optim.SGD(layer, lr=0.1),
+                                  lambda layer: optim.SGD(layer, lr=0.1, momentum=0.7),
+                                  lambda layer: optim.WeightAverage(layer, 0.9)],
+                         ids=["adam", "sgd", "momentum", "average"])
+def test_optimizers_are_bit_identical_on_any_number_of_workers(on_backend, pool_of, make):
+    """Three steps of each update on a layer larger than a cache block, on 1-3 workers: the same bits."""
+    results = []
+    for n in (1, 2, 3):
+        pool_of(n)
+        layer = backend.to_device(Linear(300, 400, rng=0))
+        opt = make(layer)
+        rng = np.random.default_rng(1)
+        for _ in range(3):
+            for name, g in layer.grads.items():
+                g[...] = backend.to_device(rng.standard_normal(g.shape).astype(g.dtype))
+            opt.update() if isinstance(opt, optim.WeightAverage) else opt.step()
+        state = opt.averaged() if isinstance(opt, optim.WeightAverage) else layer.params
+        results.append({k: backend.to_host(v) for k, v in state.items()})
+    for other in results[1:]:
+        for key in results[0]:
+            np.testing.assert_array_equal(other[key], results[0][key], err_msg=key)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import backend
+from .. import backend, parallel
 from ..backend import get_array_module
 
 
@@ -84,15 +84,10 @@ class Optimizer:
             self._update(name, p, grads[name])
         self.steps += 1
 
-    def _scratch(self, like, key: str = "a"):
-        """A work array shaped like ``like``: a view of one flat buffer (per ``key``) sized to the largest
-        parameter, so updates compute their terms without allocating temporaries. Never checkpointed."""
-        work = self.__dict__.setdefault("_work", {})
-        buf = work.get(key)
-        xp = get_array_module(like)
-        if buf is None or buf.size < like.size or buf.dtype != like.dtype or get_array_module(buf) is not xp:
-            buf = work[key] = xp.empty(like.size, like.dtype)
-        return buf[:like.size].reshape(like.shape)
+    def _lanes(self) -> dict:
+        """Scratch buffers of the update, one set per block-pool worker (:func:`minigan.backend.lane_arrays`), kept
+        between steps so an update allocates nothing. Never checkpointed."""
+        return self.__dict__.setdefault("_work", {})
 
     def _update(self, name: str, p, g) -> None:
         raise NotImplementedError
@@ -139,17 +134,16 @@ class SGD(Optimizer):
         self.lr, self.momentum = float(lr), float(momentum)
 
     def _update(self, name, p, g):
-        xp = get_array_module(p)
-        if self.momentum == 0:
-            for p_, g_ in backend.cache_blocks(p, g):
-                p_ -= xp.multiply(g_, self.lr, out=self._scratch(p_))  # lr * g, without a temporary
+        if self.momentum:
+            backend.sgd_momentum_update(p, g, self._slot("v", name, p), self.lr, self.momentum, self._lanes())
             return
-        v = self._slot("v", name, p)
-        for p_, g_, v_ in backend.cache_blocks(p, g, v):
-            lr_g = xp.multiply(g_, self.lr, out=self._scratch(p_))
-            v_ *= self.momentum
-            v_ -= lr_g
-            p_ += v_
+        xp, lr, work = get_array_module(p), self.lr, self._lanes()
+
+        def block(lane, p_, g_):
+            lr_g, = backend.lane_arrays(work, lane, p_, 1)
+            p_ -= xp.multiply(g_, lr, out=lr_g)  # lr * g, without a temporary
+
+        parallel.blockwise(block, p, g)
 
     def hyperparameters(self):
         return {"lr": self.lr, "momentum": self.momentum}
@@ -178,22 +172,9 @@ class Adam(Optimizer):
         super().step()
 
     def _update(self, name, p, g):
-        # The same arithmetic, term by term, as the formulas above; the terms go into two reused work
-        # arrays instead of fresh temporaries, one cache-sized block at a time (backend.cache_blocks).
-        xp = get_array_module(p)
-        for p_, g_, m_, v_ in backend.cache_blocks(p, g, self._slot("m", name, p), self._slot("v", name, p)):
-            a, b = self._scratch(p_, "a"), self._scratch(p_, "b")
-            m_ *= self.beta1
-            m_ += xp.multiply(g_, 1 - self.beta1, out=a)
-            v_ *= self.beta2
-            xp.multiply(g_, g_, out=a)
-            a *= 1 - self.beta2
-            v_ += a
-            xp.multiply(m_, self._lr_t, out=a)  # lr_t * m
-            xp.sqrt(v_, out=b)
-            b += self._eps_t                    # sqrt(v) + eps_t
-            a /= b
-            p_ -= a
+        # The same arithmetic, term by term, as the formulas above, fused on the GPU, on every core on the CPU.
+        backend.adam_update(p, g, self._slot("m", name, p), self._slot("v", name, p), self.beta1, self.beta2,
+                            self._lr_t, self._eps_t, self._lanes())
 
     def hyperparameters(self):
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
@@ -233,13 +214,18 @@ class WeightAverage:
 
     def update(self) -> None:
         """Fold the current parameters into the average (call after each optimizer step)."""
+        beta, work = self.beta, self._lanes()
+
+        def block(lane, s_, p_):
+            term, = backend.lane_arrays(work, lane, p_, 1)
+            s_ *= beta
+            s_ += get_array_module(p_).multiply(p_, 1 - beta, out=term)
+
         for name, p in self.model.params.items():
-            for s_, p_ in backend.cache_blocks(self.shadow[name], p):
-                s_ *= self.beta
-                s_ += get_array_module(p_).multiply(p_, 1 - self.beta, out=self._scratch(p_))
+            parallel.blockwise(block, self.shadow[name], p)
         self.steps += 1
 
-    _scratch = Optimizer._scratch  # one reused work buffer: the update allocates nothing
+    _lanes = Optimizer._lanes  # reused work buffers: the update allocates nothing
 
     def averaged(self) -> dict[str, Any]:
         """The bias-corrected averages by parameter name (new arrays); the live parameters if no step yet."""
