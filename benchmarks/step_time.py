@@ -25,8 +25,9 @@ Contenders are interleaved (minigan, floor, torch, minigan, ...) and each report
 the ratios compare the same minutes of a shared, noisy machine.
 
 Threads: every contender and the floor run at the same BLAS thread count, in one process. The default is the
-machine's default (normally all cores: what a user gets); ``--threads N`` sets it (threadpoolctl when installed,
-else the BLAS variables and one re-execution of this script), and PyTorch's intra-op threads follow it.
+machine's default (normally all cores: what a user gets); ``--threads N`` sets it (minigan.threads, as
+``minigan train --threads`` does; else the BLAS variables and one re-execution of this script), and
+PyTorch's intra-op threads follow it.
 
 GPU (``--device gpu``): minigan on the CuPy backend, the floor's products on CuPy, PyTorch eager on CUDA (TF32
 off, as CuPy's default), the device synchronised (``cudaDeviceSynchronize``) before every clock read, 10
@@ -78,6 +79,7 @@ IDLE_THREADS = idle_threads.apply()
 import numpy as np  # noqa: E402
 
 from minigan import backend, objective  # noqa: E402
+from minigan import threads as minigan_threads  # noqa: E402
 from minigan.families import mlp as models  # noqa: E402  (the papers' MLP models)
 from minigan.nn import Join, Layer, Linear, Sequential, optim  # noqa: E402
 
@@ -135,31 +137,30 @@ def parse_args(argv=None):
 #: Marks a process that re-executed itself with the BLAS variables set (no threadpoolctl): never loop.
 _REEXEC_MARK = "MINIGAN_BENCH_THREADS_SET"
 BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-_limits = None  # the threadpoolctl controller in force (kept alive for the process)
 
 
 def apply_threads(threads: int | None, argv=None, execv=os.execv) -> int:
-    """Put numpy's BLAS at ``threads`` for this process (and its children); return the count in force.
+    """Put numpy's BLAS and minigan's block pool at ``threads`` for this process (and BLAS in its children);
+    return the count in force.
 
-    ``None`` leaves the machine's default (normally all cores: what users get) and returns it. With
-    threadpoolctl the limit is set in this process directly; without it the BLAS variables are set and the script
-    re-executes itself once, since OpenBLAS reads them only when it loads. The floor runs in this same process,
-    so it is always measured at the contender's thread count. Child processes inherit the variables.
+    ``None`` leaves the machine's default (normally all cores: what users get) and returns it. Otherwise
+    :func:`minigan.threads.set_threads` sets both in this process, as ``minigan train --threads`` does; where it
+    finds no BLAS library to set, the BLAS variables are set and the script re-executes itself once, since
+    OpenBLAS reads them only when it loads. The floor runs in this same process, so it is always measured at
+    the contender's thread count. Child processes inherit the variables.
     """
-    global _limits
     if threads is None:
         return blas_threads()
     for var in BLAS_ENV:
         os.environ[var] = str(threads)
     try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
+        minigan_threads.set_threads(threads)
+    except RuntimeError:
         if os.environ.get(_REEXEC_MARK) != str(threads):
             os.environ[_REEXEC_MARK] = str(threads)
             argv = sys.argv[1:] if argv is None else list(argv)
             execv(sys.executable, [sys.executable, os.path.abspath(__file__), *argv])
         return threads
-    _limits = threadpool_limits(threads, user_api="blas")
     return blas_threads()
 
 
@@ -354,14 +355,10 @@ def peak_rss_mib() -> float:
 
 
 def blas_threads() -> int:
-    """Threads numpy's BLAS will use (threadpoolctl if installed, else the environment, else the cores)."""
-    try:
-        from threadpoolctl import threadpool_info
-        counts = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
-        if counts:
-            return int(counts[0])
-    except ImportError:
-        pass
+    """Threads numpy's BLAS will use (read from the library, else the environment, else the cores)."""
+    count = minigan_threads.blas_threads()
+    if count is not None:
+        return count
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
         if os.environ.get(var, "").isdigit():
             return int(os.environ[var])

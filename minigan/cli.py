@@ -38,7 +38,7 @@ import signal
 import sys
 from typing import Callable, Sequence
 
-from . import backend, config, data, families, io, paired, runs
+from . import backend, config, data, families, io, paired, runs, threads
 from . import train as training
 
 from .eval.classifier import ClassifierError as _ClassifierError
@@ -196,13 +196,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--log-interval", type=_positive_int, default=None,
                    help="updates between loss read-backs from the device and NaN checks (default: 50)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                   help="CPU threads for the matrix products (BLAS) and minigan's block pool; the count changes "
+                        "the sums' order, so a run's path depends on it (default: the environment's "
+                        "OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, else every core)")
     t.add_argument("--lr-G", dest="lr_G", type=_positive_float, default=None, metavar="LR",
                    help="G's learning rate (default: the preset's; modern cgan 2e-3)")
     t.add_argument("--lr-D", dest="lr_D", type=_positive_float, default=None, metavar="LR",
                    help="D's learning rate (default: the preset's; modern cgan 4e-3, 4e-4 on fashion-mnist)")
     t.add_argument("--lr-decay", dest="lr_decay", type=_decay_factor, default=None, metavar="FACTOR",
-                   help="paper preset: divide the learning rates by FACTOR after every update (default: the "
-                        "preset's; cgan 1.00004 as the CGAN paper states, gan 1.000004 as the original code does)")
+                   help="divide the learning rates by FACTOR after every update (default: the preset's; paper: cgan "
+                        "1.00004 as the CGAN paper states, gan 1.000004 as the original code does; modern: none)")
     t.add_argument("--ema", type=_unit_interval, default=None, metavar="BETA",
                    help="decay of the moving average of G's weights that grids, sample and eval use; 0 turns it off "
                         "(default: the preset's; modern cgan 0.99)")
@@ -274,8 +278,18 @@ def _use_device(device: str | None) -> None:
     backend.use("cupy" if device == "gpu" else "numpy")
 
 
+def _use_threads(n: int | None) -> None:
+    if n is None:
+        return
+    try:
+        threads.set_threads(n)
+    except RuntimeError as exc:
+        raise UsageError(f"--threads {n}: {exc}") from None
+
+
 def _train(args) -> int:
     _use_device(args.device)
+    _use_threads(args.threads)
     progress = False if args.no_progress else None
     options = dict(args.options) if args.options else None
     if args.resume:

@@ -170,9 +170,9 @@ class TrainConfig:
         Learning rates of G's and D's optimizers in place of the preset's (the initial rate under ``paper``'s
         decay).
     lr_decay : float or None
-        The ``paper`` preset's per-update divisor of the learning rate in place of the preset's (the CGAN
-        paper states 1.00004; the original GAN code uses 1.000004); 1 keeps the rate constant. None: the
-        preset's. The ``modern`` preset has no schedule and refuses it.
+        The per-update divisor of the learning rates in place of the preset's: ``paper`` decays SGD's rates
+        (the CGAN paper states 1.00004; the original GAN code uses 1.000004); under ``modern``, whose rates are
+        constant by default, it decays Adam's. 1 keeps the rate constant. None: the preset's.
     ema : float or None
         Decay :math:`\beta` of the moving average of G's weights (:class:`minigan.nn.optim.WeightAverage`) that
         grids, the health monitor, model selection, ``sample`` and ``eval`` use; training steps the live G.
@@ -243,9 +243,6 @@ class TrainConfig:
             if not (_is_number(self.lr_decay) and math.isfinite(self.lr_decay) and self.lr_decay >= 1):
                 raise ConfigError(f"lr_decay must be a number >= 1 (the per-update divisor of the learning rate), "
                                   f"got {self.lr_decay!r}")
-            if "decay" not in PRESETS.get(self.preset, {}):
-                raise ConfigError(f"lr_decay applies to a preset with a learning-rate schedule (paper); the "
-                                  f"{self.preset} preset keeps its rates constant")
         if self.ema is not None and not (_is_number(self.ema) and 0 <= self.ema < 1):
             raise ConfigError(f"ema must be a number in [0, 1) (0 turns the average off), got {self.ema!r}")
         family = families.get(self.model)

@@ -73,7 +73,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from . import backend, data, families, io
+from . import backend, data, families, io, threads
 from .config import (DEFAULT_EPOCHS, PRESETS, ConfigError, TrainConfig, _is_int, _is_number, checkpoint_model_options,
                      learning_rates, model_options)
 from .nn import optim
@@ -306,12 +306,11 @@ class Trainer:
         self.labels_host = np.asarray(train.y)
         self._best = None  # {"epoch", "valid_ll", "sigma"} of the best model so far (model selection)
         preset = self.preset
-        if preset["optimizer"] == "sgd":
-            decay, floor = config.lr_divisor, preset["lr_floor"]
-            self.lr_schedules = tuple(optim.ExponentialDecay(lr, decay, floor) for lr in learning_rates(config))
-            self.momentum_schedule = optim.LinearRamp(*preset["momentum"], preset["momentum_saturate"][config.model])
-        else:
-            self.lr_schedules = self.momentum_schedule = None
+        decay = config.lr_divisor
+        self.lr_schedules = None if decay is None else tuple(
+            optim.ExponentialDecay(lr, decay, preset.get("lr_floor", 0.0)) for lr in learning_rates(config))
+        self.momentum_schedule = (optim.LinearRamp(*preset["momentum"], preset["momentum_saturate"][config.model])
+                                  if preset["optimizer"] == "sgd" else None)
         self.noise_rng = backend.Rng(seeds["noise"])
         self.data_rng = backend.Rng(seeds["data"])  # .host is the numpy Generator that shuffles
 
@@ -506,6 +505,7 @@ class Trainer:
             "epoch_sums": self._epoch_sums,
             "last_record": self._last_record,
             "best": self._best,
+            "threads": self._cpu_threads(),
         }
         if self._state_parts:
             meta["parts"] = {}
@@ -568,6 +568,11 @@ class Trainer:
                 raise io.CheckpointError(f"{where}: inconsistent counters (epoch {epoch!r}, step_in_epoch {step!r}, "
                                          f"updates {updates!r} with {self.steps_per_epoch} updates per epoch)")
             self.epoch, self.step_in_epoch, self.updates = epoch, step, updates
+            made_at, now = meta.get("threads"), self._cpu_threads()
+            if _is_int(made_at) and now is not None and made_at != now:
+                self.log(f"note: this run was trained at {made_at} BLAS thread(s) and continues at {now}: its sums "
+                         f"now round in another order, so it will not match an uninterrupted run bit for bit "
+                         f"(--threads {made_at} would)")
             self.train_seconds = float(meta["train_seconds"])
             sums = meta["epoch_sums"]
             if not isinstance(sums, dict) or set(sums) != set(self._zero_sums()) or not all(
@@ -693,9 +698,18 @@ class Trainer:
         start = "resuming at" if self.updates else "starting at"
         return (f"minigan train: {c.model} on {c.dataset} ({self.n_train} examples), preset {c.preset}, batch "
                 f"{c.batch}, k {c.k}, {c.update_rule} updates, {self.steps_per_epoch} updates/epoch, "
-                f"backend {backend.name()}, seed {c.seed}; "
+                f"backend {backend.name()}{self._threads_note()}, seed {c.seed}; "
                 f"{start} update {self.updates} (epoch {self.epoch + 1}, step {self.step_in_epoch}); "
                 f"target {what} ({target} updates); run dir {c.run_dir}")
+
+    @staticmethod
+    def _cpu_threads() -> int | None:
+        """The BLAS thread count a CPU run's sums depend on (None on the GPU, or when it cannot be read)."""
+        return threads.blas_threads() if backend.computes_on_host() else None
+
+    def _threads_note(self) -> str:
+        count = self._cpu_threads()
+        return "" if count is None else f" ({count} thread{'s' if count != 1 else ''})"
 
     def _begin_epoch(self) -> None:
         """Draw the epoch's permutation from the data generator, remembering the state it was drawn from."""
@@ -705,11 +719,13 @@ class Trainer:
             self._epoch_sums = self._zero_sums()
 
     def _apply_schedules(self) -> None:
-        if self.lr_schedules is None:
-            return
-        momentum = self.momentum_schedule(self.epoch)
-        for opt, schedule in zip(self.optimizers.values(), self.lr_schedules):
-            opt.lr, opt.momentum = schedule(self.updates), momentum
+        if self.lr_schedules is not None:
+            for opt, schedule in zip(self.optimizers.values(), self.lr_schedules):
+                opt.lr = schedule(self.updates)
+        if self.momentum_schedule is not None:
+            momentum = self.momentum_schedule(self.epoch)
+            for opt in self.optimizers.values():
+                opt.momentum = momentum
 
     def _train_step(self) -> None:
         """One update: the schedules, the family's update, its values into the device buffer, the counters."""
@@ -793,7 +809,7 @@ class Trainer:
         first, *others = self.optimizers.items()
         record = {"epoch": self.epoch, "updates": self.updates, **self._means(s), "seconds": s["seconds"],
                   "lr": first[1].lr, **{f"lr_{net}": opt.lr for net, opt in others}}
-        if self.lr_schedules is not None:
+        if self.momentum_schedule is not None:
             record["momentum"] = first[1].momentum
         self._last_record = record
         self.log(f"epoch {self.epoch:3d}  {self._format_means(record)}  {s['seconds']:.1f} s/epoch")

@@ -41,7 +41,18 @@ elif _NUMPY_WAS_LOADED and any(ENV_BLAS_THREADS[name] not in (None, "1") for nam
     raise pytest.UsageError("NumPy was loaded before tests/conftest.py could pin BLAS to one thread, and "
                             "threadpoolctl is not installed to do it now: pip install -e '.[test]'")
 
-from minigan import backend  # noqa: E402
+from minigan import backend, parallel, threads  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_blas_thread_after_each_test():
+    """A test that runs `minigan train --threads N` in this process changes its thread counts: put them back."""
+    yield
+    if threads.blas_threads() not in (None, 1):
+        for lib in threads.blas_libraries():
+            lib.set(1)
+    if parallel._workers is not None:
+        parallel.set_workers(None)
 
 
 def _test_backends() -> list:

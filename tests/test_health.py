@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from helpers import tiny_dataset, write_idx_dir
-from minigan import cli, health
+from minigan import cli, health, io
 from minigan.config import ConfigError, TrainConfig
 from minigan.runs import CHECKPOINT_NAME
 from minigan.train import Trainer, TrainingCollapsed
@@ -223,13 +223,31 @@ def test_learning_rate_decay_override(tmp_path, isolated_run_env):
     for bad in (0.5, float("inf"), "1.1", True):
         with pytest.raises(ConfigError, match="lr_decay must be"):
             make_config(tmp_path, preset="paper", lr_decay=bad)
-    with pytest.raises(ConfigError, match="modern preset keeps its rates constant"):
-        make_config(tmp_path, lr_decay=1.00004)
     modern = tmp_path / "modern"
     Trainer(make_config(tmp_path, out=str(modern), epochs=1), dataset=tiny_dataset(),
             log=lambda m: None).run(handle_signals=False)
-    with pytest.raises(ConfigError, match="lr_decay=1.00004"):  # a modern run has no schedule to change
+    with pytest.raises(ConfigError, match="lr_decay=1.00004"):  # a run made with constant rates keeps them
         Trainer.resume(modern, dataset=tiny_dataset(), log=lambda m: None, lr_decay=1.00004)
+
+
+def test_learning_rate_decay_under_adam(tmp_path, isolated_run_env):
+    """--lr-decay under ``modern`` decays each Adam rate from the preset's, and a resumed run continues the
+    schedule exactly: interrupted at update 7 and resumed, it ends bit-identical to the run made in one go."""
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    cfg = dict(lr_decay=1.05, lr_G=0.002, lr_D=0.004, steps=12)
+    Trainer(make_config(tmp_path, out=str(whole), **cfg), dataset=tiny_dataset(),
+            log=lambda m: None).run(handle_signals=False)
+    rec = json.loads((whole / "metrics.jsonl").read_text().splitlines()[-1])
+    assert rec["lr"] == pytest.approx(0.002 / 1.05 ** (rec["updates"] - 1))
+    assert rec["lr_D"] == pytest.approx(0.004 / 1.05 ** (rec["updates"] - 1))
+    assert "momentum" not in rec  # Adam has no momentum schedule
+    Trainer(make_config(tmp_path, out=str(split), **dict(cfg, steps=7)), dataset=tiny_dataset(),
+            log=lambda m: None).run(handle_signals=False)
+    Trainer.resume(split, dataset=tiny_dataset(), log=lambda m: None, steps=12).run(handle_signals=False)
+    a, b = (io.load_checkpoint(d / "checkpoint.npz")[0] for d in (whole, split))
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
 def test_speckle_does_not_count_as_diversity():

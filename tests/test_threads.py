@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minigan import backend, io
+from minigan import backend, io, parallel, threads
 from minigan.cli import main
 
 import conftest
@@ -134,3 +134,38 @@ def test_resume_across_processes_is_bit_identical_at_the_default_thread_count(id
         assert main(_args(idx, tmp_path / "here", STEPS)) == 0
     backend.use("numpy")
     _assert_bit_identical(_weights(tmp_path / "straight"), _weights(tmp_path / "here"))
+
+
+def test_threads_option_sets_blas_and_the_pool_like_the_environment(idx, tmp_path, capsys):
+    """`--threads 2` sets the BLAS library and the pool in this process, says so in the run's first line, and the
+    run is bit-identical to one started with OPENBLAS_NUM_THREADS=2 (conftest puts one thread back afterwards)."""
+    if not threads.blas_libraries():
+        pytest.skip("no BLAS library with a thread setting is loaded")
+    assert main(_args(idx, tmp_path / "here", STEPS) + ["--threads", "2"]) == 0
+    assert threads.blas_threads() == 2 and parallel.workers() == 2
+    assert "backend numpy (2 threads)" in capsys.readouterr().out
+    r = subprocess.run([sys.executable, "-m", "minigan", *_args(idx, tmp_path / "env", STEPS)], capture_output=True,
+                       text=True, env=_env(2), stdin=subprocess.DEVNULL, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "backend numpy (2 threads)" in r.stdout
+    _assert_bit_identical(_weights(tmp_path / "env"), _weights(tmp_path / "here"))
+    assert main(_args(idx, tmp_path / "one", 2) + ["--threads", "1"]) == 0
+    assert threads.blas_threads() == 1 and parallel.workers() == 1
+    assert "backend numpy (1 thread)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, "2", 1.5])
+def test_set_threads_refuses_what_is_not_a_count(bad):
+    with pytest.raises(ValueError, match="positive integer"):
+        threads.set_threads(bad)
+
+
+def test_threads_option_without_a_known_blas_is_a_clear_error(idx, tmp_path, capsys, monkeypatch):
+    """No BLAS library whose thread count can be set: the run does not start at another count than asked."""
+    monkeypatch.setattr(threads, "blas_libraries", lambda: [])
+    assert main(_args(idx, tmp_path / "r", STEPS) + ["--threads", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "--threads 2: cannot set the BLAS thread count" in err and "OPENBLAS_NUM_THREADS" in err
+    assert not (tmp_path / "r").exists()
+    assert main(["train", "--threads", "0"]) == 2
+    assert "--threads" in capsys.readouterr().err

@@ -1,0 +1,132 @@
+"""How many cores a run uses, set in one place: the BLAS library's threads and minigan's block pool.
+
+The matrix products run on the BLAS library NumPy links (OpenBLAS in the PyPI wheels, MKL or others
+elsewhere); the copies and elementwise passes run on :mod:`minigan.parallel`'s pool. ``minigan train --threads
+N`` sets both to N through :func:`set_threads`. The environment variables (``OPENBLAS_NUM_THREADS`` ...) do
+the same only before NumPy is imported, so a running process changes the BLAS library's own setting instead:
+the library is found among the shared objects the process has loaded, and its ``*_set_num_threads`` entry
+point is called through :mod:`ctypes`. That needs no package beyond NumPy; where the loaded libraries cannot
+be listed (not Linux), the optional ``threadpoolctl`` is used if it is installed.
+
+The thread count is part of what a run computes, not only of its speed: BLAS splits each product's sums by
+thread, so a GAN's trajectory can differ between 1 and 2 threads (the pool's blocks never cut a sum, so its
+worker count changes nothing).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+from . import parallel
+
+__all__ = ["BlasLibrary", "blas_libraries", "blas_threads", "set_threads", "default_threads"]
+
+# Entry points by library: (get, set). The 64-bit-integer OpenBLAS builds suffix their symbols, and the
+# scipy-openblas build that NumPy's wheels carry prefixes them too.
+_ENTRY_POINTS = (
+    ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+    ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
+    ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
+    ("openblas_get_num_threads", "openblas_set_num_threads"),
+    ("MKL_Get_Max_Threads", "MKL_Set_Num_Threads"),
+    ("bli_thread_get_num_threads", "bli_thread_set_num_threads"),
+)
+_NAME_HINTS = ("blas", "mkl_rt", "blis")
+
+
+@dataclass(frozen=True)
+class BlasLibrary:
+    """A loaded BLAS library whose thread count can be read and set."""
+
+    path: str
+    get: Callable[[], int]
+    set: Callable[[int], None]
+
+
+def _loaded_objects() -> list[str]:
+    """Paths of the shared objects mapped into this process (Linux: ``/proc/self/maps``; elsewhere none)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split(None, 5)[-1].strip() for line in maps if ".so" in line}
+    except OSError:
+        return []
+    return sorted(p for p in paths if p.startswith("/"))
+
+
+def _ctypes_library(path: str) -> BlasLibrary | None:
+    try:
+        lib = ctypes.CDLL(path)
+    except OSError:
+        return None
+    for get_name, set_name in _ENTRY_POINTS:
+        getter, setter = getattr(lib, get_name, None), getattr(lib, set_name, None)
+        if getter is None or setter is None:
+            continue
+        getter.restype, getter.argtypes = ctypes.c_int, []
+        setter.restype, setter.argtypes = None, [ctypes.c_int]
+        return BlasLibrary(path, lambda g=getter: int(g()), lambda n, s=setter: s(int(n)))
+    return None
+
+
+def _threadpoolctl_libraries() -> list[BlasLibrary]:
+    try:
+        import threadpoolctl
+    except ImportError:
+        return []
+    controller = threadpoolctl.ThreadpoolController()
+    found = []
+    for lib in controller.select(user_api="blas").lib_controllers:
+        found.append(BlasLibrary(lib.filepath, lambda lib=lib: int(lib.num_threads),
+                                 lambda n, lib=lib: lib.set_num_threads(int(n))))
+    return found
+
+
+_found: list[BlasLibrary] = []
+
+
+def blas_libraries() -> list[BlasLibrary]:
+    """The BLAS libraries loaded in this process that expose a thread setting (importing NumPy loads its own).
+
+    Looked up once: a library, once loaded, stays.
+    """
+    import numpy  # noqa: F401  (its BLAS must be loaded to be found)
+
+    if not _found:
+        _found.extend(lib for lib in map(_ctypes_library, (p for p in _loaded_objects() if any(
+            h in os.path.basename(p).lower() for h in _NAME_HINTS))) if lib is not None)
+        _found.extend(() if _found else _threadpoolctl_libraries())
+    return list(_found)
+
+
+def blas_threads() -> int | None:
+    """The thread count of the first BLAS library found, or None when none can be read."""
+    libs = blas_libraries()
+    return libs[0].get() if libs else None
+
+
+def default_threads() -> int:
+    """What a run uses when not told: the environment's BLAS thread variable, else every core."""
+    return parallel.environment_threads()
+
+
+def set_threads(n: int) -> list[str]:
+    """Use ``n`` threads for the matrix products and ``n`` workers in the block pool, from now on.
+
+    Returns the paths of the BLAS libraries set. Raises RuntimeError when no BLAS library's setting is found
+    (the pool is then left as it was): a run asked for ``n`` threads must not silently use another count.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"the number of threads must be a positive integer, got {n!r}")
+    libs = blas_libraries()
+    if not libs:
+        raise RuntimeError(
+            "cannot set the BLAS thread count: no known BLAS library (OpenBLAS, MKL, BLIS) with a thread setting "
+            "is loaded. Set OPENBLAS_NUM_THREADS (or OMP_NUM_THREADS / MKL_NUM_THREADS) before starting, or "
+            "install threadpoolctl")
+    for lib in libs:
+        lib.set(n)
+    parallel.set_workers(n)
+    return [lib.path for lib in libs]
