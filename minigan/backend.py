@@ -579,7 +579,9 @@ def as_seed(seed: Any) -> int | np.random.SeedSequence:
 # multiply-add is contracted into an FMA and each step rounds as the separate passes do; the GPU check runs
 # the same tests on CuPy against the unfused CuPy passes.
 #
-# Not yet called by minigan's layers or optimizers: each docstring names the call site it is meant for.
+# The optimizers call sgd_momentum_update and adam_update (on the CPU their blocks run on the block pool).
+# The layer and loss passes (bce_logits, dropout_forward, maxout_forward/backward) are not called yet: each
+# docstring names the call site it is meant for.
 
 _KERNEL_OPTIONS = ("--fmad=false",)
 _kernels: dict = {}
