@@ -579,9 +579,9 @@ def as_seed(seed: Any) -> int | np.random.SeedSequence:
 # multiply-add is contracted into an FMA and each step rounds as the separate passes do; the GPU check runs
 # the same tests on CuPy against the unfused CuPy passes.
 #
-# The optimizers call sgd_momentum_update and adam_update (on the CPU their blocks run on the block pool).
-# The layer and loss passes (bce_logits, dropout_forward, maxout_forward/backward) are not called yet: each
-# docstring names the call site it is meant for.
+# Called: sgd_momentum_update and adam_update by the optimizers (on the CPU their blocks run on the block
+# pool), bce_logits by the BCE loss, dropout_forward by Dropout. Not yet called: maxout_forward/backward (the
+# layer reuses its own buffers); their docstrings name the call site they are meant for.
 
 _KERNEL_OPTIONS = ("--fmad=false",)
 _kernels: dict = {}
@@ -673,9 +673,9 @@ def bce_logits(logits, target: float, n: int | float, scale: float = 1.0):
     :func:`minigan.losses.bce_with_logits`'s terms and gradient; ``scale`` = 0.5 gives
     :func:`minigan.losses.discriminator_loss`'s halves. NumPy/strict: bit-identical to those functions.
 
-    Meant for: ``minigan/nn/losses.py``, ``bce_with_logits`` (its two ``softplus`` calls, the two ``sigmoid``
-    calls and the arithmetic around them: about 20 elementwise passes on CuPy, 2 here), with
-    ``discriminator_loss`` passing ``scale=0.5`` instead of multiplying afterwards.
+    Called by ``minigan/nn/losses.py``'s ``bce_with_logits`` for a float target, in place of its two ``softplus``
+    calls, the two ``sigmoid`` calls and the arithmetic around them (about 20 elementwise passes on CuPy, 2
+    here). ``discriminator_loss`` could pass ``scale=0.5`` instead of multiplying afterwards (not done yet).
     """
     xp = get_array_module(logits)
     t = float(target)
@@ -696,8 +696,7 @@ def dropout_forward(x, u, p: float):
     it: ``(y, mask)``, ``mask is u``. NumPy/strict: the three passes of ``Dropout.forward``, bit-identical;
     CuPy: one kernel, exactly the same arithmetic (products by 0 and by the float-rounded scale).
 
-    Meant for: ``minigan/nn/dropout.py``, ``Dropout.forward``, the fresh-mask branch (``mask = self.rng.random(...)``;
-    ``greater_equal(mask, p, out=mask)``; ``mask *= 1 / (1 - p)``; ``return x * mask``). ``Dropout.backward``
+    Called by ``minigan/nn/dropout.py``'s ``Dropout.forward`` for a fresh mask. ``Dropout.backward``
     (``dout * mask``) is one pass already.
     """
     scale = 1 / (1 - p)

@@ -46,14 +46,12 @@ class Dropout(Layer):
         self._active = self._mode(train) and self.p > 0
         if not self._active:
             return x
-        reuse = self.frozen and self._mask is not None and self._mask.shape == x.shape
-        if not reuse:
-            xp = get_array_module(x)
-            mask = self.rng.random(x.shape, x.dtype, like=x)  # u ~ U[0, 1)
-            xp.greater_equal(mask, self.p, out=mask)  # [u >= p] as 1.0 / 0.0, in place: no bool temporary
-            mask *= 1 / (1 - self.p)
-            self._mask = mask
-        return x * self._mask
+        if self.frozen and self._mask is not None and self._mask.shape == x.shape:
+            return x * self._mask
+        # u ~ U[0, 1) becomes the mask [u >= p] / (1 - p) in place (no bool temporary), and y = x * mask: three
+        # passes on the CPU, one kernel on CuPy (backend.dropout_forward).
+        y, self._mask = backend.dropout_forward(x, self.rng.random(x.shape, x.dtype, like=x), self.p)
+        return y
 
     def backward(self, dout):
         return dout * self._mask if self._active else dout

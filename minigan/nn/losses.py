@@ -15,6 +15,7 @@ synchronisation, which the trainer does once per logging interval, not per step.
 
 from __future__ import annotations
 
+from .. import backend
 from ..backend import get_array_module
 from .activations import sigmoid
 
@@ -62,6 +63,9 @@ def bce_with_logits(logits, targets):
     _check_logits(logits, "bce_with_logits")
     xp = get_array_module(logits)
     n = logits.shape[0]
+    if isinstance(targets, float):  # real / fake: the same terms fused into one kernel on CuPy
+        terms, dlogits = backend.bce_logits(logits, targets, n)
+        return xp.mean(terms), dlogits
     loss = xp.mean(targets * softplus(-logits) + (1 - targets) * softplus(logits))
     dlogits = ((1 - targets) * sigmoid(logits) - targets * sigmoid(-logits)) / n
     return loss, dlogits.astype(logits.dtype, copy=False)
