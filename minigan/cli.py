@@ -206,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="D's learning rate (default: the preset's; modern cgan 4e-3, 4e-4 on fashion-mnist)")
     t.add_argument("--lr-decay", dest="lr_decay", type=_decay_factor, default=None, metavar="FACTOR",
                    help="divide the learning rates by FACTOR after every update (default: the preset's; paper: cgan "
-                        "1.00004 as the CGAN paper states, gan 1.000004 as the original code does; modern: none)")
+                        "1.00004 as the CGAN paper states, gan 1.000004 as the original code does; modern: cgan "
+                        "1.00015, the other models none)")
     t.add_argument("--ema", type=_unit_interval, default=None, metavar="BETA",
                    help="decay of the moving average of G's weights that grids, sample and eval use; 0 turns it off "
                         "(default: the preset's; modern cgan 0.99)")

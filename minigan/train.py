@@ -75,7 +75,7 @@ import numpy as np
 
 from . import backend, data, families, io, threads
 from .config import (DEFAULT_EPOCHS, PRESETS, ConfigError, TrainConfig, _is_int, _is_number, checkpoint_model_options,
-                     learning_rates, model_options)
+                     learning_rates, model_options, trained_lr_decay)
 from .nn import optim
 from .runs import (BEST_NAME, BUFFERS_PREFIX, CHECKPOINT_FORMAT, CHECKPOINT_NAME, EMA_PART, READABLE_FORMATS,
                    _checked_array, _restore_buffers)
@@ -306,8 +306,9 @@ class Trainer:
         self.labels_host = np.asarray(train.y)
         self._best = None  # {"epoch", "valid_ll", "sigma"} of the best model so far (model selection)
         preset = self.preset
-        decay = config.lr_divisor
-        self.lr_schedules = None if decay is None else tuple(
+        # Resolved and written into the config, so the checkpoint records the schedule the run trains with.
+        config.lr_decay = decay = config.lr_divisor or 1.0
+        self.lr_schedules = None if decay == 1 else tuple(
             optim.ExponentialDecay(lr, decay, preset.get("lr_floor", 0.0)) for lr in learning_rates(config))
         self.momentum_schedule = (optim.LinearRamp(*preset["momentum"], preset["momentum_saturate"][config.model])
                                   if preset["optimizer"] == "sgd" else None)
@@ -442,6 +443,7 @@ class Trainer:
         if not isinstance(meta.get("config"), dict):
             raise io.CheckpointError(f"{path}: the checkpoint's config is not an object")
         config = TrainConfig.from_dict(dict(meta["config"], out=str(run_dir)))
+        config.lr_decay = trained_lr_decay(config)
         for key, value in overrides.items():
             if value is None:
                 continue

@@ -250,6 +250,44 @@ def test_learning_rate_decay_under_adam(tmp_path, isolated_run_env):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
+def test_modern_cgan_decays_its_rates_and_runs_record_the_schedule(tmp_path, isolated_run_env):
+    """The modern preset divides the CGAN's rates by 1.00015 per update and writes the divisor into the checkpoint
+    (1.0 for a model whose rates stay constant), so a later change of the preset cannot change a run on resume."""
+    cgan, gan = tmp_path / "cgan", tmp_path / "gan"
+    Trainer(make_config(tmp_path, out=str(cgan), steps=6, epochs=None), dataset=tiny_dataset(),
+            log=lambda m: None).run(handle_signals=False)
+    Trainer(make_config(tmp_path, model="gan", out=str(gan), steps=6, epochs=None), dataset=tiny_dataset(),
+            log=lambda m: None).run(handle_signals=False)
+    assert io.load_checkpoint(cgan / CHECKPOINT_NAME)[1]["config"]["lr_decay"] == 1.00015
+    assert io.load_checkpoint(gan / CHECKPOINT_NAME)[1]["config"]["lr_decay"] == 1.0
+    rec = json.loads((cgan / "metrics.jsonl").read_text().splitlines()[-1])
+    assert rec["lr"] == pytest.approx(2e-3 / 1.00015 ** (rec["updates"] - 1))
+    assert rec["lr_D"] == pytest.approx(4e-3 / 1.00015 ** (rec["updates"] - 1))
+    rec = json.loads((gan / "metrics.jsonl").read_text().splitlines()[-1])
+    assert rec["lr"] == 2e-4 and rec["lr_D"] == 2e-4
+
+
+@pytest.mark.parametrize("preset, resolved", [("modern", 1.0), ("paper", 1.00004)])
+def test_a_checkpoint_from_before_the_recorded_schedule_resumes_as_it_trained(tmp_path, isolated_run_env, preset,
+                                                                               resolved):
+    """A checkpoint without the divisor (written before runs recorded it) trained with its preset's schedule of
+    that time: the modern preset's constant rates, the paper preset's decay. It resumes with exactly that."""
+    run = tmp_path / "old"  # trained as then (modern: constant rates), then its record of the divisor removed
+    Trainer(make_config(tmp_path, preset=preset, out=str(run), steps=3, epochs=None, lr_decay=resolved),
+            dataset=tiny_dataset(), log=lambda m: None).run(handle_signals=False)
+    arrays, meta = io.load_checkpoint(run / CHECKPOINT_NAME)
+    meta["config"]["lr_decay"] = None
+    io.save_checkpoint(run / CHECKPOINT_NAME, arrays, meta)
+    resumed = Trainer.resume(run, dataset=tiny_dataset(), log=lambda m: None, steps=6)
+    assert resumed.config.lr_decay == resolved
+    with pytest.raises(ConfigError, match="lr_decay=1.5"):
+        Trainer.resume(run, dataset=tiny_dataset(), log=lambda m: None, lr_decay=1.5)
+    resumed.run(handle_signals=False)
+    first_lr = {"modern": 2e-3, "paper": 0.1}[preset]
+    assert resumed.updates == 6
+    assert resumed.optimizers["G"].lr == pytest.approx(first_lr / resolved ** 5)  # set before the 6th update
+
+
 def test_speckle_does_not_count_as_diversity():
     # One digit-like blob for every z, each under its own salt-and-pepper speckle (a saturated G): per pixel it
     # varies as much as real digits, but averaged over 4x4 blocks it is the same image every time.
