@@ -779,8 +779,9 @@ def maxout_backward(dout, winner, pieces: int):
 def lane_arrays(work: dict | None, lane: int, like, count: int) -> list:
     """``count`` scratch arrays shaped like ``like`` for one worker ``lane`` of :func:`minigan.parallel.blockwise`.
 
-    ``work`` is a dict the caller keeps between calls (an optimizer's): each lane's buffers are allocated once,
-    at the largest block seen, and reused, so an update allocates nothing. ``None``: fresh arrays.
+    ``work`` is a dict the caller keeps between calls (an optimizer's): each lane's buffers are reused while the
+    blocks fit them (reallocated for a larger block, another dtype or backend), so a steady update allocates
+    nothing. ``None``: fresh arrays.
     """
     xp = get_array_module(like)
     if work is None:

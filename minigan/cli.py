@@ -283,9 +283,12 @@ def _use_threads(n: int | None) -> None:
     if n is None:
         return
     try:
-        threads.set_threads(n)
+        in_force = threads.set_threads(n)
     except RuntimeError as exc:
         raise UsageError(f"--threads {n}: {exc}") from None
+    if in_force != n:
+        print(f"minigan: note: --threads {n}: the BLAS library runs {in_force} thread(s), its maximum; the pool "
+              f"uses as many", file=sys.stderr, flush=True)
 
 
 def _train(args) -> int:

@@ -105,6 +105,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         # 96.9-99.8% but seed 50 still catching up at epoch 5 (FID 8.8x); x1.00015 96.8-99.6% / worst 6.4x,
         # 11 of 11 passing.
         "decay": {"cgan": 1.00015},
+        "lr_floor": 1e-6,  # reached after ~50,000 updates (100 epochs at batch 100)
         "update": "alternating",
     },
 }
@@ -174,8 +175,8 @@ class TrainConfig:
         log-likelihood of the validation images (σ chosen on the first half of them, at most 1,000, the rest
         scored; 10,000 samples, 1,000 per class for the CGAN) and keep the best model as ``best.npz``.
     lr_G, lr_D : float or None
-        Learning rates of G's and D's optimizers in place of the preset's (the initial rate under ``paper``'s
-        decay).
+        Learning rates of G's and D's optimizers in place of the preset's (the initial rate when they decay). A run
+        writes the rates it resolved into its checkpoint.
     lr_decay : float or None
         The per-update divisor of the learning rates in place of the preset's: ``paper`` decays SGD's rates
         (the CGAN paper states 1.00004; the original GAN code uses 1.000004); ``modern`` decays Adam's for the

@@ -300,14 +300,17 @@ class Trainer:
         self.networks = self.model.networks()
         self.family = family_class(self)
         self.family.prepare(train)  # a resumed run then overwrites the weights from its checkpoint
+        if checkpoint is None:
+            # The rates and their per-update divisor are resolved and written into the config, so the checkpoint
+            # records the schedule the run trains with, whatever its preset says later.
+            config.lr_G, config.lr_D = learning_rates(config)
         self.optimizers = _make_optimizers(config, self.networks)
         self.after_step: dict[str, list[Callable[[], None]]] = {net: [] for net in self.networks}
         self._state_parts: dict[str, StatePart] = {}
         self.labels_host = np.asarray(train.y)
         self._best = None  # {"epoch", "valid_ll", "sigma"} of the best model so far (model selection)
         preset = self.preset
-        # Resolved and written into the config, so the checkpoint records the schedule the run trains with.
-        config.lr_decay = decay = config.lr_divisor or 1.0
+        decay = self._learning_rate_schedule(checkpoint)
         self.lr_schedules = None if decay == 1 else tuple(
             optim.ExponentialDecay(lr, decay, preset.get("lr_floor", 0.0)) for lr in learning_rates(config))
         self.momentum_schedule = (optim.LinearRamp(*preset["momentum"], preset["momentum_saturate"][config.model])
@@ -343,6 +346,24 @@ class Trainer:
         if checkpoint is not None:
             self.load_state(*checkpoint)
         self.average_G = self._weight_average(checkpoint)
+
+    def _learning_rate_schedule(self, checkpoint) -> float:
+        """The per-update divisor of the learning rates (1.0: constant), resolved and written into the config.
+
+        A new run takes ``lr_decay`` or its preset's; a resumed one what its checkpoint trained with
+        (:func:`~minigan.config.trained_lr_decay`), and a different ``lr_decay`` asked of it is refused.
+        """
+        config = self.config
+        if checkpoint is None:
+            decay = config.lr_divisor or 1.0
+        else:
+            stored = TrainConfig.from_dict(dict(checkpoint[1]["config"], out=str(config.out)))
+            decay = trained_lr_decay(stored)
+            if config.lr_decay is not None and float(config.lr_decay) != decay:
+                raise ConfigError(f"cannot resume with lr_decay={config.lr_decay!r}: the run in {config.run_dir} was "
+                                  f"trained with lr_decay={decay!r} (drop the option, or start a new --out)")
+        config.lr_decay = decay
+        return decay
 
     def _weight_average(self, checkpoint) -> optim.WeightAverage | None:
         """G's moving average (``config.ema``), updated after every G step and carried by checkpoints as ``ema.*``.

@@ -280,6 +280,10 @@ def test_a_checkpoint_from_before_the_recorded_schedule_resumes_as_it_trained(tm
     io.save_checkpoint(run / CHECKPOINT_NAME, arrays, meta)
     resumed = Trainer.resume(run, dataset=tiny_dataset(), log=lambda m: None, steps=6)
     assert resumed.config.lr_decay == resolved
+    # The same when the checkpoint is handed to the constructor with a config that names no divisor.
+    direct = Trainer(make_config(tmp_path, preset=preset, out=str(run), steps=6, epochs=None),
+                     dataset=tiny_dataset(), log=lambda m: None, checkpoint=(arrays, meta))
+    assert direct.config.lr_decay == resolved
     with pytest.raises(ConfigError, match="lr_decay=1.5"):
         Trainer.resume(run, dataset=tiny_dataset(), log=lambda m: None, lr_decay=1.5)
     resumed.run(handle_signals=False)

@@ -169,3 +169,15 @@ def test_threads_option_without_a_known_blas_is_a_clear_error(idx, tmp_path, cap
     assert not (tmp_path / "r").exists()
     assert main(["train", "--threads", "0"]) == 2
     assert "--threads" in capsys.readouterr().err
+
+
+def test_threads_option_reports_a_count_the_library_caps(idx, tmp_path, capsys, monkeypatch):
+    """A BLAS library that stays below the count asked (a sequential build, a compiled maximum): the run says
+    so, and the pool takes the count in force, not the one asked."""
+    asked = []
+    capped = threads.BlasLibrary("/fake/libcapped.so", get=lambda: 1, set=asked.append)
+    monkeypatch.setattr(threads, "blas_libraries", lambda: [capped])
+    assert threads.set_threads(4) == 1 and asked == [4] and parallel.workers() == 1
+    assert main(_args(idx, tmp_path / "r", 2) + ["--threads", "4"]) == 0
+    err = capsys.readouterr().err
+    assert "--threads 4: the BLAS library runs 1 thread(s)" in err

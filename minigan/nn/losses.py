@@ -63,7 +63,8 @@ def bce_with_logits(logits, targets):
     _check_logits(logits, "bce_with_logits")
     xp = get_array_module(logits)
     n = logits.shape[0]
-    if isinstance(targets, float):  # real / fake: the same terms fused into one kernel on CuPy
+    if type(targets) is float:  # real / fake: the same terms fused into one kernel on CuPy (a NumPy scalar
+        # target keeps the unfused path, whose dtype promotion it decides)
         terms, dlogits = backend.bce_logits(logits, targets, n)
         return xp.mean(terms), dlogits
     loss = xp.mean(targets * softplus(-logits) + (1 - targets) * softplus(logits))
