@@ -44,7 +44,7 @@ from minigan.nn.optim import WeightAverage  # noqa: E402
 from minigan.train import Trainer  # noqa: E402
 
 #: `minigan train` options this script may pass on to TrainConfig (the rest define the benchmark itself).
-PASSED_ON = ("lr_G", "lr_D", "model", "dataset", "preset", "batch", "k", "update")
+PASSED_ON = ("lr_G", "lr_D", "lr_decay", "model", "dataset", "preset", "batch", "k", "update")
 
 
 def train_config(seed: int, epochs: int, out: Path, extra: list[str]) -> TrainConfig:
