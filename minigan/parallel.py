@@ -26,7 +26,7 @@ from typing import Any, Callable
 from . import backend
 
 __all__ = ["split", "split_large", "blockwise", "copyto", "fill", "workers", "set_workers", "default_workers",
-           "environment_threads", "THREAD_VARIABLES", "MIN_SPLIT"]
+           "THREAD_VARIABLES", "MIN_SPLIT"]
 
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -46,12 +46,6 @@ def default_workers() -> int:
     since they hold the other cores and the blocks would only wait for them."""
     if not os.environ.get("OPENBLAS_THREAD_TIMEOUT", "").strip():
         return 1
-    return environment_threads()
-
-
-def environment_threads() -> int:
-    """The BLAS thread count the environment asks for (the first of :data:`THREAD_VARIABLES` set to a number),
-    else the number of cores: what the BLAS library uses when not told otherwise."""
     for var in THREAD_VARIABLES:
         value = os.environ.get(var, "").strip()
         if value:

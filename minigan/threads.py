@@ -23,7 +23,7 @@ from typing import Callable
 
 from . import parallel
 
-__all__ = ["BlasLibrary", "blas_libraries", "blas_threads", "set_threads", "default_threads"]
+__all__ = ["BlasLibrary", "blas_libraries", "blas_threads", "set_threads"]
 
 # Entry points by library: (get, set). The 64-bit-integer OpenBLAS builds suffix their symbols, and the
 # scipy-openblas build that NumPy's wheels carry prefixes them too.
@@ -106,11 +106,6 @@ def blas_threads() -> int | None:
     libs = blas_libraries()
     count = libs[0].get() if libs else None
     return count if count is not None and count >= 1 else None
-
-
-def default_threads() -> int:
-    """What a run uses when not told: the environment's BLAS thread variable, else every core."""
-    return parallel.environment_threads()
 
 
 def set_threads(n: int) -> int:

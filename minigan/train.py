@@ -464,7 +464,6 @@ class Trainer:
         if not isinstance(meta.get("config"), dict):
             raise io.CheckpointError(f"{path}: the checkpoint's config is not an object")
         config = TrainConfig.from_dict(dict(meta["config"], out=str(run_dir)))
-        config.lr_decay = trained_lr_decay(config)
         for key, value in overrides.items():
             if value is None:
                 continue
@@ -472,7 +471,7 @@ class Trainer:
                 setattr(config, key, value)
                 continue
             trained_with = (config.update_rule if key == "update" else float(config.ema or 0.0) if key == "ema"
-                            else config.lr_divisor if key == "lr_decay" else getattr(config, key))
+                            else trained_lr_decay(config) if key == "lr_decay" else getattr(config, key))
             if trained_with != value:
                 raise ConfigError(f"cannot resume with {key}={value!r}: the run in {run_dir} was trained with "
                                   f"{key}={trained_with!r} (drop the option, or start a new --out)")
