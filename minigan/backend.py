@@ -30,6 +30,7 @@ it draws on the GPU from a device generator seeded from the host stream.
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 import types
@@ -793,10 +794,10 @@ def lane_arrays(work: dict | None, lane: int, like, count: int) -> list:
     return [b[:like.size].reshape(like.shape) for b in buffers[:count]]
 
 
-def _blockwise(fn, *arrays) -> None:
+def _blockwise(fn, *arrays) -> list:
     from . import parallel  # parallel imports this module
 
-    parallel.blockwise(fn, *arrays)
+    return parallel.blockwise(fn, *arrays)
 
 
 def sgd_momentum_update(p, g, v, lr: float, momentum: float, work: dict | None = None) -> None:
@@ -819,6 +820,37 @@ def sgd_momentum_update(p, g, v, lr: float, momentum: float, work: dict | None =
         p_ += v_
 
     _blockwise(block, p, g, v)
+
+
+def adam_update_rms(g, v, beta2: float, bias2: float, eps: float, work: dict | None = None) -> float:
+    r"""The root mean square of :math:`g/\sqrt{\hat u}` over one tensor, with :math:`\hat u = (\beta_2 v +
+    (1-\beta_2) g^2)/b_2` the second moment Adam is about to divide by (``bias2`` = :math:`1-\beta_2^t`), and
+    :math:`\hat u` floored at :math:`\epsilon^2`.
+
+    Near 1 while the second moment keeps up with the gradients; far above 1 when a gradient dwarfs the ones
+    before it (up to :math:`1/\sqrt{1-\beta_2}`), which is when Adam's step would spike. ``Adam`` with
+    ``update_clip`` divides its step by this (StableAdamW, Wortsman et al. 2023). Read before
+    :func:`adam_update` changes ``v``. NumPy/strict: per cache block on the block pool, the blocks' float64 sums
+    added in block order (the same bits for every worker count); CuPy: array expressions and one read-back.
+    """
+    xp = get_array_module(g)
+    floor = eps * eps
+    if _is_cupy_array(g):
+        u = (v * beta2 + (g * g) * (1 - beta2)) / bias2
+        return float(xp.sqrt(xp.mean((g * g) / xp.maximum(u, floor), dtype=xp.float64)))
+
+    def block(lane, g_, v_):
+        gg, u = lane_arrays(work, lane, g_, 2)
+        xp.multiply(g_, g_, out=gg)
+        xp.multiply(v_, beta2, out=u)
+        u += xp.multiply(gg, 1 - beta2, out=gg)  # gg is g*g*(1-b2) for a moment
+        u /= bias2
+        xp.maximum(u, floor, out=u)
+        xp.multiply(g_, g_, out=gg)
+        gg /= u
+        return float(gg.sum(dtype=xp.float64))
+
+    return math.sqrt(math.fsum(_blockwise(block, g, v)) / max(g.size, 1))
 
 
 def adam_update(p, g, m, v, beta1: float, beta2: float, lr_t: float, eps_t: float, work: dict | None = None) -> None:

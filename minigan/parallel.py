@@ -117,7 +117,7 @@ def split_large(size: int, n: int, fn: Callable[[int, int], Any], like: Any = No
         split(n, fn, like)
 
 
-def blockwise(fn: Callable[..., Any], *arrays: Any) -> None:
+def blockwise(fn: Callable[..., Any], *arrays: Any) -> list:
     """``fn(lane, *views)`` over matching flat blocks of same-shaped arrays: an elementwise update on every core.
 
     The blocks are :func:`minigan.backend.cache_blocks`' (so a pass of several steps streams each array from
@@ -125,21 +125,26 @@ def blockwise(fn: Callable[..., Any], *arrays: Any) -> None:
     call runs on, so ``fn`` can keep one scratch buffer per lane. Arrays that :func:`~minigan.backend.cache_blocks`
     hands back whole (device arrays, non-contiguous ones, small ones) make one call on lane 0. The update is
     elementwise, so every worker count gives the same bits.
+
+    Returns ``fn``'s results in block order, whichever worker ran each block: a reduction that adds them up in
+    that order (:func:`minigan.backend.adam_update_rms`) gets the same bits for every worker count too.
     """
     blocks = list(backend.cache_blocks(*arrays))
+    results: list = [None] * len(blocks)
     k = min(workers(), len(blocks)) if arrays[0].size >= MIN_SPLIT else 1
     if k <= 1:
-        for views in blocks:
-            fn(0, *views)
-        return
+        for i, views in enumerate(blocks):
+            results[i] = fn(0, *views)
+        return results
     edges = [round(i * len(blocks) / k) for i in range(k + 1)]
 
     def run(first: int, last: int) -> None:
         for lane in range(first, last):
-            for views in blocks[edges[lane]:edges[lane + 1]]:
-                fn(lane, *views)
+            for i in range(edges[lane], edges[lane + 1]):
+                results[i] = fn(lane, *blocks[i])
 
     split(k, run, like=arrays[0])
+    return results
 
 
 def copyto(dst, src) -> None:

@@ -219,7 +219,7 @@ def _make_optimizers(config: TrainConfig, networks: dict) -> dict:
     rates = dict(zip(("G", "D"), learning_rates(config)))
     if preset["optimizer"] == "sgd":
         return {net: optim.SGD(layer, lr=rates[net], momentum=preset["momentum"][0]) for net, layer in networks.items()}
-    kw = dict(beta1=preset["beta1"], beta2=preset["beta2"])
+    kw = dict(beta1=preset["beta1"], beta2=preset["beta2"], update_clip=preset.get("update_clip", {}).get(config.model))
     return {net: optim.Adam(layer, lr=rates[net], **kw) for net, layer in networks.items()}
 
 
@@ -570,7 +570,7 @@ class Trainer:
                     if key not in own:
                         raise io.CheckpointError(f"{where}: unknown optimizer field optim.{net}.{key}")
                     ok = (value == own[key] if key == "type" else _is_int(value) and value >= 0 if key == "steps"
-                          else _is_number(value) and math.isfinite(value))
+                          else _is_number(value) and math.isfinite(value) and (key != "update_clip" or value > 0))
                     if not ok:
                         raise io.CheckpointError(f"{where}: optimizer field optim.{net}.{key} has invalid value "
                                                  f"{value!r}")

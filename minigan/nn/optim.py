@@ -150,34 +150,69 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    r"""Adam (Kingma & Ba 2015) with bias correction.
+    r"""Adam (Kingma & Ba 2015) with bias correction, and optionally StableAdamW's update clipping.
 
     :math:`m \leftarrow \beta_1 m + (1-\beta_1) g`, :math:`v \leftarrow \beta_2 v + (1-\beta_2) g^2`,
     :math:`\theta \leftarrow \theta - \eta\,\hat m/(\sqrt{\hat v} + \epsilon)` with
     :math:`\hat m = m/(1-\beta_1^t)`, :math:`\hat v = v/(1-\beta_2^t)`. The bias corrections are folded into
     one scalar step size so the update costs a few elementwise passes.
+
+    ``update_clip`` :math:`c` (Wortsman et al. 2023, "Stable and low-precision training for large-scale
+    vision-language models", StableAdamW; Adafactor's update clipping in another form): each tensor's step size
+    becomes :math:`\eta / \max(1, r/c)` with :math:`r = \sqrt{\operatorname{mean}(g^2/\hat v)}` over the tensor
+    (:func:`minigan.backend.adam_update_rms`, :math:`\hat v` this step's, floored at :math:`\epsilon^2`).
+
+    Why: Adam divides by a running average of past squared gradients, so after quiet steps one gradient many
+    times larger than the ones before is divided by a second moment that has not caught up, and with
+    :math:`\beta_1 = 0.5,\ \beta_2 = 0.999` the step reaches :math:`(1-\beta_1)/\sqrt{1-\beta_2} \approx 16`
+    times its usual size in every coordinate at once. :math:`r` measures exactly that lag (it is about 1 while
+    :math:`\hat v` keeps up, and up to :math:`1/\sqrt{1-\beta_2}` in a spike), and the clip keeps the step
+    at the size the second moment vouches for. In a GAN that spike is how a run dies (measured: issue 11,
+    docs/RESULTS.md): D meets an unusual batch, its own step spikes, its logits grow a hundredfold, G's
+    gradient through it spikes, and G's step drives its sigmoid output into saturation, where no gradient
+    brings it back.
     """
 
-    def __init__(self, model: Any, lr: float = 2e-4, beta1: float = 0.5, beta2: float = 0.999, eps: float = 1e-8):
+    def __init__(self, model: Any, lr: float = 2e-4, beta1: float = 0.5, beta2: float = 0.999, eps: float = 1e-8,
+                 update_clip: float | None = None):
         super().__init__(model)
         if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
             raise ValueError(f"Adam: betas must be in [0, 1), got {beta1}, {beta2}")
+        if update_clip is not None and not (isinstance(update_clip, (int, float)) and not isinstance(update_clip, bool)
+                                            and update_clip > 0):
+            raise ValueError(f"Adam: update_clip must be a positive number or None, got {update_clip!r}")
         self.lr, self.beta1, self.beta2, self.eps = float(lr), float(beta1), float(beta2), float(eps)
+        self.update_clip = None if update_clip is None else float(update_clip)
+        #: Tensor updates so far whose step the clip shrank (a count, for the curious; not checkpointed).
+        self.clipped = 0
 
     def step(self) -> None:
         t = self.steps + 1
         # lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t), and eps scaled to match, equals the bias-corrected form.
         self._lr_t = self.lr * math.sqrt(1 - self.beta2 ** t) / (1 - self.beta1 ** t)
         self._eps_t = self.eps * math.sqrt(1 - self.beta2 ** t)
+        self._bias2 = 1 - self.beta2 ** t
         super().step()
 
     def _update(self, name, p, g):
+        v, lr_t = self._slot("v", name, p), self._lr_t
+        if self.update_clip is not None:
+            rms = backend.adam_update_rms(g, v, self.beta2, self._bias2, self.eps, self._lanes())
+            if rms > self.update_clip:
+                lr_t *= self.update_clip / rms
+                self.clipped += 1
         # The same arithmetic, term by term, as the formulas above, fused on the GPU, on every core on the CPU.
-        backend.adam_update(p, g, self._slot("m", name, p), self._slot("v", name, p), self.beta1, self.beta2,
-                            self._lr_t, self._eps_t, self._lanes())
+        backend.adam_update(p, g, self._slot("m", name, p), v, self.beta1, self.beta2, lr_t, self._eps_t,
+                            self._lanes())
 
     def hyperparameters(self):
-        return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
+        clip = {} if self.update_clip is None else {"update_clip": self.update_clip}
+        return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps, **clip}
+
+    def load_state_dict(self, arrays, scalars) -> None:
+        # State saved without update_clip (an unclipped run, or one from before the option) trained without it.
+        self.update_clip = None
+        super().load_state_dict(arrays, scalars)
 
 
 class WeightAverage:
