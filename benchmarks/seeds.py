@@ -19,11 +19,12 @@ Examples::
     python benchmarks/seeds.py --seeds 0-19 --epochs 5                      # the default run, default threads
     python benchmarks/seeds.py --seeds 0-9 --epochs 5 --threads 1 --json benchmarks/seeds_5ep_1thread.json
     python benchmarks/seeds.py --seeds 0-9 --epochs 15 --parzen
+    python benchmarks/seeds.py --seeds 0-9 --epochs 15 --parzen --extend    # the 5-epoch runs in --out, continued
     python benchmarks/seeds.py --seeds 0-4 --epochs 2 -- --model cgan --preset paper   # any train options
     python benchmarks/seeds.py --render benchmarks/results/seeds/FILE.json              # docs' Markdown table
 
 Runs go to ``--out`` (default ``benchmarks/out/seeds``, ignored by git); each seed's run directory is removed
-first so every run is fresh. Independent runs are trained ``--jobs`` at a time (default: one per two cores,
+first so every run is fresh, unless ``--extend`` continues the run found there. Independent runs are trained ``--jobs`` at a time (default: one per two cores,
 at least one).
 """
 
@@ -98,17 +99,26 @@ def provenance(script: str, argv: list[str], extra: list[str]) -> dict:
     }
 
 
+def train_command(seed: int, run_dir: Path, args, extra: list[str]) -> list[str]:
+    """The ``minigan train`` command of one seed: a fresh run, or with ``--extend`` and a checkpoint in
+    ``run_dir``, that run resumed to ``--epochs`` (resuming is exact, so this is the longer run itself)."""
+    command = [sys.executable, "-m", "minigan", "train", "--seed", str(seed), "--epochs", str(args.epochs),
+               "--out", str(run_dir), "--no-progress", *extra]
+    if args.extend and (run_dir / "checkpoint.npz").exists():
+        return command + ["--resume"]
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return command
+
+
 def run_seed(seed: int, args, extra: list[str]) -> dict:
     """Train and score one seed; returns its row (never raises for a failed run: the row says what failed)."""
     run_dir = Path(args.out) / f"seed-{seed}"
-    shutil.rmtree(run_dir, ignore_errors=True)
     env = _env(args.threads)
     t0 = time.perf_counter()
-    train = subprocess.run([sys.executable, "-m", "minigan", "train", "--seed", str(seed), "--epochs",
-                            str(args.epochs), "--out", str(run_dir), "--no-progress", *extra],
-                           env=env, capture_output=True, text=True)
+    train = subprocess.run(train_command(seed, run_dir, args, extra), env=env, capture_output=True, text=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "train.log").write_text(train.stdout + train.stderr)
+    with open(run_dir / "train.log", "a") as log:  # an extended run's log follows its first part's
+        log.write(train.stdout + train.stderr)
     return score_run(seed, run_dir, args, train.returncode, time.perf_counter() - t0, train.stderr)
 
 
@@ -255,6 +265,9 @@ def main(argv=None) -> int:
     p.add_argument("--min-parzen", type=float, default=132.0)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "seeds"), help="run directories")
     p.add_argument("--json", default=None, help="write the rows and summary here")
+    p.add_argument("--extend", action="store_true",
+                   help="continue each seed's run already in --out (same seeds, threads and options) to --epochs "
+                        "with 'minigan train --resume', instead of training it afresh")
     args = p.parse_args(argv)
 
     classifier = Path(os.environ.get("MINIGAN_DATA") or Path.home() / ".cache" / "minigan") / "classifier-mnist.npz"

@@ -822,49 +822,54 @@ def sgd_momentum_update(p, g, v, lr: float, momentum: float, work: dict | None =
     _blockwise(block, p, g, v)
 
 
-def adam_update_rms(g, v, beta2: float, bias2: float, eps: float, work: dict | None = None) -> float:
-    r"""The root mean square of :math:`g/\sqrt{\hat u}` over one tensor, with :math:`\hat u = (\beta_2 v +
-    (1-\beta_2) g^2)/b_2` the second moment Adam is about to divide by (``bias2`` = :math:`1-\beta_2^t`), and
-    :math:`\hat u` floored at :math:`\epsilon^2`.
+def adam_clip_scale(g, v, beta2: float, bias2: float, eps: float, clip: float, work: dict | None = None):
+    r"""StableAdamW's factor :math:`\min(1, c/r)` for one tensor's Adam step, with
+    :math:`r = \sqrt{\operatorname{mean}(g^2/\hat u)}` and :math:`\hat u = (\beta_2 v + (1-\beta_2) g^2)/b_2`
+    the second moment Adam is about to divide by (``bias2`` = :math:`1-\beta_2^t`), floored at :math:`\epsilon^2`.
 
-    Near 1 while the second moment keeps up with the gradients; far above 1 when a gradient dwarfs the ones
-    before it (up to :math:`1/\sqrt{1-\beta_2}`), which is when Adam's step would spike. ``Adam`` with
-    ``update_clip`` divides its step by this (StableAdamW, Wortsman et al. 2023). Read before
-    :func:`adam_update` changes ``v``. NumPy/strict: per cache block on the block pool, the blocks' float64 sums
-    added in block order (the same bits for every worker count); CuPy: array expressions and one read-back.
+    :math:`r` is near 1 while the second moment keeps up with the gradients, and far above 1 when a gradient
+    dwarfs the ones before it (up to :math:`1/\sqrt{1-\beta_2}`), which is when Adam's step would spike
+    (:class:`minigan.nn.optim.Adam`'s ``update_clip``). Read before :func:`adam_update` changes ``v``.
+
+    NumPy: per cache block on the block pool, the blocks' float64 sums added in block order (the same bits for
+    every worker count), a Python float back. Device arrays (CuPy, strict): array expressions, and the factor
+    stays a 0-d array of ``g``'s dtype on the device, so the step needs no read-back.
     """
     xp = get_array_module(g)
     floor = eps * eps
-    if _is_cupy_array(g):
+    if is_device_array(g):
         u = (v * beta2 + (g * g) * (1 - beta2)) / bias2
-        return float(xp.sqrt(xp.mean((g * g) / xp.maximum(u, floor), dtype=xp.float64)))
+        r = xp.sqrt(xp.mean((g * g) / xp.maximum(u, floor), dtype=xp.float64))
+        return xp.minimum(1.0, clip / r).astype(g.dtype)
 
     def block(lane, g_, v_):
         gg, u = lane_arrays(work, lane, g_, 2)
-        xp.multiply(g_, g_, out=gg)
         xp.multiply(v_, beta2, out=u)
-        u += xp.multiply(gg, 1 - beta2, out=gg)  # gg is g*g*(1-b2) for a moment
+        u += xp.multiply(xp.multiply(g_, g_, out=gg), 1 - beta2, out=gg)
         u /= bias2
         xp.maximum(u, floor, out=u)
         xp.multiply(g_, g_, out=gg)
         gg /= u
         return float(gg.sum(dtype=xp.float64))
 
-    return math.sqrt(math.fsum(_blockwise(block, g, v)) / max(g.size, 1))
+    r = math.sqrt(math.fsum(_blockwise(block, g, v)) / max(g.size, 1))
+    return 1.0 if r <= clip else clip / r
 
 
 def adam_update(p, g, m, v, beta1: float, beta2: float, lr_t: float, eps_t: float, work: dict | None = None) -> None:
     r"""Adam in place, fused: :math:`m \leftarrow \beta_1 m + (1-\beta_1)g`, :math:`v \leftarrow \beta_2 v +
     (1-\beta_2)g^2`, :math:`p \leftarrow p - \eta_t m/(\sqrt v + \epsilon_t)`.
 
-    ``lr_t`` and ``eps_t`` carry the bias corrections (``Adam.step`` computes them). NumPy/strict: nine passes
+    ``lr_t`` and ``eps_t`` carry the bias corrections (``Adam.step`` computes them); ``lr_t`` may be a 0-d device
+    array (a clipped step's, :func:`adam_clip_scale`). NumPy/strict: nine passes
     per cache block, the blocks shared among the block pool's workers, ``work`` holding each worker's two scratch
     arrays (:func:`lane_arrays`); CuPy: one kernel writing ``p``, ``m`` and ``v`` (the same operations in the
     same order, no FMA). Called by ``Adam._update``.
     """
     if _is_cupy_array(p):
         s = lambda value: _scalar(p, value)  # noqa: E731
-        _kernel("adam")(g, s(beta1), s(1 - beta1), s(beta2), s(1 - beta2), s(lr_t), s(eps_t), p, m, v)
+        lr = lr_t.astype(p.dtype) if is_device_array(lr_t) else s(lr_t)  # a 0-d array broadcasts in the kernel
+        _kernel("adam")(g, s(beta1), s(1 - beta1), s(beta2), s(1 - beta2), lr, s(eps_t), p, m, v)
         return
     xp = get_array_module(p)
 

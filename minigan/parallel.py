@@ -127,7 +127,7 @@ def blockwise(fn: Callable[..., Any], *arrays: Any) -> list:
     elementwise, so every worker count gives the same bits.
 
     Returns ``fn``'s results in block order, whichever worker ran each block: a reduction that adds them up in
-    that order (:func:`minigan.backend.adam_update_rms`) gets the same bits for every worker count too.
+    that order (:func:`minigan.backend.adam_clip_scale`) gets the same bits for every worker count too.
     """
     blocks = list(backend.cache_blocks(*arrays))
     results: list = [None] * len(blocks)

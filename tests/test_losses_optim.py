@@ -127,6 +127,94 @@ def test_adam_matches_the_paper_algorithm(on_backend):
         np.testing.assert_allclose(a, p[k], rtol=1e-12, atol=1e-14)
 
 
+def _adam_reference(p, g_steps, lr, beta1, beta2, eps, clip=None):
+    """Adam by the formulas, in float64, with StableAdamW's per-tensor clip; returns the parameters and the
+    per-step RMS r of each tensor."""
+    p = {k: a.astype(np.float64).copy() for k, a in p.items()}
+    m = {k: 0.0 for k in p}
+    v = {k: 0.0 for k in p}
+    ratios = []
+    for t, g in enumerate(g_steps, start=1):
+        step_ratios = {}
+        for k in p:
+            m[k] = beta1 * m[k] + (1 - beta1) * g[k]
+            v[k] = beta2 * v[k] + (1 - beta2) * g[k] ** 2
+            v_hat = v[k] / (1 - beta2 ** t)
+            r = np.sqrt(np.mean(g[k] ** 2 / np.maximum(v_hat, eps ** 2)))
+            step_ratios[k] = r
+            scale = 1.0 if clip is None else 1.0 / max(1.0, r / clip)
+            p[k] = p[k] - lr * scale * (m[k] / (1 - beta1 ** t)) / (np.sqrt(v_hat) + eps)
+        ratios.append(step_ratios)
+    return p, ratios
+
+
+@pytest.mark.parametrize("clip", [1.0, 3.0])
+def test_adam_update_clip_is_stable_adamw(on_backend, clip):
+    """200 quiet steps, then a gradient 100 times larger: the clipped steps equal the formulas (StableAdamW's
+    eta / max(1, r / c)), the clip acts exactly when r > c, and the spike's step stays under c * lr per
+    coordinate (RMS), where plain Adam's jumps to several lr."""
+    model = backend.to_device(_model_with_grads(3))
+    p0 = backend.to_host(model.params)
+    gen = np.random.default_rng(5)
+    g_steps = [{k: 0.01 * gen.standard_normal(a.shape) for k, a in p0.items()} for _ in range(200)]
+    g_steps.append({k: gen.standard_normal(a.shape) for k, a in p0.items()})
+    lr, beta2 = 1e-2, 0.99
+    opt = Adam(model, lr=lr, beta1=0.5, beta2=beta2, eps=1e-8, update_clip=clip)
+    plain = Adam(backend.to_device(_model_with_grads(3)), lr=lr, beta1=0.5, beta2=beta2, eps=1e-8)
+    for g in g_steps:
+        before = backend.to_host(model.params)
+        plain_before = backend.to_host(plain.model.params)
+        for net in (model, plain.model):
+            for k, a in g.items():
+                net.grads[k][...] = backend.to_device(a)
+        opt.step()
+        plain.step()
+    expected, ratios = _adam_reference(p0, g_steps, lr, 0.5, beta2, 1e-8, clip)
+    for k, a in backend.to_host(model.params).items():
+        np.testing.assert_allclose(a, expected[k], rtol=1e-11, atol=1e-13)
+    assert any(r <= clip for step in ratios for r in step.values())  # the formulas' branch taken both ways
+    assert all(r > 5 for r in ratios[-1].values())  # the spike: the second moment lags far behind
+    for k, a in backend.to_host(model.params).items():
+        assert np.sqrt(np.mean((a - before[k]) ** 2)) < clip * lr
+    for k, a in backend.to_host(plain.model.params).items():
+        assert np.sqrt(np.mean((a - plain_before[k]) ** 2)) > 3 * lr
+
+
+def test_adam_update_clip_leaves_ordinary_steps_alone():
+    """While r <= c the clipped optimizer takes plain Adam's steps bit for bit."""
+    a, b = _model_with_grads(4), _model_with_grads(4)
+    opt_a, opt_b = Adam(a, lr=1e-3), Adam(b, lr=1e-3, update_clip=1e6)
+    for _ in range(5):
+        opt_a.step()
+        opt_b.step()
+    for name in a.params:
+        np.testing.assert_array_equal(a.params[name], b.params[name])
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, True, "1", float("nan")])
+def test_adam_update_clip_refuses_what_is_not_a_positive_number(bad):
+    with pytest.raises(ValueError, match="update_clip"):
+        Adam(_model_with_grads(), update_clip=bad)
+
+
+def test_adam_update_clip_is_saved_and_an_unclipped_state_resumes_unclipped():
+    a = _model_with_grads(2)
+    clipped = Adam(a, lr=1e-3, update_clip=2.0)
+    clipped.step()
+    arrays, scalars = clipped.state_dict()
+    assert scalars["update_clip"] == 2.0
+    restored = Adam(_model_with_grads(2), lr=1e-3)
+    restored.load_state_dict(arrays, scalars)
+    assert restored.update_clip == 2.0
+    plain = Adam(_model_with_grads(2), lr=1e-3)
+    plain.step()
+    arrays, scalars = plain.state_dict()
+    assert "update_clip" not in scalars
+    again = Adam(_model_with_grads(2), lr=1e-3, update_clip=1.0)  # e.g. a preset that clips since
+    again.load_state_dict(arrays, scalars)
+    assert again.update_clip is None
+
+
 @pytest.mark.parametrize("make", [lambda m: SGD(m, 0.1, 0.5), lambda m: SGD(m, 0.1, 0.0), lambda m: Adam(m, 1e-3)],
                          ids=["sgd", "sgd-no-momentum", "adam"])
 def test_blocked_updates_equal_whole_array_updates_bit_for_bit(on_backend, make, monkeypatch):

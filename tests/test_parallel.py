@@ -159,10 +159,12 @@ def test_blockwise_visits_every_element_once_with_one_lane_per_worker(size, work
         backend.CPU_BLOCK_ELEMENTS, parallel.MIN_SPLIT = saved_block, saved_split
 
 
-@pytest.mark.parametrize("make", [lambda layer: optim.Adam(layer, lr=1e-3), lambda layer: optim.SGD(layer, lr=0.1),
+@pytest.mark.parametrize("make", [lambda layer: optim.Adam(layer, lr=1e-3),
+                                  lambda layer: optim.Adam(layer, lr=1e-3, update_clip=0.5),
+                                  lambda layer: optim.SGD(layer, lr=0.1),
                                   lambda layer: optim.SGD(layer, lr=0.1, momentum=0.7),
                                   lambda layer: optim.WeightAverage(layer, 0.9)],
-                         ids=["adam", "sgd", "momentum", "average"])
+                         ids=["adam", "adam-clipped", "sgd", "momentum", "average"])
 def test_optimizers_are_bit_identical_on_any_number_of_workers(on_backend, pool_of, make):
     """Three steps of each update on a layer larger than a cache block, on 1-3 workers: the same bits."""
     results = []
@@ -180,3 +182,20 @@ def test_optimizers_are_bit_identical_on_any_number_of_workers(on_backend, pool_
     for other in results[1:]:
         for key in results[0]:
             np.testing.assert_array_equal(other[key], results[0][key], err_msg=key)
+
+
+@settings(max_examples=20, deadline=None)
+@given(size=st.integers(1, 5 * 4096), workers=st.integers(1, 4), seed=st.integers(0, 2**31 - 1))
+def test_blockwise_returns_each_blocks_result_in_block_order(size, workers, seed):
+    """A reduction over blockwise's results (the update clip's RMS) is the same sum whoever ran which block."""
+    saved_block, saved_split = backend.CPU_BLOCK_ELEMENTS, parallel.MIN_SPLIT
+    backend.CPU_BLOCK_ELEMENTS, parallel.MIN_SPLIT = 4096, 0
+    parallel.set_workers(workers)
+    try:
+        a = np.random.default_rng(seed).standard_normal(size)
+        sums = parallel.blockwise(lambda lane, a_: float(a_.sum()), a)
+        expected = [float(a[i:i + 4096].sum()) for i in range(0, size, 4096)] if size > 4096 else [float(a.sum())]
+        assert sums == expected
+    finally:
+        parallel.set_workers(None)
+        backend.CPU_BLOCK_ELEMENTS, parallel.MIN_SPLIT = saved_block, saved_split

@@ -60,3 +60,18 @@ def test_markdown_shows_parzen_when_the_run_scored_it():
     assert text.splitlines()[0].count("|") == 9 and "Parzen LL" in text.splitlines()[0]
     assert "| 0 | 99.0% | 95.0% | 6.0 (3.5×) | 137.6 ± 1.6 | 0.300 | - | yes |" in text
     assert "FID median 3.6× real (worst seed 3.8×); Parzen LL median 134.3 (worst seed 131.0); the monitor" in text
+
+
+def test_extend_resumes_a_run_found_in_out_and_otherwise_starts_afresh(tmp_path):
+    args = seeds.argparse.Namespace(epochs=15, extend=True)
+    run = tmp_path / "seed-3"
+    run.mkdir()
+    (run / "stale.txt").write_text("x")
+    fresh = seeds.train_command(3, run, args, ["--threads", "1"])
+    assert "--resume" not in fresh and not run.exists()  # nothing to continue: a fresh run
+    assert fresh[fresh.index("--epochs") + 1] == "15" and fresh[-2:] == ["--threads", "1"]
+    run.mkdir()
+    (run / "checkpoint.npz").write_bytes(b"")
+    assert seeds.train_command(3, run, args, [])[-1] == "--resume" and (run / "checkpoint.npz").exists()
+    args.extend = False
+    assert "--resume" not in seeds.train_command(3, run, args, []) and not run.exists()

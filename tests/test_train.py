@@ -539,3 +539,37 @@ def test_learning_rates_by_model_and_dataset(tmp_path):
     assert learning_rates(config(tmp_path, dataset="fashion-mnist", lr_D=1e-3)) == (2e-3, 1e-3)
     assert learning_rates(config(tmp_path, model="gan")) == (2e-4, 2e-4)
     assert learning_rates(config(tmp_path, model="gan", preset="paper", dataset="fashion-mnist")) == (0.1, 0.1)
+
+
+def test_modern_cgan_clips_adam_steps_and_an_unclipped_checkpoint_resumes_unclipped(tmp_path, numpy_backend,
+                                                                                     monkeypatch):
+    """The modern CGAN's optimizers clip (StableAdamW, update_clip 1); the checkpoint says so; a checkpoint saved
+    without the clip (before it existed) continues exactly as an unclipped run; a bad value is refused."""
+    from minigan.config import PRESETS
+
+    ds = tiny_dataset(8)
+    t = Trainer(config(tmp_path, "clipped", epochs=1), dataset=ds, log=quiet)
+    assert [opt.update_clip for opt in t.optimizers.values()] == [1.0, 1.0]
+    t.run()
+    _, meta = io.load_checkpoint(tmp_path / "clipped" / CHECKPOINT_NAME)
+    assert all(meta["optim"][net]["update_clip"] == 1.0 for net in ("G", "D"))
+    assert Trainer(config(tmp_path, "dc", model="dcgan"), log=quiet,
+                   dataset=tiny_dataset(8)).optimizers["G"].update_clip is None
+
+    monkeypatch.setitem(PRESETS["modern"], "update_clip", {})  # the preset before the clip
+    straight = Trainer(config(tmp_path, "straight"), dataset=ds, log=quiet)
+    straight.run()
+    Trainer(config(tmp_path, "old", epochs=1), dataset=ds, log=quiet).run()
+    monkeypatch.undo()
+    path = tmp_path / "old" / CHECKPOINT_NAME
+    arrays, meta = io.load_checkpoint(path)
+    assert all("update_clip" not in meta["optim"][net] for net in ("G", "D"))
+    resumed = Trainer.resume(tmp_path / "old", dataset=ds, log=quiet, epochs=2)
+    assert [opt.update_clip for opt in resumed.optimizers.values()] == [None, None]
+    resumed.run()
+    assert_same_params(straight, resumed)
+
+    meta["optim"]["D"]["update_clip"] = -1.0
+    io.save_checkpoint(path, arrays, meta)
+    with pytest.raises(io.CheckpointError, match="update_clip"):
+        Trainer.resume(tmp_path / "old", dataset=ds, log=quiet, epochs=3)

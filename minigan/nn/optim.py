@@ -160,7 +160,7 @@ class Adam(Optimizer):
     ``update_clip`` :math:`c` (Wortsman et al. 2023, "Stable and low-precision training for large-scale
     vision-language models", StableAdamW; Adafactor's update clipping in another form): each tensor's step size
     becomes :math:`\eta / \max(1, r/c)` with :math:`r = \sqrt{\operatorname{mean}(g^2/\hat v)}` over the tensor
-    (:func:`minigan.backend.adam_update_rms`, :math:`\hat v` this step's, floored at :math:`\epsilon^2`).
+    (:func:`minigan.backend.adam_clip_scale`, :math:`\hat v` this step's, floored at :math:`\epsilon^2`).
 
     Why: Adam divides by a running average of past squared gradients, so after quiet steps one gradient many
     times larger than the ones before is divided by a second moment that has not caught up, and with
@@ -183,8 +183,6 @@ class Adam(Optimizer):
             raise ValueError(f"Adam: update_clip must be a positive number or None, got {update_clip!r}")
         self.lr, self.beta1, self.beta2, self.eps = float(lr), float(beta1), float(beta2), float(eps)
         self.update_clip = None if update_clip is None else float(update_clip)
-        #: Tensor updates so far whose step the clip shrank (a count, for the curious; not checkpointed).
-        self.clipped = 0
 
     def step(self) -> None:
         t = self.steps + 1
@@ -197,10 +195,8 @@ class Adam(Optimizer):
     def _update(self, name, p, g):
         v, lr_t = self._slot("v", name, p), self._lr_t
         if self.update_clip is not None:
-            rms = backend.adam_update_rms(g, v, self.beta2, self._bias2, self.eps, self._lanes())
-            if rms > self.update_clip:
-                lr_t *= self.update_clip / rms
-                self.clipped += 1
+            lr_t = lr_t * backend.adam_clip_scale(g, v, self.beta2, self._bias2, self.eps, self.update_clip,
+                                                  self._lanes())
         # The same arithmetic, term by term, as the formulas above, fused on the GPU, on every core on the CPU.
         backend.adam_update(p, g, self._slot("m", name, p), v, self.beta1, self.beta2, lr_t, self._eps_t,
                             self._lanes())
