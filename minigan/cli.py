@@ -92,6 +92,7 @@ def _number_where(accept: Callable[[float], bool], what: str) -> Callable[[str],
 _positive_float = _number_where(lambda v: v > 0, "a positive number")
 _decay_factor = _number_where(lambda v: v >= 1, "a number >= 1 (1: a constant rate)")
 _unit_interval = _number_where(lambda v: 0 <= v < 1, "a number in [0, 1)")
+_non_negative_float = _number_where(lambda v: v >= 0, "a number >= 0 (0: off)")
 
 
 _DATASET_CHOICES = (*data.DATASET_NAMES, *paired.TASKS)
@@ -211,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ema", type=_unit_interval, default=None, metavar="BETA",
                    help="decay of the moving average of G's weights that grids, sample and eval use; 0 turns it off "
                         "(default: the preset's; modern cgan 0.99)")
+    t.add_argument("--d-update-clip", dest="d_update_clip", type=_non_negative_float, default=None, metavar="C",
+                   help="clip each of D's weight tensors' Adam steps to C times what its running second moment vouches "
+                        "for (StableAdamW); 0 turns it off (default: off; the modern CGAN's candidate default is 1, "
+                        "docs/RESULTS.md)")
     t.add_argument("--stop-on-collapse", action="store_true", default=None,
                    help="stop with exit code 4 when the health monitor finds a failed run (D won, G ignores its "
                         "label, collapsed samples), keeping the last checkpoint without a finding")
@@ -303,7 +308,7 @@ def _train(args) -> int:
             update=args.update, seed=args.seed, epochs=args.epochs, steps=args.steps, device=args.device, data_dir=args.data,
             log_interval=args.log_interval, progress=progress, select_every=args.select_every,
             lr_G=args.lr_G, lr_D=args.lr_D, lr_decay=args.lr_decay, stop_on_collapse=args.stop_on_collapse,
-            ema=args.ema, model_options=options)
+            ema=args.ema, d_update_clip=args.d_update_clip, model_options=options)
     else:
         if args.dataset is None and args.model == "pix2pix":
             args.dataset = paired.TASKS[0]
@@ -311,7 +316,8 @@ def _train(args) -> int:
                  "k": args.k, "update": args.update, "seed": args.seed, "epochs": args.epochs, "steps": args.steps,
                  "device": args.device, "data_dir": args.data, "out": args.out, "log_interval": args.log_interval,
                  "select_every": args.select_every, "lr_G": args.lr_G, "lr_D": args.lr_D,
-                 "lr_decay": args.lr_decay, "stop_on_collapse": args.stop_on_collapse, "ema": args.ema, "model_options": options}
+                 "lr_decay": args.lr_decay, "stop_on_collapse": args.stop_on_collapse, "ema": args.ema,
+                 "d_update_clip": args.d_update_clip, "model_options": options}
         run_config = config.TrainConfig(**{k: v for k, v in given.items() if v is not None}, progress=progress)
         if run_config.epochs is None and run_config.steps is None:
             run_config.epochs = config.DEFAULT_EPOCHS

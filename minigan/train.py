@@ -219,8 +219,9 @@ def _make_optimizers(config: TrainConfig, networks: dict) -> dict:
     rates = dict(zip(("G", "D"), learning_rates(config)))
     if preset["optimizer"] == "sgd":
         return {net: optim.SGD(layer, lr=rates[net], momentum=preset["momentum"][0]) for net, layer in networks.items()}
-    kw = dict(beta1=preset["beta1"], beta2=preset["beta2"], update_clip=preset.get("update_clip", {}).get(config.model))
-    return {net: optim.Adam(layer, lr=rates[net], **kw) for net, layer in networks.items()}
+    kw = dict(beta1=preset["beta1"], beta2=preset["beta2"])
+    clip = {"D": float(config.d_update_clip or 0.0) or None}
+    return {net: optim.Adam(layer, lr=rates[net], update_clip=clip.get(net), **kw) for net, layer in networks.items()}
 
 
 class StatePart(Protocol):
@@ -304,6 +305,9 @@ class Trainer:
             # The rates and their per-update divisor are resolved and written into the config, so the checkpoint
             # records the schedule the run trains with, whatever its preset says later.
             config.lr_G, config.lr_D = learning_rates(config)
+            config.d_update_clip = config.d_clip
+        else:  # a checkpoint from before the option trained without the clip (its optimizer state says so too)
+            config.d_update_clip = float(config.d_update_clip or 0.0)
         self.optimizers = _make_optimizers(config, self.networks)
         self.after_step: dict[str, list[Callable[[], None]]] = {net: [] for net in self.networks}
         self._state_parts: dict[str, StatePart] = {}
@@ -471,6 +475,7 @@ class Trainer:
                 setattr(config, key, value)
                 continue
             trained_with = (config.update_rule if key == "update" else float(config.ema or 0.0) if key == "ema"
+                            else float(config.d_update_clip or 0.0) if key == "d_update_clip"
                             else trained_lr_decay(config) if key == "lr_decay" else getattr(config, key))
             if trained_with != value:
                 raise ConfigError(f"cannot resume with {key}={value!r}: the run in {run_dir} was trained with "

@@ -541,33 +541,54 @@ def test_learning_rates_by_model_and_dataset(tmp_path):
     assert learning_rates(config(tmp_path, model="gan", preset="paper", dataset="fashion-mnist")) == (0.1, 0.1)
 
 
-def test_modern_cgan_clips_adam_steps_and_an_unclipped_checkpoint_resumes_unclipped(tmp_path, numpy_backend,
-                                                                                     monkeypatch):
-    """The modern CGAN's optimizers clip (StableAdamW, update_clip 1); the checkpoint says so; a checkpoint saved
-    without the clip (before it existed) continues exactly as an unclipped run; a bad value is refused."""
+def test_modern_cgan_clips_ds_adam_steps_and_an_unclipped_checkpoint_resumes_unclipped(tmp_path, numpy_backend,
+                                                                                        monkeypatch):
+    """With --d-update-clip 1 D's optimizer clips (StableAdamW), G's does not; the checkpoint says so; a
+    checkpoint saved without the clip (before it existed) continues exactly as an unclipped run; bad values are
+    refused."""
     from minigan.config import PRESETS
 
     ds = tiny_dataset(8)
-    t = Trainer(config(tmp_path, "clipped", epochs=1), dataset=ds, log=quiet)
-    assert [opt.update_clip for opt in t.optimizers.values()] == [1.0, 1.0]
+    t = Trainer(config(tmp_path, "clipped", epochs=1, d_update_clip=1.0), dataset=ds, log=quiet)
+    assert (t.optimizers["G"].update_clip, t.optimizers["D"].update_clip) == (None, 1.0)
     t.run()
     _, meta = io.load_checkpoint(tmp_path / "clipped" / CHECKPOINT_NAME)
-    assert all(meta["optim"][net]["update_clip"] == 1.0 for net in ("G", "D"))
+    assert meta["optim"]["D"]["update_clip"] == 1.0 and "update_clip" not in meta["optim"]["G"]
+    assert meta["config"]["d_update_clip"] == 1.0
     assert Trainer(config(tmp_path, "dc", model="dcgan"), log=quiet,
-                   dataset=tiny_dataset(8)).optimizers["G"].update_clip is None
+                   dataset=tiny_dataset(8)).optimizers["D"].update_clip is None
 
-    monkeypatch.setitem(PRESETS["modern"], "update_clip", {})  # the preset before the clip
+    monkeypatch.setitem(PRESETS["modern"], "d_update_clip", {"cgan": 1.0})  # a preset that clips by default
+    assert Trainer(config(tmp_path, "by-preset"), dataset=ds, log=quiet).optimizers["D"].update_clip == 1.0
+    monkeypatch.undo()
     straight = Trainer(config(tmp_path, "straight"), dataset=ds, log=quiet)
     straight.run()
     Trainer(config(tmp_path, "old", epochs=1), dataset=ds, log=quiet).run()
-    monkeypatch.undo()
+    monkeypatch.setitem(PRESETS["modern"], "d_update_clip", {"cgan": 1.0})  # the old run resumes unclipped even so
     path = tmp_path / "old" / CHECKPOINT_NAME
     arrays, meta = io.load_checkpoint(path)
     assert all("update_clip" not in meta["optim"][net] for net in ("G", "D"))
+    del meta["config"]["d_update_clip"]  # as written before the option existed
+    io.save_checkpoint(path, arrays, meta)
     resumed = Trainer.resume(tmp_path / "old", dataset=ds, log=quiet, epochs=2)
     assert [opt.update_clip for opt in resumed.optimizers.values()] == [None, None]
+    assert resumed.config.d_update_clip == 0.0
     resumed.run()
     assert_same_params(straight, resumed)
+
+    for off in (Trainer(config(tmp_path, "off", d_update_clip=0), dataset=ds, log=quiet),
+                Trainer(config(tmp_path, "plain", model="gan"), dataset=ds, log=quiet)):
+        assert [opt.update_clip for opt in off.optimizers.values()] == [None, None]
+        assert off.config.d_update_clip == 0.0
+    for bad in (-1, float("inf"), "1", True):
+        with pytest.raises(ConfigError, match="d_update_clip must be"):
+            config(tmp_path, d_update_clip=bad)
+    with pytest.raises(ConfigError, match="SGD"):
+        config(tmp_path, preset="paper", d_update_clip=1.0)
+    monkeypatch.undo()
+    arrays, meta = io.load_checkpoint(path)
+    with pytest.raises(ConfigError, match="d_update_clip=1.0"):  # the old run trained without the clip
+        Trainer.resume(tmp_path / "old", dataset=ds, log=quiet, epochs=3, d_update_clip=1.0)
 
     meta["optim"]["D"]["update_clip"] = -1.0
     io.save_checkpoint(path, arrays, meta)
