@@ -24,8 +24,8 @@ Examples::
     python benchmarks/seeds.py --render benchmarks/results/seeds/FILE.json              # docs' Markdown table
 
 Runs go to ``--out`` (default ``benchmarks/out/seeds``, ignored by git); each seed's run directory is removed
-first so every run is fresh, unless ``--extend`` continues the run found there. Independent runs are trained ``--jobs`` at a time (default: one per two cores,
-at least one).
+first so every run is fresh, unless ``--extend`` continues the run found there. Independent runs are trained
+``--jobs`` at a time (default: one per two cores, at least one).
 """
 
 from __future__ import annotations

@@ -843,12 +843,12 @@ def adam_clip_scale(g, v, beta2: float, bias2: float, eps: float, clip: float, w
         return xp.minimum(1.0, clip / r).astype(g.dtype)
 
     def block(lane, g_, v_):
-        gg, u = lane_arrays(work, lane, g_, 2)
+        gg, u, t = lane_arrays(work, lane, g_, 3)
+        xp.multiply(g_, g_, out=gg)
         xp.multiply(v_, beta2, out=u)
-        u += xp.multiply(xp.multiply(g_, g_, out=gg), 1 - beta2, out=gg)
+        u += xp.multiply(gg, 1 - beta2, out=t)
         u /= bias2
         xp.maximum(u, floor, out=u)
-        xp.multiply(g_, g_, out=gg)
         gg /= u
         return float(gg.sum(dtype=xp.float64))
 

@@ -80,7 +80,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         # True: the matching-aware term is a second D step per update, on other real images with wrong labels;
         # "joint": those rows join D's own step (one D step per update, GAN-CLS's weighting). With this preset's
         # networks, a joint step on the D step's *own* images with wrong labels collapsed G in epoch 1 on seeds
-        # 0, 3, 5 and 11 (one thread); the joint step on other images was screened only (1 of 6 runs died with D's rate doubled; docs/RESULTS.md).
+        # 0, 3, 5 and 11 (one thread); the joint step on other images was only screened (1 of 6 runs died with D's
+        # rate doubled; docs/RESULTS.md).
         "matching_aware": {"cgan": True},
         "lr_G": {"cgan": 2e-3},
         # - D at 4e-3 (was 4e-4; issue 11): with the slower D, G's label units died before D read the labels on
@@ -201,8 +202,8 @@ class TrainConfig:
         0 turns it off; None takes the preset's value. Resolved when a run starts and stored in its checkpoint.
     d_update_clip : float or None
         StableAdamW's clip of each of D's weight tensors' Adam steps (:class:`minigan.nn.optim.Adam`'s
-        ``update_clip``); 0 turns it off; None takes the preset's (none yet: docs/RESULTS.md). Resolved when a run starts
-        and stored in its checkpoint; a checkpoint from before the option resumes without it.
+        ``update_clip``); 0 turns it off; None takes the preset's (none yet: docs/RESULTS.md). Resolved when a run
+        starts and stored in its checkpoint; a checkpoint from before the option resumes without it.
     stop_on_collapse : bool
         End the run when the health monitor (:mod:`minigan.health`) reports a failure, without saving the
         failed epoch's state: the checkpoint on disk is the last one without a finding.
