@@ -216,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="clip each of D's weight tensors' Adam steps to C times what its running second moment vouches "
                         "for (StableAdamW); 0 turns it off (default: off; the modern CGAN's candidate default is 1, "
                         "docs/RESULTS.md)")
+    t.add_argument("--d-warmup", dest="d_warmup", type=_non_negative_int, default=None, metavar="N",
+                   help="raise D's learning rate linearly from G's to its own over the first N updates; 0 turns it "
+                        "off (default: the preset's; none yet, docs/RESULTS.md)")
     t.add_argument("--stop-on-collapse", action="store_true", default=None,
                    help="stop with exit code 4 when the health monitor finds a failed run (D won, G ignores its "
                         "label, collapsed samples), keeping the last checkpoint without a finding")
@@ -308,7 +311,7 @@ def _train(args) -> int:
             update=args.update, seed=args.seed, epochs=args.epochs, steps=args.steps, device=args.device, data_dir=args.data,
             log_interval=args.log_interval, progress=progress, select_every=args.select_every,
             lr_G=args.lr_G, lr_D=args.lr_D, lr_decay=args.lr_decay, stop_on_collapse=args.stop_on_collapse,
-            ema=args.ema, d_update_clip=args.d_update_clip, model_options=options)
+            ema=args.ema, d_update_clip=args.d_update_clip, d_warmup=args.d_warmup, model_options=options)
     else:
         if args.dataset is None and args.model == "pix2pix":
             args.dataset = paired.TASKS[0]
@@ -317,7 +320,7 @@ def _train(args) -> int:
                  "device": args.device, "data_dir": args.data, "out": args.out, "log_interval": args.log_interval,
                  "select_every": args.select_every, "lr_G": args.lr_G, "lr_D": args.lr_D,
                  "lr_decay": args.lr_decay, "stop_on_collapse": args.stop_on_collapse, "ema": args.ema,
-                 "d_update_clip": args.d_update_clip, "model_options": options}
+                 "d_update_clip": args.d_update_clip, "d_warmup": args.d_warmup, "model_options": options}
         run_config = config.TrainConfig(**{k: v for k, v in given.items() if v is not None}, progress=progress)
         if run_config.epochs is None and run_config.steps is None:
             run_config.epochs = config.DEFAULT_EPOCHS

@@ -204,6 +204,11 @@ class TrainConfig:
         StableAdamW's clip of each of D's weight tensors' Adam steps (:class:`minigan.nn.optim.Adam`'s
         ``update_clip``); 0 turns it off; None takes the preset's (none yet: docs/RESULTS.md). Resolved when a run
         starts and stored in its checkpoint; a checkpoint from before the option resumes without it.
+    d_warmup : int or None
+        Updates over which D's learning rate rises linearly from G's to its own (:class:`minigan.nn.optim.
+        LinearWarmup`), so D cannot outpace a G that has not yet learned to draw; 0 turns it off; None takes the
+        preset's. Resolved when a run starts and stored in its checkpoint; a checkpoint from before the option
+        resumes without it.
     stop_on_collapse : bool
         End the run when the health monitor (:mod:`minigan.health`) reports a failure, without saving the
         failed epoch's state: the checkpoint on disk is the last one without a finding.
@@ -232,6 +237,7 @@ class TrainConfig:
     stop_on_collapse: bool = False
     ema: float | None = None
     d_update_clip: float | None = None
+    d_warmup: int | None = None
 
     #: Fields that may differ when a run is resumed (they do not change what is computed).
     RESUMABLE_OVERRIDES = ("epochs", "steps", "device", "data_dir", "log_interval", "progress", "select_every",
@@ -280,6 +286,9 @@ class TrainConfig:
             if clip and PRESETS.get(self.preset, {}).get("optimizer") != "adam":
                 raise ConfigError(f"d_update_clip clips Adam's steps; the {self.preset} preset trains with "
                                   f"{PRESETS[self.preset]['optimizer'].upper()} (drop --d-update-clip)")
+        if self.d_warmup is not None and not (_is_int(self.d_warmup) and self.d_warmup >= 0):
+            raise ConfigError(f"d_warmup must be a whole number of updates >= 0 (0 turns it off), got "
+                              f"{self.d_warmup!r}")
         family = families.get(self.model)
         if self.preset not in family.presets:
             raise ConfigError(f"the {self.model} model trains under the preset(s) {', '.join(family.presets)}, not "
@@ -319,7 +328,12 @@ class TrainConfig:
         """The clip of D's Adam steps this config asks for: ``d_update_clip``, or the preset's (0: none)."""
         if self.d_update_clip is not None:
             return float(self.d_update_clip)
-        return float(PRESETS[self.preset].get("d_update_clip", {}).get(self.model, 0.0))
+        return float(preset_entry(self, "d_update_clip", 0.0))
+
+    @property
+    def d_warmup_updates(self) -> int:
+        """The updates of D's learning-rate warm-up this config asks for: ``d_warmup``, or the preset's (0: none)."""
+        return int(preset_entry(self, "d_warmup", 0) if self.d_warmup is None else self.d_warmup)
 
     @property
     def run_dir(self) -> Path:
@@ -378,15 +392,17 @@ def trained_lr_decay(config: TrainConfig) -> float:
 def learning_rates(config: TrainConfig) -> tuple[float, float]:
     """(lr_G, lr_D): the config's, else the preset's rate for the model on this dataset
     (``"lr_D": {"cgan/fashion-mnist": ...}``), else for the model (``"lr_D": {"cgan": ...}``), else ``lr``."""
-    preset = PRESETS[config.preset]
-
-    def preset_rate(name: str) -> float:
-        table = preset.get(name, {})
-        return table.get(f"{config.model}/{config.dataset}", table.get(config.model, preset["lr"]))
-
-    lr_G = preset_rate("lr_G") if config.lr_G is None else config.lr_G
-    lr_D = preset_rate("lr_D") if config.lr_D is None else config.lr_D
+    general = PRESETS[config.preset]["lr"]
+    lr_G = preset_entry(config, "lr_G", general) if config.lr_G is None else config.lr_G
+    lr_D = preset_entry(config, "lr_D", general) if config.lr_D is None else config.lr_D
     return float(lr_G), float(lr_D)
+
+
+def preset_entry(config: TrainConfig, name: str, default):
+    """The config's preset's per-model entry ``name``: the one for the model on this dataset
+    (``"cgan/fashion-mnist"``), else the model's (``"cgan"``), else ``default``."""
+    table = PRESETS[config.preset].get(name, {})
+    return table.get(f"{config.model}/{config.dataset}", table.get(config.model, default))
 
 
 

@@ -306,17 +306,17 @@ class Trainer:
             # records the schedule the run trains with, whatever its preset says later.
             config.lr_G, config.lr_D = learning_rates(config)
             config.d_update_clip = config.d_clip
-        else:  # a checkpoint from before the option trained without the clip (its optimizer state says so too)
+            config.d_warmup = config.d_warmup_updates
+        else:  # a checkpoint from before these options trained without them (its optimizer state says so too)
             config.d_update_clip = float(config.d_update_clip or 0.0)
+            config.d_warmup = int(config.d_warmup or 0)
         self.optimizers = _make_optimizers(config, self.networks)
         self.after_step: dict[str, list[Callable[[], None]]] = {net: [] for net in self.networks}
         self._state_parts: dict[str, StatePart] = {}
         self.labels_host = np.asarray(train.y)
         self._best = None  # {"epoch", "valid_ll", "sigma"} of the best model so far (model selection)
         preset = self.preset
-        decay = self._learning_rate_schedule(checkpoint)
-        self.lr_schedules = None if decay == 1 else tuple(
-            optim.ExponentialDecay(lr, decay, preset.get("lr_floor", 0.0)) for lr in learning_rates(config))
+        self.lr_schedules = self._learning_rate_schedules(checkpoint)
         self.momentum_schedule = (optim.LinearRamp(*preset["momentum"], preset["momentum_saturate"][config.model])
                                   if preset["optimizer"] == "sgd" else None)
         self.noise_rng = backend.Rng(seeds["noise"])
@@ -350,6 +350,18 @@ class Trainer:
         if checkpoint is not None:
             self.load_state(*checkpoint)
         self.average_G = self._weight_average(checkpoint)
+
+    def _learning_rate_schedules(self, checkpoint) -> tuple | None:
+        """(G's, D's) learning rate as a function of the update count, or None for constant rates: the decay of
+        :meth:`_learning_rate_schedule`, and D's warm-up from G's rate over ``config.d_warmup`` updates."""
+        decay = self._learning_rate_schedule(checkpoint)
+        if decay == 1 and not self.config.d_warmup:
+            return None
+        lr_G, lr_D = (optim.ExponentialDecay(lr, decay, self.preset.get("lr_floor", 0.0))
+                      for lr in learning_rates(self.config))
+        if self.config.d_warmup:
+            lr_D = optim.LinearWarmup(lr_G, lr_D, self.config.d_warmup)
+        return lr_G, lr_D
 
     def _learning_rate_schedule(self, checkpoint) -> float:
         """The per-update divisor of the learning rates (1.0: constant), resolved and written into the config.
@@ -476,6 +488,7 @@ class Trainer:
                 continue
             trained_with = (config.update_rule if key == "update" else float(config.ema or 0.0) if key == "ema"
                             else float(config.d_update_clip or 0.0) if key == "d_update_clip"
+                            else int(config.d_warmup or 0) if key == "d_warmup"
                             else trained_lr_decay(config) if key == "lr_decay" else getattr(config, key))
             if trained_with != value:
                 raise ConfigError(f"cannot resume with {key}={value!r}: the run in {run_dir} was trained with "

@@ -10,7 +10,7 @@ from minigan import backend
 from minigan.gradcheck import check_function
 from minigan.nn import Linear, Sequential, Tanh
 from minigan.nn.losses import bce_with_logits, discriminator_loss, generator_loss, softplus
-from minigan.nn.optim import SGD, Adam, ExponentialDecay, LinearRamp, WeightAverage
+from minigan.nn.optim import SGD, Adam, ExponentialDecay, LinearRamp, LinearWarmup, WeightAverage
 
 logits = arrays(np.float64, st.tuples(st.integers(1, 8), st.just(1)), elements=st.floats(-30, 30))
 
@@ -272,6 +272,21 @@ def test_schedules():
         ExponentialDecay(0.1, 0.9)
     with pytest.raises(ValueError):
         LinearRamp(0.5, 0.7, saturate=0)
+
+
+@given(n=st.integers(1, 50), t=st.integers(0, 120))
+def test_linear_warmup_moves_from_one_schedule_to_the_other_then_follows_it(n, t):
+    start, end = ExponentialDecay(2e-3, 1.00015), ExponentialDecay(4e-3, 1.00015)
+    warm = LinearWarmup(start, end, n)
+    fraction = min(1.0, (t + 1) / n)
+    assert warm(t) == pytest.approx(start(t) + fraction * (end(t) - start(t)), rel=1e-12)
+    if t >= n - 1:
+        assert warm(t) == end(t)  # exactly: after the warm-up the run is on D's own schedule, bit for bit
+    else:
+        assert start(t) < warm(t) < end(t)
+    assert LinearWarmup(start, end, 1)(0) == end(0)  # one update of warm-up is none
+    with pytest.raises(ValueError, match="updates"):
+        LinearWarmup(start, end, 0)
 
 
 @given(beta=st.floats(0.5, 0.999), n_steps=st.integers(1, 12), seed=st.integers(0, 2**31 - 1))

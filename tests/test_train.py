@@ -15,7 +15,7 @@ import pytest
 
 from helpers import tiny_dataset
 from minigan import backend, io
-from minigan.config import ConfigError, TrainConfig
+from minigan.config import PRESETS, ConfigError, TrainConfig, learning_rates
 from minigan.runs import CHECKPOINT_NAME, load_model, sample, write_samples
 from minigan.train import Trainer, TrainingDiverged
 
@@ -532,8 +532,6 @@ def test_health_monitor_reads_the_live_G_and_the_grid_shows_the_average(tmp_path
 
 def test_learning_rates_by_model_and_dataset(tmp_path):
     """The modern CGAN's D runs at 4e-3 on MNIST and 4e-4 on Fashion-MNIST (docs/RESULTS.md); a given rate wins."""
-    from minigan.config import learning_rates
-
     assert learning_rates(config(tmp_path)) == (2e-3, 4e-3)
     assert learning_rates(config(tmp_path, dataset="fashion-mnist")) == (2e-3, 4e-4)
     assert learning_rates(config(tmp_path, dataset="fashion-mnist", lr_D=1e-3)) == (2e-3, 1e-3)
@@ -541,13 +539,48 @@ def test_learning_rates_by_model_and_dataset(tmp_path):
     assert learning_rates(config(tmp_path, model="gan", preset="paper", dataset="fashion-mnist")) == (0.1, 0.1)
 
 
+def test_ds_learning_rate_warms_up_from_gs_and_a_run_resumes_exactly_mid_warm_up(tmp_path, numpy_backend):
+    """--d-warmup N: D's rate follows LinearWarmup(G's schedule, D's schedule, N) update by update, is stored in
+    the checkpoint, and a run stopped inside the warm-up resumes bit-identically; a checkpoint from before the
+    option resumes without it; bad values and a different value on resume are refused."""
+    ds = tiny_dataset(20)  # 5 updates an epoch at batch 4
+    t = Trainer(config(tmp_path, "warm", epochs=1, d_warmup=8), dataset=ds, log=quiet)
+    lr_G, lr_D = learning_rates(t.config)
+    seen = []
+    t.run(handle_signals=False, on_step=lambda tr: seen.append((tr.optimizers["G"].lr, tr.optimizers["D"].lr)))
+    decay, floor = t.config.lr_decay, PRESETS["modern"]["lr_floor"]
+    for step, (g, d) in enumerate(seen):
+        a, b = max(lr_G / decay ** step, floor), max(lr_D / decay ** step, floor)
+        assert g == a and d == pytest.approx(a + (step + 1) / 8 * (b - a), rel=1e-12)
+    _, meta = io.load_checkpoint(tmp_path / "warm" / CHECKPOINT_NAME)
+    assert meta["config"]["d_warmup"] == 8
+
+    straight = Trainer(config(tmp_path, "straight", epochs=3, d_warmup=8), dataset=ds, log=quiet)
+    straight.run()
+    resumed = Trainer.resume(tmp_path / "warm", dataset=ds, log=quiet, epochs=3)  # from update 5 of 8
+    resumed.run()
+    assert_same_params(straight, resumed)
+    assert straight.optimizers["D"].lr == pytest.approx(max(lr_D / decay ** 14, floor), rel=1e-15)
+
+    with pytest.raises(ConfigError, match="d_warmup=3"):
+        Trainer.resume(tmp_path / "warm", dataset=ds, log=quiet, epochs=4, d_warmup=3)
+    Trainer(config(tmp_path, "old", epochs=1, d_warmup=0), dataset=ds, log=quiet).run()
+    path = tmp_path / "old" / CHECKPOINT_NAME
+    arrays, meta = io.load_checkpoint(path)
+    del meta["config"]["d_warmup"]  # as written before the option existed
+    io.save_checkpoint(path, arrays, meta)
+    assert Trainer.resume(tmp_path / "old", dataset=ds, log=quiet, epochs=2).config.d_warmup == 0
+    assert config(tmp_path, preset="paper", d_warmup=0).d_warmup_updates == 0
+    for bad in (-1, 2.5, "8", True):
+        with pytest.raises(ConfigError, match="d_warmup must be"):
+            config(tmp_path, d_warmup=bad)
+
+
 def test_modern_cgan_clips_ds_adam_steps_and_an_unclipped_checkpoint_resumes_unclipped(tmp_path, numpy_backend,
                                                                                         monkeypatch):
     """With --d-update-clip 1 D's optimizer clips (StableAdamW), G's does not; the checkpoint says so; a
     checkpoint saved without the clip (before it existed) continues exactly as an unclipped run; bad values are
     refused."""
-    from minigan.config import PRESETS
-
     ds = tiny_dataset(8)
     t = Trainer(config(tmp_path, "clipped", epochs=1, d_update_clip=1.0), dataset=ds, log=quiet)
     assert (t.optimizers["G"].update_clip, t.optimizers["D"].update_clip) == (None, 1.0)

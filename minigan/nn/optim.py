@@ -12,7 +12,7 @@ Schedules are functions of counters the trainer owns: the exponential learning-r
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -38,6 +38,29 @@ class ExponentialDecay:
 
     def __repr__(self):
         return f"ExponentialDecay({self.initial}, factor={self.factor}, floor={self.floor})"
+
+
+class LinearWarmup:
+    r"""A learning rate that moves from schedule ``start`` to schedule ``end`` over the first ``updates`` updates.
+
+    :math:`\eta(t) = a(t) + f\,(b(t) - a(t))` with :math:`f = \min(1, (t + 1) / n)`: update :math:`t` (0-based)
+    takes the fraction :math:`(t + 1)/n` of the way, so the first update already moves off ``start`` and update
+    :math:`n - 1` is at ``end``, which it then follows exactly. The CGAN trainer warms D's rate up from G's
+    (``start`` is G's schedule), so D cannot race ahead of a G that has not yet learned to draw.
+    """
+
+    def __init__(self, start: Callable[[int], float], end: Callable[[int], float], updates: int):
+        if int(updates) < 1:
+            raise ValueError(f"LinearWarmup: updates must be >= 1, got {updates}")
+        self.start, self.end, self.updates = start, end, int(updates)
+
+    def __call__(self, updates: int) -> float:
+        a, b = self.start(updates), self.end(updates)
+        fraction = (updates + 1) / self.updates
+        return b if fraction >= 1 else a + fraction * (b - a)
+
+    def __repr__(self):
+        return f"LinearWarmup({self.start!r} -> {self.end!r} over {self.updates} updates)"
 
 
 class LinearRamp:
