@@ -108,18 +108,23 @@ PRESETS: dict[str, dict[str, Any]] = {
         # 11 of 11 passing.
         "decay": {"cgan": 1.00015},
         "lr_floor": 1e-6,  # reached after ~50,000 updates (100 epochs at batch 100)
-        # StableAdamW's update clipping (minigan.nn.optim.Adam, update_clip=1) of D's steps (issue 11). The one
-        # failure left, about one run in thirty, was a run killed within a few updates: D met an unusual batch,
-        # its Adam step spiked (a gradient far above its running second moment: up to 16x the usual step), its
-        # logits jumped to |650|, G's gradient through it jumped 100-fold, and G's own spiking step saturated its
-        # sigmoid output, from which no gradient returns (traced update by update in docs/RESULTS.md). Screened
-        # with D's rate doubled, where that death strikes most seeds within 300 updates: 4 of 6 died without a
-        # clip, 0 of 6 over 1,000 updates with D's steps clipped, 0 of 6 with both networks' clipped. Clipping G
-        # too slowed G in ordinary runs (mean D(G(z)) 0.16-0.22 after 1,000 updates against 0.35-0.46 unclipped,
-        # and FID 7.9x real on the one benchmark seed run that way); clipping D alone left them as they were
-        # (0.43-0.45). Screening only (docs/RESULTS.md): not yet the default, which waits for the seed benchmark
-        # (20 seeds at default threads, 10 at one thread); until then runs opt in with --d-update-clip 1.
-        "d_update_clip": {},
+        # The first updates (issue 11). About one run in thirty lost its game to D within the first epoch or two
+        # (docs/RESULTS.md, "How the rare early loss happens"), in one of two ways, both traced update by update:
+        # - a spike: D met an unusual batch, its Adam step spiked (a gradient far above its running second moment
+        #   gives up to 16x the usual step), its logits jumped to |650|, G's gradient through it 100-fold, and G's
+        #   own step saturated its sigmoid output, from which no gradient returns. StableAdamW's update clipping of
+        #   D's steps (minigan.nn.optim.Adam, update_clip=1) bounds that step: with D's rate doubled, where the
+        #   spike kills most seeds, 4 of 6 died without the clip and 0 of 6 with it. Clipping G as well slowed G
+        #   in ordinary runs (FID 7.9x real on the one seed trained so), so only D is clipped.
+        # - a lead: in updates 50-150 of every run D leads (D(G(z)) 0.05-0.13) while G's samples hardly depend on z
+        #   yet; on an unlucky path G's output logits then drift to saturation with no spike at all (seed 98 with
+        #   the clip alone). D's rate therefore starts at G's and rises linearly to its own over the first 500
+        #   updates (one epoch; optim.LinearWarmup). Screened on 8 seeds at update 500 (spread of the samples over
+        #   z higher on 8 of 8, D(G(z)) median 0.32 against 0.21), then benchmarked with the clip: 10 of 10 seeds at
+        #   one thread and 20 of 20 at the default count (docs/RESULTS.md).
+        # Fashion-MNIST trains D at 4e-4 and has no seed benchmark with either, so it keeps neither.
+        "d_update_clip": {"cgan": 1.0, "cgan/fashion-mnist": 0.0},
+        "d_warmup": {"cgan": 500, "cgan/fashion-mnist": 0},
         "update": "alternating",
     },
 }
@@ -202,13 +207,13 @@ class TrainConfig:
         0 turns it off; None takes the preset's value. Resolved when a run starts and stored in its checkpoint.
     d_update_clip : float or None
         StableAdamW's clip of each of D's weight tensors' Adam steps (:class:`minigan.nn.optim.Adam`'s
-        ``update_clip``); 0 turns it off; None takes the preset's (none yet: docs/RESULTS.md). Resolved when a run
+        ``update_clip``); 0 turns it off; None takes the preset's (modern CGAN on MNIST: 1). Resolved when a run
         starts and stored in its checkpoint; a checkpoint from before the option resumes without it.
     d_warmup : int or None
-        Updates over which D's learning rate rises linearly from G's to its own (:class:`minigan.nn.optim.
-        LinearWarmup`), so D cannot outpace a G that has not yet learned to draw; 0 turns it off; None takes the
-        preset's. Resolved when a run starts and stored in its checkpoint; a checkpoint from before the option
-        resumes without it.
+        Updates over which D's learning rate rises linearly from G's to its own
+        (:class:`minigan.nn.optim.LinearWarmup`), so D cannot outpace a G that has not yet learned to draw; 0 turns
+        it off; None takes the preset's (modern CGAN on MNIST: 500). Resolved when a run starts and stored in its
+        checkpoint; a checkpoint from before the option resumes without it.
     stop_on_collapse : bool
         End the run when the health monitor (:mod:`minigan.health`) reports a failure, without saving the
         failed epoch's state: the checkpoint on disk is the last one without a finding.

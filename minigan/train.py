@@ -307,9 +307,15 @@ class Trainer:
             config.lr_G, config.lr_D = learning_rates(config)
             config.d_update_clip = config.d_clip
             config.d_warmup = config.d_warmup_updates
-        else:  # a checkpoint from before these options trained without them (its optimizer state says so too)
-            config.d_update_clip = float(config.d_update_clip or 0.0)
-            config.d_warmup = int(config.d_warmup or 0)
+        else:  # what the checkpoint trained with; one from before these options trained without them
+            stored = checkpoint[1].get("config") or {}
+            for name, cast in (("d_update_clip", float), ("d_warmup", int)):
+                trained = cast(stored.get(name) or 0)
+                if getattr(config, name) is not None and cast(getattr(config, name)) != trained:
+                    raise ConfigError(f"cannot resume with {name}={getattr(config, name)!r}: the run in "
+                                      f"{config.run_dir} was trained with {name}={trained!r} (drop the option, or "
+                                      "start a new --out)")
+                setattr(config, name, trained)
         self.optimizers = _make_optimizers(config, self.networks)
         self.after_step: dict[str, list[Callable[[], None]]] = {net: [] for net in self.networks}
         self._state_parts: dict[str, StatePart] = {}

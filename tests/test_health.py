@@ -234,7 +234,7 @@ def test_learning_rate_decay_under_adam(tmp_path, isolated_run_env):
     """--lr-decay under ``modern`` decays each Adam rate from the preset's, and a resumed run continues the
     schedule exactly: interrupted at update 7 and resumed, it ends bit-identical to the run made in one go."""
     whole, split = tmp_path / "whole", tmp_path / "split"
-    cfg = dict(lr_decay=1.05, lr_G=0.002, lr_D=0.004, steps=12)
+    cfg = dict(lr_decay=1.05, lr_G=0.002, lr_D=0.004, steps=12, d_warmup=0)  # the decay alone (no warm-up)
     Trainer(make_config(tmp_path, out=str(whole), **cfg), dataset=tiny_dataset(),
             log=lambda m: None).run(handle_signals=False)
     rec = json.loads((whole / "metrics.jsonl").read_text().splitlines()[-1])
@@ -261,8 +261,11 @@ def test_modern_cgan_decays_its_rates_and_runs_record_the_schedule(tmp_path, iso
     assert io.load_checkpoint(cgan / CHECKPOINT_NAME)[1]["config"]["lr_decay"] == 1.00015
     assert io.load_checkpoint(gan / CHECKPOINT_NAME)[1]["config"]["lr_decay"] == 1.0
     rec = json.loads((cgan / "metrics.jsonl").read_text().splitlines()[-1])
-    assert rec["lr"] == pytest.approx(2e-3 / 1.00015 ** (rec["updates"] - 1))
-    assert rec["lr_D"] == pytest.approx(4e-3 / 1.00015 ** (rec["updates"] - 1))
+    t = rec["updates"] - 1  # the rates were set before the last update
+    lr_G, lr_D = 2e-3 / 1.00015 ** t, 4e-3 / 1.00015 ** t
+    assert rec["lr"] == pytest.approx(lr_G)
+    assert rec["lr_D"] == pytest.approx(lr_G + (t + 1) / 500 * (lr_D - lr_G))  # D's rate warms up from G's
+    assert io.load_checkpoint(cgan / CHECKPOINT_NAME)[1]["config"]["d_warmup"] == 500
     rec = json.loads((gan / "metrics.jsonl").read_text().splitlines()[-1])
     assert rec["lr"] == 2e-4 and rec["lr_D"] == 2e-4
 

@@ -570,38 +570,36 @@ def test_ds_learning_rate_warms_up_from_gs_and_a_run_resumes_exactly_mid_warm_up
     del meta["config"]["d_warmup"]  # as written before the option existed
     io.save_checkpoint(path, arrays, meta)
     assert Trainer.resume(tmp_path / "old", dataset=ds, log=quiet, epochs=2).config.d_warmup == 0
-    assert config(tmp_path, preset="paper", d_warmup=0).d_warmup_updates == 0
+    assert config(tmp_path, preset="paper").d_warmup_updates == 0  # the paper's SGD: no warm-up
     for bad in (-1, 2.5, "8", True):
         with pytest.raises(ConfigError, match="d_warmup must be"):
             config(tmp_path, d_warmup=bad)
 
 
-def test_modern_cgan_clips_ds_adam_steps_and_an_unclipped_checkpoint_resumes_unclipped(tmp_path, numpy_backend,
-                                                                                        monkeypatch):
-    """With --d-update-clip 1 D's optimizer clips (StableAdamW), G's does not; the checkpoint says so; a
-    checkpoint saved without the clip (before it existed) continues exactly as an unclipped run; bad values are
-    refused."""
+def test_modern_cgan_clips_ds_adam_steps_and_an_unclipped_checkpoint_resumes_unclipped(tmp_path, numpy_backend):
+    """The modern CGAN on MNIST clips D's Adam steps by default (StableAdamW, c = 1), G's not, and warms D's rate
+    up over 500 updates; the checkpoint says so; a checkpoint saved without the clip (before it existed) continues
+    exactly as an unclipped run; bad values are refused."""
     ds = tiny_dataset(8)
-    t = Trainer(config(tmp_path, "clipped", epochs=1, d_update_clip=1.0), dataset=ds, log=quiet)
+    t = Trainer(config(tmp_path, "clipped", epochs=1), dataset=ds, log=quiet)
     assert (t.optimizers["G"].update_clip, t.optimizers["D"].update_clip) == (None, 1.0)
     t.run()
     _, meta = io.load_checkpoint(tmp_path / "clipped" / CHECKPOINT_NAME)
     assert meta["optim"]["D"]["update_clip"] == 1.0 and "update_clip" not in meta["optim"]["G"]
-    assert meta["config"]["d_update_clip"] == 1.0
+    assert (meta["config"]["d_update_clip"], meta["config"]["d_warmup"]) == (1.0, 500)
+    assert Trainer(config(tmp_path, "c2", d_update_clip=2.5), dataset=ds, log=quiet).optimizers["D"].update_clip == 2.5
+    for unclipped in ({"model": "dcgan"}, {"dataset": "fashion-mnist"}):  # no seed benchmark with either there
+        assert (config(tmp_path, **unclipped).d_clip, config(tmp_path, **unclipped).d_warmup_updates) == (0.0, 0)
     assert Trainer(config(tmp_path, "dc", model="dcgan"), log=quiet,
                    dataset=tiny_dataset(8)).optimizers["D"].update_clip is None
 
-    monkeypatch.setitem(PRESETS["modern"], "d_update_clip", {"cgan": 1.0})  # a preset that clips by default
-    assert Trainer(config(tmp_path, "by-preset"), dataset=ds, log=quiet).optimizers["D"].update_clip == 1.0
-    monkeypatch.undo()
-    straight = Trainer(config(tmp_path, "straight"), dataset=ds, log=quiet)
+    straight = Trainer(config(tmp_path, "straight", d_update_clip=0), dataset=ds, log=quiet)
     straight.run()
-    Trainer(config(tmp_path, "old", epochs=1), dataset=ds, log=quiet).run()
-    monkeypatch.setitem(PRESETS["modern"], "d_update_clip", {"cgan": 1.0})  # the old run resumes unclipped even so
+    Trainer(config(tmp_path, "old", epochs=1, d_update_clip=0), dataset=ds, log=quiet).run()
     path = tmp_path / "old" / CHECKPOINT_NAME
     arrays, meta = io.load_checkpoint(path)
     assert all("update_clip" not in meta["optim"][net] for net in ("G", "D"))
-    del meta["config"]["d_update_clip"]  # as written before the option existed
+    del meta["config"]["d_update_clip"]  # as written before the option existed: resumes unclipped, not as the preset
     io.save_checkpoint(path, arrays, meta)
     resumed = Trainer.resume(tmp_path / "old", dataset=ds, log=quiet, epochs=2)
     assert [opt.update_clip for opt in resumed.optimizers.values()] == [None, None]
@@ -618,7 +616,6 @@ def test_modern_cgan_clips_ds_adam_steps_and_an_unclipped_checkpoint_resumes_unc
             config(tmp_path, d_update_clip=bad)
     with pytest.raises(ConfigError, match="SGD"):
         config(tmp_path, preset="paper", d_update_clip=1.0)
-    monkeypatch.undo()
     arrays, meta = io.load_checkpoint(path)
     with pytest.raises(ConfigError, match="d_update_clip=1.0"):  # the old run trained without the clip
         Trainer.resume(tmp_path / "old", dataset=ds, log=quiet, epochs=3, d_update_clip=1.0)
