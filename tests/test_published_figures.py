@@ -224,20 +224,25 @@ def test_main_job_figures_come_from_the_seed_benchmark():
     averaged_one = json.loads((SEEDS / "modern-ema-5ep-seeds60-69-1thread.json").read_text())
     assert averaged_one["threads"] == 1 and len(averaged_one["rows"]) == 10
     assert seeds.markdown(averaged_one) in results
-    # The current default (decaying rates): twenty seeds at the default thread count, ten at one.
-    decay = json.loads((SEEDS / "modern-decay-5ep-seeds70-89.json").read_text())
-    assert decay["epochs"] == 5 and decay["threads"] == "default" and len(decay["rows"]) == 20
-    assert seeds.markdown(decay) in results
-    decay_one = json.loads((SEEDS / "modern-decay-5ep-seeds70-79-1thread.json").read_text())
-    assert decay_one["epochs"] == 5 and decay_one["threads"] == 1 and len(decay_one["rows"]) == 10
-    assert seeds.markdown(decay_one) in results
-    for current in (decay, decay_one):
-        summary_line = seeds.markdown(current).splitlines()[-1]
+    # The decaying rates alone, then D's steps clipped alone (both on the way to the current default).
+    for name in ("modern-decay-5ep-seeds70-89.json", "modern-decay-5ep-seeds70-79-1thread.json",
+                 "modern-decay-clip1-5ep-seeds90-99-1thread.json"):
+        assert seeds.markdown(json.loads((SEEDS / name).read_text())) in results, name
+    # The current default (decay, D's steps clipped, D's rate warmed up): twenty seeds at the default thread
+    # count, ten at one.
+    current = json.loads((SEEDS / "modern-clip-warmup-5ep-seeds90-109.json").read_text())
+    assert current["epochs"] == 5 and current["threads"] == "default" and len(current["rows"]) == 20
+    current_one = json.loads((SEEDS / "modern-clip-warmup-5ep-seeds90-99-1thread.json").read_text())
+    assert current_one["epochs"] == 5 and current_one["threads"] == 1 and len(current_one["rows"]) == 10
+    for doc in (current, current_one):
+        assert doc["command"].endswith("-- --d-update-clip 1 --d-warmup 500")  # the preset's values since
+        assert seeds.markdown(doc) in results
+        summary_line = seeds.markdown(doc).splitlines()[-1]
         assert summary_line in prose("README.md"), "README.md should quote the current benchmark's summary lines"
-    fid_real = {round(r["fid_real"], 2) for r in decay["rows"]}
+    fid_real = {round(r["fid_real"], 2) for r in current["rows"]}
     assert len(fid_real) == 1 and f"real-data FID {fid_real.pop():.2f})" in prose("README.md")
     # The default run's time, in README's first lines: 2,500 updates at the quiet machine's time per update.
-    log = (REPO / "benchmarks" / "results" / "2026-12-03-amd" / "cli-before-after.log").read_text()
+    log = (REPO / "benchmarks" / "results" / "2026-12-03-amd" / "cli-clip-warmup.log").read_text()
     cgan_ms = float(re.findall(r"\(([\d.]+) ms/update\)", log)[-1])
     minutes = f"{cgan_ms * 2500 / 60000:.1f}"
     assert f"(5 epochs, ~{minutes} min on 2 CPU cores)" in prose("README.md")
