@@ -1,6 +1,6 @@
 r"""The training-health monitor: a GAN that fails must never fail silently.
 
-A GAN run can end with exit 0 and a useless generator. Three failures account for what we have seen, and
+A GAN run can end with exit 0 and a useless generator. Four failures account for what we have seen, and
 each can be read off numbers the trainer already has at an epoch's end, so the check is nearly free:
 
 ``d_won``
@@ -25,6 +25,16 @@ each can be read off numbers the trainer already has at an epoch's end, so the c
     epoch (``collapse_from_epoch``): a G one epoch old often still varies little on runs that go on to train
     well (measured: four of six healthy Fashion-MNIST runs and the paper GAN, under 10% at epoch 1 only), while
     the failures seen so far were either still collapsed at epoch 2 or flagged ``d_won`` at epoch 1 as well.
+
+``d_extreme``
+    D's verdicts on G's samples have become extreme: the epoch's G loss (the non-saturating
+    :math:`\operatorname{mean}[-\log D(G(z))]`) is more than ``extreme_ratio`` (5) times
+    :math:`-\log \operatorname{mean} D(G(z))`. By Jensen's inequality the ratio is at least 1; it is large when
+    D rejects some samples with enormous confidence (logits of -100 and beyond) while others pass, which is
+    what D's logits blowing up looks like before either side has won. Measured on the 30 healthy runs of the
+    default's seed benchmark (150 epoch records): at most 2.3; on three runs with D's rate x10 under the same
+    default, 11.8-15.3 at epoch 1 and 49-88 at epoch 2, though D(G(z)) stayed at 0.14-0.35 (docs/RESULTS.md).
+    Judged only for the non-saturating G loss.
 
 Both measures are taken on images averaged over 4×4 blocks (28×28 → 7×7): a G whose sigmoid saturates
 draws the same scribble under different salt-and-pepper speckle for every z, whose per-pixel variance is
@@ -54,6 +64,7 @@ class Thresholds:
     label_share_below: float = 0.05
     diversity_below: float = 0.10
     collapse_from_epoch: int = 2
+    extreme_ratio: float = 5.0
 
 
 POOL = 4  # block size of the average pooling applied before measuring (28 x 28 images -> 7 x 7)
@@ -118,7 +129,9 @@ class HealthMonitor:
     thresholds : Thresholds, optional
     """
 
-    def __init__(self, conditional: bool, reference_diversity: float, thresholds: Thresholds | None = None):
+    def __init__(self, conditional: bool, reference_diversity: float, thresholds: Thresholds | None = None,
+                 non_saturating: bool = False):
+        self.non_saturating = bool(non_saturating)
         self.conditional = bool(conditional)
         self.reference = float(reference_diversity)
         self.thresholds = thresholds or Thresholds()
@@ -143,6 +156,17 @@ class HealthMonitor:
                 "lower D's learning rate or raise G's (--lr-D / --lr-G), use the modern preset, or resume from "
                 "an earlier checkpoint; in our measurements the modern CGAN did not recover from this state, "
                 "while the paper GAN's one-pass update did within a few epochs (docs/RESULTS.md)"))
+        loss_g = record.get("loss_G")
+        if self.non_saturating and d_g_z is not None and loss_g is not None and 0 < d_g_z < 1:
+            ratio = loss_g / -np.log(d_g_z)
+            if ratio > t.extreme_ratio:
+                found.append(_finding(
+                    "d_extreme", epoch, ratio,
+                    f"D's verdicts on G's samples are extreme: G's loss {loss_g:.1f} is {ratio:.0f} times "
+                    f"-log of the mean D(G(z)) ({-np.log(d_g_z):.2f}; above {t.extreme_ratio:g})",
+                    "D rejects some samples with enormous confidence while others pass: D's logits are blowing up, "
+                    "usually because its learning rate is too high, and G's steps follow them",
+                    "lower D's learning rate (--lr-D), or restart from an earlier checkpoint"))
         share = measures.get("label_share")
         if share is not None and share < t.label_share_below:
             found.append(_finding(

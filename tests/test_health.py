@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -310,3 +311,25 @@ def test_speckle_does_not_count_as_diversity():
     assert health.diversity(shifted, conditional=False) > 0.005
     assert health.pooled(np.zeros((3, 784))).shape == (3, 49)
     assert health.pooled(np.zeros((3, 10))).shape == (3, 10)
+
+
+def test_extreme_verdicts_flag_the_broken_runs_and_none_of_the_healthy_ones():
+    """d_extreme: G's non-saturating loss far above -log mean D(G(z)). Judged against the committed seed benchmark:
+    no healthy run's last epoch comes near the threshold; the runs with D's rate x10 (which the clip and warm-up
+    keep from winning outright) are flagged."""
+    seeds_dir = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "seeds"
+    monitor = health.HealthMonitor(True, 0.1, non_saturating=True)
+    healthy = [row for name in ("modern-clip-warmup-5ep-seeds90-109.json", "modern-clip-warmup-5ep-seeds90-99-1thread.json")
+               for row in json.loads((seeds_dir / name).read_text())["rows"]]
+    assert len(healthy) == 30
+    for row in healthy:
+        assert monitor.findings(5, {"D_G_z": row["D_G_z"], "loss_G": row["loss_G"]}, {}) == []
+    broken = json.loads((seeds_dir / "broken-clip-warmup-lrD4e-2-2ep-seeds40-42-1thread.json").read_text())["rows"]
+    for row in broken:
+        found = monitor.findings(2, {"D_G_z": row["D_G_z"], "loss_G": row["loss_G"]}, {})
+        assert [f["kind"] for f in found] == ["d_extreme"] and found[0]["value"] > 5
+        assert "learning rate" in found[0]["cause"]
+    record = {"D_G_z": 0.27, "loss_G": 15.5}  # seed 40's first epoch
+    assert [f["kind"] for f in monitor.findings(1, record, {})] == ["d_extreme"]
+    assert health.HealthMonitor(True, 0.1).findings(1, record, {}) == []  # minimax's loss_G means something else
+    assert monitor.findings(1, {"D_G_z": 0.27, "loss_G": 1.4}, {}) == []

@@ -247,7 +247,8 @@ class Family:
     def monitor(self, train: "Split") -> health.HealthMonitor | None:
         """The health monitor of :mod:`minigan.health` for this model (None: no health checks)."""
         conditional = self.model.conditional
-        return health.HealthMonitor(conditional, health.real_diversity(train.x, train.y if conditional else None))
+        return health.HealthMonitor(conditional, health.real_diversity(train.x, train.y if conditional else None),
+                                    non_saturating=self.trainer.config.g_loss == "non_saturating")
 
     @staticmethod
     def format_means(means: dict) -> str:
