@@ -10,8 +10,8 @@ Exit codes
      missing or corrupt data, a corrupt or missing checkpoint, a label out of range, no GPU for ``--device gpu``
      -- and an operating-system refusal to read or write a file (read-only directory, full disk, permissions)
 3    training diverged (a loss became NaN/inf); the last good checkpoint is left as it was
-4    training failed the health check with ``--stop-on-collapse`` (D won, G ignores its label, or the samples
-     collapsed); the last checkpoint without a finding is left as it was
+4    training failed the health check with ``--stop-on-collapse`` (D won, D's verdicts extreme, G ignores its
+     label, or the samples collapsed); the last checkpoint without a finding is left as it was
 130  interrupted by SIGINT (Ctrl-C), 143 by SIGTERM (128 + the signal number, the shell convention): the
      current update was finished, a checkpoint written, and the message says how to resume
 
@@ -219,8 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="raise D's learning rate linearly from G's to its own over the first N updates; 0 turns it "
                         "off (default: the preset's; modern cgan 500 on mnist, off elsewhere)")
     t.add_argument("--stop-on-collapse", action="store_true", default=None,
-                   help="stop with exit code 4 when the health monitor finds a failed run (D won, G ignores its "
-                        "label, collapsed samples), keeping the last checkpoint without a finding")
+                   help="stop with exit code 4 when the health monitor finds a failed run (D won, D's verdicts "
+                        "extreme, G ignores its label, collapsed samples), keeping the last checkpoint without a "
+                        "finding")
     t.add_argument("--select-every", type=_positive_int, default=None, metavar="N",
                    help="every N epochs, score the model by validation Parzen log-likelihood and keep the best "
                         "as RUN_DIR/best.npz (model selection, as in the CGAN paper; ~10 s per evaluation)")
