@@ -377,6 +377,60 @@ def test_classifier_on_the_strict_backend_trains(tmp_path):
     assert result["test_accuracy"] > 0.3
 
 
+def conv_predict(path, x) -> np.ndarray:
+    """A convolutional classifier's predictions in float64, with each convolution written as an explicit sum over
+    its 4x4 taps (stride 2, padding 1), independently of minigan.nn.conv."""
+    arrays, meta = io.load_checkpoint(path)
+    arch = meta["architecture"]
+    assert (arch["kernel"], arch["stride"], arch["padding"]) == (4, 2, 1)
+    h = np.asarray(x, dtype=np.float64).reshape(len(x), 1, 28, 28)
+    for i in range(len(arch["conv"])):
+        w, b = arrays[f"conv{i}.W"].astype(np.float64), arrays[f"conv{i}.b"].astype(np.float64)
+        padded = np.pad(h, ((0, 0), (0, 0), (1, 1), (1, 1)))
+        side = h.shape[2] // 2
+        out = np.zeros((len(h), w.shape[0], side, side)) + b[None, :, None, None]
+        for r in range(4):
+            for c in range(4):
+                patch = padded[:, :, r:r + 2 * side:2, c:c + 2 * side:2]
+                out += np.einsum("ncab,oc->noab", patch, w[:, :, r, c])
+        h = np.maximum(out, 0.0)
+    h = h.reshape(len(h), -1)
+    for i in range(len(arch["hidden"])):
+        h = np.maximum(h @ arrays[f"h{i}.W"].astype(np.float64) + arrays[f"h{i}.b"], 0.0)
+    return np.argmax(h @ arrays["out.W"].astype(np.float64) + arrays["out.b"], axis=1)
+
+
+def test_convolutional_classifier_learns_saves_and_reloads(tmp_path):
+    ds = blobs_dataset(n_train=400, n_eval=100, seed=2)
+    path = tmp_path / "conv.npz"
+    result = train_classifier("mnist", path, epochs=3, seed=1, log=quiet, dataset=ds, hidden=(16,), lr=2e-3,
+                              conv=(4, 8), batch_size=20)
+    assert result["test_accuracy"] > 0.9
+    arrays, meta = io.load_checkpoint(path)
+    assert meta["architecture"] == {"type": "conv", "in_features": 784, "n_classes": 10, "hidden": [16],
+                                    "dropout": 0.5, "activation": "relu", "conv": [4, 8], "kernel": 4, "stride": 2,
+                                    "padding": 1}
+    assert arrays["conv0.W"].shape == (4, 1, 4, 4) and arrays["conv1.W"].shape == (8, 4, 4, 4)
+    assert arrays["h0.W"].shape == (8 * 7 * 7, 16)
+    clf = load_classifier(path)
+    assert clf.features(ds.test.x).shape == (len(ds.test), 16)
+    np.testing.assert_array_equal(clf.predict(ds.test.x), conv_predict(path, ds.test.x))
+    assert clf.accuracy(ds.test.x, ds.test.y) == pytest.approx(result["test_accuracy"])
+    # An MLP's weights do not depend on the convolutions' seeds being drawn after them.
+    assert Classifier(hidden=(16,), seed=5).state_arrays()["h0.W"].shape == (784, 16)
+    np.testing.assert_array_equal(Classifier(hidden=(16,), seed=5).state_arrays()["out.W"],
+                                  Classifier(hidden=(16,), seed=5, conv=(4,)).state_arrays()["out.W"])
+
+
+def test_convolutional_classifier_needs_square_images():
+    with pytest.raises(ValueError, match="not a square"):
+        Classifier(in_features=780, hidden=(8,), conv=(4,))
+    with pytest.raises(ClassifierError, match="kernel, stride and padding"):
+        from minigan.eval.classifier import build_classifier
+        build_classifier({"type": "conv", "in_features": 784, "n_classes": 10, "hidden": [8], "dropout": 0.5,
+                          "conv": [4], "kernel": 3, "stride": 1, "padding": 1})
+
+
 def test_load_classifier_errors(tmp_path, monkeypatch):
     with pytest.raises(ClassifierError, match="train-classifier"):
         load_classifier(tmp_path / "missing.npz")

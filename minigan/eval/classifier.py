@@ -8,6 +8,10 @@ Architecture (``hidden=(1200, 1200)``, the default)
     x (784) → Linear 1200 → ReLU → Dropout p → Linear 1200 → ReLU → Dropout p → Linear 10 (logits).
     The *features* are the second ReLU's 1200 activations (evaluation mode, so dropout is the identity).
 
+    With ``conv=(c1, c2, …)`` (not the default; the reference readers of ``benchmarks/inpaint_ceiling.py``)
+    the flat image is first reshaped to (1, 28, 28) and passed through convolutions of kernel 4, stride 2 and
+    padding 1 with c1, c2, … channels, each followed by a ReLU, then flattened into the hidden layers above.
+
 Training
     Adam (β1 = 0.9, β2 = 0.999), learning rate decayed exponentially per epoch from ``lr`` to ``lr/10`` at
     the last epoch, batch 100, loss :func:`minigan.nn.losses.softmax_cross_entropy`. Trained on the 50,000
@@ -27,7 +31,7 @@ from typing import Callable
 import numpy as np
 
 from .. import backend, data, io
-from ..nn import DEFAULT_DTYPE, Dropout, Linear, ReLU, Sequential
+from ..nn import DEFAULT_DTYPE, Conv2d, Dropout, Flatten, Linear, ReLU, Reshape, Sequential
 from ..nn.losses import softmax_cross_entropy
 from ..nn.optim import Adam
 
@@ -37,6 +41,8 @@ DEFAULT_DROPOUT = 0.5
 DEFAULT_EPOCHS = 10
 DEFAULT_BATCH = 100
 DEFAULT_LR = 1e-3
+#: The optional convolutions' kernel, stride and padding (each halves the image side).
+CONV_KERNEL, CONV_STRIDE, CONV_PADDING = 4, 2, 1
 #: Rows per forward pass at evaluation time (bounds device memory; a few MB per batch).
 EVAL_BATCH = 2000
 
@@ -58,7 +64,8 @@ def _seeds(seed: int, n: int) -> list[int]:
 
 
 class Classifier:
-    """An MLP classifier: :meth:`logits`, :meth:`predict` (host labels) and :meth:`features` (device).
+    """An MLP classifier, optionally behind strided convolutions: :meth:`logits`, :meth:`predict` (host labels)
+    and :meth:`features` (device).
 
     Parameters
     ----------
@@ -69,32 +76,62 @@ class Classifier:
         Drop probability after each hidden layer (training only).
     seed : int
         Seeds the initial weights and the dropout generators.
+    conv : tuple of int, default ()
+        Output channels of the convolutions (kernel 4, stride 2, padding 1, ReLU) that read the image, reshaped
+        to one square channel, before the hidden layers. Empty: the MLP alone.
     """
 
     def __init__(self, in_features: int = 784, n_classes: int = 10, hidden: tuple[int, ...] = DEFAULT_HIDDEN,
-                 dropout: float = DEFAULT_DROPOUT, seed: int = 0, dtype=DEFAULT_DTYPE):
+                 dropout: float = DEFAULT_DROPOUT, seed: int = 0, dtype=DEFAULT_DTYPE, conv: tuple[int, ...] = ()):
         hidden = tuple(int(h) for h in hidden)
         if not hidden:
             raise ValueError("Classifier: needs at least one hidden layer (its activations are the features)")
         self.in_features, self.n_classes, self.hidden, self.dropout = int(in_features), int(n_classes), hidden, \
             float(dropout)
-        seeds = iter(_seeds(seed, 2 * len(hidden) + 1))
-        layers, width = [], self.in_features
+        self.conv = tuple(int(c) for c in conv)
+        # The MLP's seeds come first, so an MLP's weights do not depend on whether conv layers could exist.
+        seeds = iter(_seeds(seed, 2 * len(hidden) + 1 + len(self.conv)))
+        mlp_seeds = [next(seeds) for _ in range(2 * len(hidden) + 1)]
+        layers, width = self._conv_layers(seeds, dtype)
+        seeds = iter(mlp_seeds)
         for i, h in enumerate(hidden):
             layers += [Linear(width, h, "glorot", next(seeds), dtype, name=f"h{i}"), ReLU(name=f"relu{i}"),
                        Dropout(self.dropout, next(seeds), name=f"drop{i}")]
             width = h
         layers.append(Linear(width, self.n_classes, "glorot", next(seeds), dtype, name="out"))
         self.net = Sequential(*layers, name="classifier")
-        self.net.layers[0].set_input_grad(False)  # its input is data: skip one matrix product per step
+        self.net.set_input_grad(False)  # its input is data: skip one matrix product per step
         # The features are the output of the last hidden ReLU: everything before the last Dropout + Linear.
         self._feature_layers = self.net.layers[:-2]
+
+    def _side(self) -> int:
+        side = math.isqrt(self.in_features)
+        if side * side != self.in_features:
+            raise ValueError(f"Classifier: convolutions need square images, but {self.in_features} features are "
+                             f"not a square")
+        return side
+
+    def _conv_layers(self, seeds, dtype) -> tuple[list, int]:
+        """Reshape to one channel, then each convolution and its ReLU, then flatten (nothing without ``conv``);
+        and the width of what they output."""
+        if not self.conv:
+            return [], self.in_features
+        side = self._side()
+        layers, channels = [Reshape(1, side, side, name="image")], 1
+        for i, c in enumerate(self.conv):
+            layers += [Conv2d(channels, c, CONV_KERNEL, CONV_STRIDE, CONV_PADDING, rng=next(seeds), dtype=dtype,
+                              name=f"conv{i}"), ReLU(name=f"conv_relu{i}")]
+            channels, side = c, (side + 2 * CONV_PADDING - CONV_KERNEL) // CONV_STRIDE + 1
+        return layers + [Flatten(name="flat")], channels * side * side
 
     @property
     def architecture(self) -> dict:
         """What :func:`load_classifier` needs to rebuild the network (stored in the file's meta)."""
-        return {"type": "mlp", "in_features": self.in_features, "n_classes": self.n_classes,
+        arch = {"type": "conv" if self.conv else "mlp", "in_features": self.in_features, "n_classes": self.n_classes,
                 "hidden": list(self.hidden), "dropout": self.dropout, "activation": "relu"}
+        if self.conv:
+            arch.update(conv=list(self.conv), kernel=CONV_KERNEL, stride=CONV_STRIDE, padding=CONV_PADDING)
+        return arch
 
     @property
     def dtype(self):
@@ -157,10 +194,16 @@ class Classifier:
 
 def build_classifier(architecture: dict, seed: int = 0) -> Classifier:
     """A classifier from an ``architecture`` dict (as stored in a classifier file's meta)."""
-    if architecture.get("type") != "mlp":
-        raise ClassifierError(f"unknown classifier architecture {architecture.get('type')!r}")
+    kind = architecture.get("type")
+    if kind not in ("mlp", "conv"):
+        raise ClassifierError(f"unknown classifier architecture {kind!r}")
+    if kind == "conv" and (architecture.get("kernel"), architecture.get("stride"), architecture.get("padding")) != \
+            (CONV_KERNEL, CONV_STRIDE, CONV_PADDING):
+        raise ClassifierError("a convolutional classifier with kernel, stride and padding other than "
+                              f"{CONV_KERNEL}, {CONV_STRIDE}, {CONV_PADDING}")
+    conv = tuple(architecture["conv"]) if kind == "conv" else ()
     return Classifier(architecture["in_features"], architecture["n_classes"], tuple(architecture["hidden"]),
-                      architecture["dropout"], seed)
+                      architecture["dropout"], seed, conv=conv)
 
 
 def _evaluate_split(clf: Classifier, split: data.Split) -> float:
@@ -170,7 +213,7 @@ def _evaluate_split(clf: Classifier, split: data.Split) -> float:
 def train_classifier(dataset_name: str = "mnist", out_path=None, epochs: int | None = None, seed: int = 0,
                      log: Callable[[str], None] = print, *, dataset: data.Dataset | None = None,
                      data_dir=None, hidden: tuple[int, ...] = DEFAULT_HIDDEN, dropout: float = DEFAULT_DROPOUT,
-                     batch_size: int = DEFAULT_BATCH, lr: float = DEFAULT_LR) -> dict:
+                     batch_size: int = DEFAULT_BATCH, lr: float = DEFAULT_LR, conv: tuple[int, ...] = ()) -> dict:
     """Train the classifier on the training split and save it; returns accuracies and the time taken.
 
     Parameters
@@ -183,6 +226,8 @@ def train_classifier(dataset_name: str = "mnist", out_path=None, epochs: int | N
     epochs : int or None (default 10)
     seed : int
         Seeds the weights, the dropout masks and the batch order.
+    hidden, dropout, conv
+        The architecture (:class:`Classifier`).
     dataset : Dataset, optional
         Use this instead of loading ``dataset_name`` (tests pass small synthetic datasets).
 
@@ -198,7 +243,7 @@ def train_classifier(dataset_name: str = "mnist", out_path=None, epochs: int | N
         dataset = data.load_dataset(dataset_name, data_dir=data_dir, log=log)
     out_path = Path(out_path) if out_path is not None else default_path(dataset_name)
     s_model, s_data = _seeds(seed, 2)
-    clf = Classifier(dataset.train.x.shape[1], data.N_CLASSES, hidden, dropout, s_model)
+    clf = Classifier(dataset.train.x.shape[1], data.N_CLASSES, hidden, dropout, s_model, conv=conv)
     opt = Adam(clf.net, lr=lr, beta1=0.9, beta2=0.999)
     gen = np.random.Generator(np.random.PCG64(s_data))
     # lr_e = lr * 0.1^(e / (epochs - 1)): from lr at the first epoch to lr/10 at the last.
