@@ -423,7 +423,7 @@ def sgemm_rate(n: int, reps: int, device: str, seed: int = 0) -> dict:
         return 2.0 * n ** 3 / statistics.median(times) / 1e9
 
     out = {"n": n, "reps": reps, "gflops": timed(lambda: mm(a, b, out=c))}
-    del a, b, c
+    a = b = c = None  # free the device memory before PyTorch's turn
     if device == "gpu":
         out["cupy_tf32"] = os.environ.get("CUPY_TF32", "0")
         if have_torch():

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from . import data, families
+from . import families
 from .io import CheckpointError
 
 __all__ = ["ConfigError", "TrainConfig", "PRESETS", "PRESET_NAMES", "UPDATE_RULES", "DEVICES", "DEFAULT_EPOCHS",

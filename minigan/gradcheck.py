@@ -387,31 +387,30 @@ def check_discriminator(D: Layer, x_real: Any, x_fake: Any, y_real: Any = None, 
     y_fake = None if y_fake is None else _float64_input(y_fake)
     n_real = x_real.shape[0]
 
-    def loss_fn():
-        return discriminator_step(D, x_real, x_fake, y_real, y_fake, backward=False, separate=separate)[0]
-
     def grad_fn():
         _, _, dinputs = discriminator_step(D, x_real, x_fake, y_real, y_fake, input_grads=True, separate=separate)
         dx = dinputs if y_real is None else dinputs[0]
         return {**{f"D.{k}": g for k, g in D.grads.items()}, "x_real": dx[:n_real], "x_fake": dx[n_real:]}
 
-    patterns = None
     if separate:
         # Two passes through D: its layers keep only the fake pass's kink pattern, so the loss is evaluated here
         # pass by pass (as discriminator_step computes it), recording both passes' patterns.
         recorded: list = []
 
-        def separate_loss():
+        def loss_fn():
             logits_real = D.forward(x_real if y_real is None else (x_real, y_real), True)
             recorded[:] = _patterns([D])
             logits_fake = D.forward(x_fake if y_fake is None else (x_fake, y_fake), True)
             recorded.extend(_patterns([D]))
             return 0.5 * (bce_with_logits(logits_real, 1.0)[0] + bce_with_logits(logits_fake, 0.0)[0])
 
-        loss_fn = separate_loss
-
         def patterns():
             return list(recorded)
+    else:
+        patterns = None
+
+        def loss_fn():
+            return discriminator_step(D, x_real, x_fake, y_real, y_fake, backward=False, separate=separate)[0]
 
     with frozen_dropout(D):
         grad_fn()  # draw the dropout masks before the check freezes them in place
@@ -696,7 +695,7 @@ def pix2pix_checks(model: str = "pix2pix", batch: int = 2, seed: int = 0, model_
     channels, D's two layers of BatchNorm in training mode): D's loss into D (real and fake pairs as two
     batches), and G's loss (cGAN + λ L1) through D and the L1 term into G, once with BatchNorm and once with
     InstanceNorm. Inputs and targets are uniform in [-1, 1] (the Tanh range)."""
-    from .families.pix2pix import discriminator_step, pix2pix  # noqa: F401  (the step under test)
+    from .families.pix2pix import pix2pix
 
     options = {**options, "step": options.get("step") or 1e-4, "refinements": options.get("refinements", 2)}
     reports = []

@@ -3,9 +3,7 @@
 Everything runs on small generated data: A|B PNG folders written here, and tiny synthetic MNIST-like splits.
 """
 
-import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,8 +16,7 @@ from minigan import backend, io, paired
 from minigan.cli import main
 from minigan.config import ConfigError, TrainConfig
 from minigan.data import DataError, Dataset, Split
-from minigan.families.pix2pix import (Pix2Pix, generator_step, patchgan, pix2pix, receptive_field, unet,
-                                      unet_depth)
+from minigan.families.pix2pix import generator_step, patchgan, pix2pix, receptive_field, unet, unet_depth
 from minigan.gradcheck import pix2pix_checks
 from minigan.nn.losses import l1_loss
 from minigan.train import Trainer, TrainingDiverged

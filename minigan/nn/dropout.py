@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from .. import backend
-from ..backend import get_array_module
 from .base import Layer
 
 __all__ = ["Dropout"]
