@@ -13,7 +13,8 @@ generator on the held-out test split of the task:
 
 and writes ``ablation.json`` and ``side_by_side.png`` (rows: test examples; columns: input | L1 | cGAN |
 L1 + cGAN | target) into ``--out``. A run directory that already holds a checkpoint is continued to the asked
-length (or left as it is), so the three runs can be made one at a time.
+length (or left as it is), so the three runs can be made one at a time; ``--objectives`` trains and scores a
+subset (for example ``l1,l1+gan`` to continue those two further).
 
 The classifier is minigan's own (``minigan train-classifier --dataset fashion-mnist`` for fashion-edges,
 ``--dataset mnist`` for mnist-inpaint); without it the classifier metrics are left out, with a note.
@@ -96,11 +97,21 @@ def score(outputs: np.ndarray, test: paired.PairedSplit, clf, real_features) -> 
 
 
 def side_by_side(path: Path, test: paired.PairedSplit, outputs: dict, n: int = 8) -> None:
-    columns = [test.a[:n], *(outputs[o][:n] for o in ORDER), test.b[:n]]
+    """Rows: test examples; columns: input, each objective's output (in the paper's order), target."""
+    columns = [test.a[:n], *(outputs[o][:n] for o in ORDER if o in outputs), test.b[:n]]
     tiles = np.stack(columns, axis=1)  # (n, 5, C, H, W)
     k, cols, c, h, w = tiles.shape
     tiles = tiles.reshape(k * cols, c, h, w).transpose(0, 2, 3, 1)
     io.write_png(path, io.image_grid(tiles if c == 3 else tiles[..., 0], k, cols))
+
+
+def _objectives(text: str) -> tuple[str, ...]:
+    """"l1,l1+gan" -> ("l1", "l1+gan"), in the paper's order."""
+    asked = {o.strip() for o in text.split(",") if o.strip()}
+    unknown = asked - set(ORDER)
+    if unknown or not asked:
+        raise argparse.ArgumentTypeError(f"objectives must be among {', '.join(ORDER)}, got {text!r}")
+    return tuple(o for o in ORDER if o in asked)
 
 
 def main(argv=None) -> int:
@@ -114,6 +125,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-eval", type=int, default=10_000, help="test pairs scored (the first N)")
     p.add_argument("--classifier", default=None, help="classifier weights (default: the cache's for the task)")
+    p.add_argument("--objectives", type=_objectives, default=ORDER,
+                   help="comma-separated subset of " + ",".join(ORDER) + " (default: all three)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     if args.epochs is None and args.steps is None:
@@ -126,7 +139,7 @@ def main(argv=None) -> int:
         print(msg, flush=True)
 
     runs, seconds = {}, {}
-    for objective in ORDER:
+    for objective in args.objectives:
         t0 = time.perf_counter()
         runs[objective] = train_one(objective, args, log)
         seconds[objective] = time.perf_counter() - t0
@@ -149,7 +162,7 @@ def main(argv=None) -> int:
             f"--dataset {SOURCE[args.dataset]})")
 
     results, outputs = {}, {}
-    for objective in ORDER:
+    for objective in args.objectives:
         model, meta = load_model(runs[objective])
         outputs[objective] = translate_split(model, test.a)
         results[objective] = {**score(outputs[objective], test, clf, real_features),
@@ -165,7 +178,7 @@ def main(argv=None) -> int:
 
     header = f"{'objective':<10} {'L1':>8} {'sharpness':>10}" + (f" {'accuracy':>9} {'FID':>9}" if clf else "")
     log(header)
-    for objective in ORDER:
+    for objective in args.objectives:
         r = results[objective]
         line = f"{objective:<10} {r['l1']:>8.4f} {r['sharpness']:>10.3f}"
         if clf is not None:

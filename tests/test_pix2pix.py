@@ -347,3 +347,20 @@ def test_train_and_translate_end_to_end(folder, tmp_path, capsys, isolated_run_e
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert match in err and err.count("\n") == 1, (argv, err)
+
+
+def test_ablation_and_ceiling_scripts_parse_their_subsets():
+    import argparse
+
+    from helpers import load_benchmark
+
+    ablation, ceiling = load_benchmark("pix2pix_ablation"), load_benchmark("inpaint_ceiling")
+    assert ablation._objectives("l1+gan, l1") == ("l1", "l1+gan")  # the paper's order, whatever was typed
+    assert ablation._objectives("gan") == ("gan",)
+    for bad in ("l2", "", "l1,cgan"):
+        with pytest.raises(argparse.ArgumentTypeError, match="objectives must be among"):
+            ablation._objectives(bad)
+    assert ceiling._widths("32,64") == (32, 64) and ceiling._widths("") == ()
+    for bad in ("32,x", "0,8"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            ceiling._widths(bad)
