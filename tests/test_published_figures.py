@@ -328,6 +328,19 @@ def test_mnist_inpaint_claims_follow_from_the_json():
     assert doc["commit"] == "7cbf355" and one["commit"] == "1284f33"
 
 
+def test_inpaint_ceiling_table_is_its_committed_json():
+    results = REPO / "benchmarks" / "results" / "pix2pix"
+    mlp = json.loads((results / "inpaint-ceiling.json").read_text())
+    conv = json.loads((results / "inpaint-ceiling-conv.json").read_text())
+    assert conv["architecture"]["conv"] == [32, 64] and conv["architecture"]["hidden"] == [512]
+    rows = table("docs/RESULTS.md", "classifier trained and tested on")
+    for label, key in (("whole digits", "whole_digits"), ("mnist-inpaint's input: the top half only", "input_only")):
+        assert rows[label] == [f"{100 * mlp[key]['test_accuracy']:.2f}%", f"{100 * conv[key]['test_accuracy']:.2f}%"]
+    top = conv["input_only"]
+    assert (f"The convolutional reader gets {100 * top['test_accuracy']:.2f}% of the test inputs right "
+            f"({100 * top['valid_accuracy']:.2f}% of the validation inputs)") in prose("docs/RESULTS.md")
+
+
 def test_pix2pix_ablation_figures_come_from_its_committed_json():
     doc = json.loads((REPO / "benchmarks" / "results" / "pix2pix" / "fashion-edges-width32-1epoch.json").read_text())
     rows = table("docs/RESULTS.md", "objective")
