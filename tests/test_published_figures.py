@@ -501,6 +501,23 @@ def test_fashion_learning_rate_table_is_its_committed_json():
     assert max(old["histogram"]) >= 0.9 * sum(old["histogram"])
 
 
+def test_fashion_with_the_mnist_guards_is_its_committed_json():
+    doc = json.loads((SEEDS / "fashion-lrD4e-3-clip-warmup-5ep-seeds10-19-1thread.json").read_text())
+    assert doc["command"].endswith("-- --dataset fashion-mnist --lr-D 4e-3 --d-update-clip 1 --d-warmup 500")
+    assert doc["threads"] == 1 and doc["epochs"] == 5 and len(doc["rows"]) == 10
+    assert _seeds_module().markdown(doc) in (REPO / "docs" / "RESULTS.md").read_text()
+    rows = doc["rows"]
+    # "No collapse on any of ten seeds": every run reads its labels, draws every class, raises no flag.
+    assert all(r["accuracy"] > 0.95 and r["min_share"] > 0.08 and not r["health"] and not r["d_won"] for r in rows)
+    text = prose("docs/RESULTS.md")
+    accuracy = sorted(r["accuracy"] for r in rows)
+    shares = sorted(r["min_share"] for r in rows)
+    ratios = sorted(r["fid_ratio"] for r in rows)
+    assert f"every run learns its labels ({100 * accuracy[0]:.1f}–{100 * accuracy[-1]:.1f}%)" in text
+    assert f"(the smallest share {100 * shares[0]:.1f}–{100 * shares[-1]:.1f}%)" in text
+    assert f"against {ratios[0]:.1f}–{ratios[-1]:.1f}× real" in text
+
+
 def _papers_module():
     return load_benchmark("papers")
 
