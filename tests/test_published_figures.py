@@ -434,6 +434,17 @@ def test_epoch_times_and_time_to_quality_come_from_committed_outputs():
         for cell, hit in zip(cells, (r["to_parzen"], r["to_accuracy"])):
             assert cell.startswith(f"epoch {hit['epoch']}: {hit['train_seconds'] / 60:.1f} min")
             assert f"({hit['process_seconds'] / 60:.1f} min wall)" in cell
+    current = json.loads((REPO / "benchmarks" / "results" / "time_to_quality-clip-warmup-seeds0-2.json").read_text())
+    assert current["command"].startswith("python benchmarks/time_to_quality.py --seeds 0-2")
+    ttq_current = table("benchmarks/RESULTS.md", "seed (current default)")
+    for r in current["rows"]:
+        cells = ttq_current[str(r["seed"])]
+        for cell, hit in zip(cells, (r["to_parzen"], r["to_accuracy"])):
+            assert cell == (f"epoch {hit['epoch']}: {hit['train_seconds'] / 60:.1f} min "
+                            f"({hit['process_seconds'] / 60:.1f} min wall)")
+        assert cells[2] == ", ".join(f"{e['epoch_seconds']:.0f}" for e in r["epochs"]) + " s"
+        assert cells[3] == f"{100 * r['epochs'][0]['accuracy']:.1f}%"
+        assert r["to_parzen"]["train_seconds"] / 60 <= 5 and r["to_accuracy"]["train_seconds"] / 60 <= 2  # the targets
     test_parzen = json.loads((REPO / "benchmarks" / "results" /
                               "time_to_quality-seed0-epoch3-test-parzen.json").read_text())
     assert test_parzen["epoch"] == 3
