@@ -328,6 +328,23 @@ def test_mnist_inpaint_claims_follow_from_the_json():
     assert doc["commit"] == "7cbf355" and one["commit"] == "1284f33"
 
 
+def test_inpaint_longer_training_table_is_its_committed_json():
+    results = REPO / "benchmarks" / "results" / "pix2pix"
+    rows = table("docs/RESULTS.md", "L1 + cGAN, epochs")
+    three = json.loads((results / "mnist-inpaint-width32-3epochs.json").read_text())["results"]["l1+gan"]
+    runs = [three] + [json.loads((results / f"mnist-inpaint-width32-l1gan-{n}epochs.json").read_text())
+                      ["results"]["l1+gan"] for n in (8, 12)]
+    for r, epochs in zip(runs, (3, 8, 12)):
+        assert r["epochs"] == epochs
+        assert rows[str(epochs)] == [f"{r['l1']:.4f}", f"{r['sharpness']:.3f}", f"{100 * r['accuracy']:.2f}%",
+                                     f"{r['fid']:.2f}"]
+    last = runs[-1]
+    assert last["accuracy"] < 0.95  # README and docs say: not met
+    for path in ("README.md", "docs/RESULTS.md"):
+        assert f"{100 * last['accuracy']:.2f}% after 12" in prose(path)
+    assert f"(`train_seconds` {round(last['train_seconds']):,} in all)" in prose("docs/RESULTS.md")
+
+
 def test_inpaint_ceiling_table_is_its_committed_json():
     results = REPO / "benchmarks" / "results" / "pix2pix"
     mlp = json.loads((results / "inpaint-ceiling.json").read_text())
