@@ -297,6 +297,28 @@ def test_cdcgan_figures_come_from_its_committed_outputs():
     assert f"Epoch time: {min(seconds):.0f}–{max(seconds):.0f} s" in prose("docs/RESULTS.md")
 
 
+def test_unconditional_dcgan_ten_epoch_figures_come_from_its_committed_eval():
+    out = REPO / "benchmarks" / "results" / "dcgan"
+    doc = json.loads((out / "dcgan-seed0-10epochs-eval.json").read_text())
+    samples = doc["classifier"]["samples"]
+    shares = [count / doc["n_samples"] for count in samples["histogram"]]
+    assert doc["epoch"] == 10 and min(shares) > 0  # every digit drawn
+    outside = [d for d, share in enumerate(shares) if not 0.07 <= share <= 0.13]
+    assert outside == [1, 4, 9]  # "three digits out of the band": not met
+    text = prose("docs/RESULTS.md")
+    assert f"the shares run from {100 * min(shares):.1f}% (\"{shares.index(min(shares))}\") to " \
+           f"{100 * max(shares):.1f}% (\"{shares.index(max(shares))}\"), and \"1\" ({100 * shares[1]:.1f}%)" in text
+    ratio = samples["fid_test"] / doc["classifier"]["real_valid"]["fid_test"]
+    assert f"FID {samples['fid_test']:.1f} ({ratio:.1f}× real), Parzen {doc['parzen']['mean']:.1f} ± " \
+           f"{doc['parzen']['se']:.1f}" in text
+    records = [json.loads(line) for line in (out / "dcgan-seed0-10epochs-metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 10 and not any(r.get("health") for r in records)
+    seconds = [r["seconds"] for r in records]
+    assert f"Epochs took {min(seconds):.0f}–{max(seconds):.0f} s here" in text
+    d_fake = [r["D_G_z"] for r in records[1:]]
+    assert f"D(G(z)) {min(d_fake):.2f}–{max(d_fake):.2f} from epoch 2" in text
+
+
 @pytest.mark.parametrize("name,header,epochs", [("fashion-edges-width32-1epoch.json", "objective", 1),
                                                  ("fashion-edges-width32-2epochs.json", "after 2 epochs", 2),
                                                  ("mnist-inpaint-width32-1epoch.json", "mnist-inpaint, 1 epoch", 1),
