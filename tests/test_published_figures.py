@@ -466,6 +466,13 @@ def test_epoch_times_and_time_to_quality_come_from_committed_outputs():
     assert len(after) == 2 and f"# ~{minutes} min/epoch (benchmarks/RESULTS.md)" in prose("README.md")
     assert f"An epoch of 781 updates takes about {minutes} minutes at width 32" in prose("README.md")
     assert row(rows, "pix2pix, width 64")[1:4] == [f"{p2p64:.1f}", "781", f"{p2p64 * 781 / 60000:.1f} min"]
+    current_cdcgan = [float(v) for v in re.findall(r"\(([\d.]+) ms/update\)", (
+        REPO / "benchmarks" / "results" / "2026-12-03-amd" / "cdcgan-epoch-time.log").read_text())]
+    assert len(current_cdcgan) == 2
+    minutes = f"{max(current_cdcgan) * 781 / 60000:.1f}"
+    assert f"An epoch of the conditional DCGAN takes {minutes} minutes" in prose("README.md")
+    assert (f"{current_cdcgan[0]:.1f} and {current_cdcgan[1]:.1f} ms per update, so 781 updates take {minutes} minutes"
+            in prose("benchmarks/RESULTS.md"))
     doc = json.loads((REPO / "benchmarks" / "results" / "time_to_quality-seeds0-2.json").read_text())
     ttq = table("benchmarks/RESULTS.md", "seed")
     for r in doc["rows"]:
