@@ -12,7 +12,7 @@ stride 2, padding 1, ReLU) in front of the MLP, a stronger reader of images.
 Examples::
 
     python benchmarks/inpaint_ceiling.py --json benchmarks/results/pix2pix/inpaint-ceiling.json
-    python benchmarks/inpaint_ceiling.py --conv 32,64 --hidden 512 --json benchmarks/results/pix2pix/inpaint-ceiling-conv.json
+    python benchmarks/inpaint_ceiling.py --conv 32,64 --hidden 512 --json inpaint-ceiling-conv.json
 """
 
 from __future__ import annotations

@@ -99,7 +99,7 @@ def score(outputs: np.ndarray, test: paired.PairedSplit, clf, real_features) -> 
 def side_by_side(path: Path, test: paired.PairedSplit, outputs: dict, n: int = 8) -> None:
     """Rows: test examples; columns: input, each objective's output (in the paper's order), target."""
     columns = [test.a[:n], *(outputs[o][:n] for o in ORDER if o in outputs), test.b[:n]]
-    tiles = np.stack(columns, axis=1)  # (n, 5, C, H, W)
+    tiles = np.stack(columns, axis=1)  # (n, columns, C, H, W)
     k, cols, c, h, w = tiles.shape
     tiles = tiles.reshape(k * cols, c, h, w).transpose(0, 2, 3, 1)
     io.write_png(path, io.image_grid(tiles if c == 3 else tiles[..., 0], k, cols))

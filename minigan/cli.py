@@ -214,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the preset's; modern cgan 0.99)")
     t.add_argument("--d-update-clip", dest="d_update_clip", type=_non_negative_float, default=None, metavar="C",
                    help="clip each of D's weight tensors' Adam steps to C times what its running second moment vouches "
-                        "for (StableAdamW); 0 turns it off (default: the preset's; modern cgan 1 on mnist, off elsewhere)")
+                        "for (StableAdamW); 0 turns it off (default: the preset's; modern cgan 1 on mnist, off "
+                        "elsewhere)")
     t.add_argument("--d-warmup", dest="d_warmup", type=_non_negative_int, default=None, metavar="N",
                    help="raise D's learning rate linearly from G's to its own over the first N updates; 0 turns it "
                         "off (default: the preset's; modern cgan 500 on mnist, off elsewhere)")

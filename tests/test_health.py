@@ -319,8 +319,8 @@ def test_extreme_verdicts_flag_the_broken_runs_and_none_of_the_healthy_ones():
     keep from winning outright) are flagged."""
     seeds_dir = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "seeds"
     monitor = health.HealthMonitor(True, 0.1, non_saturating=True)
-    healthy = [row for name in ("modern-clip-warmup-5ep-seeds90-109.json", "modern-clip-warmup-5ep-seeds90-99-1thread.json")
-               for row in json.loads((seeds_dir / name).read_text())["rows"]]
+    benchmarks = ("modern-clip-warmup-5ep-seeds90-109.json", "modern-clip-warmup-5ep-seeds90-99-1thread.json")
+    healthy = [row for name in benchmarks for row in json.loads((seeds_dir / name).read_text())["rows"]]
     assert len(healthy) == 30
     for row in healthy:
         assert monitor.findings(5, {"D_G_z": row["D_G_z"], "loss_G": row["loss_G"]}, {}) == []

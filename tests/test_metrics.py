@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minigan import backend, families, io
-from minigan.eval.classifier import (Classifier, ClassifierError, default_path, load_classifier, train_classifier)
+from minigan.eval.classifier import (Classifier, ClassifierError, build_classifier, default_path, load_classifier,
+                                     train_classifier)
 from minigan.data import Dataset, Split
 from minigan.gradcheck import check_function
 from minigan.nn.losses import softmax_cross_entropy
@@ -426,7 +427,6 @@ def test_convolutional_classifier_needs_square_images():
     with pytest.raises(ValueError, match="not a square"):
         Classifier(in_features=780, hidden=(8,), conv=(4,))
     with pytest.raises(ClassifierError, match="kernel, stride and padding"):
-        from minigan.eval.classifier import build_classifier
         build_classifier({"type": "conv", "in_features": 784, "n_classes": 10, "hidden": [8], "dropout": 0.5,
                           "conv": [4], "kernel": 3, "stride": 1, "padding": 1})
 
