@@ -57,6 +57,7 @@ __all__ = [
     "synchronize",
     "bce_logits",
     "dropout_forward",
+    "dropout_draw",
     "maxout_forward",
     "maxout_backward",
     "sgd_momentum_update",
@@ -395,6 +396,8 @@ def get_array_module(*arrays: Any):
     The first device array decides; host arrays and scalars give numpy.
     """
     for a in arrays:
+        if type(a) is np.ndarray:  # the common case first: this runs several times per layer and step
+            continue
         if isinstance(a, StrictArray):
             return strict_xp
         if _is_cupy_array(a):
@@ -514,7 +517,8 @@ class Rng:
         namespace = get_array_module(like) if like is not None else xp()
         dtype = np.dtype(dtype)
         if namespace is np or namespace is strict_xp:
-            draw = self.host.random(shape, dtype=dtype)
+            draw = np.empty(shape, dtype)
+            _parallel().random_fill(self.host, draw)  # the same values as self.host.random, on every core
             return StrictArray(draw) if namespace is strict_xp else draw
         return self._device_generator().random(shape, dtype=dtype)
 
@@ -711,6 +715,31 @@ def dropout_forward(x, u, p: float):
     return x * u, u
 
 
+def dropout_draw(x, rng: Rng, p: float):
+    r"""Inverted dropout's training forward with a fresh mask from ``rng``: ``(y, mask)``, the same bits as
+    ``dropout_forward(x, rng.random(x.shape, x.dtype, like=x), p)``.
+
+    NumPy (a C-contiguous float array): the draw and :func:`dropout_forward`'s three passes run block by block
+    on the block pool (:func:`minigan.parallel.random_fill`, the passes as its ``after``), each block's passes
+    reading its fresh draw from the cache. Elsewhere (CuPy, strict, other layouts): the draw, then
+    :func:`dropout_forward`. Called by ``Dropout.forward``.
+    """
+    if type(x) is not np.ndarray or not x.flags.c_contiguous or x.dtype not in (np.float32, np.float64):
+        return dropout_forward(x, rng.random(x.shape, x.dtype, like=x), p)
+    scale = 1 / (1 - p)
+    mask, y = np.empty_like(x), np.empty_like(x)
+    flat_mask, flat_x, flat_y = mask.reshape(-1), x.reshape(-1), y.reshape(-1)
+
+    def passes(start: int, stop: int) -> None:
+        m = flat_mask[start:stop]
+        np.greater_equal(m, p, out=m)
+        m *= scale
+        np.multiply(flat_x[start:stop], m, out=flat_y[start:stop])
+
+    _parallel().random_fill(rng.host, mask, after=passes)
+    return y, mask
+
+
 def _index_type(pieces: int):
     return np.int8 if pieces <= 127 else np.int32
 
@@ -794,10 +823,14 @@ def lane_arrays(work: dict | None, lane: int, like, count: int) -> list:
     return [b[:like.size].reshape(like.shape) for b in buffers[:count]]
 
 
-def _blockwise(fn, *arrays) -> list:
+def _parallel():
     from . import parallel  # parallel imports this module
 
-    return parallel.blockwise(fn, *arrays)
+    return parallel
+
+
+def _blockwise(fn, *arrays) -> list:
+    return _parallel().blockwise(fn, *arrays)
 
 
 def sgd_momentum_update(p, g, v, lr: float, momentum: float, work: dict | None = None) -> None:

@@ -14,20 +14,20 @@ from hypothesis import strategies as st
 
 from minigan import backend, parallel
 from minigan.gradcheck import generic_point
-from minigan.nn import Conv2d, ConvTranspose2d, Linear, optim
+from minigan.nn import Conv2d, ConvTranspose2d, Dropout, Linear, Maxout, optim
 
 
 @pytest.fixture
 def pool_of():
     """Set the number of workers for one test (every pass split, however small); restored after."""
-    saved, min_split = parallel._workers, parallel.MIN_SPLIT
+    saved, min_split, random_min_split = parallel._workers, parallel.MIN_SPLIT, parallel.RANDOM_MIN_SPLIT
 
     def use(n):
         parallel.set_workers(n)
-        parallel.MIN_SPLIT = 0
+        parallel.MIN_SPLIT = parallel.RANDOM_MIN_SPLIT = 0
     yield use
     parallel.set_workers(saved)
-    parallel.MIN_SPLIT = min_split
+    parallel.MIN_SPLIT, parallel.RANDOM_MIN_SPLIT = min_split, random_min_split
 
 
 @settings(max_examples=40, deadline=None)
@@ -199,3 +199,86 @@ def test_blockwise_returns_each_blocks_result_in_block_order(size, workers, seed
     finally:
         parallel.set_workers(None)
         backend.CPU_BLOCK_ELEMENTS, parallel.MIN_SPLIT = saved_block, saved_split
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(0, 300), workers=st.integers(1, 4), dtype=st.sampled_from([np.float32, np.float64]),
+       before=st.integers(0, 3), seed=st.integers(0, 2**32 - 1), with_after=st.booleans())
+def test_random_fill_draws_what_one_draw_would_and_leaves_the_same_state(n, workers, dtype, before, seed,
+                                                                         with_after):
+    """Split among 1-4 workers, a draw gives the values and the final state of NumPy's own draw, whatever half
+    of a 64-bit output an earlier float32 draw left kept (``before`` values drawn first); ``after`` sees every
+    element once, after its block is drawn."""
+    saved = parallel.RANDOM_MIN_SPLIT
+    parallel.RANDOM_MIN_SPLIT = 1  # split even the smallest draw
+    parallel.set_workers(workers)
+    try:
+        whole, split = (np.random.Generator(np.random.PCG64(seed)) for _ in range(2))
+        whole.random(before, dtype=np.float32)
+        split.random(before, dtype=np.float32)
+        expected = whole.random(n, dtype=dtype)
+        got, seen = np.full(n, np.nan, dtype), np.zeros(n, int)
+
+        def after(start, stop):
+            assert not np.isnan(got[start:stop]).any()  # drawn before its after-pass
+            seen[start:stop] += 1
+        parallel.random_fill(split, got, after if with_after else None)
+        np.testing.assert_array_equal(got, expected)
+        assert split.bit_generator.state == whole.bit_generator.state
+        np.testing.assert_array_equal(split.random(3, dtype=np.float32), whole.random(3, dtype=np.float32))
+        if with_after:
+            np.testing.assert_array_equal(seen, 1)
+    finally:
+        parallel.set_workers(None)
+        parallel.RANDOM_MIN_SPLIT = saved
+
+
+def test_random_fill_refuses_an_array_it_cannot_fill_in_place():
+    with pytest.raises(ValueError, match="C-contiguous"):
+        parallel.random_fill(np.random.default_rng(0), np.empty((4, 6), np.float32)[:, ::2])
+
+
+@pytest.mark.parametrize("shape", [(7, 9), (33, 5, 3), (2, 1)])
+def test_dropout_masks_are_bit_identical_on_any_number_of_workers(on_backend, pool_of, shape):
+    """Three training forwards and a backward of Dropout on 1-3 workers: the same masks, outputs and gradients
+    as the draw made whole (the layer's generator state included)."""
+    x = backend.to_device(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
+    results = []
+    for n in (1, 2, 3):
+        pool_of(n)
+        layer = Dropout(0.3, seed=5)
+        outputs = [backend.to_host(layer.forward(x, True)) for _ in range(3)]
+        outputs.append(backend.to_host(layer.backward(x)))
+        results.append((outputs, layer.rng.get_state()))
+    reference = np.random.Generator(np.random.PCG64(backend.as_seed(5)))
+    for i in range(3):
+        expected, _ = backend.dropout_forward(backend.to_host(x), reference.random(shape, dtype=np.float32), 0.3)
+        np.testing.assert_array_equal(results[0][0][i], expected)
+    for outputs, state in results:
+        for a, b in zip(results[0][0], outputs):
+            np.testing.assert_array_equal(a, b)
+        assert state == results[0][1]
+    assert results[0][1]["state"] == {k: str(v) for k, v in reference.bit_generator.state["state"].items()}
+
+
+@pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
+def test_maxout_is_bit_identical_on_any_number_of_workers(on_backend, pool_of, ties):
+    """Maxout's piece passes run in blocks of rows: the same outputs, winners (ties included: the first maximal
+    piece wins in every block) and gradients on 1-3 workers."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(-1, 2, (37, 6)) if ties else rng.standard_normal((37, 6))
+    x = backend.to_device(x.astype(np.float32))
+    results = []
+    for n in (1, 2, 3):
+        pool_of(n)
+        layer = Maxout(6, 5, 4, rng=1)
+        if ties:
+            layer.params["W"][...] = backend.to_device(np.round(backend.to_host(layer.params["W"]) * 4))
+        y = layer.forward(x, True)
+        dx = layer.backward(backend.to_device(np.random.default_rng(2).standard_normal(y.shape).astype(np.float32)))
+        results.append([backend.to_host(a) for a in (y, layer.activation_pattern(), dx, *layer.grads.values())])
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+    if ties:
+        assert (results[0][1] == 0).mean() > 0.3  # ties went to the first piece

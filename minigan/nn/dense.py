@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import backend
+from .. import backend, parallel
 from ..backend import get_array_module
 from .base import DEFAULT_DTYPE, Layer, _check_input
 from .init import init_weights, make_generator
@@ -162,7 +162,7 @@ class Maxout(Linear):
         # maximum then takes P-1 contiguous passes (strided ones cost ~6x as much). The winner is tracked as
         # max(winner, j * [piece j > running max]): a later piece wins only if *strictly* greater, so ties keep
         # the first maximal piece, and j exceeds every earlier winner. (A masked assignment, copyto(where=),
-        # cost 45x a contiguous pass here.)
+        # cost 45x a contiguous pass here.) Rows are independent, so blocks of rows run on the block pool.
         _check_input(self, x, self.in_features)
         self._x = x
         xp = get_array_module(x)
@@ -170,20 +170,25 @@ class Maxout(Linear):
         z = self._buffer("z", (n, units * pieces), x.dtype, x)
         self._W = self._weight(self._mode(train))
         xp.matmul(x, self._W, out=z)
-        z += self._params["b"]
         z_pieces = self._buffer("z_pieces", (pieces, n, units), x.dtype, x)
-        xp.copyto(z_pieces, z.reshape(n, units, pieces).transpose(2, 0, 1))
-        h = z_pieces[0].copy()
+        h = xp.empty((n, units), x.dtype)
         index_type = np.int8 if pieces <= 127 else np.int32
         winner = self._buffer("winner", (n, units), index_type, x)
-        winner.fill(0)
         better = self._buffer("mask", (n, units), np.bool_, x)
         candidate = self._buffer("candidate", (n, units), index_type, x)
-        for j in range(1, pieces):
-            xp.greater(z_pieces[j], h, out=better)
-            xp.multiply(better, j, out=candidate)
-            xp.maximum(winner, candidate, out=winner)
-            xp.maximum(h, z_pieces[j], out=h)
+
+        def rows(a: int, b: int) -> None:
+            z_rows, h_rows, winner_rows = z[a:b], h[a:b], winner[a:b]
+            z_rows += self._params["b"]
+            xp.copyto(z_pieces[:, a:b], z_rows.reshape(b - a, units, pieces).transpose(2, 0, 1))
+            xp.copyto(h_rows, z_pieces[0, a:b])
+            winner_rows.fill(0)
+            for j in range(1, pieces):
+                xp.greater(z_pieces[j, a:b], h_rows, out=better[a:b])
+                xp.multiply(better[a:b], j, out=candidate[a:b])
+                xp.maximum(winner_rows, candidate[a:b], out=winner_rows)
+                xp.maximum(h_rows, z_pieces[j, a:b], out=h_rows)
+        parallel.split_large(z.size, n, rows, like=z)
         self._winner = winner
         return h
 
@@ -196,9 +201,12 @@ class Maxout(Linear):
         dz = self._buffer("dz", (n, self.units * self.pieces), dout.dtype, dout)
         dz_pieces = dz.reshape(n, self.units, self.pieces)
         is_winner = self._buffer("mask", (n, self.units), np.bool_, dout)
-        for j in range(self.pieces):
-            xp.equal(self._winner, j, out=is_winner)
-            xp.multiply(dout, is_winner, out=dz_pieces[:, :, j])
+
+        def rows(a: int, b: int) -> None:
+            for j in range(self.pieces):
+                xp.equal(self._winner[a:b], j, out=is_winner[a:b])
+                xp.multiply(dout[a:b], is_winner[a:b], out=dz_pieces[a:b, :, j])
+        parallel.split_large(dz.size, n, rows, like=dz)
         return super().backward(dz)
 
     def activation_pattern(self):

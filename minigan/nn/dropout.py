@@ -47,9 +47,9 @@ class Dropout(Layer):
             return x
         if self.frozen and self._mask is not None and self._mask.shape == x.shape:
             return x * self._mask
-        # u ~ U[0, 1) becomes the mask [u >= p] / (1 - p) in place (no bool temporary), and y = x * mask: three
-        # passes on the CPU, one kernel on CuPy (backend.dropout_forward).
-        y, self._mask = backend.dropout_forward(x, self.rng.random(x.shape, x.dtype, like=x), self.p)
+        # u ~ U[0, 1) becomes the mask [u >= p] / (1 - p) in place (no bool temporary), and y = x * mask: the
+        # draw and three passes block by block on every core on the CPU, one kernel on CuPy (backend.dropout_draw).
+        y, self._mask = backend.dropout_draw(x, self.rng, self.p)
         return y
 
     def backward(self, dout):
