@@ -619,3 +619,25 @@ def test_the_amd_session_tables_are_rendered_from_the_committed_outputs():
     ratios = [json.loads((REPO / "benchmarks" / "results" / "2026-12-02-amd" / f"pix2pix-w{w}.json").read_text())
               ["torch_over_minigan"] for w in (32, 64)]
     assert "PyTorch takes {:.2f}× minigan's time at width 32, {:.2f}× at 64".format(*ratios) in prose("README.md")
+
+
+def test_random_split_figures_come_from_their_committed_runs():
+    """The parallel draw's before/after figures in benchmarks/RESULTS.md are the committed step_time JSONs'."""
+    results = " ".join((REPO / "benchmarks" / "RESULTS.md").read_text().split())
+    out = REPO / "benchmarks" / "results" / "2026-12-03-amd"
+
+    def runs(pattern, key):
+        docs = [json.loads(p.read_text()) for p in sorted(out.glob(pattern))]
+        assert len(docs) == 2, pattern
+        return [key(d) for d in docs]
+    for code in ("main", "dev"):
+        ratios = runs(f"random-split-b1000-{code}-*.json", lambda d: d["minigan_over_floor"])
+        times = runs(f"random-split-b1000-{code}-*.json", lambda d: d["minigan_s"] * 1e3)
+        assert f"{ratios[0]:.3f} and {ratios[1]:.3f}" in results
+        assert f"{times[0]:.1f} and {times[1]:.1f}" in results
+        ratios = runs(f"random-split-b100-{code}-*.json", lambda d: d["minigan_over_floor"])
+        assert f"{ratios[0]:.3f} and {ratios[1]:.3f}" in results
+        cli = runs(f"random-split-e2e-{code}-*.json", lambda d: d["cli"]["cli_over_floor"])
+        assert f"{cli[0]:.3f} and {cli[1]:.3f}" in results
+    torch = runs("random-split-b1000-dev-*.json", lambda d: d["torch_over_minigan"])
+    assert f"PyTorch now takes {sum(torch) / 2:.2f}× minigan's" in results
