@@ -641,3 +641,21 @@ def test_random_split_figures_come_from_their_committed_runs():
         assert f"{cli[0]:.3f} and {cli[1]:.3f}" in results
     torch = runs("random-split-b1000-dev-*.json", lambda d: d["torch_over_minigan"])
     assert f"PyTorch now takes {sum(torch) / 2:.2f}× minigan's" in results
+
+
+def test_cdcgan_lr_decay_table_comes_from_its_committed_runs():
+    results = " ".join((REPO / "docs" / "RESULTS.md").read_text().split())
+    out = REPO / "benchmarks" / "results"
+    for factor in ("1.0002", "1.0004"):
+        rows = [json.loads(line) for line in
+                (out / "average_decay" / f"2026-12-03-cdcgan-lr-decay{factor}-seed0.jsonl").read_text().splitlines()]
+        last = next(r for r in rows if r["variant"] == "last weights")
+        assert last["epochs"] == 10 and last["extra"][-4:] == ["--lr-decay", factor, "--threads", "1"]
+        row = (f"| `--lr-decay {factor}` | {1 / float(factor) ** 7810:.2g} × 2e-4 | **{100 * last['accuracy']:.1f}%** | "
+               f"**{100 * last['worst_class']:.1f}%** | {last['fid_ratio']:.1f} |")
+        assert row in results, row
+    evaluated = json.loads((out / "dcgan" / "cdcgan-lr-decay1.0002-seed0-eval-epoch10.json").read_text())
+    assert f"{evaluated['parzen']['mean']:.1f} ± {evaluated['parzen']['se']:.1f}" in results
+    metrics = [json.loads(line) for line in
+               (out / "dcgan" / "cdcgan-lr-decay1.0002-seed0-metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 10 and f"{metrics[-1]['diversity']:.2f} of real digits' with decay 1.0002" in results
