@@ -659,3 +659,27 @@ def test_cdcgan_lr_decay_table_comes_from_its_committed_runs():
     metrics = [json.loads(line) for line in
                (out / "dcgan" / "cdcgan-lr-decay1.0002-seed0-metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 10 and f"{metrics[-1]['diversity']:.2f} of real digits' with decay 1.0002" in results
+
+
+@pytest.mark.parametrize("seed, rates, name", [(0, "G 4e-4, D 4e-4", "lr4e-4"), (0, "G 4e-4, D 2e-4", "lrG4e-4"),
+                                               (1, "G 4e-4, D 2e-4", "lrG4e-4"), (0, "G 8e-4, D 2e-4", "lrG8e-4")])
+def test_cdcgan_learning_rate_rows_come_from_their_committed_runs(seed, rates, name):
+    results = " ".join((REPO / "docs" / "RESULTS.md").read_text().split())
+    out = REPO / "benchmarks" / "results"
+    rows = {r["variant"]: r for r in map(json.loads, (out / "average_decay" / f"2026-12-03-cdcgan-{name}-seed{seed}.jsonl")
+                                         .read_text().splitlines())}
+    last, average = rows["last weights"], rows["ema 0.99"]
+    assert last["epochs"] == 10 and last["seed"] == seed
+    assert " ".join(last["extra"]).endswith(f"--lr-G {rates[2:6]}" + ("" if rates.endswith("2e-4") else " --lr-D 4e-4")
+                                            + " --threads 1")
+    evaluated = json.loads((out / "dcgan" / f"cdcgan-{name}-seed{seed}-eval-epoch10.json").read_text())
+    samples = evaluated["classifier"]["samples"]["label_accuracy"]
+    assert (samples["overall"], min(samples["per_class"])) == (last["accuracy"], last["worst_class"])  # same G
+
+    def percent(fraction, bar=None):
+        text = f"{100 * fraction:.1f}%"
+        return f"**{text}**" if bar is not None and 100 * fraction >= bar else text
+    row = (f"| seed {seed}, {rates} | {percent(last['accuracy'], 99)} | {percent(last['worst_class'], 97)} | "
+           f"{last['fid_ratio']:.1f} | {evaluated['parzen']['mean']:.1f} ± {evaluated['parzen']['se']:.1f} | "
+           f"{average['fid_ratio']:.1f} ({percent(average['accuracy'])}, {percent(average['worst_class'])}) |")
+    assert row in results, row
