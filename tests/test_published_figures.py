@@ -662,7 +662,8 @@ def test_cdcgan_lr_decay_table_comes_from_its_committed_runs():
 
 
 @pytest.mark.parametrize("seed, rates, name", [(0, "G 4e-4, D 4e-4", "lr4e-4"), (0, "G 4e-4, D 2e-4", "lrG4e-4"),
-                                               (1, "G 4e-4, D 2e-4", "lrG4e-4"), (0, "G 8e-4, D 2e-4", "lrG8e-4")])
+                                               (1, "G 4e-4, D 2e-4", "lrG4e-4"), (2, "G 4e-4, D 2e-4", "lrG4e-4"),
+                                               (3, "G 4e-4, D 2e-4", "lrG4e-4"), (0, "G 8e-4, D 2e-4", "lrG8e-4")])
 def test_cdcgan_learning_rate_rows_come_from_their_committed_runs(seed, rates, name):
     results = " ".join((REPO / "docs" / "RESULTS.md").read_text().split())
     out = REPO / "benchmarks" / "results"
