@@ -694,11 +694,11 @@ def bce_logits(logits, target: float, n: int | float, scale: float = 1.0):
     return terms, scale * dlogits
 
 
-def dropout_forward(x, u, p: float):
+def dropout_forward(x, u, p: float, out=None):
     r"""Inverted dropout's training forward, fused: ``u`` (a U[0, 1) draw shaped like ``x``) becomes the mask.
 
     ``u`` is overwritten in place with :math:`m = [u \ge p]/(1-p)` and :math:`y = x \odot m` is returned with
-    it: ``(y, mask)``, ``mask is u``. NumPy/strict: the three passes of ``Dropout.forward``, bit-identical;
+    it: ``(y, mask)``, ``mask is u``; ``y`` is written into ``out`` when given. NumPy/strict: the three passes of ``Dropout.forward``, bit-identical;
     CuPy: one kernel, exactly the same arithmetic (products by 0 and by the float-rounded scale).
 
     Called by ``minigan/nn/dropout.py``'s ``Dropout.forward`` for a fresh mask. ``Dropout.backward``
@@ -706,13 +706,13 @@ def dropout_forward(x, u, p: float):
     """
     scale = 1 / (1 - p)
     if _is_cupy_array(x):
-        y = _import_cupy().empty_like(x)
+        y = _import_cupy().empty_like(x) if out is None else out
         _kernel("dropout")(x, _scalar(u, p), _scalar(u, scale), y, u)
         return y, u
     xp = get_array_module(x)
     xp.greater_equal(u, p, out=u)
     u *= scale
-    return x * u, u
+    return (x * u if out is None else xp.multiply(x, u, out=out)), u
 
 
 def dropout_draw(x, rng: Rng, p: float):
@@ -726,15 +726,11 @@ def dropout_draw(x, rng: Rng, p: float):
     """
     if type(x) is not np.ndarray or not x.flags.c_contiguous or x.dtype not in (np.float32, np.float64):
         return dropout_forward(x, rng.random(x.shape, x.dtype, like=x), p)
-    scale = 1 / (1 - p)
     mask, y = np.empty_like(x), np.empty_like(x)
     flat_mask, flat_x, flat_y = mask.reshape(-1), x.reshape(-1), y.reshape(-1)
 
     def passes(start: int, stop: int) -> None:
-        m = flat_mask[start:stop]
-        np.greater_equal(m, p, out=m)
-        m *= scale
-        np.multiply(flat_x[start:stop], m, out=flat_y[start:stop])
+        dropout_forward(flat_x[start:stop], flat_mask[start:stop], p, out=flat_y[start:stop])
 
     _parallel().random_fill(rng.host, mask, after=passes)
     return y, mask

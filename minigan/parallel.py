@@ -204,19 +204,17 @@ def random_fill(generator, out, after: Callable[[int, int], Any] | None = None) 
     bit_generator = generator.bit_generator
     k = min(workers(), max(1, n // max(RANDOM_MIN_SPLIT, 1)))
     nested = threading.current_thread().name.startswith("minigan-block")
-    if k <= 1 or nested or type(bit_generator) is not np.random.PCG64:
-        generator.random(dtype=out.dtype, out=flat)
-        if after is not None:
-            after(0, n)
-        return
-    state = bit_generator.state
-    kept = state["has_uint32"], state["uinteger"]
     first = 0
-    if per == 2 and kept[0]:  # the kept high half is the first value
-        generator.random(dtype=out.dtype, out=flat[:1])
-        first, state = 1, bit_generator.state
-    outputs = -(-(n - first) // per)  # 64-bit outputs the rest of the draw consumes
-    k = min(k, outputs)  # no empty block: the last one ends in the state the whole draw ends in
+    if k > 1 and not nested and type(bit_generator) is np.random.PCG64:
+        state = bit_generator.state
+        kept = state["has_uint32"], state["uinteger"]
+        if per == 2 and kept[0]:  # the kept high half is the first value
+            generator.random(dtype=out.dtype, out=flat[:1])
+            first, state = 1, bit_generator.state
+        outputs = -(-(n - first) // per)  # 64-bit outputs the rest of the draw consumes
+        k = min(k, outputs)  # no empty block: the last one ends in the state the whole draw ends in
+    else:
+        k = 1
     if k <= 1:
         generator.random(dtype=out.dtype, out=flat[first:])
         if after is not None:
