@@ -474,7 +474,9 @@ def _expect_corrupt(tmp_path, data: bytes, fragment=None, **kw):
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"hello world, not a zip", b"PK\x03\x04" + b"\0" * 40, os.urandom(1000)],
+    # Fixed bytes, not os.urandom: every pytest-xdist worker must collect the same test ids.
+    [b"", b"hello world, not a zip", b"PK\x03\x04" + b"\0" * 40, np.random.default_rng(1000).bytes(1000)],
+    ids=["empty", "text", "zip-magic-then-zeros", "random-1000-bytes"],
 )
 def test_not_a_zip(tmp_path, data):
     _expect_corrupt(tmp_path, data)

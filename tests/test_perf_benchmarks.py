@@ -212,6 +212,46 @@ def test_gpu_check_budget_leaves_later_stages_their_minimum(tmp_path):
     assert [r["ok"] for r in summary["stages"]].count(False) == 1
 
 
+_PARAMS_PLUGIN = """
+import os, re
+
+def pytest_collection_finish(session):
+    rows = []
+    for item in session.items:
+        spec = getattr(item, "callspec", None)
+        params = sorted((k, re.sub(r" at 0x[0-9a-f]+", "", repr(v))) for k, v in spec.params.items()) if spec else []
+        rows.append(item.nodeid + " " + repr(params))
+    with open(os.environ["COLLECTED_PARAMS"], "w") as f:
+        f.write("\\n".join(rows))
+"""
+
+
+def test_the_suite_collects_the_same_tests_in_every_process(tmp_path):
+    """gpu_check runs the suite on pytest-xdist workers, which refuse to start unless every worker collects the
+    same tests (the first GPU run failed so: a parameter made by os.urandom, whose test id newer pytest spells
+    out byte by byte). Two collections in fresh processes with different hash seeds must agree on every test
+    id and on every parameter's repr (object addresses aside)."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    (tmp_path / "collected_params_plugin.py").write_text(_PARAMS_PLUGIN)
+
+    def collect(hash_seed):
+        out = tmp_path / f"params-{hash_seed}.txt"
+        env = dict(os.environ, PYTHONHASHSEED=str(hash_seed), COLLECTED_PARAMS=str(out),
+                   PYTHONPATH=os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+        done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                               "-p", "collected_params_plugin", "tests"],
+                              cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0 and out.exists(), done.stdout[-2000:] + done.stderr[-2000:]
+        return out.read_text().splitlines()
+
+    first, second = collect(1), collect(2)
+    assert len(first) > 500 and any("[" in row for row in first)
+    assert first == second, sorted(set(first) ^ set(second))[:4]
+
+
 def test_what_broke_and_cupy_ids():
     assert gpu_check.what_broke("x\nTraceback\n  File\nValueError: bad shape\n") == "ValueError: bad shape"
     assert gpu_check.what_broke("E   cupy_backends.cuda.api.runtime.CUDARuntimeError: cudaErrorNoDevice\nend") \
