@@ -585,8 +585,9 @@ def as_seed(seed: Any) -> int | np.random.SeedSequence:
 # the same tests on CuPy against the unfused CuPy passes.
 #
 # Called: sgd_momentum_update and adam_update by the optimizers (on the CPU their blocks run on the block
-# pool), bce_logits by the BCE loss, dropout_forward by Dropout. Not yet called: maxout_forward/backward (the
-# layer reuses its own buffers); their docstrings name the call site they are meant for.
+# pool), bce_logits by the BCE loss, dropout_forward by Dropout, maxout_forward/backward by Maxout on device
+# arrays (CuPy, strict; on NumPy the layer runs the same passes in row blocks on the block pool, into reused
+# buffers).
 
 _KERNEL_OPTIONS = ("--fmad=false",)
 _kernels: dict = {}
@@ -748,8 +749,7 @@ def maxout_forward(z, units: int, pieces: int):
     ``xp.maximum`` does. NumPy/strict: ``Maxout.forward``'s transposing copy and running max, bit-identical
     (values and winners); CuPy: one kernel reading each row's pieces once.
 
-    Meant for: ``minigan/nn/dense.py``, ``Maxout.forward``, everything after ``z += self._params["b"]`` (the
-    ``z_pieces`` copy and the loop over pieces); ``self._winner`` = the returned winner.
+    Called by ``minigan/nn/dense.py``'s ``Maxout.forward`` on device arrays, after ``z += b``.
     """
     n = z.shape[0]
     if z.shape[1] != units * pieces:
@@ -782,8 +782,7 @@ def maxout_backward(dout, winner, pieces: int):
     NumPy/strict: ``Maxout.backward``'s masked product per piece, bit-identical (a product, so a negative
     gradient times 0 is -0.0 in both); CuPy: one kernel over dz.
 
-    Meant for: ``minigan/nn/dense.py``, ``Maxout.backward``, the loop that fills ``dz`` before
-    ``super().backward(dz)``.
+    Called by ``minigan/nn/dense.py``'s ``Maxout.backward`` on device arrays.
     """
     n, units = dout.shape
     if _is_cupy_array(dout):

@@ -80,6 +80,27 @@ def test_maxout_forward_and_backward_match_the_layer(on_backend, pieces):
     same(x.T @ dz, layer.grads["W"], on_backend)
 
 
+@pytest.mark.parametrize("pieces", [5, 4, 1])
+def test_maxout_layer_takes_the_same_values_on_its_device_and_host_paths(on_backend, pieces):
+    """On device arrays (CuPy, strict) Maxout calls the fused passes; on NumPy it runs its own row-block passes
+    into reused buffers. With small-integer data every product and sum is exact whatever the summation order,
+    so the two paths agree bit for bit, ties (frequent here) included, on every backend."""
+    rng = np.random.default_rng(5)
+    x, dout = (rng.integers(-2, 3, shape).astype(np.float32) for shape in ((9, 30), (9, 12)))
+    W, b = rng.integers(-2, 3, (30, 12 * pieces)), rng.integers(-2, 3, 12 * pieces)
+    results = []
+    for place in (np.asarray, device):
+        layer = backend.to_device(Maxout(30, 12, pieces, rng=4), "numpy" if place is np.asarray else None)
+        layer.params["W"][...], layer.params["b"][...] = place(W.astype(np.float32)), place(b.astype(np.float32))
+        h = layer.forward(place(x), train=True)
+        dx = layer.backward(place(dout))
+        results.append([backend.to_host(a) for a in (h, layer.activation_pattern(), dx, *layer.grads.values())])
+    for on_host, on_device in zip(*results):
+        assert on_host.dtype == on_device.dtype
+        np.testing.assert_array_equal(on_host, on_device)
+    assert pieces == 1 or (results[0][1] > 0).any()  # not every winner is the first piece
+
+
 def test_maxout_forward_propagates_nan_like_maximum(on_backend):
     z = device(np.array([[1.0, np.nan, 3.0, 0.0, 2.0, np.nan]], np.float32))
     h, _ = backend.maxout_forward(z, 2, 3)
