@@ -304,3 +304,24 @@ def test_idle_threads_sleep_in_interleaved_benchmarks_unless_the_user_chose(monk
     assert idle_threads.apply()["OMP_WAIT_POLICY"] == "ACTIVE"
     for script in (pix2pix_step_time, step_time):
         assert set(script.IDLE_THREADS) == {"OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT"}
+
+
+# -- benchmarks/step_profile.py --------------------------------------------------------------------------------
+
+step_profile = load_benchmark("step_profile")
+
+
+def test_step_profile_charges_every_layer_and_counts_launches(tmp_path):
+    out = tmp_path / "profile.json"
+    record = step_profile.main(["--batch", "8", "--iters", "2", "--warmup", "1", "--ops", "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(record))
+    phases = {row["phase"]: row for row in record["layers"]["phases"]}
+    assert "D.D.hidden (Maxout) backward" in phases and "optimizer G step" in phases
+    assert all(row["calls_per_iter"] >= 1 for name, row in phases.items() if not name.startswith("other"))
+    assert record["layers"]["step_s"] > 0 and record["calls"]["functions"]
+    ops = record["ops"]["by_site"]
+    # a fused pass counts once (one CuPy kernel), not as the strict backend's unfused passes
+    fused_maxout = [n for site, n in ops.items() if site.startswith("maxout_forward (one kernel on CuPy) @ dense.py:")]
+    assert fused_maxout == [6]  # three Maxout layers; D runs twice (its step, on real and fake together; G's step)
+    assert not any(site.endswith("backend.py") for site in ops)
+    assert 100 < record["ops"]["ops_per_iter"] < 250
