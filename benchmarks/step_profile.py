@@ -8,6 +8,9 @@ iteration (``step_time.MiniganStep``: the alternating update, SGD as in the pape
   (noise, losses, batch gathering), timed with a device synchronisation before and after each call, so that
   on the GPU each phase is charged its own kernels. The synchronisations add a little per call; the per-layer
   sum is reported beside the unsynchronised iteration (``step_s``) so the overhead shows.
+* **by GPU kernel** (``--view kernels``; with ``both`` on the GPU): PyTorch's profiler records every kernel the
+  process launches (CUPTI; CuPy's kernels too), so the GPU's busy time per iteration and its largest kernels
+  stand beside the wall time: busy time far below the wall time means the host issuing launches is the limit.
 * **by Python function** (``--view calls``): cProfile over whole iterations, no extra synchronisation. At small
   batches on the GPU the iteration is bound by the host issuing kernels, and the functions' own time
   (``tottime``) shows which code issues them. ``--ops`` also counts the array operations one iteration issues
@@ -15,7 +18,7 @@ iteration (``step_time.MiniganStep``: the alternating update, SGD as in the pape
   backend runs as its unfused passes, counts once).
 
     python benchmarks/step_profile.py --device gpu --batch 100 --view calls
-    python benchmarks/step_profile.py --device gpu --batch 8192 --view layers
+    python benchmarks/step_profile.py --device gpu --batch 8192 --view kernels
     python benchmarks/step_profile.py --batch 100 --ops          # CPU: strict-backend operation counts
 
 Prints a table; ``--json PATH`` writes the record.
@@ -32,6 +35,7 @@ import pstats
 import sys
 import time
 import traceback
+import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -48,7 +52,8 @@ def parse_args(argv=None):
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--iters", type=int, default=20, help="iterations profiled (after --warmup)")
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--view", default="both", choices=["layers", "calls", "both"])
+    ap.add_argument("--view", default="both", choices=["layers", "calls", "kernels", "both"],
+                    help="both: layers and calls, and kernels on the GPU")
     ap.add_argument("--top", type=int, default=25, help="functions listed in the calls view")
     ap.add_argument("--ops", action="store_true", help="also count array operations per iteration (strict backend)")
     ap.add_argument("--seed", type=int, default=0)
@@ -149,7 +154,44 @@ def call_view(args, sync) -> dict:
 
 
 #: backend functions that are one ElementwiseKernel on CuPy (and several passes on the strict backend)
-FUSED = ("bce_logits", "dropout_forward", "maxout_forward", "maxout_backward", "sgd_momentum_update", "adam_update")
+FUSED = ("bce_logits", "dropout_forward", "maxout_forward", "maxout_backward", "sgd_momentum_update", "adam_update",
+         "sigmoid", "relu_forward")
+
+
+def kernel_view(args, sync) -> dict:
+    """GPU time by kernel over whole iterations, from PyTorch's profiler (CUPTI records every kernel the
+    process launches, CuPy's included). Its sum against the iteration's wall time says whether the GPU or the
+    host issuing kernels is the bottleneck."""
+    try:
+        from torch.profiler import ProfilerActivity, profile
+    except ImportError as exc:
+        return {"error": f"PyTorch's profiler is needed for the kernel view: {exc}"}
+    step = _new_step(args.batch, args.seed)
+    for _ in range(args.warmup):
+        step()
+    sync()
+    t0 = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "CUDA is not available": the exception below says it
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(args.iters):
+                    step()
+                sync()
+    except (AssertionError, RuntimeError) as exc:  # no CUDA for the profiler (a CPU build of PyTorch)
+        return {"error": f"PyTorch's profiler cannot record CUDA kernels here: {exc}"}
+    wall = (time.perf_counter() - t0) / args.iters
+    rows = []
+    for event in prof.key_averages():
+        gpu_us = getattr(event, "device_time_total", None)
+        if gpu_us is None:
+            gpu_us = getattr(event, "cuda_time_total", 0)
+        if gpu_us:
+            rows.append({"kernel": event.key[:160], "calls_per_iter": event.count / args.iters,
+                         "gpu_s": gpu_us / 1e6 / args.iters})
+    rows.sort(key=lambda r: -r["gpu_s"])
+    return {"step_s_under_profiler": wall, "gpu_busy_s": sum(r["gpu_s"] for r in rows),
+            "launches_per_iter": sum(r["calls_per_iter"] for r in rows), "kernels": rows[:args.top]}
 
 
 def count_ops(args) -> dict:
@@ -252,6 +294,16 @@ def main(argv=None) -> dict:
         for row in cv["functions"]:
             print(f"  {1e3 * row['own_s']:9.3f} {1e3 * row['cumulative_s']:9.3f} {row['calls_per_iter']:7.1f}  "
                   f"{row['function']}")
+    if args.view in ("kernels",) or (args.view == "both" and args.device == "gpu"):
+        record["kernels"] = kv = kernel_view(args, sync)
+        if "error" in kv:
+            print(kv["error"])
+        else:
+            print(f"by GPU kernel (PyTorch profiler), batch {args.batch}: {1e3 * kv['gpu_busy_s']:.3f} ms of GPU "
+                  f"time in {kv['launches_per_iter']:.0f} launches per iteration, against "
+                  f"{1e3 * kv['step_s_under_profiler']:.3f} ms of wall time")
+            for row in kv["kernels"]:
+                print(f"  {1e3 * row['gpu_s']:9.3f} ms {row['calls_per_iter']:6.1f}x  {row['kernel']}")
     if args.ops:
         record["ops"] = count_ops(args)
         print(f"array operations per iteration (strict backend): {record['ops']['ops_per_iter']:.0f}")

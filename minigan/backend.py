@@ -58,6 +58,8 @@ __all__ = [
     "bce_logits",
     "dropout_forward",
     "dropout_draw",
+    "sigmoid",
+    "relu_forward",
     "maxout_forward",
     "maxout_backward",
     "sgd_momentum_update",
@@ -525,6 +527,9 @@ class Rng:
     def uniform(self, low: float, high: float, shape, dtype=np.float32, like: Any = None):
         """U[low, high) array of ``shape`` and ``dtype`` on the backend of ``like`` (or the active one)."""
         u = self.random(shape, dtype, like)
+        if _is_cupy_array(u):
+            _kernel("affine")(_scalar(u, high - low), _scalar(u, low), u)  # one launch for the two passes
+            return u
         u *= high - low
         u += low
         return u
@@ -585,7 +590,8 @@ def as_seed(seed: Any) -> int | np.random.SeedSequence:
 # the same tests on CuPy against the unfused CuPy passes.
 #
 # Called: sgd_momentum_update and adam_update by the optimizers (on the CPU their blocks run on the block
-# pool), bce_logits by the BCE loss, dropout_forward by Dropout, maxout_forward/backward by Maxout on device
+# pool), bce_logits by the BCE loss, dropout_forward by Dropout, sigmoid and relu_forward by the activations,
+# the affine kernel by Rng.uniform, maxout_forward/backward by Maxout on device
 # arrays (CuPy, strict; on NumPy the layer runs the same passes in row blocks on the block pool, into reused
 # buffers).
 
@@ -637,6 +643,13 @@ _KERNEL_SOURCES = {
         "raw T dout, raw W winner, int32 pieces", "T dz",
         "const long k = i / pieces;\nconst int j = (int)(i % pieces);\n"
         "dz = dout[k] * (T)(winner[k] == j);"),
+    # y = 1 / (1 + exp(-x))  (overflow of exp gives exactly 0, as the unfused passes)
+    "sigmoid": ("T x", "T y", "y = " + _SIGMOID.format(x="x") + ";"),
+    # positive = [x > 0];  y = max(x, 0), NaN kept (xp.maximum's), -0.0 becomes +0.0 (as xp.maximum(-0.0, 0))
+    "relu_forward": ("T x", "T y, bool positive",
+                     "positive = x > (T)0;\ny = (positive || isnan(x)) ? x : (T)0;"),
+    # u = u (high - low) + low, in place over a U[0, 1) draw (two roundings, as the unfused passes)
+    "affine": ("T scale, T shift", "T u", "T v = u * scale;\nu = v + shift;"),
     # v = v mu - g lr;  p = p + v
     "sgd_momentum": (
         "T g, T lr, T mu", "T p, T v",
@@ -657,7 +670,7 @@ def _scalar(like, value):
 
 
 def _sigmoid_passes(xp, x):
-    # minigan.nn.activations.sigmoid's four passes (repeated here: the backend imports no layer code)
+    # the four in-place passes derived in minigan.nn.activations.sigmoid (which calls sigmoid below)
     t = xp.negative(x)
     with np.errstate(over="ignore"):
         xp.exp(t, out=t)
@@ -668,6 +681,24 @@ def _sigmoid_passes(xp, x):
 def _softplus_passes(xp, x):
     # minigan.losses.softplus
     return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
+
+
+def sigmoid(x):
+    r"""The logistic function :math:`1/(1+e^{-x})`, fused: one kernel on CuPy, the four in-place passes of
+    :func:`minigan.nn.activations.sigmoid`'s derivation elsewhere (bit-identical to them on NumPy/strict)."""
+    if _is_cupy_array(x):
+        return _kernel("sigmoid")(x)
+    return _sigmoid_passes(get_array_module(x), x)
+
+
+def relu_forward(x):
+    """ReLU's forward, fused: ``(y, positive)`` with ``y = max(x, 0)`` and the mask ``positive = x > 0`` that
+    the backward multiplies by. One kernel on CuPy; NumPy/strict: the layer's two passes, bit-identical."""
+    if _is_cupy_array(x):
+        return _kernel("relu_forward")(x)
+    xp = get_array_module(x)
+    positive = x > 0
+    return xp.maximum(x, 0), positive
 
 
 def bce_logits(logits, target: float, n: int | float, scale: float = 1.0):

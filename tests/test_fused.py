@@ -13,7 +13,7 @@ import pytest
 
 from minigan import backend
 from minigan.nn import losses, optim
-from minigan.nn import Dropout, Linear, Maxout
+from minigan.nn import Dropout, Linear, Maxout, ReLU
 
 
 def same(fused, reference, on_backend):
@@ -101,6 +101,36 @@ def test_maxout_layer_takes_the_same_values_on_its_device_and_host_paths(on_back
     assert pieces == 1 or (results[0][1] > 0).any()  # not every winner is the first piece
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sigmoid_and_relu_match_their_unfused_passes(on_backend, dtype):
+    xp = backend.xp()
+    x = device(np.concatenate([np.random.default_rng(1).standard_normal(40) * 30,
+                               [0.0, -0.0, 1e-30, -1e-30, 100.0, -100.0, 1000.0, -1000.0, np.nan]]).astype(dtype))
+    t = xp.negative(x)  # the four passes of activations.sigmoid's derivation
+    with np.errstate(over="ignore"):
+        xp.exp(t, out=t)
+    t += 1
+    same(backend.sigmoid(x), xp.reciprocal(t, out=t), on_backend)
+    y, positive = backend.relu_forward(x)
+    same(y, xp.maximum(x, 0), on_backend)
+    assert np.array_equal(backend.to_host(positive), backend.to_host(x > 0)) and positive.dtype == np.bool_
+    relu = ReLU()
+    same(relu.forward(x), y, on_backend)
+    same(relu.backward(xp.ones_like(x)), (x > 0).astype(dtype), on_backend)
+
+
+@pytest.mark.parametrize("low, high", [(-1.0, 1.0), (0.0, 1.0), (-3.5, 0.25)])
+def test_uniform_is_the_scaled_and_shifted_draw(on_backend, low, high):
+    rng, again = backend.Rng(4), backend.Rng(4)
+    u = rng.uniform(low, high, (7, 50), np.float32)
+    draw = again.random((7, 50), np.float32)
+    draw *= high - low
+    draw += low
+    same(u, draw, on_backend)
+    host = backend.to_host(u)
+    assert host.min() >= low and host.max() <= high and host.std() > 0
+
+
 def test_maxout_forward_propagates_nan_like_maximum(on_backend):
     z = device(np.array([[1.0, np.nan, 3.0, 0.0, 2.0, np.nan]], np.float32))
     h, _ = backend.maxout_forward(z, 2, 3)
@@ -165,6 +195,6 @@ def test_adam_update_is_the_formula(on_backend, shape):
 def test_kernel_sources_are_complete():
     """Every fused function has its kernel source; the module stays importable without CuPy."""
     assert set(backend._KERNEL_SOURCES) == {"bce_logits", "dropout", "maxout_forward", "maxout_backward",
-                                            "sgd_momentum", "adam"}
+                                            "sgd_momentum", "adam", "sigmoid", "relu_forward", "affine"}
     for in_params, out_params, body in backend._KERNEL_SOURCES.values():
         assert in_params and out_params and body.strip().endswith(";")

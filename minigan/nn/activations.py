@@ -3,8 +3,7 @@ r"""Elementwise activations: :func:`sigmoid` (the function), :class:`ReLU`, :cla
 
 from __future__ import annotations
 
-import numpy as np
-
+from .. import backend
 from ..backend import get_array_module
 from .base import Layer
 
@@ -22,12 +21,7 @@ def sigmoid(x):
     ``where`` gives the same values but costs about nine times as long: measured 1.43 ms against 0.15 ms on
     a (100, 784) float32 batch.)
     """
-    xp = get_array_module(x)
-    t = xp.negative(x)
-    with np.errstate(over="ignore"):
-        xp.exp(t, out=t)
-    t += 1
-    return xp.reciprocal(t, out=t)
+    return backend.sigmoid(x)  # those four passes; on CuPy one kernel doing the same arithmetic
 
 
 
@@ -43,9 +37,8 @@ class ReLU(Layer):
         self._positive = None
 
     def forward(self, x, train: bool | None = None):
-        xp = get_array_module(x)
-        self._positive = x > 0
-        return xp.maximum(x, 0)
+        y, self._positive = backend.relu_forward(x)  # one kernel on CuPy
+        return y
 
     def backward(self, dout):
         return dout * self._positive
