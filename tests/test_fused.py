@@ -131,6 +131,21 @@ def test_uniform_is_the_scaled_and_shifted_draw(on_backend, low, high):
     assert host.min() >= low and host.max() <= high and host.std() > 0
 
 
+@pytest.mark.parametrize("rows", [1, 7, 300])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_column_sum_is_the_sum_over_the_batch(on_backend, rows, dtype):
+    a = device(np.random.default_rng(rows).standard_normal((rows, 13)).astype(dtype))
+    out = backend.xp().empty(13, dtype)
+    assert backend.column_sum(a, out) is out
+    if on_backend == "cupy":  # one cuBLAS product instead of CuPy's reduction: another summation order
+        np.testing.assert_allclose(backend.to_host(out), backend.to_host(a).sum(axis=0), rtol=1e-5, atol=1e-5)
+    else:
+        same(out, a.sum(axis=0), on_backend)
+    strided = backend.xp().zeros((13, 2), dtype)[:, 0]  # an output that is not contiguous still gets the sums
+    backend.column_sum(a, strided)
+    np.testing.assert_allclose(backend.to_host(strided), backend.to_host(out), rtol=1e-6)
+
+
 def test_maxout_forward_propagates_nan_like_maximum(on_backend):
     z = device(np.array([[1.0, np.nan, 3.0, 0.0, 2.0, np.nan]], np.float32))
     h, _ = backend.maxout_forward(z, 2, 3)

@@ -125,7 +125,7 @@ class Linear(Layer):
             raise RuntimeError(f"{type(self).__name__} {self.path}: backward called before forward")
         if self.requires_grad:
             self._weight_grad(self._x, dout)
-            dout.sum(axis=0, out=self._grads["b"])
+            backend.column_sum(dout, self._grads["b"])
         if not self.input_grad:
             return None
         return dout @ self._W.T
@@ -287,7 +287,7 @@ class ProjectionHead(Linear):
         g_h = dout * h  # (N, F): G_k h_ki, shared by dE and dy
         if self.requires_grad:
             self._weight_grad(h, dout)
-            dout.sum(axis=0, out=self._grads["b"])
+            backend.column_sum(dout, self._grads["b"])
             xp.matmul(y.T, g_h, out=self._grads["E"])
         if not self.input_grad:
             return None
