@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The GPU check, for the first session with a GPU: the test suite on CuPy, step times (batch 100 and 8192, each
-# update rule, PyTorch eager CUDA and the SGEMM rate beside them) and the batch sweep, in <= 8 minutes, with one
-# JSON summary ($OUT/gpu_check.json, else benchmarks/out/gpu_check.json) that names the first failure.
+# The GPU check, for every session with a GPU (first run on an H200 on 2026-12-04; benchmarks/RESULTS.md): the
+# test suite on CuPy, step times (batch 100 and 8192, each update rule, PyTorch eager CUDA and the SGEMM rate
+# beside them) and the batch sweep, in <= 8 minutes, with one JSON summary ($OUT/gpu_check.json, else
+# benchmarks/out/gpu_check.json) that names the first failure.
 # Installs nothing: it needs the GPU image's CuPy and PyTorch (and its pytest, hypothesis).
 #
 #   bash benchmarks/gpu_check.sh [--budget SECONDS] [--only probe,tests,step_time,sweep] [--workers N]

@@ -162,6 +162,8 @@ def kernel_view(args, sync) -> dict:
     """GPU time by kernel over whole iterations, from PyTorch's profiler (CUPTI records every kernel the
     process launches, CuPy's included). Its sum against the iteration's wall time says whether the GPU or the
     host issuing kernels is the bottleneck."""
+    if args.device != "gpu":
+        return {"error": "the kernel view profiles GPU kernels: run it with --device gpu"}
     try:
         from torch.profiler import ProfilerActivity, profile
     except ImportError as exc:

@@ -326,4 +326,4 @@ def test_step_profile_charges_every_layer_and_counts_launches(tmp_path):
     assert not any(site.endswith("backend.py") for site in ops)
     assert 100 < record["ops"]["ops_per_iter"] < 250
     kernels = step_profile.main(["--batch", "8", "--iters", "1", "--warmup", "1", "--view", "kernels"])["kernels"]
-    assert "error" in kernels or kernels["launches_per_iter"] > 0  # no CUDA here: a sentence, not a crash
+    assert "--device gpu" in kernels["error"]  # on the CPU: a sentence, not a crash or an empty table

@@ -684,3 +684,43 @@ def test_cdcgan_learning_rate_rows_come_from_their_committed_runs(seed, rates, n
            f"{last['fid_ratio']:.1f} | {evaluated['parzen']['mean']:.1f} ± {evaluated['parzen']['se']:.1f} | "
            f"{average['fid_ratio']:.1f} ({percent(average['accuracy'])}, {percent(average['worst_class'])}) |")
     assert row in results, row
+
+
+def test_gpu_table_comes_from_the_committed_h200_runs():
+    """benchmarks/RESULTS.md's first GPU section: every step-time row, the kernel-profile and test figures, from
+    the files of benchmarks/results/2026-12-04-h200."""
+    results = " ".join((REPO / "benchmarks" / "RESULTS.md").read_text().split())
+    out = REPO / "benchmarks" / "results" / "2026-12-04-h200"
+
+    def last_json(path):
+        return json.loads(next(ln for ln in reversed(path.read_text().splitlines()) if ln.startswith("{")))
+
+    def step_times(run):
+        if run == 3:
+            return {b: last_json(out / f"run3-step_time-b{b}.txt") for b in (100, 8192)}
+        stages = json.loads((out / f"run{run}-gpu_check.json").read_text())["stages"]
+        return {r["details"]["batch"]: r["details"] for r in stages
+                if r["kind"] == "step_time" and r["details"]["update"] == "alternating"}
+
+    commits = {1: "1235461", 2: "c274e65", 3: "3361187", 4: "2bb6c60"}
+    for run, commit in commits.items():
+        small, large = (step_times(run)[b] for b in (100, 8192))
+        ms = lambda s: f"{1e3 * s:.2f}"  # noqa: E731
+        cells = [ms(small["minigan_s"]), ms(small["torch_s"]), f"{small['torch_over_minigan']:.3f}",
+                 ms(large["minigan_s"]), ms(large["floor_s"]), ms(large["torch_s"]), f"{large['minigan_over_sgemm']:.3f}"]
+        start = results.index(f"| {run} ({commit}) |")
+        row = results[start:start + 200].replace("**", "")
+        assert " | ".join(cells) + " |" in row, (row, cells)
+    final = json.loads((out / "run4-gpu_check.json").read_text())
+    cupy = next(r for r in final["stages"] if r["kind"] == "tests")["details"]["cupy"]
+    assert cupy == {"passed": 140, "failed": 0, "skipped": 0} and "140 passed, 0 failed, 0 skipped" in results
+    before, after = (json.loads((out / f"run{r}-profile-kernels-b8192.json").read_text())["kernels"] for r in (3, 4))
+    sums = sum(k["gpu_s"] for k in before["kernels"] if k["kernel"] == "cupy_sum")
+    assert f"took {1e3 * sums:.2f} of {1e3 * before['gpu_busy_s']:.2f} ms of GPU time" in results
+    assert f"GPU time fell to {1e3 * after['gpu_busy_s']:.2f} ms" in results
+    small = json.loads((out / "run3-profile-b100.json").read_text())["kernels"]
+    assert f"busy {1e3 * small['gpu_busy_s']:.2f} ms of a" in results
+    assert f"`run3-profile-b100.json`: {small['launches_per_iter']:.0f} launches" in results
+    unaligned = [k for k in after["kernels"] if "align1" in k["kernel"]]
+    assert f"{sum(k['gpu_s'] for k in unaligned) * 1e3:.1f} ms are cuBLAS" in results
+    assert f"{sum(k['calls_per_iter'] for k in unaligned):.0f} calls" in results
