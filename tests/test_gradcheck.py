@@ -117,6 +117,24 @@ def test_a_gradient_that_should_be_zero_is_caught_even_when_tiny():
     assert not report.passed
 
 
+def test_an_entry_off_by_round_off_alone_is_measured_again_at_a_wider_step_and_a_wrong_one_still_fails():
+    # f = (C + 3x) - C rounds at C's scale, far above |f|: at the default step the central difference is off
+    # by 1.3e-7 (relative) from round-off alone; ten times wider it is within 2e-8. A gradient off by 1e-6 fails
+    # at both steps.
+    C, x = 3e4, np.array([0.3])
+
+    def f():
+        return np.float64(C + 3.0 * x[0]) - C
+
+    h = gradcheck._DEFAULT_STEP[2]
+    at_default_step = ((C + 3.0 * (x[0] + h)) - (C + 3.0 * (x[0] - h))) / (2 * h)
+    assert gradcheck.relative_error(3.0, at_default_step) > 1e-7
+    report = gradcheck.check_function(f, lambda: {"x": np.array([3.0])}, {"x": x}, order=2)
+    assert report.passed and report.results[0].checked == 1 and report.max_rel_error < 3e-8
+    wrong = gradcheck.check_function(f, lambda: {"x": np.array([3.0 * (1 + 1e-6)])}, {"x": x}, order=2)
+    assert not wrong.passed and wrong.max_rel_error > 4e-7
+
+
 def test_dropout_masks_stay_frozen_during_the_check():
     m, x_real, x_fake, y, _ = _setup("cgan", 0, 3)
     report = check_discriminator(m.D, x_real, x_fake, y, y, n_samples=4)
