@@ -74,14 +74,11 @@ class PhaseClock:
         self.sync = sync
         self.seconds = collections.defaultdict(float)
         self.calls = collections.Counter()
-        self.inside = 0  # nested layers (Sequential -> Linear) are charged to the innermost only
 
-    def wrap(self, obj, method: str, label: str, leaf: bool = True) -> None:
+    def wrap(self, obj, method: str, label: str) -> None:
         original = getattr(obj, method)
 
         def timed(*args, **kwargs):
-            if not leaf:
-                return original(*args, **kwargs)
             self.sync()
             t0 = time.perf_counter()
             try:
@@ -98,16 +95,26 @@ def _leaves(net):
     return [layer for layer in net.walk() if not layer.children()]
 
 
-def layer_view(args, sync) -> dict:
+def _warm_step(args, sync):
+    """A fresh iteration of ``--batch``, run ``--warmup`` times and synchronised."""
     step = _new_step(args.batch, args.seed)
     for _ in range(args.warmup):
         step()
     sync()
+    return step
+
+
+def _seconds_per_iteration(step, iters: int, sync) -> float:
     t0 = time.perf_counter()
-    for _ in range(args.iters):
+    for _ in range(iters):
         step()
     sync()
-    step_s = (time.perf_counter() - t0) / args.iters  # unsynchronised, as step_time.py measures it
+    return (time.perf_counter() - t0) / iters
+
+
+def layer_view(args, sync) -> dict:
+    step = _warm_step(args, sync)
+    step_s = _seconds_per_iteration(step, args.iters, sync)  # unsynchronised, as step_time.py measures it
 
     clock = PhaseClock(sync)
     for net_name in ("G", "D"):
@@ -117,12 +124,7 @@ def layer_view(args, sync) -> dict:
             clock.wrap(layer, "backward", label + " backward")
     clock.wrap(step.opt_D, "step", "optimizer D step")
     clock.wrap(step.opt_G, "step", "optimizer G step")
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(args.iters):
-        step()
-    sync()
-    timed_s = (time.perf_counter() - t0) / args.iters
+    timed_s = _seconds_per_iteration(step, args.iters, sync)
     phases = {k: v / args.iters for k, v in clock.seconds.items()}
     other = timed_s - sum(phases.values())
     rows = sorted(phases.items(), key=lambda kv: -kv[1]) + [("other (noise, losses, batch, sync gaps)", other)]
@@ -131,10 +133,7 @@ def layer_view(args, sync) -> dict:
 
 
 def call_view(args, sync) -> dict:
-    step = _new_step(args.batch, args.seed)
-    for _ in range(args.warmup):
-        step()
-    sync()
+    step = _warm_step(args, sync)
     profile = cProfile.Profile()
     t0 = time.perf_counter()
     profile.enable()
@@ -168,10 +167,7 @@ def kernel_view(args, sync) -> dict:
         from torch.profiler import ProfilerActivity, profile
     except ImportError as exc:
         return {"error": f"PyTorch's profiler is needed for the kernel view: {exc}"}
-    step = _new_step(args.batch, args.seed)
-    for _ in range(args.warmup):
-        step()
-    sync()
+    step = _warm_step(args, sync)
     t0 = time.perf_counter()
     try:
         with warnings.catch_warnings():
