@@ -664,17 +664,22 @@ def test_cdcgan_lr_decay_table_comes_from_its_committed_runs():
 @pytest.mark.parametrize("seed, rates, name", [(0, "G 4e-4, D 4e-4", "lr4e-4"), (0, "G 4e-4, D 2e-4", "lrG4e-4"),
                                                (1, "G 4e-4, D 2e-4", "lrG4e-4"), (2, "G 4e-4, D 2e-4", "lrG4e-4"),
                                                (3, "G 4e-4, D 2e-4", "lrG4e-4"), (4, "G 4e-4, D 2e-4", "lrG4e-4"),
-                                               (5, "G 4e-4, D 2e-4", "lrG4e-4"), (0, "G 8e-4, D 2e-4", "lrG8e-4")])
+                                               (5, "G 4e-4, D 2e-4", "lrG4e-4"), (0, "G 8e-4, D 2e-4", "lrG8e-4"),
+                                               (1, "G 2e-4, D 2e-4 (the default)", "default"),
+                                               (2, "G 2e-4, D 2e-4 (the default)", "default")])
 def test_cdcgan_learning_rate_rows_come_from_their_committed_runs(seed, rates, name):
     results = " ".join((REPO / "docs" / "RESULTS.md").read_text().split())
     out = REPO / "benchmarks" / "results"
-    day = "2026-12-04" if seed >= 4 else "2026-12-03"
+    day = "2026-12-04" if seed >= 4 or name == "default" else "2026-12-03"
     rows = {r["variant"]: r for r in map(json.loads, (out / "average_decay" / f"{day}-cdcgan-{name}-seed{seed}.jsonl")
                                          .read_text().splitlines())}
     last, average = rows["last weights"], rows["ema 0.99"]
     assert last["epochs"] == 10 and last["seed"] == seed
-    assert " ".join(last["extra"]).endswith(f"--lr-G {rates[2:6]}" + ("" if rates.endswith("2e-4") else " --lr-D 4e-4")
-                                            + " --threads 1")
+    if name == "default":
+        assert last["extra"] == ["--model", "cdcgan", "--batch", "64", "--threads", "1"]
+    else:
+        assert " ".join(last["extra"]).endswith(f"--lr-G {rates[2:6]}" + ("" if rates.endswith("2e-4") else " --lr-D 4e-4")
+                                                + " --threads 1")
     evaluated = json.loads((out / "dcgan" / f"cdcgan-{name}-seed{seed}-eval-epoch10.json").read_text())
     samples = evaluated["classifier"]["samples"]["label_accuracy"]
     assert (samples["overall"], min(samples["per_class"])) == (last["accuracy"], last["worst_class"])  # same G
