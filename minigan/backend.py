@@ -849,7 +849,7 @@ def column_sum(a, out):
         return out
     cupy = _import_cupy()
     n = a.shape[0]
-    key = (a.dtype.str, cupy.cuda.Device().id)
+    key = (a.dtype.str, a.device.id)
     ones = _ones_rows.get(key)
     if ones is None or ones.shape[1] < n:
         ones = _ones_rows[key] = cupy.ones((1, max(n, 1)), a.dtype)
