@@ -13,12 +13,17 @@ iteration (``step_time.MiniganStep``: the alternating update, SGD as in the pape
   stand beside the wall time: busy time far below the wall time means the host issuing launches is the limit.
 * **by Python function** (``--view calls``): cProfile over whole iterations, no extra synchronisation. At small
   batches on the GPU the iteration is bound by the host issuing kernels, and the functions' own time
-  (``tottime``) shows which code issues them. ``--ops`` also counts the array operations one iteration issues
+  (``tottime``) shows which code issues them.
+* **by matrix product** (``--view products``): each product of the iteration (``step_time.products``, the
+  floor's list) timed alone, as ``xp.matmul`` and as ``backend.matmul`` (the layers' product, which pads large
+  unaligned products on CuPy), with its achieved rate and, on the GPU, the kernel that ran it: which products
+  fall short of the SGEMM rate, and why. ``--ops`` also counts the array operations one iteration issues
   on the strict backend, by call site: each is about one kernel launch on CuPy (a fused pass, which the strict
   backend runs as its unfused passes, counts once).
 
     python benchmarks/step_profile.py --device gpu --batch 100 --view calls
     python benchmarks/step_profile.py --device gpu --batch 8192 --view kernels
+    python benchmarks/step_profile.py --device gpu --batch 8192 --view products
     python benchmarks/step_profile.py --batch 100 --ops          # CPU: strict-backend operation counts
 
 Prints a table; ``--json PATH`` writes the record.
@@ -52,7 +57,7 @@ def parse_args(argv=None):
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--iters", type=int, default=20, help="iterations profiled (after --warmup)")
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--view", default="both", choices=["layers", "calls", "kernels", "both"],
+    ap.add_argument("--view", default="both", choices=["layers", "calls", "kernels", "products", "both"],
                     help="both: layers and calls, and kernels on the GPU")
     ap.add_argument("--top", type=int, default=25, help="functions listed in the calls view")
     ap.add_argument("--ops", action="store_true", help="also count array operations per iteration (strict backend)")
@@ -192,6 +197,50 @@ def kernel_view(args, sync) -> dict:
             "launches_per_iter": sum(r["calls_per_iter"] for r in rows), "kernels": rows[:args.top]}
 
 
+def _gpu_kernel_names(fn) -> list[str]:
+    """The GPU kernels one call of ``fn`` launches (PyTorch's profiler; empty where it cannot record CUDA)."""
+    try:
+        from torch.profiler import ProfilerActivity, profile
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                fn()
+                backend.synchronize()
+    except (ImportError, AssertionError, RuntimeError):
+        return []
+    return [e.key[:100] for e in prof.key_averages() if getattr(e, "device_time_total", 0)]
+
+
+def product_view(args, sync) -> dict:
+    """Every product of one iteration alone: median seconds of ``xp.matmul`` and of ``backend.matmul``."""
+    import statistics
+
+    model = backend.to_device(models.cgan(args.seed))
+    floor = step_time.Floor(model, args.batch, args.seed)
+    xp = backend.xp()
+    rows = []
+    for (label, (m, k), (_, n), ta, tb), (a, b, c) in zip(floor.list, floor.ops):
+        row = {"product": label, "m": m, "k": k, "n": n, "a_transposed": ta, "b_transposed": tb}
+        for name, mm in (("plain", xp.matmul), ("layers", backend.matmul)):
+            def call(mm=mm):
+                mm(a, b, out=c)
+            call()
+            sync()
+            samples = []
+            for _ in range(max(args.iters, 3)):
+                t0 = time.perf_counter()
+                call()
+                sync()
+                samples.append(time.perf_counter() - t0)
+            row[f"{name}_s"] = statistics.median(samples)
+            row[f"{name}_tflops"] = 2 * m * k * n / row[f"{name}_s"] / 1e12
+            if args.device == "gpu":
+                row[f"{name}_kernels"] = _gpu_kernel_names(call)
+        rows.append(row)
+    return {"products": rows, "plain_s": sum(r["plain_s"] for r in rows),
+            "layers_s": sum(r["layers_s"] for r in rows)}
+
+
 def count_ops(args) -> dict:
     """Array operations per iteration on the strict backend, by minigan call site: about one CuPy kernel launch
     each (a fused pass, or a random draw, counts once; a slice is a view, no launch, but costs the host as much)."""
@@ -302,6 +351,15 @@ def main(argv=None) -> dict:
                   f"{1e3 * kv['step_s_under_profiler']:.3f} ms of wall time")
             for row in kv["kernels"]:
                 print(f"  {1e3 * row['gpu_s']:9.3f} ms {row['calls_per_iter']:6.1f}x  {row['kernel']}")
+    if args.view == "products":
+        record["products"] = pv = product_view(args, sync)
+        print(f"by matrix product, batch {args.batch}, {args.device}: {1e3 * pv['plain_s']:.3f} ms as xp.matmul, "
+              f"{1e3 * pv['layers_s']:.3f} ms as backend.matmul (each product timed alone, synchronised)")
+        print(f"  {'plain ms':>9} {'TFLOP/s':>7} {'layers ms':>9} {'TFLOP/s':>7}  product (m, k, n)  kernel")
+        for r in pv["products"]:
+            kernel = (r.get("layers_kernels") or [""])[0]
+            print(f"  {1e3 * r['plain_s']:9.3f} {r['plain_tflops']:7.2f} {1e3 * r['layers_s']:9.3f} "
+                  f"{r['layers_tflops']:7.2f}  {r['product']} ({r['m']}, {r['k']}, {r['n']})  {kernel}")
     if args.ops:
         record["ops"] = count_ops(args)
         print(f"array operations per iteration (strict backend): {record['ops']['ops_per_iter']:.0f}")
