@@ -7,9 +7,8 @@ left out): gather a real batch, draw noise, G forward (train mode), D update on 
 (:func:`minigan.objective.generator_step` + SGD). SGD lr 0.1 momentum 0.5, dropout active, float32.
 
 The *floor* is the list of matrix products that iteration cannot avoid, run bare as
-``backend.matmul(a, b, out=c)`` (the layers' own product: ``xp.matmul`` on the CPU; on CuPy, large products
-with a width that is not a multiple of 4 run padded) on preallocated float32 operands laid out as the layers
-hold them (``x.T`` and ``W.T`` are transposed views, as in a layer's backward). The list is derived from the model's layers by
+``xp.matmul(a, b, out=c)`` on preallocated float32 operands laid out as the layers hold them (``x.T`` and
+``W.T`` are transposed views, as in a layer's backward). The list is derived from the model's layers by
 :func:`products` (printed with ``--list-products``):
 
 * D step, on 2B rows (real and fake in one batch): G forward on B rows (x_fake); D forward; dW = x^T dout for
@@ -251,10 +250,9 @@ class Floor:
     """The products of :func:`products`, bare, on preallocated operands of the active backend."""
 
     def __init__(self, model, B: int, seed: int = 0, update: str = "alternating", matching_aware: bool = False):
+        xp = backend.xp()
         rng = np.random.default_rng(seed)
-        # minigan's own product (backend.matmul: on CuPy, large products with widths that are not a multiple of
-        # 4 are padded for cuBLAS's aligned kernels), so the floor is what those products cost at their best.
-        self.matmul = backend.matmul
+        self.matmul = xp.matmul
         self.ops = []
         self.list = products(model, B, update, matching_aware)
         for _, (m, k), (k2, n), ta, tb in self.list:

@@ -61,8 +61,6 @@ __all__ = [
     "sigmoid",
     "relu_forward",
     "column_sum",
-    "matmul",
-    "aligned_matmul",
     "maxout_forward",
     "maxout_backward",
     "sgd_momentum_update",
@@ -859,88 +857,6 @@ def column_sum(a, out):
         cupy.matmul(ones[:, :n], a, out=out.reshape(1, -1))  # a view: the product lands in out
     else:
         out[...] = (ones[:, :n] @ a).reshape(out.shape)
-    return out
-
-
-#: Products of at least this many multiply-adds are aligned before cuBLAS sees them (CuPy only). Padding costs a
-#: copy kernel per operand, which only pays where the product itself is large: 2**28 pads D's joined layer at
-#: batch ≥ 512 (where the GPU, not the host issuing kernels, sets the pace) and nothing at batch 100.
-ALIGN_MIN_MACS = 1 << 28
-#: float32 elements per 16 bytes: cuBLAS's vectorised kernels want every dimension and leading dimension a
-#: multiple of this.
-_ALIGN = 4
-_aligned_buffers: dict = {}
-
-
-def _round_up(n: int) -> int:
-    return -(-n // _ALIGN) * _ALIGN
-
-
-def matmul(a, b, out=None):
-    """``a @ b`` for 2-D ``a`` (m, k) and ``b`` (k, n), written into ``out`` (m, n) when given, and returned.
-
-    NumPy/strict: ``xp.matmul(a, b, out=out)``, unchanged. CuPy: a product of at least :data:`ALIGN_MIN_MACS`
-    multiply-adds with m, k or n not a multiple of 4 runs as :func:`aligned_matmul` does, on zero-padded copies.
-    Why: for a row width that is not a multiple of 16 bytes (the CGAN discriminator's joined input of 240 + 50
-    = 290 features) cuBLAS falls back to CUTLASS kernels built for unaligned operands (``..._align1``), which
-    ran D's joined layer at about a quarter of the aligned kernels' rate on an H200 (3.5 of 9.6 ms of GPU time
-    per iteration at batch 8192; benchmarks/RESULTS.md). Called by :class:`minigan.nn.Linear` and
-    :class:`minigan.nn.Maxout` for their three products.
-    """
-    if not _is_cupy_array(a):
-        return get_array_module(a).matmul(a, b, out=out)
-    (m, k), n = a.shape, b.shape[1]
-    if m * k * n < ALIGN_MIN_MACS or not (m % _ALIGN or k % _ALIGN or n % _ALIGN):
-        return _import_cupy().matmul(a, b, out=out)
-    return aligned_matmul(a, b, out)
-
-
-def _zero_padded(role: str, a, shape: tuple):
-    """``a`` copied into the top-left corner of a cached zero array of ``shape``, in ``a``'s memory order.
-
-    A transposed operand (F-ordered, as ``x.T`` and ``W.T`` are) gets an F-ordered buffer, so cuBLAS still reads
-    it transposed, with a leading dimension padded like the rest. One buffer per role, unpadded shape, order,
-    dtype and device: only its top-left ``a.shape`` block is ever written, so the padding stays zero.
-    """
-    if a.shape == shape:
-        return a
-    xp = get_array_module(a)
-    transposed = a.flags.f_contiguous and not a.flags.c_contiguous
-    device = getattr(getattr(a, "device", None), "id", None)
-    key = (role, a.shape, transposed, a.dtype.str, device)
-    buffer = _aligned_buffers.get(key)
-    if buffer is None or get_array_module(buffer) is not xp:
-        buffer = xp.zeros(shape[::-1], a.dtype).T if transposed else xp.zeros(shape, a.dtype)
-        _aligned_buffers[key] = buffer
-    buffer[:a.shape[0], :a.shape[1]] = a
-    return buffer
-
-
-def aligned_matmul(a, b, out=None):
-    """``a @ b`` computed on copies zero-padded to multiples of 4 in every dimension, then cropped.
-
-    Exact in real arithmetic: the padded rows and columns of ``a`` and ``b`` are zero, so they add nothing to
-    the product's ``(m, n)`` block, and the rest of the padded product is cropped. The summation order may
-    differ from the unpadded product's (cuBLAS picks other kernels), so results agree to rounding, not bit for
-    bit; :func:`matmul` uses this on CuPy only, where no CPU bits are at stake. Works on any backend (tests run
-    it on NumPy and strict arrays).
-    """
-    xp = get_array_module(a)
-    (m, k), n = a.shape, b.shape[1]
-    if b.shape[0] != k:
-        raise ValueError(f"matmul: inner dimensions differ, {a.shape} @ {b.shape}")
-    mp, kp, np_ = _round_up(m), _round_up(k), _round_up(n)
-    a_p, b_p = _zero_padded("a", a, (mp, kp)), _zero_padded("b", b, (kp, np_))
-    if (mp, np_) == (m, n):
-        return xp.matmul(a_p, b_p, out=out)
-    key = ("c", (m, n), False, a.dtype.str, getattr(getattr(a, "device", None), "id", None))
-    c_p = _aligned_buffers.get(key)
-    if c_p is None or c_p.dtype != a.dtype or get_array_module(c_p) is not xp:
-        c_p = _aligned_buffers[key] = xp.empty((mp, np_), a.dtype)
-    xp.matmul(a_p, b_p, out=c_p)
-    if out is None:
-        return c_p[:m, :n].copy()
-    out[...] = c_p[:m, :n]
     return out
 
 

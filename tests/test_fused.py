@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from minigan import backend
 from minigan.nn import losses, optim
@@ -215,48 +213,3 @@ def test_kernel_sources_are_complete():
                                             "sgd_momentum", "adam", "sigmoid", "relu_forward", "affine"}
     for in_params, out_params, body in backend._KERNEL_SOURCES.values():
         assert in_params and out_params and body.strip().endswith(";")
-
-
-@given(m=st.integers(1, 13), k=st.integers(1, 13), n=st.integers(1, 13), a_transposed=st.booleans(),
-       b_transposed=st.booleans(), into_out=st.booleans())
-def test_aligned_matmul_is_the_product(on_backend, m, k, n, a_transposed, b_transposed, into_out):
-    # Small integers: every sum is exact in float32 in any order, so padded and plain products agree bit for
-    # bit on every backend. Two calls with other data: the cached padding must still be zero, and the first
-    # result must not be a view of a buffer the second call reuses.
-    rng = np.random.default_rng([m, k, n, a_transposed, b_transposed])
-
-    def operand(rows, cols, transposed):
-        host = rng.integers(-4, 5, (cols, rows) if transposed else (rows, cols)).astype(np.float32)
-        return device(host).T if transposed else device(host)
-
-    results, expected = [], []
-    for _ in range(2):
-        a, b = operand(m, k, a_transposed), operand(k, n, b_transposed)
-        out = backend.xp().full((m, n), np.nan, np.float32) if into_out else None
-        got = backend.aligned_matmul(a, b, out)
-        assert got.shape == (m, n) and (got is out if into_out else True)
-        results.append(got)
-        expected.append(backend.to_host(a) @ backend.to_host(b))
-    for got, want in zip(results, expected):
-        np.testing.assert_array_equal(backend.to_host(got), want)
-
-
-def test_aligned_matmul_refuses_mismatched_operands(on_backend):
-    with pytest.raises(ValueError, match=r"inner dimensions differ, \(3, 5\) @ \(6, 2\)"):
-        backend.aligned_matmul(device(np.ones((3, 5), np.float32)), device(np.ones((6, 2), np.float32)))
-
-
-@pytest.mark.parametrize("shapes", [((6, 290), (290, 20)), ((290, 6), (6, 20)), ((6, 20), (20, 290))])
-def test_matmul_pads_on_cupy_only(on_backend, monkeypatch, shapes):
-    """Every product of the dense layers goes through backend.matmul: on NumPy and strict it is xp.matmul, bit
-    for bit, whatever the size; on CuPy, padded when large (here: always) and equal to the plain product to
-    rounding."""
-    monkeypatch.setattr(backend, "ALIGN_MIN_MACS", 0)
-    rng = np.random.default_rng(0)
-    a, b = (device(rng.standard_normal(s).astype(np.float32)) for s in shapes)
-    got, plain = backend.matmul(a, b), backend.xp().matmul(a, b)
-    if on_backend == "cupy":
-        np.testing.assert_allclose(backend.to_host(got), backend.to_host(plain), rtol=1e-5, atol=1e-5)
-        assert any(key[1] == shapes[0] for key in backend._aligned_buffers)  # the padded path ran
-    else:
-        same(got, plain, on_backend)

@@ -98,7 +98,7 @@ class Linear(Layer):
         r"""Write :math:`\partial L/\partial W` into ``grads["W"]`` from the layer input and upstream gradient."""
         xp = get_array_module(dout)
         gW = self._grads["W"]
-        backend.matmul(x.T, dout, out=gW)  # dL/dW, or dL/dW_bar under spectral normalisation
+        xp.matmul(x.T, dout, out=gW)  # dL/dW, or dL/dW_bar under spectral normalisation
         if self.spectral_norm:
             u, v = self._buffers["u"], self._buffers["v"]
             inner = xp.vdot(gW, self._W)  # <G_bar, W_bar>
@@ -116,7 +116,7 @@ class Linear(Layer):
         _check_input(self, x, self.in_features)
         self._x = x
         self._W = self._weight(self._mode(train))
-        y = backend.matmul(x, self._W)
+        y = x @ self._W
         y += self._params["b"]
         return y
 
@@ -128,7 +128,7 @@ class Linear(Layer):
             backend.column_sum(dout, self._grads["b"])
         if not self.input_grad:
             return None
-        return backend.matmul(dout, self._W.T)
+        return dout @ self._W.T
 
     def _forget(self):
         self._x = self._W = None
@@ -169,7 +169,7 @@ class Maxout(Linear):
         n, units, pieces = x.shape[0], self.units, self.pieces
         z = self._buffer("z", (n, units * pieces), x.dtype, x)
         self._W = self._weight(self._mode(train))
-        backend.matmul(x, self._W, out=z)
+        xp.matmul(x, self._W, out=z)
         if backend.is_device_array(x):
             # On a GPU every pass below is a kernel launch, and the row-block loop ~4·pieces of them per block:
             # one fused kernel instead (the strict backend runs the very passes below, so it tests this path).
