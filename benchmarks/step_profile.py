@@ -15,11 +15,8 @@ iteration (``step_time.MiniganStep``: the alternating update, SGD as in the pape
   batches on the GPU the iteration is bound by the host issuing kernels, and the functions' own time
   (``tottime``) shows which code issues them.
 * **by matrix product** (``--view products``): each product of the iteration (``step_time.products``, the
-  floor's list) timed alone, as ``xp.matmul`` and as ``backend.matmul`` (the layers' product, which pads large
-  unaligned products on CuPy), with its achieved rate and, on the GPU, the kernel that ran it: which products
-  fall short of the SGEMM rate, and why. ``--ops`` also counts the array operations one iteration issues
-  on the strict backend, by call site: each is about one kernel launch on CuPy (a fused pass, which the strict
-  backend runs as its unfused passes, counts once).
+  floor's list) timed alone with a synchronisation around it, with its achieved rate and, on the GPU, the
+  kernel cuBLAS ran it with: which products fall short of the SGEMM rate.
 
     python benchmarks/step_profile.py --device gpu --batch 100 --view calls
     python benchmarks/step_profile.py --device gpu --batch 8192 --view kernels
@@ -212,7 +209,7 @@ def _gpu_kernel_names(fn) -> list[str]:
 
 
 def product_view(args, sync) -> dict:
-    """Every product of one iteration alone: median seconds of ``xp.matmul`` and of ``backend.matmul``."""
+    """Every product of one iteration alone (``step_time.Floor``'s operands): median synchronised seconds."""
     import statistics
 
     model = backend.to_device(models.cgan(args.seed))
@@ -220,25 +217,23 @@ def product_view(args, sync) -> dict:
     xp = backend.xp()
     rows = []
     for (label, (m, k), (_, n), ta, tb), (a, b, c) in zip(floor.list, floor.ops):
-        row = {"product": label, "m": m, "k": k, "n": n, "a_transposed": ta, "b_transposed": tb}
-        for name, mm in (("plain", xp.matmul), ("layers", backend.matmul)):
-            def call(mm=mm):
-                mm(a, b, out=c)
+        def call():
+            xp.matmul(a, b, out=c)
+        call()
+        sync()
+        samples = []
+        for _ in range(max(args.iters, 3)):
+            t0 = time.perf_counter()
             call()
             sync()
-            samples = []
-            for _ in range(max(args.iters, 3)):
-                t0 = time.perf_counter()
-                call()
-                sync()
-                samples.append(time.perf_counter() - t0)
-            row[f"{name}_s"] = statistics.median(samples)
-            row[f"{name}_tflops"] = 2 * m * k * n / row[f"{name}_s"] / 1e12
-            if args.device == "gpu":
-                row[f"{name}_kernels"] = _gpu_kernel_names(call)
+            samples.append(time.perf_counter() - t0)
+        row = {"product": label, "m": m, "k": k, "n": n, "a_transposed": ta, "b_transposed": tb,
+               "s": statistics.median(samples)}
+        row["tflops"] = 2 * m * k * n / row["s"] / 1e12
+        if args.device == "gpu":
+            row["kernels"] = _gpu_kernel_names(call)
         rows.append(row)
-    return {"products": rows, "plain_s": sum(r["plain_s"] for r in rows),
-            "layers_s": sum(r["layers_s"] for r in rows)}
+    return {"products": rows, "sum_s": sum(r["s"] for r in rows)}
 
 
 def count_ops(args) -> dict:
@@ -353,13 +348,12 @@ def main(argv=None) -> dict:
                 print(f"  {1e3 * row['gpu_s']:9.3f} ms {row['calls_per_iter']:6.1f}x  {row['kernel']}")
     if args.view == "products":
         record["products"] = pv = product_view(args, sync)
-        print(f"by matrix product, batch {args.batch}, {args.device}: {1e3 * pv['plain_s']:.3f} ms as xp.matmul, "
-              f"{1e3 * pv['layers_s']:.3f} ms as backend.matmul (each product timed alone, synchronised)")
-        print(f"  {'plain ms':>9} {'TFLOP/s':>7} {'layers ms':>9} {'TFLOP/s':>7}  product (m, k, n)  kernel")
+        print(f"by matrix product, batch {args.batch}, {args.device}: {1e3 * pv['sum_s']:.3f} ms in all (each "
+              f"product timed alone, synchronised)")
+        print(f"  {'ms':>9} {'TFLOP/s':>7}  product (m, k, n)  kernel")
         for r in pv["products"]:
-            kernel = (r.get("layers_kernels") or [""])[0]
-            print(f"  {1e3 * r['plain_s']:9.3f} {r['plain_tflops']:7.2f} {1e3 * r['layers_s']:9.3f} "
-                  f"{r['layers_tflops']:7.2f}  {r['product']} ({r['m']}, {r['k']}, {r['n']})  {kernel}")
+            kernel = (r.get("kernels") or [""])[0]
+            print(f"  {1e3 * r['s']:9.3f} {r['tflops']:7.2f}  {r['product']} ({r['m']}, {r['k']}, {r['n']})  {kernel}")
     if args.ops:
         record["ops"] = count_ops(args)
         print(f"array operations per iteration (strict backend): {record['ops']['ops_per_iter']:.0f}")

@@ -327,3 +327,13 @@ def test_step_profile_charges_every_layer_and_counts_launches(tmp_path):
     assert 100 < record["ops"]["ops_per_iter"] < 250
     kernels = step_profile.main(["--batch", "8", "--iters", "1", "--warmup", "1", "--view", "kernels"])["kernels"]
     assert "--device gpu" in kernels["error"]  # on the CPU: a sentence, not a crash or an empty table
+
+
+def test_step_profile_times_every_product_of_the_floor():
+    record = step_profile.main(["--batch", "8", "--iters", "3", "--view", "products"])["products"]
+    listed = step_time.products(step_profile._new_step(8, 0).m, 8)
+    assert [r["product"] for r in record["products"]] == [label for label, *_ in listed]
+    for row, (_, (m, k), (_, n), ta, tb) in zip(record["products"], listed):
+        assert (row["m"], row["k"], row["n"], row["a_transposed"], row["b_transposed"]) == (m, k, n, ta, tb)
+        assert row["s"] > 0 and row["tflops"] == pytest.approx(2 * m * k * n / row["s"] / 1e12)
+    assert record["sum_s"] == pytest.approx(sum(r["s"] for r in record["products"]))
