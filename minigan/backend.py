@@ -24,8 +24,10 @@ raises, and pulling a Python scalar out of a device array (``float(x)``, ``if x.
 Random numbers
 --------------
 :class:`Rng` is a per-object, seeded generator. It always owns a host PCG64 stream (so its state can be
-saved in a checkpoint and restored exactly); on NumPy and strict backends it draws from that stream, on CuPy
-it draws on the GPU from a device generator seeded from the host stream.
+saved in a checkpoint and restored exactly); on NumPy and strict backends it draws from that stream. On CuPy
+each draw takes one key from that stream and computes SplitMix64's outputs from it on the GPU (a counter-based
+generator: no state on the device), so the host state decides the GPU's numbers as well and a resumed GPU run
+continues exactly; :func:`splitmix_uniform` computes the same numbers on the host.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ __all__ = [
     "bce_logits",
     "dropout_forward",
     "dropout_draw",
+    "splitmix_uniform",
     "sigmoid",
     "relu_forward",
     "column_sum",
@@ -504,15 +507,15 @@ class Rng:
 
     Notes
     -----
-    The state is the host PCG64 state (:meth:`get_state` / :meth:`set_state`, JSON-serialisable), so a CPU
-    run resumed from a checkpoint continues the very same stream. On CuPy, a device generator is seeded from
-    the host stream on first use; after a restore it is re-seeded from the restored host state, so a resumed
-    GPU run is deterministic but not the same stream as an uninterrupted one.
+    The state is the host PCG64 state (:meth:`get_state` / :meth:`set_state`, JSON-serialisable), so a run
+    resumed from a checkpoint continues the very same stream. On NumPy and strict arrays the numbers come from
+    that stream. On CuPy each draw takes one 64-bit key from it and computes its numbers on the GPU, element
+    ``i`` being SplitMix64's ``i``-th output from the key (:func:`splitmix_uniform` is the same on the host):
+    no generator state lives on the GPU, so a resumed GPU run continues the uninterrupted run's draws too.
     """
 
     def __init__(self, seed: int | np.random.SeedSequence = 0):
         self.host = np.random.Generator(np.random.PCG64(seed))
-        self._device = None
 
     # -- drawing -------------------------------------------------------------------------------
     def random(self, shape, dtype=np.float32, like: Any = None):
@@ -523,7 +526,15 @@ class Rng:
             draw = np.empty(shape, dtype)
             _parallel().random_fill(self.host, draw)  # the same values as self.host.random, on every core
             return StrictArray(draw) if namespace is strict_xp else draw
-        return self._device_generator().random(shape, dtype=dtype)
+        if dtype not in (np.float32, np.float64):
+            raise TypeError(f"Rng.random: dtype must be float32 or float64, got {dtype}")
+        u = namespace.empty(shape, dtype)
+        _kernel("uniform")(self.device_key(), u)
+        return u
+
+    def device_key(self) -> np.uint64:
+        """The key of the next counter-based draw on the GPU: one 64-bit number from the host stream."""
+        return self.host.integers(0, 2**64, dtype=np.uint64)
 
     def uniform(self, low: float, high: float, shape, dtype=np.float32, like: Any = None):
         """U[low, high) array of ``shape`` and ``dtype`` on the backend of ``like`` (or the active one)."""
@@ -538,12 +549,6 @@ class Rng:
     def permutation(self, n: int) -> np.ndarray:
         """A host permutation of range(n) (data shuffling happens on the host)."""
         return self.host.permutation(n)
-
-    def _device_generator(self):
-        if self._device is None:
-            cupy = _import_cupy()
-            self._device = cupy.random.default_rng(int(self.host.integers(0, 2**63 - 1)))
-        return self._device
 
     # -- state -----------------------------------------------------------------------------------
     def get_state(self) -> dict:
@@ -566,7 +571,28 @@ class Rng:
             "has_uint32": int(state["has_uint32"]),
             "uinteger": int(state["uinteger"]),
         }
-        self._device = None  # re-seeded from the restored host stream on next use
+
+
+def splitmix_uniform(key: int, shape, dtype=np.float32) -> np.ndarray:
+    """On the host, the U[0, 1) numbers that a CuPy draw with ``key`` computes (``Rng.random`` on CuPy).
+
+    Element ``i`` (C order) is SplitMix64's ``i``-th output from state ``key`` (Steele, Lea & Flood 2014:
+    ``mix(key + (i+1)·0x9E3779B97F4A7C15)``), scaled from its top 24 bits for float32 or 53 for float64.
+    The reference the GPU kernels are tested against.
+    """
+    dtype = np.dtype(dtype)
+    shape = tuple(shape) if isinstance(shape, (tuple, list)) else (int(shape),)
+    z = np.uint64(key) + np.arange(1, math.prod(shape) + 1, dtype=np.uint64) * np.uint64(_SPLITMIX_GAMMA)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(_SPLITMIX_M1)  # uint64 arithmetic wraps mod 2**64, as in C
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(_SPLITMIX_M2)
+    z ^= z >> np.uint64(31)
+    if dtype == np.float32:
+        u = (z >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-24)
+    elif dtype == np.float64:
+        u = (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    else:
+        raise TypeError(f"splitmix_uniform: dtype must be float32 or float64, got {dtype}")
+    return u.reshape(shape)
 
 
 def as_seed(seed: Any) -> int | np.random.SeedSequence:
@@ -606,10 +632,27 @@ def _kernel(name: str):
         cupy = _import_cupy()
         in_params, out_params, body = _KERNEL_SOURCES[name]
         _kernels[name] = cupy.ElementwiseKernel(in_params, out_params, body, f"minigan_{name}",
-                                                options=_KERNEL_OPTIONS)
+                                                options=_KERNEL_OPTIONS, preamble=_PREAMBLE)
     return _kernels[name]
 
 
+# Counter-based random numbers (CuPy): element i of a draw with key k is the i-th output of SplitMix64 started
+# at k (Steele, Lea & Flood 2014), i.e. the mix of k + (i+1)·gamma, so a draw needs no generator state on the
+# GPU and is reproduced from its key alone; U[0, 1) from the top 24 (float32) or 53 (float64) bits, as NumPy's.
+_SPLITMIX_GAMMA, _SPLITMIX_M1, _SPLITMIX_M2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+_PREAMBLE = f"""
+__device__ unsigned long long minigan_splitmix64(unsigned long long key, unsigned long long i) {{
+    unsigned long long z = key + (i + 1ULL) * {_SPLITMIX_GAMMA:#x}ULL;
+    z = (z ^ (z >> 30)) * {_SPLITMIX_M1:#x}ULL;
+    z = (z ^ (z >> 27)) * {_SPLITMIX_M2:#x}ULL;
+    return z ^ (z >> 31);
+}}
+template <typename T> __device__ T minigan_unit_uniform(unsigned long long key, unsigned long long i) {{
+    unsigned long long z = minigan_splitmix64(key, i);
+    return sizeof(T) == 4 ? (T)((float)(z >> 40) * 5.9604644775390625e-08f)
+                          : (T)((double)(z >> 11) * 1.1102230246251565e-16);
+}}
+"""
 _SIGMOID = "(T)1 / ((T)1 + exp(-{x}))"
 _SOFTPLUS = "(({x} > (T)0 || isnan({x})) ? {x} : (T)0) + log1p(exp(-fabs({x})))"
 
@@ -623,17 +666,26 @@ _KERNEL_SOURCES = {
         "T d = one_minus_t * (" + _SIGMOID.format(x="l") + ") - t * (" + _SIGMOID.format(x="(-l)") + ");\n"
         "d = d / divisor;\n"
         "dlogits = scale * d;"),
+    # u = the i-th U[0, 1) number of the draw with this key (Rng.random on CuPy)
+    "uniform": ("uint64 key", "T u", "u = minigan_unit_uniform<T>(key, i);"),
+    # the "dropout" kernel below on the key's draw, computed in place of reading it: one launch, no u array
+    "dropout_draw": (
+        "T x, uint64 key, T p, T scale", "T y, T mask",
+        "T m = (T)(minigan_unit_uniform<T>(key, i) >= p) * scale;\nmask = m;\ny = x * m;"),
     # mask (in place over the uniform draw u) = [u >= p] * scale;  y = x * mask
     "dropout": (
         "T x, T p, T scale", "T y, T mask",
         "T m = (T)(mask >= p) * scale;\nmask = m;\ny = x * m;"),
     # h[r, u] = max_j z[r, u*P + j]; winner = the first maximal piece (NaN propagates into h, as xp.maximum)
+    # z holds XW without the bias b, which is added here when there is one (one rounding, as the unfused
+    # z += b): the pass over z that adding it apart would cost is gone.
     "maxout_forward": (
-        "raw T z, int32 pieces", "T h, W winner",
+        "raw T z, raw T b, bool has_bias, int32 pieces, int32 units", "T h, W winner",
         "const T* row = &z[i * pieces];\n"
-        "T best = row[0];\nW w = 0;\n"
+        "const T* bias = &b[has_bias ? (i % units) * pieces : 0];\n"
+        "T best = has_bias ? row[0] + bias[0] : row[0];\nW w = 0;\n"
         "for (int j = 1; j < pieces; ++j) {\n"
-        "    T v = row[j];\n"
+        "    T v = has_bias ? row[j] + bias[j] : row[j];\n"
         "    bool better = v > best;\n"
         "    if (better) w = (W)j;\n"
         "    if (better || isnan(v)) best = v;\n"
@@ -754,9 +806,16 @@ def dropout_draw(x, rng: Rng, p: float):
 
     NumPy (a C-contiguous float array): the draw and :func:`dropout_forward`'s three passes run block by block
     on the block pool (:func:`minigan.parallel.random_fill`, the passes as its ``after``), each block's passes
-    reading its fresh draw from the cache. Elsewhere (CuPy, strict, other layouts): the draw, then
+    reading its fresh draw from the cache. CuPy: one kernel computes the key's draw where it uses it (no array
+    of uniforms is written and read back). Elsewhere (strict, other layouts): the draw, then
     :func:`dropout_forward`. Called by ``Dropout.forward``.
     """
+    if _is_cupy_array(x) and x.dtype in (np.float32, np.float64):
+        cupy = _import_cupy()
+        x = cupy.ascontiguousarray(x)  # element i of the draw meets element i of x in C order, as rng.random's
+        y, mask = cupy.empty_like(x), cupy.empty_like(x)
+        _kernel("dropout_draw")(x, rng.device_key(), _scalar(x, p), _scalar(x, 1 / (1 - p)), y, mask)
+        return y, mask
     if type(x) is not np.ndarray or not x.flags.c_contiguous or x.dtype not in (np.float32, np.float64):
         return dropout_forward(x, rng.random(x.shape, x.dtype, like=x), p)
     mask, y = np.empty_like(x), np.empty_like(x)
@@ -773,26 +832,33 @@ def _index_type(pieces: int):
     return np.int8 if pieces <= 127 else np.int32
 
 
-def maxout_forward(z, units: int, pieces: int):
-    """Maxout's max over pieces, fused: ``(h, winner)`` from ``z`` = XW + b shaped (N, units·pieces).
+def maxout_forward(z, units: int, pieces: int, bias=None):
+    """Maxout's bias and max over pieces, fused: ``(h, winner)`` from ``z + bias``, ``z`` = XW (N, units·pieces).
 
     Pieces of a unit are adjacent columns (column ``u*pieces + j``). ``h`` (N, units) is the max, ``winner``
     (N, units, int8 for up to 127 pieces) the index of the first maximal piece; a NaN piece makes ``h`` NaN, as
-    ``xp.maximum`` does. NumPy/strict: ``Maxout.forward``'s transposing copy and running max, bit-identical
-    (values and winners); CuPy: one kernel reading each row's pieces once.
+    ``xp.maximum`` does. ``bias`` (units·pieces,), or None for none. NumPy/strict: ``z += bias`` in place, then
+    ``Maxout.forward``'s transposing copy and running max, bit-identical (values and winners); CuPy: one kernel
+    reading each row's pieces once and adding the bias as it reads (``z`` is left as it was).
 
-    Called by ``minigan/nn/dense.py``'s ``Maxout.forward`` on device arrays, after ``z += b``.
+    Called by ``minigan/nn/dense.py``'s ``Maxout.forward`` on device arrays.
     """
     n = z.shape[0]
     if z.shape[1] != units * pieces:
         raise ValueError(f"maxout_forward: z has {z.shape[1]} columns, expected units*pieces = {units * pieces}")
+    if bias is not None and bias.shape != (units * pieces,):
+        raise ValueError(f"maxout_forward: bias has shape {bias.shape}, expected ({units * pieces},)")
     if _is_cupy_array(z):
         cupy = _import_cupy()
         h = cupy.empty((n, units), z.dtype)
         winner = cupy.empty((n, units), _index_type(pieces))
-        _kernel("maxout_forward")(cupy.ascontiguousarray(z), np.int32(pieces), h, winner)
+        b = z[0] if bias is None else cupy.ascontiguousarray(bias, z.dtype)  # unread without a bias
+        _kernel("maxout_forward")(cupy.ascontiguousarray(z), b, bias is not None, np.int32(pieces), np.int32(units),
+                                  h, winner)
         return h, winner
     xp = get_array_module(z)
+    if bias is not None:
+        z += bias
     z_pieces = xp.empty((pieces, n, units), z.dtype)
     xp.copyto(z_pieces, z.reshape(n, units, pieces).transpose(2, 0, 1))
     h = z_pieces[0].copy()

@@ -72,6 +72,12 @@ def test_maxout_forward_and_backward_match_the_layer(on_backend, pieces):
     h_fused, winner = backend.maxout_forward(z, 12, pieces)
     same(h_fused, h, on_backend)
     same(winner, layer.activation_pattern(), on_backend)
+    # the bias passed apart is added as z is read (CuPy) or in place first (NumPy, strict): the same values
+    h_bias, winner_bias = backend.maxout_forward(x @ layer.params["W"], 12, pieces, layer.params["b"])
+    same(h_bias, h, on_backend)
+    same(winner_bias, winner, on_backend)
+    with pytest.raises(ValueError, match=r"bias has shape \(7,\), expected \(" + str(12 * pieces)):
+        backend.maxout_forward(z, 12, pieces, device(np.zeros(7, np.float32)))
     assert backend.to_host(winner)[0].tolist() == [0] * 12
     dout = device(rng.standard_normal((9, 12)).astype(np.float32))
     dx = layer.backward(dout)
@@ -210,6 +216,52 @@ def test_adam_update_is_the_formula(on_backend, shape):
 def test_kernel_sources_are_complete():
     """Every fused function has its kernel source; the module stays importable without CuPy."""
     assert set(backend._KERNEL_SOURCES) == {"bce_logits", "dropout", "maxout_forward", "maxout_backward",
-                                            "sgd_momentum", "adam", "sigmoid", "relu_forward", "affine"}
+                                            "sgd_momentum", "adam", "sigmoid", "relu_forward", "affine",
+                                            "uniform", "dropout_draw"}
     for in_params, out_params, body in backend._KERNEL_SOURCES.values():
         assert in_params and out_params and body.strip().endswith(";")
+
+
+def _splitmix64(state: int, count: int) -> list[int]:
+    """SplitMix64 as published (Steele, Lea & Flood 2014; Vigna's splitmix64.c), one output at a time."""
+    out = []
+    for _ in range(count):
+        state = (state + 0x9E3779B97F4A7C15) % 2**64
+        z = state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) % 2**64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) % 2**64
+        out.append(z ^ (z >> 31))
+    return out
+
+
+def test_splitmix_uniform_is_splitmix64_from_its_key():
+    # the published first outputs from state 1234567
+    assert _splitmix64(1234567, 3) == [6457827717110365317, 3203168211198807973, 9817491932198370423]
+    for key in (0, 1234567, 2**64 - 1):
+        outputs = _splitmix64(key, 12)
+        np.testing.assert_array_equal(backend.splitmix_uniform(key, (3, 4), np.float64),
+                                      np.array([z >> 11 for z in outputs]).reshape(3, 4) * 2.0**-53)
+        u32 = backend.splitmix_uniform(key, 12, np.float32)
+        assert u32.dtype == np.float32
+        np.testing.assert_array_equal(u32, np.array([z >> 40 for z in outputs], np.float32) * np.float32(2.0**-24))
+    u = backend.splitmix_uniform(99, (1_000_000,))
+    assert 0 <= u.min() and u.max() < 1
+    assert abs(u.mean() - 0.5) < 2e-3 and abs(u.var() - 1 / 12) < 1e-3  # ~7 and ~3 standard errors
+    assert abs(np.corrcoef(u[:-1], u[1:])[0, 1]) < 5e-3  # neighbours (consecutive counters) are not correlated
+    with pytest.raises(TypeError, match="float32 or float64"):
+        backend.splitmix_uniform(1, 4, np.int32)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rng_draws_are_a_function_of_the_host_stream(on_backend, dtype):
+    """NumPy/strict draw the host PCG64 stream itself; CuPy draws SplitMix64 from one key taken from it. Either
+    way the host state decides every number, so a checkpoint (which holds that state) resumes the draws."""
+    rng, replay = backend.Rng(7), np.random.Generator(np.random.PCG64(7))
+    u = rng.random((33, 17), dtype)
+    if on_backend == "cupy":
+        expected = backend.splitmix_uniform(int(replay.integers(0, 2**64, dtype=np.uint64)), (33, 17), dtype)
+    else:
+        expected = replay.random((33, 17), dtype=dtype)
+    assert u.dtype == dtype
+    np.testing.assert_array_equal(backend.to_host(u), expected)
+    assert rng.get_state()["state"] == {k: str(v) for k, v in replay.bit_generator.state["state"].items()}

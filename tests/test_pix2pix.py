@@ -3,7 +3,6 @@
 Everything runs on small generated data: A|B PNG folders written here, and tiny synthetic MNIST-like splits.
 """
 
-import shutil
 import signal
 import sys
 from pathlib import Path
@@ -275,12 +274,6 @@ def test_resume_is_bit_identical(on_backend, tmp_path, options):
 
     first = Trainer(tiny_config(tmp_path, "split", epochs=2, model_options=options), log=quiet)
     assert first.run(handle_signals=False, on_step=stop_mid_epoch).status == "interrupted"
-    if on_backend == "cupy":
-        # The GPU's random streams (crops, flips, dropout) are not in the checkpoint: a resumed GPU run is
-        # deterministic (a second resume of the same checkpoint gives the same bits), not the uninterrupted run.
-        shutil.copytree(tmp_path / "split", tmp_path / "split-again")
-        straight = Trainer.resume(tmp_path / "split-again", log=quiet)
-        straight.run(handle_signals=False)
     second = Trainer.resume(tmp_path / "split", log=quiet)
     second.run(handle_signals=False)
     a, b = _weights(straight), _weights(second)

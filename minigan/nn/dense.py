@@ -172,9 +172,9 @@ class Maxout(Linear):
         xp.matmul(x, self._W, out=z)
         if backend.is_device_array(x):
             # On a GPU every pass below is a kernel launch, and the row-block loop ~4·pieces of them per block:
-            # one fused kernel instead (the strict backend runs the very passes below, so it tests this path).
-            z += self._params["b"]
-            h, self._winner = backend.maxout_forward(z, units, pieces)
+            # one fused kernel instead, which adds the bias as it reads z (the strict backend runs the very
+            # passes below, so it tests this path).
+            h, self._winner = backend.maxout_forward(z, units, pieces, self._params["b"])
             return h
         z_pieces = self._buffer("z_pieces", (pieces, n, units), x.dtype, x)
         h = xp.empty((n, units), x.dtype)
