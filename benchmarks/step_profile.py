@@ -155,7 +155,7 @@ def call_view(args, sync) -> dict:
 
 
 #: backend functions that are one ElementwiseKernel on CuPy (and several passes on the strict backend)
-FUSED = ("bce_logits", "dropout_forward", "maxout_forward", "maxout_backward", "sgd_momentum_update", "adam_update",
+FUSED = ("bce_logits", "dropout_forward", "dropout_draw", "maxout_forward", "maxout_backward", "sgd_momentum_update", "adam_update",
          "sigmoid", "relu_forward")
 
 
@@ -289,7 +289,7 @@ def count_ops(args) -> dict:
                     fused_depth[0] -= 1
             return inner, counted
 
-        patched = [(backend, name) for name in FUSED] + [(backend.Rng, "random")]
+        patched = [(backend, name) for name in FUSED] + [(backend.Rng, "random"), (backend.Rng, "uniform")]
         originals = []
         for owner, attr in patched:
             inner, counted = fused(owner, attr)

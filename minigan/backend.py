@@ -526,22 +526,30 @@ class Rng:
             draw = np.empty(shape, dtype)
             _parallel().random_fill(self.host, draw)  # the same values as self.host.random, on every core
             return StrictArray(draw) if namespace is strict_xp else draw
-        if dtype not in (np.float32, np.float64):
-            raise TypeError(f"Rng.random: dtype must be float32 or float64, got {dtype}")
         u = namespace.empty(shape, dtype)
+        self._check_device_dtype(dtype)
         _kernel("uniform")(self.device_key(), u)
         return u
+
+    @staticmethod
+    def _check_device_dtype(dtype) -> None:
+        if dtype not in (np.float32, np.float64):
+            raise TypeError(f"Rng: GPU draws are float32 or float64, got {dtype}")
 
     def device_key(self) -> np.uint64:
         """The key of the next counter-based draw on the GPU: one 64-bit number from the host stream."""
         return self.host.integers(0, 2**64, dtype=np.uint64)
 
     def uniform(self, low: float, high: float, shape, dtype=np.float32, like: Any = None):
-        """U[low, high) array of ``shape`` and ``dtype`` on the backend of ``like`` (or the active one)."""
-        u = self.random(shape, dtype, like)
-        if _is_cupy_array(u):
-            _kernel("affine")(_scalar(u, high - low), _scalar(u, low), u)  # one launch for the two passes
+        """U[low, high) array of ``shape`` and ``dtype`` on the backend of ``like`` (or the active one): the
+        :meth:`random` draw times ``high - low`` plus ``low`` (two roundings; on CuPy in the drawing kernel)."""
+        namespace = get_array_module(like) if like is not None else xp()
+        if namespace is not np and namespace is not strict_xp:
+            u = namespace.empty(shape, np.dtype(dtype))
+            self._check_device_dtype(u.dtype)
+            _kernel("uniform_affine")(self.device_key(), _scalar(u, high - low), _scalar(u, low), u)
             return u
+        u = self.random(shape, dtype, like)
         u *= high - low
         u += low
         return u
@@ -618,7 +626,7 @@ def as_seed(seed: Any) -> int | np.random.SeedSequence:
 #
 # Called: sgd_momentum_update and adam_update by the optimizers (on the CPU their blocks run on the block
 # pool), bce_logits by the BCE loss, dropout_forward by Dropout, sigmoid and relu_forward by the activations,
-# the affine kernel by Rng.uniform, maxout_forward/backward by Maxout on device
+# uniform and uniform_affine by Rng.random and Rng.uniform, dropout_draw by Dropout, maxout_forward/backward by Maxout on device
 # arrays (CuPy, strict; on NumPy the layer runs the same passes in row blocks on the block pool, into reused
 # buffers).
 
@@ -701,8 +709,9 @@ _KERNEL_SOURCES = {
     # positive = [x > 0];  y = max(x, 0), NaN kept (xp.maximum's), -0.0 becomes +0.0 (as xp.maximum(-0.0, 0))
     "relu_forward": ("T x", "T y, bool positive",
                      "positive = x > (T)0;\ny = (positive || isnan(x)) ? x : (T)0;"),
-    # u = u (high - low) + low, in place over a U[0, 1) draw (two roundings, as the unfused passes)
-    "affine": ("T scale, T shift", "T u", "T v = u * scale;\nu = v + shift;"),
+    # u = U[0, 1) draw of the key * (high - low) + low (two roundings, as the unfused passes)
+    "uniform_affine": ("uint64 key, T scale, T shift", "T u",
+                       "T v = minigan_unit_uniform<T>(key, i) * scale;\nu = v + shift;"),
     # v = v mu - g lr;  p = p + v
     "sgd_momentum": (
         "T g, T lr, T mu", "T p, T v",
