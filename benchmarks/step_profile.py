@@ -155,8 +155,8 @@ def call_view(args, sync) -> dict:
 
 
 #: backend functions that are one ElementwiseKernel on CuPy (and several passes on the strict backend)
-FUSED = ("bce_logits", "dropout_forward", "dropout_draw", "maxout_forward", "maxout_backward", "sgd_momentum_update", "adam_update",
-         "sigmoid", "relu_forward")
+FUSED = ("bce_logits", "dropout_forward", "dropout_draw", "maxout_forward", "maxout_backward", "sgd_momentum_update",
+         "adam_update", "sigmoid", "relu_forward", "sgd_momentum_update_many", "adam_update_many")
 
 
 def kernel_view(args, sync) -> dict:

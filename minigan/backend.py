@@ -67,7 +67,9 @@ __all__ = [
     "maxout_forward",
     "maxout_backward",
     "sgd_momentum_update",
+    "sgd_momentum_update_many",
     "adam_update",
+    "adam_update_many",
     "lane_arrays",
 ]
 
@@ -982,6 +984,89 @@ def sgd_momentum_update(p, g, v, lr: float, momentum: float, work: dict | None =
         p_ += v_
 
     _blockwise(block, p, g, v)
+
+
+# Multi-tensor updates (CuPy): one launch updates every tensor of a network. The GPU iteration at small batches
+# is bound by the host issuing kernels (~25 µs each on the H200 machine; benchmarks/RESULTS.md), and one kernel
+# per parameter tensor was 16 of the CGAN's launches. Block row y of the grid updates tensor y, reading its
+# arrays' addresses and size from a table in device memory; each element's arithmetic is the per-tensor
+# kernel's, term by term, compiled the same way (no FMA contraction), so the bits are the same.
+_MULTI_TENSOR_BODIES = {
+    # arrays p, g, v; scalars lr, mu  (the "sgd_momentum" kernel's body)
+    "sgd_momentum": (("p", "g", "v"), ("lr", "mu"),
+                     "T lr_g = g[j] * lr; T v_ = v[j] * mu; v_ = v_ - lr_g; v[j] = v_; p[j] = p[j] + v_;"),
+    # arrays p, g, m, v; scalars b1, c1, b2, c2, lr_t, eps_t  (the "adam" kernel's body)
+    "adam": (("p", "g", "m", "v"), ("b1", "c1", "b2", "c2", "lr_t", "eps_t"),
+             "T gj = g[j]; T m_ = m[j] * b1; m_ = m_ + gj * c1; T gg = gj * gj; gg = gg * c2; T v_ = v[j] * b2; "
+             "v_ = v_ + gg; T a = m_ * lr_t; T b = sqrt(v_); b = b + eps_t; a = a / b; p[j] = p[j] - a; "
+             "m[j] = m_; v[j] = v_;"),
+}
+_multi_tensor_kernels: dict = {}
+_multi_tensor_tables: dict = {}
+
+
+def _multi_tensor_source(name: str, ctype: str) -> str:
+    arrays, scalars, body = _MULTI_TENSOR_BODIES[name]
+    unpack = "".join(f"    T* {a} = (T*)table[{k} * n + t];\n" for k, a in enumerate(arrays))
+    return (f"typedef {ctype} T;\n"
+            f'extern "C" __global__ void minigan_{name}_many(const unsigned long long* table, int n, '
+            + ", ".join(f"T {x}" for x in scalars) + ") {\n"
+            "    const int t = blockIdx.y;\n" + unpack +
+            f"    const long long size = (long long)table[{len(arrays)} * n + t];\n"
+            "    for (long long j = blockIdx.x * (long long)blockDim.x + threadIdx.x; j < size;\n"
+            "         j += (long long)gridDim.x * blockDim.x) {\n"
+            f"        {body}\n"
+            "    }\n}\n")
+
+
+def _multi_tensor_update(name: str, arrays: list[list], scalars: tuple) -> None:
+    """Launch the ``name`` update once over tensors ``arrays[k][t]`` (array k of tensor t), CuPy only."""
+    cupy = _import_cupy()
+    dtype = arrays[0][0].dtype
+    key = (name, dtype.str)
+    if key not in _multi_tensor_kernels:
+        source = _multi_tensor_source(name, {"float32": "float", "float64": "double"}[dtype.name])
+        _multi_tensor_kernels[key] = cupy.RawKernel(source, f"minigan_{name}_many", options=_KERNEL_OPTIONS)
+    n = len(arrays[0])
+    addresses = tuple(a.data.ptr for column in arrays for a in column) + tuple(a.size for a in arrays[0])
+    table = _multi_tensor_tables.get(addresses)
+    if table is None:  # the arrays are persistent (parameters, gradients, optimizer state): built once
+        table = _multi_tensor_tables[addresses] = cupy.asarray(np.array(addresses, np.uint64))
+    block = 256
+    grid = (min(-(-max(addresses[-n:]) // block), 4096), n)
+    _multi_tensor_kernels[key](grid, (block,), (table, np.int32(n), *(dtype.type(x) for x in scalars)))
+
+
+def _multi_tensor_ready(*columns: list) -> bool:
+    """True when ``columns`` (lists of arrays, one per tensor) can take one multi-tensor launch: CuPy arrays,
+    C-contiguous, of one float dtype."""
+    first = columns[0]
+    if not first or not _is_cupy_array(first[0]) or first[0].dtype not in (np.float32, np.float64):
+        return False
+    return all(_is_cupy_array(a) and a.dtype == first[0].dtype and a.flags.c_contiguous
+               for column in columns for a in column)
+
+
+def sgd_momentum_update_many(ps: list, gs: list, vs: list, lr: float, momentum: float,
+                             work: dict | None = None) -> None:
+    """:func:`sgd_momentum_update` on every ``(ps[i], gs[i], vs[i])``: one kernel for all on CuPy, the same bits
+    as one kernel per tensor; elsewhere the per-tensor updates in turn. Called by ``SGD.step``."""
+    if _multi_tensor_ready(ps, gs, vs):
+        _multi_tensor_update("sgd_momentum", [ps, gs, vs], (lr, momentum))
+        return
+    for p, g, v in zip(ps, gs, vs):
+        sgd_momentum_update(p, g, v, lr, momentum, work)
+
+
+def adam_update_many(ps: list, gs: list, ms: list, vs: list, beta1: float, beta2: float, lr_t: float, eps_t: float,
+                     work: dict | None = None) -> None:
+    """:func:`adam_update` on every tensor with one (host) ``lr_t``: one kernel for all on CuPy, the same bits as
+    one kernel per tensor; elsewhere the per-tensor updates in turn. Called by ``Adam.step`` without a clip."""
+    if _multi_tensor_ready(ps, gs, ms, vs):
+        _multi_tensor_update("adam", [ps, gs, ms, vs], (beta1, 1 - beta1, beta2, 1 - beta2, lr_t, eps_t))
+        return
+    for p, g, m, v in zip(ps, gs, ms, vs):
+        adam_update(p, g, m, v, beta1, beta2, lr_t, eps_t, work)
 
 
 def adam_clip_scale(g, v, beta2: float, bias2: float, eps: float, clip: float, work: dict | None = None):

@@ -265,3 +265,56 @@ def test_rng_draws_are_a_function_of_the_host_stream(on_backend, dtype):
     assert u.dtype == dtype
     np.testing.assert_array_equal(backend.to_host(u), expected)
     assert rng.get_state()["state"] == {k: str(v) for k, v in replay.bit_generator.state["state"].items()}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_multi_tensor_updates_are_the_per_tensor_updates(on_backend, dtype):
+    """One launch for every tensor on CuPy (a table of addresses), tensor by tensor elsewhere: either way the
+    bits of one update per tensor. Shapes include one longer than the kernel's grid (a grid-stride loop) and
+    a 0-d one; a non-contiguous tensor sends CuPy back to the per-tensor kernels."""
+    rng = np.random.default_rng(11)
+    shapes = [(3, 5), (1,), (), (1100, 1000), (7, 2, 3)]
+
+    def tensors():
+        return [device(rng.standard_normal(s).astype(dtype)) for s in shapes]
+
+    for strided in (False, True):
+        p, g, m, v = tensors(), tensors(), tensors(), tensors()
+        if strided:
+            p[0] = backend.xp().zeros((3, 10), dtype)[:, ::2]
+            p[0][...] = device(rng.standard_normal((3, 5)).astype(dtype))
+        copies = [[x.copy() for x in group] for group in (p, g, m, v)]
+        backend.sgd_momentum_update_many(p, g, v, 0.05, 0.5)
+        pc, gc, mc, vc = copies
+        for i in range(len(shapes)):
+            backend.sgd_momentum_update(pc[i], gc[i], vc[i], 0.05, 0.5)
+            same(p[i], pc[i], on_backend)
+            same(v[i], vc[i], on_backend)
+        v = [abs(x) for x in tensors()]  # Adam's second moment (SGD's velocity above may be negative)
+        vc = [x.copy() for x in v]
+        backend.adam_update_many(p, g, m, v, 0.5, 0.999, 1e-3, 1e-8)
+        for i in range(len(shapes)):
+            backend.adam_update(pc[i], gc[i], mc[i], vc[i], 0.5, 0.999, 1e-3, 1e-8)
+            for got, want in ((p[i], pc[i]), (m[i], mc[i]), (v[i], vc[i])):
+                same(got, want, on_backend)
+
+
+@pytest.mark.parametrize("make", [lambda net: optim.SGD(net, lr=0.1, momentum=0.5),
+                                  lambda net: optim.Adam(net, lr=1e-3)], ids=["sgd", "adam"])
+def test_optimizer_steps_update_every_tensor_as_before(on_backend, make):
+    """SGD with momentum and Adam without a clip step all tensors in one call: the bits of the base class's
+    step, which updates tensor by tensor (``_update``)."""
+    net, twin = (backend.to_device(Linear(6, 4, rng=0)) for _ in range(2))
+    for layer in (net, twin):
+        for k, g in layer.grads.items():
+            g[...] = device(np.random.default_rng(len(k)).standard_normal(g.shape).astype(g.dtype))
+    opt, reference = make(net), make(twin)
+    for _ in range(3):
+        opt.step()
+        if isinstance(reference, optim.Adam):
+            reference._prepare_step()
+        optim.Optimizer.step(reference)
+    for k in net.params:
+        same(net.params[k], twin.params[k], on_backend)
+    assert opt.steps == reference.steps == 3
+    assert opt.state.keys() == reference.state.keys()

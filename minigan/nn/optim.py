@@ -156,6 +156,17 @@ class SGD(Optimizer):
         super().__init__(model)
         self.lr, self.momentum = float(lr), float(momentum)
 
+    def step(self) -> None:
+        if not self.momentum:
+            return super().step()
+        # Every tensor in one call: one kernel on CuPy (backend.sgd_momentum_update_many), the same updates.
+        params, grads = self.model.params, self.model.grads
+        names = list(params)
+        backend.sgd_momentum_update_many([params[k] for k in names], [grads[k] for k in names],
+                                         [self._slot("v", k, params[k]) for k in names], self.lr, self.momentum,
+                                         self._lanes())
+        self.steps += 1
+
     def _update(self, name, p, g):
         if self.momentum:
             backend.sgd_momentum_update(p, g, self._slot("v", name, p), self.lr, self.momentum, self._lanes())
@@ -207,13 +218,25 @@ class Adam(Optimizer):
         self.lr, self.beta1, self.beta2, self.eps = float(lr), float(beta1), float(beta2), float(eps)
         self.update_clip = None if update_clip is None else float(update_clip)
 
-    def step(self) -> None:
+    def _prepare_step(self) -> None:
         t = self.steps + 1
         # lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t), and eps scaled to match, equals the bias-corrected form.
         self._lr_t = self.lr * math.sqrt(1 - self.beta2 ** t) / (1 - self.beta1 ** t)
         self._eps_t = self.eps * math.sqrt(1 - self.beta2 ** t)
         self._bias2 = 1 - self.beta2 ** t
-        super().step()
+
+    def step(self) -> None:
+        self._prepare_step()
+        if self.update_clip is not None:
+            return super().step()  # a clip factor per tensor: tensor by tensor
+        # Every tensor in one call: one kernel on CuPy (backend.adam_update_many), the same updates.
+        params, grads = self.model.params, self.model.grads
+        names = list(params)
+        backend.adam_update_many([params[k] for k in names], [grads[k] for k in names],
+                                 [self._slot("m", k, params[k]) for k in names],
+                                 [self._slot("v", k, params[k]) for k in names],
+                                 self.beta1, self.beta2, self._lr_t, self._eps_t, self._lanes())
+        self.steps += 1
 
     def _update(self, name, p, g):
         v, lr_t = self._slot("v", name, p), self._lr_t
