@@ -657,10 +657,10 @@ __device__ unsigned long long minigan_splitmix64(unsigned long long key, unsigne
     z = (z ^ (z >> 27)) * {_SPLITMIX_M2:#x}ULL;
     return z ^ (z >> 31);
 }}
-template <typename T> __device__ T minigan_unit_uniform(unsigned long long key, unsigned long long i) {{
+template <typename F> __device__ F minigan_unit_uniform(unsigned long long key, unsigned long long i) {{
     unsigned long long z = minigan_splitmix64(key, i);
-    return sizeof(T) == 4 ? (T)((float)(z >> 40) * 5.9604644775390625e-08f)
-                          : (T)((double)(z >> 11) * 1.1102230246251565e-16);
+    return sizeof(F) == 4 ? (F)((float)(z >> 40) * 5.9604644775390625e-08f)
+                          : (F)((double)(z >> 11) * 1.1102230246251565e-16);
 }}
 """
 _SIGMOID = "(T)1 / ((T)1 + exp(-{x}))"
@@ -864,8 +864,8 @@ def maxout_forward(z, units: int, pieces: int, bias=None):
         h = cupy.empty((n, units), z.dtype)
         winner = cupy.empty((n, units), _index_type(pieces))
         b = z[0] if bias is None else cupy.ascontiguousarray(bias, z.dtype)  # unread without a bias
-        _kernel("maxout_forward")(cupy.ascontiguousarray(z), b, bias is not None, np.int32(pieces), np.int32(units),
-                                  h, winner)
+        _kernel("maxout_forward")(cupy.ascontiguousarray(z), b, np.bool_(bias is not None), np.int32(pieces),
+                                  np.int32(units), h, winner)
         return h, winner
     xp = get_array_module(z)
     if bias is not None:
