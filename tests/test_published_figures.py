@@ -709,7 +709,7 @@ def test_gpu_table_comes_from_the_committed_h200_runs():
         return {r["details"]["batch"]: r["details"] for r in stages
                 if r["kind"] == "step_time" and r["details"]["update"] == "alternating"}
 
-    commits = {1: "1235461", 2: "c274e65", 3: "3361187", 4: "2bb6c60"}
+    commits = {1: "1235461", 2: "c274e65", 3: "3361187", 4: "2bb6c60", 5: "e3d5953", 8: "5c67e06"}
     for run, commit in commits.items():
         small, large = (step_times(run)[b] for b in (100, 8192))
         ms = lambda s: f"{1e3 * s:.2f}"  # noqa: E731
@@ -731,3 +731,19 @@ def test_gpu_table_comes_from_the_committed_h200_runs():
     unaligned = [k for k in after["kernels"] if "align1" in k["kernel"]]
     assert f"{sum(k['gpu_s'] for k in unaligned) * 1e3:.1f} ms are cuBLAS" in results
     assert f"{sum(k['calls_per_iter'] for k in unaligned):.0f} calls" in results
+    # the second session: the padding measured and reverted, the launches, the CuPy suite
+    products = json.loads((out / "run6-products-b8192.json").read_text())["products"]["products"]
+    wide = [r for r in products if 290 in (r["m"], r["k"], r["n"])]
+    for kind in ("plain", "layers"):
+        rates = [r[f"{kind}_tflops"] for r in wide]
+        assert f"{min(rates):.1f}–{max(rates):.1f}" in results, kind
+    big = next(r for r in products if (r["m"], r["k"], r["n"]) == (16384, 784, 1200))
+    assert "align1" in big["plain_kernels"][0] and f"at {big['plain_tflops']:.1f} TFLOP/s" in results
+    run8 = json.loads((out / "run8-profile-kernels-b8192.json").read_text())["kernels"]
+    assert f"issues {run8['launches_per_iter']:.0f} kernels where run 4 issued {after['launches_per_iter']:.0f}" \
+        in results
+    assert f"busy {1e3 * run8['gpu_busy_s']:.2f} ms where it was {1e3 * after['gpu_busy_s']:.2f}" in results
+    second = json.loads((out / "run8-gpu_check.json").read_text())
+    cupy = next(r for r in second["stages"] if r["kind"] == "tests")["details"]["cupy"]
+    assert cupy == {"passed": 146, "failed": 0, "skipped": 0} and "146 CuPy cases passed, 0 failed, 0 skipped" in results
+    assert [round(v, 3) for v in second["targets"]["minigan_over_sgemm_at_8192"]["values"]] == [0.599, 0.575, 0.596]
