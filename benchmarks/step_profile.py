@@ -250,7 +250,8 @@ def count_ops(args) -> dict:
 
         def site() -> str:
             for frame in reversed(traceback.extract_stack()[:-3]):
-                if ("/minigan/" in frame.filename and not frame.filename.endswith(("backend.py", "parallel.py"))) \
+                if ("/minigan/" in frame.filename and "/minigan/backend/" not in frame.filename
+                        and not frame.filename.endswith("parallel.py")) \
                         or frame.filename.endswith("step_time.py"):
                     return f"{frame.filename.split('/minigan/')[-1].split('/')[-1]}:{frame.lineno} {frame.name}"
             return "elsewhere"

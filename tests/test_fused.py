@@ -215,10 +215,10 @@ def test_adam_update_is_the_formula(on_backend, shape):
 
 def test_kernel_sources_are_complete():
     """Every fused function has its kernel source; the module stays importable without CuPy."""
-    assert set(backend._KERNEL_SOURCES) == {"bce_logits", "dropout", "maxout_forward", "maxout_backward",
+    assert set(backend.kernels._KERNEL_SOURCES) == {"bce_logits", "dropout", "maxout_forward", "maxout_backward",
                                             "sgd_momentum", "adam", "sigmoid", "relu_forward", "uniform_affine",
                                             "uniform", "dropout_draw"}
-    for in_params, out_params, body in backend._KERNEL_SOURCES.values():
+    for in_params, out_params, body in backend.kernels._KERNEL_SOURCES.values():
         assert in_params and out_params and body.strip().endswith(";")
 
 
