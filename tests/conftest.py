@@ -85,7 +85,9 @@ REQUIRE_ALL = os.environ.get("MINIGAN_REQUIRE_ALL_TESTS", "") == "1"
 # The suite draws the same hypothesis examples on every run (derandomize): CI's verdict on a commit cannot
 # change between two runs of it, and a failure reproduces. MINIGAN_HYPOTHESIS_SEARCH=N explores N fresh random
 # examples per test instead (a search for new failures; hypothesis prints the seed that reproduces one).
-_SEARCH = os.environ.get("MINIGAN_HYPOTHESIS_SEARCH", "")
+_SEARCH = os.environ.get("MINIGAN_HYPOTHESIS_SEARCH", "").strip()
+if _SEARCH and not (_SEARCH.isdigit() and int(_SEARCH) > 0):
+    raise pytest.UsageError(f"MINIGAN_HYPOTHESIS_SEARCH must be a positive number of examples, got {_SEARCH!r}")
 settings.register_profile(
     "minigan", deadline=None, max_examples=int(_SEARCH) if _SEARCH else 25, derandomize=not _SEARCH,
     suppress_health_check=[HealthCheck.function_scoped_fixture],

@@ -270,33 +270,39 @@ def test_rng_draws_are_a_function_of_the_host_stream(on_backend, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_multi_tensor_updates_are_the_per_tensor_updates(on_backend, dtype):
     """One launch for every tensor on CuPy (a table of addresses), tensor by tensor elsewhere: either way the
-    bits of one update per tensor. Shapes include one longer than the kernel's grid (a grid-stride loop) and
-    a 0-d one; a non-contiguous tensor sends CuPy back to the per-tensor kernels."""
+    bits of one update per tensor in turn. Shapes include one longer than the kernel's grid (a grid-stride
+    loop), a 0-d and an empty one; a non-contiguous tensor, or one parameter under two names (updated twice,
+    in turn), sends CuPy back to the per-tensor kernels."""
     rng = np.random.default_rng(11)
-    shapes = [(3, 5), (1,), (), (1100, 1000), (7, 2, 3)]
 
-    def tensors():
+    def tensors(shapes):
         return [device(rng.standard_normal(s).astype(dtype)) for s in shapes]
 
-    for strided in (False, True):
-        p, g, m, v = tensors(), tensors(), tensors(), tensors()
-        if strided:
+    for variant in ("contiguous", "strided", "shared"):
+        shapes = [(3, 5), (1,), (), (1100, 1000), (7, 2, 3), (0, 4)]
+        if variant == "shared":
+            shapes[4] = shapes[0]
+        p, g, m = tensors(shapes), tensors(shapes), tensors(shapes)
+        v_sgd, v_adam = tensors(shapes), [abs(x) for x in tensors(shapes)]  # a velocity; a second moment
+        if variant == "strided":
             p[0] = backend.xp().zeros((3, 10), dtype)[:, ::2]
             p[0][...] = device(rng.standard_normal((3, 5)).astype(dtype))
-        copies = [[x.copy() for x in group] for group in (p, g, m, v)]
-        backend.sgd_momentum_update_many(p, g, v, 0.05, 0.5)
-        pc, gc, mc, vc = copies
+        if variant == "shared":
+            p[4] = p[0]
+        reference = [[x.copy() for x in group] for group in (p, g, m, v_sgd, v_adam)]
+        if variant == "shared":
+            reference[0][4] = reference[0][0]
+        backend.sgd_momentum_update_many(p, g, v_sgd, 0.05, 0.5)
+        backend.adam_update_many(p, g, m, v_adam, 0.5, 0.999, 1e-3, 1e-8)
+        pr, gr, mr, vr_sgd, vr_adam = reference
         for i in range(len(shapes)):
-            backend.sgd_momentum_update(pc[i], gc[i], vc[i], 0.05, 0.5)
-            same(p[i], pc[i], on_backend)
-            same(v[i], vc[i], on_backend)
-        v = [abs(x) for x in tensors()]  # Adam's second moment (SGD's velocity above may be negative)
-        vc = [x.copy() for x in v]
-        backend.adam_update_many(p, g, m, v, 0.5, 0.999, 1e-3, 1e-8)
+            backend.sgd_momentum_update(pr[i], gr[i], vr_sgd[i], 0.05, 0.5)
         for i in range(len(shapes)):
-            backend.adam_update(pc[i], gc[i], mc[i], vc[i], 0.5, 0.999, 1e-3, 1e-8)
-            for got, want in ((p[i], pc[i]), (m[i], mc[i]), (v[i], vc[i])):
-                same(got, want, on_backend)
+            backend.adam_update(pr[i], gr[i], mr[i], vr_adam[i], 0.5, 0.999, 1e-3, 1e-8)
+        for got, want in zip((p, m, v_sgd, v_adam), (pr, mr, vr_sgd, vr_adam)):
+            for a, b in zip(got, want):
+                same(a, b, on_backend)
+    backend.sgd_momentum_update_many(*(tensors([(0,), (2, 0)]) for _ in range(3)), 0.1, 0.5)  # nothing to do
 
 
 @pytest.mark.parametrize("make", [lambda net: optim.SGD(net, lr=0.1, momentum=0.5),

@@ -141,7 +141,7 @@ def maxout_forward(z, units: int, pieces: int, bias=None):
         cupy = _import_cupy()
         h = cupy.empty((n, units), z.dtype)
         winner = cupy.empty((n, units), _index_type(pieces))
-        b = z[0] if bias is None else cupy.ascontiguousarray(bias, z.dtype)  # unread without a bias
+        b = z if bias is None else cupy.ascontiguousarray(bias, z.dtype)  # unread without a bias
         _kernel("maxout_forward")(cupy.ascontiguousarray(z), b, np.bool_(bias is not None), np.int32(pieces),
                                   np.int32(units), h, winner)
         return h, winner

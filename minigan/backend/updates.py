@@ -67,6 +67,8 @@ _MULTI_TENSOR_BODIES = {
 }
 _multi_tensor_kernels: dict = {}
 _multi_tensor_tables: dict = {}
+_MAX_TABLES = 64
+_MAX_TENSORS = 65535  # a grid's height (one row of blocks per tensor)
 
 
 def _multi_tensor_source(name: str, ctype: str) -> str:
@@ -92,23 +94,36 @@ def _multi_tensor_update(name: str, arrays: list[list], scalars: tuple) -> None:
         source = _multi_tensor_source(name, {"float32": "float", "float64": "double"}[dtype.name])
         _multi_tensor_kernels[key] = cupy.RawKernel(source, f"minigan_{name}_many", options=_KERNEL_OPTIONS)
     n = len(arrays[0])
-    addresses = tuple(a.data.ptr for column in arrays for a in column) + tuple(a.size for a in arrays[0])
-    table = _multi_tensor_tables.get(addresses)
+    sizes = tuple(a.size for a in arrays[0])
+    if max(sizes) == 0:
+        return  # nothing to update (and a grid of width 0 is not a launch)
+    addresses = tuple(a.data.ptr for column in arrays for a in column) + sizes
+    table_key = (cupy.cuda.Device().id, addresses)
+    table = _multi_tensor_tables.get(table_key)
     if table is None:  # the arrays are persistent (parameters, gradients, optimizer state): built once
-        table = _multi_tensor_tables[addresses] = cupy.asarray(np.array(addresses, np.uint64))
+        if len(_multi_tensor_tables) >= _MAX_TABLES:  # models and optimizers come and go: keep the cache small
+            _multi_tensor_tables.clear()
+        table = _multi_tensor_tables[table_key] = cupy.asarray(np.array(addresses, np.uint64))
     block = 256
-    grid = (min(-(-max(addresses[-n:]) // block), 4096), n)
+    grid = (min(-(-max(sizes) // block), 4096), n)
     _multi_tensor_kernels[key](grid, (block,), (table, np.int32(n), *(dtype.type(x) for x in scalars)))
 
 
 def _multi_tensor_ready(*columns: list) -> bool:
-    """True when ``columns`` (lists of arrays, one per tensor) can take one multi-tensor launch: CuPy arrays,
-    C-contiguous, of one float dtype."""
+    """True when ``columns`` (lists of arrays, one per tensor; the parameters first) can take one multi-tensor
+    launch: CuPy arrays, C-contiguous, of one float dtype, each tensor's arrays of one size, no parameter twice
+    (one launch would update it twice at once, where tensor by tensor updates it twice in turn), and at most
+    :data:`_MAX_TENSORS` tensors. Otherwise the callers update tensor by tensor."""
     first = columns[0]
-    if not first or not _is_cupy_array(first[0]) or first[0].dtype not in (np.float32, np.float64):
+    if not first or len(first) > _MAX_TENSORS or not _is_cupy_array(first[0]) \
+            or first[0].dtype not in (np.float32, np.float64):
         return False
-    return all(_is_cupy_array(a) and a.dtype == first[0].dtype and a.flags.c_contiguous
-               for column in columns for a in column)
+    if not all(_is_cupy_array(a) and a.dtype == first[0].dtype and a.flags.c_contiguous
+               for column in columns for a in column):
+        return False
+    if any(a.size != p.size for column in columns[1:] for a, p in zip(column, first)):
+        return False
+    return len({p.data.ptr for p in first}) == len(first)
 
 
 def sgd_momentum_update_many(ps: list, gs: list, vs: list, lr: float, momentum: float,

@@ -232,9 +232,9 @@ class Adam(Optimizer):
         # Every tensor in one call: one kernel on CuPy (backend.adam_update_many), the same updates.
         params, grads = self.model.params, self.model.grads
         names = list(params)
-        backend.adam_update_many([params[k] for k in names], [grads[k] for k in names],
-                                 [self._slot("m", k, params[k]) for k in names],
-                                 [self._slot("v", k, params[k]) for k in names],
+        vs = [self._slot("v", k, params[k]) for k in names]  # v before m, as tensor by tensor: the same
+        ms = [self._slot("m", k, params[k]) for k in names]  # order of the state in a checkpoint
+        backend.adam_update_many([params[k] for k in names], [grads[k] for k in names], ms, vs,
                                  self.beta1, self.beta2, self._lr_t, self._eps_t, self._lanes())
         self.steps += 1
 
