@@ -225,3 +225,13 @@ def test_cdcgan_learns_a_tiny_two_class_task(tmp_path):
     # Label 0 is drawn brighter on the left than label 1, by a wide margin (0 if G ignored the label). Run seed 0;
     # measured margins: seed 0 1.7, seed 1 passes, seed 2 only 0.11 (it learns the task more slowly).
     assert contrast[y == 0].mean() - contrast[y == 1].mean() > 0.5, (contrast[y == 0], contrast[y == 1])
+
+
+def test_the_conditional_dcgan_samples_from_its_average_on_mnist_by_default(tmp_path):
+    """The modern preset's average (docs/RESULTS.md: seeds 6-10) for cdcgan on MNIST; Fashion-MNIST and the
+    unconditional DCGAN keep the last weights; --ema overrides either way."""
+    assert TrainConfig(model="cdcgan").ema_beta == 0.99
+    assert TrainConfig(model="cdcgan", dataset="fashion-mnist").ema_beta == 0.0
+    assert TrainConfig(model="dcgan").ema_beta == 0.0
+    assert TrainConfig(model="cdcgan", ema=0).ema_beta == 0.0
+    assert TrainConfig(model="cdcgan", dataset="fashion-mnist", ema=0.9).ema_beta == 0.9

@@ -747,3 +747,23 @@ def test_gpu_table_comes_from_the_committed_h200_runs():
     cupy = next(r for r in second["stages"] if r["kind"] == "tests")["details"]["cupy"]
     assert cupy == {"passed": 146, "failed": 0, "skipped": 0} and "146 CuPy cases passed, 0 failed, 0 skipped" in results
     assert [round(v, 3) for v in second["targets"]["minigan_over_sgemm_at_8192"]["values"]] == [0.599, 0.575, 0.596]
+
+
+def test_cdcgan_average_table_comes_from_the_committed_runs():
+    """docs/RESULTS.md's table of the default conditional DCGAN on seeds 6-10 (last weights against G's average),
+    and the counts said beside it, from benchmarks/results/average_decay."""
+    results = (REPO / "docs" / "RESULTS.md").read_text()
+    results = results[results.index("The default rate with G's average as the sampler, on five untuned seeds"):]
+    passes = {"last weights": 0, "ema 0.99": 0}
+    for seed in (6, 7, 8, 9, 10):
+        path = REPO / "benchmarks" / "results" / "average_decay" / f"2026-12-04-cdcgan-default-seed{seed}.jsonl"
+        runs = {r["variant"]: r for r in map(json.loads, path.read_text().splitlines())}
+        cells = []
+        for variant in ("last weights", "ema 0.99"):
+            r = runs[variant]
+            cells.append(f"{100 * r['accuracy']:.1f}%, {100 * r['worst_class']:.1f}%, {r['fid_ratio']:.2f}")
+            passes[variant] += r["accuracy"] >= 0.99 and r["worst_class"] >= 0.97
+        row = next(line for line in results.splitlines() if line.strip().startswith(f"| {seed} | "))
+        assert row.replace("**", "").strip() == f"| {seed} | {cells[0]} | {cells[1]} |"
+    assert passes == {"last weights": 3, "ema 0.99": 4}
+    assert "The average meets the label targets on 4 of the 5 seeds" in " ".join(results.split())
