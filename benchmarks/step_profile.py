@@ -13,7 +13,9 @@ iteration (``step_time.MiniganStep``: the alternating update, SGD as in the pape
   stand beside the wall time: busy time far below the wall time means the host issuing launches is the limit.
 * **by Python function** (``--view calls``): cProfile over whole iterations, no extra synchronisation. At small
   batches on the GPU the iteration is bound by the host issuing kernels, and the functions' own time
-  (``tottime``) shows which code issues them.
+  (``tottime``) shows which code issues them. ``--ops`` also counts the array operations one iteration issues
+  on the strict backend, by call site: each is about one kernel launch on CuPy (a fused pass, which the strict
+  backend runs as its unfused passes, counts once).
 * **by matrix product** (``--view products``): each product of the iteration (``step_time.products``, the
   floor's list) timed alone with a synchronisation around it, with its achieved rate and, on the GPU, the
   kernel cuBLAS ran it with: which products fall short of the SGEMM rate.

@@ -66,8 +66,12 @@ _MULTI_TENSOR_BODIES = {
              "m[j] = m_; v[j] = v_;"),
 }
 _multi_tensor_kernels: dict = {}
-_multi_tensor_tables: dict = {}
-_MAX_TABLES = 64
+# Launch plans by the identity of the arrays they update: (the arrays, kept alive so their ids stay theirs;
+# the plan, or None where those arrays need the per-tensor updates). A CuPy array's address, shape, strides and
+# dtype never change, so the checks and the address table are built once per set of arrays, not every step
+# (this runs on the host-bound path of every small-batch GPU iteration).
+_multi_tensor_plans: dict = {}
+_MAX_PLANS = 16  # a run has two optimizers; models and optimizers that come and go are dropped in bulk
 _MAX_TENSORS = 65535  # a grid's height (one row of blocks per tensor)
 
 
@@ -85,28 +89,42 @@ def _multi_tensor_source(name: str, ctype: str) -> str:
             "    }\n}\n")
 
 
-def _multi_tensor_update(name: str, arrays: list[list], scalars: tuple) -> None:
-    """Launch the ``name`` update once over tensors ``arrays[k][t]`` (array k of tensor t), CuPy only."""
-    cupy = _import_cupy()
-    dtype = arrays[0][0].dtype
+def _multi_tensor_plan(columns: list[list]):
+    """``(table, grid, dtype)`` for one launch over tensors ``columns[k][t]`` (array k of tensor t), or None when
+    they need the per-tensor updates (not CuPy arrays, or :func:`_multi_tensor_ready` says no). Cached."""
+    if not columns[0] or not _is_cupy_array(columns[0][0]):
+        return None
+    key = tuple(id(a) for column in columns for a in column)
+    cached = _multi_tensor_plans.get(key)
+    if cached is not None:
+        return cached[1]
+    plan = None
+    if _multi_tensor_ready(*columns):
+        cupy = _import_cupy()
+        sizes = tuple(a.size for a in columns[0])
+        addresses = tuple(a.data.ptr for column in columns for a in column) + sizes
+        with cupy.cuda.Device(columns[0][0].device.id):
+            table = cupy.asarray(np.array(addresses, np.uint64))
+        block = 256
+        grid = (min(-(-max(sizes) // block), 4096), len(sizes))
+        plan = (table, grid, columns[0][0].dtype) if max(sizes) else ()  # (): nothing to update
+    if len(_multi_tensor_plans) >= _MAX_PLANS:
+        _multi_tensor_plans.clear()
+    _multi_tensor_plans[key] = ([list(column) for column in columns], plan)
+    return plan
+
+
+def _multi_tensor_update(name: str, plan: tuple, scalars: tuple) -> None:
+    """Launch the ``name`` update once, as ``plan`` (:func:`_multi_tensor_plan`) says; CuPy only."""
+    if not plan:
+        return  # every tensor is empty (and a grid of width 0 is not a launch)
+    table, grid, dtype = plan
     key = (name, dtype.str)
     if key not in _multi_tensor_kernels:
         source = _multi_tensor_source(name, {"float32": "float", "float64": "double"}[dtype.name])
-        _multi_tensor_kernels[key] = cupy.RawKernel(source, f"minigan_{name}_many", options=_KERNEL_OPTIONS)
-    n = len(arrays[0])
-    sizes = tuple(a.size for a in arrays[0])
-    if max(sizes) == 0:
-        return  # nothing to update (and a grid of width 0 is not a launch)
-    addresses = tuple(a.data.ptr for column in arrays for a in column) + sizes
-    table_key = (cupy.cuda.Device().id, addresses)
-    table = _multi_tensor_tables.get(table_key)
-    if table is None:  # the arrays are persistent (parameters, gradients, optimizer state): built once
-        if len(_multi_tensor_tables) >= _MAX_TABLES:  # models and optimizers come and go: keep the cache small
-            _multi_tensor_tables.clear()
-        table = _multi_tensor_tables[table_key] = cupy.asarray(np.array(addresses, np.uint64))
-    block = 256
-    grid = (min(-(-max(sizes) // block), 4096), n)
-    _multi_tensor_kernels[key](grid, (block,), (table, np.int32(n), *(dtype.type(x) for x in scalars)))
+        _multi_tensor_kernels[key] = _import_cupy().RawKernel(source, f"minigan_{name}_many",
+                                                              options=_KERNEL_OPTIONS)
+    _multi_tensor_kernels[key](grid, (256,), (table, np.int32(grid[1]), *(dtype.type(x) for x in scalars)))
 
 
 def _multi_tensor_ready(*columns: list) -> bool:
@@ -130,8 +148,9 @@ def sgd_momentum_update_many(ps: list, gs: list, vs: list, lr: float, momentum: 
                              work: dict | None = None) -> None:
     """:func:`sgd_momentum_update` on every ``(ps[i], gs[i], vs[i])``: one kernel for all on CuPy, the same bits
     as one kernel per tensor; elsewhere the per-tensor updates in turn. Called by ``SGD.step``."""
-    if _multi_tensor_ready(ps, gs, vs):
-        _multi_tensor_update("sgd_momentum", [ps, gs, vs], (lr, momentum))
+    plan = _multi_tensor_plan([ps, gs, vs])
+    if plan is not None:
+        _multi_tensor_update("sgd_momentum", plan, (lr, momentum))
         return
     for p, g, v in zip(ps, gs, vs):
         sgd_momentum_update(p, g, v, lr, momentum, work)
@@ -141,8 +160,9 @@ def adam_update_many(ps: list, gs: list, ms: list, vs: list, beta1: float, beta2
                      work: dict | None = None) -> None:
     """:func:`adam_update` on every tensor with one (host) ``lr_t``: one kernel for all on CuPy, the same bits as
     one kernel per tensor; elsewhere the per-tensor updates in turn. Called by ``Adam.step`` without a clip."""
-    if _multi_tensor_ready(ps, gs, ms, vs):
-        _multi_tensor_update("adam", [ps, gs, ms, vs], (beta1, 1 - beta1, beta2, 1 - beta2, lr_t, eps_t))
+    plan = _multi_tensor_plan([ps, gs, ms, vs])
+    if plan is not None:
+        _multi_tensor_update("adam", plan, (beta1, 1 - beta1, beta2, 1 - beta2, lr_t, eps_t))
         return
     for p, g, m, v in zip(ps, gs, ms, vs):
         adam_update(p, g, m, v, beta1, beta2, lr_t, eps_t, work)

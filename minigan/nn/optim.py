@@ -107,6 +107,14 @@ class Optimizer:
             self._update(name, p, grads[name])
         self.steps += 1
 
+    def _columns(self, *slots: str) -> list[list]:
+        """``[parameters, gradients, slot arrays...]``, one list per kind in the parameters' order: the arguments
+        of a whole-network update (:func:`minigan.backend.sgd_momentum_update_many`). Slots are made in the order
+        given, tensor by tensor within each, as ``_update`` would make them."""
+        params, grads = self.model.params, self.model.grads
+        return [list(params.values()), [grads[k] for k in params],
+                *([self._slot(slot, k, p) for k, p in params.items()] for slot in slots)]
+
     def _lanes(self) -> dict:
         """Scratch buffers of the update, one set per block-pool worker (:func:`minigan.backend.lane_arrays`), kept
         between steps so an update allocates nothing. Never checkpointed."""
@@ -160,11 +168,7 @@ class SGD(Optimizer):
         if not self.momentum:
             return super().step()
         # Every tensor in one call: one kernel on CuPy (backend.sgd_momentum_update_many), the same updates.
-        params, grads = self.model.params, self.model.grads
-        names = list(params)
-        backend.sgd_momentum_update_many([params[k] for k in names], [grads[k] for k in names],
-                                         [self._slot("v", k, params[k]) for k in names], self.lr, self.momentum,
-                                         self._lanes())
+        backend.sgd_momentum_update_many(*self._columns("v"), self.lr, self.momentum, self._lanes())
         self.steps += 1
 
     def _update(self, name, p, g):
@@ -229,13 +233,10 @@ class Adam(Optimizer):
         self._prepare_step()
         if self.update_clip is not None:
             return super().step()  # a clip factor per tensor: tensor by tensor
-        # Every tensor in one call: one kernel on CuPy (backend.adam_update_many), the same updates.
-        params, grads = self.model.params, self.model.grads
-        names = list(params)
-        vs = [self._slot("v", k, params[k]) for k in names]  # v before m, as tensor by tensor: the same
-        ms = [self._slot("m", k, params[k]) for k in names]  # order of the state in a checkpoint
-        backend.adam_update_many([params[k] for k in names], [grads[k] for k in names], ms, vs,
-                                 self.beta1, self.beta2, self._lr_t, self._eps_t, self._lanes())
+        # Every tensor in one call: one kernel on CuPy (backend.adam_update_many), the same updates. The v slots
+        # are made before the m slots, as tensor by tensor: the same order of the state in a checkpoint.
+        ps, gs, vs, ms = self._columns("v", "m")
+        backend.adam_update_many(ps, gs, ms, vs, self.beta1, self.beta2, self._lr_t, self._eps_t, self._lanes())
         self.steps += 1
 
     def _update(self, name, p, g):
