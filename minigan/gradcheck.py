@@ -569,7 +569,7 @@ def conv_tour(batch: int = 4, seed: int = 0, **options) -> list[GradCheckReport]
         (Conv2d(2, 2, 7, 1, 3, rng=seed, name="k7_s1_p3"), images(2, 9, 8), True, {}),
         (Conv2d(3, 2, 1, 2, 0, bias=False, rng=seed, name="k1_s2_p0_nobias"), images(3, 6, 5), True, {}),
         (Conv2d(2, 3, 3, 2, 2, rng=seed, name="k3_s2_p2"), images(2, 6, 7), True, {}),
-        # Input gradient scattered batch-innermost (batch 4 > 3 output columns, 27 column rows >= 8 * 2 outputs).
+        # Batch-innermost columns (batch 4 > 3 output columns, 27 column rows >= 8 * 2 outputs).
         (Conv2d(3, 2, 3, 2, 1, rng=seed, name="k3_s2_p1_batch_last"), images(3, 5, 6, n=max(batch, 4)), True, {}),
         # By tap planes (a PatchGAN's one-channel output), at stride 1 and at a stride that skips a row.
         (Conv2d(3, 1, 4, 1, 1, rng=seed, name="taps_k4_s1_p1", method="taps"), images(3, 6, 5), True, {}),

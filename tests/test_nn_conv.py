@@ -151,18 +151,21 @@ def test_columns_and_taps_compute_the_same_function_and_gradients(on_backend, ge
 
 @settings(max_examples=25)
 @given(geometry=conv_geometry(), n=st.integers(1, 5), c_in=st.integers(1, 4), c_out=st.integers(1, 3),
-       s=st.integers(0, 2**16))
-def test_the_batch_last_input_gradient_is_the_same_gradient(on_backend, monkeypatch, geometry, n, c_in, c_out, s):
+       bias=st.booleans(), s=st.integers(0, 2**16))
+def test_conv_batch_last_columns_compute_the_same(on_backend, monkeypatch, geometry, n, c_in, c_out, bias, s):
     k, stride, p, h, w = geometry
-    layer = generic_point(Conv2d(c_in, c_out, k, stride, p, rng=s, method="columns"), s).astype(np.float64)
+    layer = Conv2d(c_in, c_out, k, stride, p, bias=bias, rng=s, method="columns")
+    layer = generic_point(layer, s).astype(np.float64)
     x = backend.to_device(_data(s, n, c_in, h, w))
     g = backend.to_device(_data(s + 1, *layer.output_shape(x.shape)))
     results = {}
     for batch_last in (False, True):
-        monkeypatch.setattr(Conv2d, "batch_last_input_grad", lambda self, shape, flag=batch_last: flag)
-        layer.forward(x, True)
-        results[batch_last] = backend.to_host(layer.backward(g))
-    np.testing.assert_allclose(results[True], results[False], rtol=1e-12, atol=1e-12)
+        monkeypatch.setattr(Conv2d, "batch_last", lambda self, shape, flag=batch_last: flag)
+        y = layer.forward(x, True)
+        dx = layer.backward(g)
+        results[batch_last] = [backend.to_host(a) for a in (y, dx, *layer.grads.values())]
+    for a, b in zip(results[True], results[False]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
     _assert_passed(check_layer(layer, backend.to_host(x), seed=s, n_samples=6))  # still forced batch-last
 
 
@@ -204,9 +207,9 @@ def test_conv_transpose_order_follows_the_shape(layer, shape, batch_last):
     ((64, 1, 28, 28), False),   # a one-channel input: 16 column rows against 64 outputs
     ((1, 64, 14, 14), False),   # one image: runs of 1
 ])
-def test_the_input_gradient_order_follows_the_shape(shape, batch_last):
+def test_the_column_order_follows_the_shape(shape, batch_last):
     layer = Conv2d(shape[1], 128 if shape[1] == 64 else 64, 4, 2, 1)
-    assert layer.batch_last_input_grad(shape) is batch_last
+    assert layer.batch_last(shape) is batch_last
 
 
 @pytest.mark.parametrize("layer, shape, taps", [
@@ -392,10 +395,10 @@ def test_output_size_formula():
 
 
 def test_batch_last_input_gradient_without_weight_gradients(on_backend):
-    # G's step through D: D's weights frozen, so only the batch-last (a, b, n) copy of the upstream gradient is made.
+    # G's step through D: D's weights frozen, so only the input gradient is computed from the (a, b, n) columns.
     layer = generic_point(Conv2d(6, 2, 3, 2, 1, rng=0), 0).astype(np.float64)
     x = backend.to_device(_data(0, 7, 6, 5, 6))
-    assert layer.batch_last_input_grad(x.shape)
+    assert layer.batch_last(x.shape)
     g = backend.to_device(_data(1, *layer.output_shape(x.shape)))
     layer.forward(x, True)
     with_weights = backend.to_host(layer.backward(g))

@@ -352,6 +352,8 @@ class Conv2d(_ConvBase):
                              f"{self.kernel_size} with padding {self.padding}")
         if self.uses_taps(x.shape):
             return self._forward_taps(x, oh, ow)
+        if self.batch_last(x.shape):
+            return self._forward_batch_last(x, oh, ow)
         kh, kw = self.kernel_size
         k = c * kh * kw
         cols = self._buffer("cols", (c, kh, kw, n, oh, ow), x.dtype, x)
@@ -370,15 +372,15 @@ class Conv2d(_ConvBase):
         cache = self._require_forward()
         if "taps_x" in cache:
             return self._backward_taps(dout, cache)
+        if "cols_batch_last" in cache:
+            return self._backward_batch_last(dout, cache)
         xp = get_array_module(dout)
         n, c, h, w = cache["x_shape"]
         _, o, oh, ow = dout.shape
         kh, kw = self.kernel_size
         k = c * kh * kw
-        batch_last = self.input_grad and self.batch_last_input_grad(cache["x_shape"])
-        if self.requires_grad or not batch_last:  # G2 in the columns' (n, a, b) order
-            g2 = self._buffer("g2", (o, n * oh * ow), dout.dtype, dout)
-            parallel.copyto(g2.reshape(o, n, oh, ow), dout.transpose(1, 0, 2, 3))
+        g2 = self._buffer("g2", (o, n * oh * ow), dout.dtype, dout)  # G2 in the columns' (n, a, b) order
+        parallel.copyto(g2.reshape(o, n, oh, ow), dout.transpose(1, 0, 2, 3))
         if self.requires_grad:
             xp.matmul(g2, cache["cols"].T, out=self._grads["W"].reshape(o, k))
             if self.bias:
@@ -386,34 +388,77 @@ class Conv2d(_ConvBase):
         if not self.input_grad:
             return None
         ph, pw = self.padding
-        if batch_last:
-            # The same two steps with the columns ordered (a, b, n): col2im then adds runs of N values.
-            g2 = self._buffer("g2_batch_last", (o, oh * ow * n), dout.dtype, dout)
-            parallel.copyto(g2.reshape(o, oh, ow, n), dout.transpose(1, 2, 3, 0))
-            dcols = self._buffer("dcols_batch_last", (c, kh, kw, oh, ow, n), dout.dtype, dout)
-            xp.matmul(self._params["W"].reshape(o, k).T, g2, out=dcols.reshape(k, oh * ow * n))
-            dx_padded = self._buffer("dx_padded_batch_last", (c, h + 2 * ph, w + 2 * pw, n), dout.dtype, dout)
-            parallel.fill(dx_padded, 0)
-            col2im_batch_last(dcols, self.kernel_size, self.stride, (oh, ow), dx_padded)
-            dx = xp.empty((n, c, h, w), dout.dtype)
-            parallel.copyto(dx, dx_padded[:, ph:ph + h, pw:pw + w, :].transpose(3, 0, 1, 2))
-            return dx
         dcols = self._buffer("dcols", (c, kh, kw, n, oh, ow), dout.dtype, dout)
         xp.matmul(self._params["W"].reshape(o, k).T, g2, out=dcols.reshape(k, n * oh * ow))
         dx_padded = self._zeroed("dx_padded", (n, c, h + 2 * ph, w + 2 * pw), self.padding, dout)
         col2im(dcols, self.kernel_size, self.stride, (oh, ow), dx_padded)
         return self._crop(dx_padded, self.padding, h, w)
 
-    def batch_last_input_grad(self, input_shape: tuple) -> bool:
-        """Whether the input gradient of the column route scatters with the batch innermost
-        (:func:`col2im_batch_last`): when the batch is longer than an output row, so its runs are the longer
-        ones, and the column gradient (C·kh·kw rows) outweighs the extra transposing copy of the upstream
-        gradient (O rows) that this order needs. Measured at one thread on the DCGAN and pix2pix shapes at batch
-        64 (all with C·kh·kw >= 8·O): 1.5-5x less time outside the product; slower for a one-channel input
-        (C·kh·kw = 16 against O = 64), where the copy dominates."""
+    def batch_last(self, input_shape: tuple) -> bool:
+        """Whether the column route orders its columns (a, b, n), the batch innermost (:func:`im2col_batch_last`,
+        :func:`col2im_batch_last`): when the batch is longer than an output row, so the strided copies move runs
+        of N values instead of OW, and the column matrix (C·kh·kw rows) outweighs the transposing copies of the
+        input and the output (C and O rows) this order needs. Measured at batch 64 on the DCGAN and pix2pix
+        shapes (all with C·kh·kw >= 8·O): for D's 64 -> 128 layer at two threads, im2col 2.25 -> 0.60 ms and the
+        whole forward outside the product 2.7 -> 1.3 ms; the input gradient's scatter 1.5-5x faster at one
+        thread. A one-channel input (C·kh·kw = 16 against O = 64) is slower this way: the copies dominate."""
         n, c, _, _ = input_shape
         ow = self.output_shape(input_shape)[3]
         return n > ow and c * self.kernel_size[0] * self.kernel_size[1] >= 8 * self.out_channels
+
+    def _forward_batch_last(self, x, oh: int, ow: int):
+        """:meth:`forward` with the columns ordered (a, b, n): the input padded as (C, Hp, Wp, N), the same
+        product, and one transposing copy of (O, OH, OW, N) back to NCHW."""
+        xp = get_array_module(x)
+        n, c, h, w = x.shape
+        o, (kh, kw), (ph, pw) = self.out_channels, self.kernel_size, self.padding
+        k = c * kh * kw
+        x_padded = self._buffer("x_padded_batch_last", (c, h + 2 * ph, w + 2 * pw, n), x.dtype, x)
+        if ph:
+            x_padded[:, :ph] = 0
+            x_padded[:, ph + h:] = 0
+        if pw:
+            x_padded[:, :, :pw] = 0
+            x_padded[:, :, pw + w:] = 0
+        parallel.copyto(x_padded[:, ph:ph + h, pw:pw + w, :], x.transpose(1, 2, 3, 0))
+        cols = self._buffer("cols_batch_last", (c, kh, kw, oh, ow, n), x.dtype, x)
+        im2col_batch_last(x_padded, self.kernel_size, self.stride, (oh, ow), cols)
+        cols = cols.reshape(k, oh * ow * n)
+        y2 = self._buffer("y2_batch_last", (o, oh * ow * n), x.dtype, x)
+        xp.matmul(self._params["W"].reshape(o, k), cols, out=y2)
+        if self.bias:
+            y2 += self._params["b"].reshape(o, 1)
+        y = xp.empty((n, o, oh, ow), x.dtype)
+        parallel.copyto(y, y2.reshape(o, oh, ow, n).transpose(3, 0, 1, 2))
+        self._cache = {"cols_batch_last": cols, "x_shape": x.shape}
+        return y
+
+    def _backward_batch_last(self, dout, cache):
+        """:meth:`backward` in the (a, b, n) column order: one transposing copy of the upstream gradient serves
+        the weight gradient and the input gradient, whose scatter adds runs of N values."""
+        xp = get_array_module(dout)
+        n, c, h, w = cache["x_shape"]
+        _, o, oh, ow = dout.shape
+        (kh, kw), (ph, pw) = self.kernel_size, self.padding
+        k = c * kh * kw
+        if not (self.requires_grad or self.input_grad):
+            return None
+        g2 = self._buffer("g2_batch_last", (o, oh * ow * n), dout.dtype, dout)
+        parallel.copyto(g2.reshape(o, oh, ow, n), dout.transpose(1, 2, 3, 0))
+        if self.requires_grad:
+            xp.matmul(g2, cache["cols_batch_last"].T, out=self._grads["W"].reshape(o, k))
+            if self.bias:
+                g2.sum(axis=1, out=self._grads["b"])
+        if not self.input_grad:
+            return None
+        dcols = self._buffer("dcols_batch_last", (c, kh, kw, oh, ow, n), dout.dtype, dout)
+        xp.matmul(self._params["W"].reshape(o, k).T, g2, out=dcols.reshape(k, oh * ow * n))
+        dx_padded = self._buffer("dx_padded_batch_last", (c, h + 2 * ph, w + 2 * pw, n), dout.dtype, dout)
+        parallel.fill(dx_padded, 0)
+        col2im_batch_last(dcols, self.kernel_size, self.stride, (oh, ow), dx_padded)
+        dx = xp.empty((n, c, h, w), dout.dtype)
+        parallel.copyto(dx, dx_padded[:, ph:ph + h, pw:pw + w, :].transpose(3, 0, 1, 2))
+        return dx
 
     def _forward_taps(self, x, oh: int, ow: int):
         """:math:`Y = R(W'\tilde X) + b`: one product into the tap planes, then their shifted sum."""
