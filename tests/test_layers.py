@@ -32,6 +32,18 @@ def test_linear_gradients(on_backend, n, d_in, d_out, s):
     _assert_passed(check_layer(Linear(d_in, d_out, rng=s), _data(s, n, d_in), seed=s))
 
 
+@settings(max_examples=20)
+@given(n=st.integers(1, 70), d_in=st.integers(1, 300), s=seed, sn=st.booleans())
+def test_one_output_input_gradient_is_the_product_to_the_bit(on_backend, n, d_in, s, sn):
+    # A logit layer's input gradient G W^T is written as a broadcast outer product, not a k = 1 GEMM.
+    layer = Linear(d_in, 1, rng=s, spectral_norm=sn)
+    x, g = (backend.to_device(_data(s + i, n, w).astype(np.float32)) for i, w in ((0, d_in), (1, 1)))
+    layer.forward(x, True)
+    dx = backend.to_host(layer.backward(g))
+    W = backend.to_host(layer._W)
+    np.testing.assert_array_equal(dx, backend.to_host(g) @ W.T)
+
+
 @given(n=batch, d_in=width, units=st.integers(1, 5), pieces=st.integers(1, 4), s=seed)
 def test_maxout_gradients(on_backend, n, d_in, units, pieces, s):
     _assert_passed(check_layer(generic_point(Maxout(d_in, units, pieces, rng=s), s), _data(s, n, d_in), seed=s))

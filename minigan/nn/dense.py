@@ -128,10 +128,20 @@ class Linear(Layer):
             backend.column_sum(dout, self._grads["b"])
         if not self.input_grad:
             return None
-        return dout @ self._W.T
+        return _times_transpose(dout, self._W)
 
     def _forget(self):
         self._x = self._W = None
+
+
+def _times_transpose(dout, W):
+    r""":math:`G W^\top`, the input gradient of ``x @ W``. With one output column (a discriminator's logit) it is
+    the outer product of two vectors, written as a broadcast multiply: the same products to the bit (GEMM with
+    k = 1 adds nothing to each), about 10x faster than OpenBLAS's GEMM on it (measured (64, 1) by (1, 6272):
+    0.86 -> 0.05 ms at two threads)."""
+    if W.shape[1] == 1:
+        return dout * W.reshape(1, -1)
+    return dout @ W.T
 
 
 class Maxout(Linear):
