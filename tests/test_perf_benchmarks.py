@@ -341,3 +341,24 @@ def test_step_profile_times_every_product_of_the_floor():
         assert (row["m"], row["k"], row["n"], row["a_transposed"], row["b_transposed"]) == (m, k, n, ta, tb)
         assert row["s"] > 0 and row["tflops"] == pytest.approx(2 * m * k * n / row["s"] / 1e12)
     assert record["sum_s"] == pytest.approx(sum(r["s"] for r in record["products"]))
+
+
+def test_ab_checkouts_times_two_checkouts_alternately_in_one_process(tmp_path):
+    import subprocess
+    import sys
+
+    repo = str(Path(__file__).resolve().parents[1])
+    script = os.path.join(repo, "benchmarks", "ab_checkouts.py")
+    copy = tmp_path / "copy"  # a second checkout: its modules must be the ones its side runs
+    import shutil
+    shutil.copytree(os.path.join(repo, "minigan"), copy / "minigan")
+    shutil.copytree(os.path.join(repo, "benchmarks"), copy / "benchmarks", ignore=shutil.ignore_patterns("results"))
+    done = subprocess.run([sys.executable, script, repo, str(copy), "--model", "cgan", "--iters", "3",
+                           "--warmup", "1", "--batch", "8", "--threads", "1"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "cgan, batch 8, threads 1, 3 alternating pairs" in done.stdout
+    assert "B / A per pair: median" in done.stdout
+    bad = subprocess.run([sys.executable, script, repo, str(tmp_path / "nowhere")], capture_output=True, text=True,
+                         timeout=60, cwd=tmp_path)
+    assert bad.returncode != 0 and "is not a minigan checkout" in bad.stderr
