@@ -11,8 +11,14 @@ classifier (``minigan eval --classifier``, and ``--parzen`` on request) and its 
 * whether D won (mean D(G(z)) below 0.05 over the last epoch) and what the training-health monitor flagged;
 * optionally the Parzen log-likelihood of the papers' protocol.
 
-A run passes when label accuracy >= ``--min-accuracy`` (0.97), every class >= ``--min-class`` (0.90), FID <=
-``--max-fid-ratio`` (8) times the real-data FID and, with ``--parzen``, Parzen >= ``--min-parzen`` (132).
+A run passes when it meets every bar set for its dataset (the ``--dataset`` among the train options; MNIST
+without one), each overridable: on MNIST label accuracy >= ``--min-accuracy`` (0.97), every class >=
+``--min-class`` (0.90), FID <= ``--max-fid-ratio`` (8) times the real-data FID and, with ``--parzen``, Parzen >=
+``--min-parzen`` (132). On Fashion-MNIST only label accuracy is judged by default, at 0.95 (issue 12's bar): its
+classifier reads real test garments at 88.4% with shirts at 69.4%, so MNIST's per-class bar would fail real data,
+and neither the FID multiple nor the papers' Parzen figure transfers (docs/RESULTS.md). Another dataset has no
+default bars; a bar given on the command line applies to any dataset. Each run is scored with its dataset's
+fixed classifier (``minigan train-classifier --dataset NAME``).
 
 Examples::
 
@@ -44,6 +50,32 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 D_WON_BELOW = 0.05  # mean D(G(z)) over an epoch below this: D rejects practically every sample
+
+#: The bars a run must meet, per dataset (None: not judged); the module docstring says why Fashion's differ.
+DEFAULT_CRITERIA = {
+    "mnist": {"min_accuracy": 0.97, "min_class": 0.90, "max_fid_ratio": 8.0, "min_parzen": 132.0},
+    "fashion-mnist": {"min_accuracy": 0.95, "min_class": None, "max_fid_ratio": None, "min_parzen": None},
+}
+NO_CRITERIA = dict.fromkeys(DEFAULT_CRITERIA["mnist"])
+
+
+def dataset_of(train_options: list[str]) -> str:
+    """The ``--dataset`` among ``minigan train``'s options (the last one given, as argparse reads it); mnist."""
+    name = "mnist"
+    for i, option in enumerate(train_options):
+        if option == "--dataset" and i + 1 < len(train_options):
+            name = train_options[i + 1]
+        elif option.startswith("--dataset="):
+            name = option.split("=", 1)[1]
+    return name
+
+
+def apply_default_criteria(args, dataset: str) -> None:
+    """Fill every bar left unset on the command line with ``dataset``'s default (None where it has none)."""
+    defaults = DEFAULT_CRITERIA.get(dataset, NO_CRITERIA)
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -165,10 +197,11 @@ def score_run(seed: int, run_dir: Path, args, train_exit: int = 0, train_seconds
 def passes(row: dict, args) -> bool:
     if "error" in row or "fid" not in row:
         return False
-    ok = row["fid_ratio"] <= args.max_fid_ratio
+    ok = args.max_fid_ratio is None or row["fid_ratio"] <= args.max_fid_ratio
     if "accuracy" in row:
-        ok = ok and row["accuracy"] >= args.min_accuracy and row["worst_class"] >= args.min_class
-    if args.parzen:
+        ok = ok and (args.min_accuracy is None or row["accuracy"] >= args.min_accuracy)
+        ok = ok and (args.min_class is None or row["worst_class"] >= args.min_class)
+    if args.parzen and args.min_parzen is not None:
         ok = ok and row["parzen"] >= args.min_parzen
     return bool(ok)
 
@@ -259,21 +292,25 @@ def main(argv=None) -> int:
                    help="BLAS threads per run (default: unset, the machine's default, as users run)")
     p.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 1) // 2), help="runs at a time")
     p.add_argument("--parzen", action="store_true", help="also score Parzen log-likelihood (slow: ~1 min a run)")
-    p.add_argument("--min-accuracy", type=float, default=0.97)
-    p.add_argument("--min-class", type=float, default=0.90)
-    p.add_argument("--max-fid-ratio", type=float, default=8.0)
-    p.add_argument("--min-parzen", type=float, default=132.0)
+    bars = "default: the dataset's (module docstring)"
+    p.add_argument("--min-accuracy", type=float, default=None, help=f"{bars}; MNIST 0.97, Fashion-MNIST 0.95")
+    p.add_argument("--min-class", type=float, default=None, help=f"{bars}; MNIST 0.90")
+    p.add_argument("--max-fid-ratio", type=float, default=None, help=f"{bars}; MNIST 8")
+    p.add_argument("--min-parzen", type=float, default=None, help=f"{bars}; MNIST 132")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "seeds"), help="run directories")
     p.add_argument("--json", default=None, help="write the rows and summary here")
     p.add_argument("--extend", action="store_true",
                    help="continue each seed's run already in --out (same seeds, threads and options) to --epochs "
                         "with 'minigan train --resume', instead of training it afresh")
     args = p.parse_args(argv)
+    dataset = dataset_of(extra)
+    apply_default_criteria(args, dataset)
 
-    classifier = Path(os.environ.get("MINIGAN_DATA") or Path.home() / ".cache" / "minigan") / "classifier-mnist.npz"
+    cache = Path(os.environ.get("MINIGAN_DATA") or Path.home() / ".cache" / "minigan")
+    classifier = cache / f"classifier-{dataset}.npz"
     if not classifier.exists():
         print(f"seeds.py: the fixed classifier {classifier} is missing; train it first with "
-              "'minigan train-classifier --dataset mnist'", file=sys.stderr)
+              f"'minigan train-classifier --dataset {dataset}'", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
     print(f"training {len(args.seeds)} seeds x {args.epochs} epochs, {args.jobs} at a time, threads "
@@ -298,6 +335,7 @@ def main(argv=None) -> int:
             **provenance("seeds.py", argv, extra),
             "threads": args.threads or "default",
             "epochs": args.epochs,
+            "dataset": dataset,
             "criteria": {"min_accuracy": args.min_accuracy, "min_class": args.min_class,
                          "max_fid_ratio": args.max_fid_ratio, "min_parzen": args.min_parzen if args.parzen else None},
             "summary": summ,

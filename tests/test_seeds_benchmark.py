@@ -75,3 +75,29 @@ def test_extend_resumes_a_run_found_in_out_and_otherwise_starts_afresh(tmp_path)
     assert seeds.train_command(3, run, args, [])[-1] == "--resume" and (run / "checkpoint.npz").exists()
     args.extend = False
     assert "--resume" not in seeds.train_command(3, run, args, []) and not run.exists()
+
+
+def test_the_bars_follow_the_dataset_in_the_train_options():
+    assert seeds.dataset_of([]) == "mnist"
+    assert seeds.dataset_of(["--model", "cdcgan", "--dataset", "fashion-mnist"]) == "fashion-mnist"
+    assert seeds.dataset_of(["--dataset=fashion-mnist", "--dataset", "mnist"]) == "mnist"  # the last one, as argparse
+    unset = dict(min_accuracy=None, min_class=None, max_fid_ratio=None, min_parzen=None, parzen=True)
+    fashion = argparse.Namespace(**unset)
+    seeds.apply_default_criteria(fashion, "fashion-mnist")
+    assert (fashion.min_accuracy, fashion.min_class, fashion.max_fid_ratio, fashion.min_parzen) == (0.95, None, None,
+                                                                                                   None)
+    # A shirt read as a shirt 70% of the time and a large FID multiple pass on Fashion; 94% accuracy does not.
+    assert seeds.passes(row(0, 0.96, 0.70, 30.0, parzen=50.0), fashion)
+    assert not seeds.passes(row(1, 0.94, 0.90, 5.0, parzen=300.0), fashion)
+    mnist = argparse.Namespace(**dict(unset, min_class=0.5))  # a bar given on the command line stays
+    seeds.apply_default_criteria(mnist, "mnist")
+    assert (mnist.min_accuracy, mnist.min_class, mnist.max_fid_ratio, mnist.min_parzen) == (0.97, 0.5, 8.0, 132.0)
+    other = argparse.Namespace(**unset)
+    seeds.apply_default_criteria(other, "folder")
+    assert seeds.passes(row(2, 0.10, 0.0, 99.0, parzen=0.0), other)  # no bars: a run that trained and scored
+
+
+def test_seeds_names_the_datasets_classifier_when_it_is_missing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MINIGAN_DATA", str(tmp_path))
+    assert seeds.main(["--seeds", "0", "--", "--dataset", "fashion-mnist"]) == 2
+    assert "minigan train-classifier --dataset fashion-mnist" in capsys.readouterr().err
