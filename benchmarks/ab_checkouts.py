@@ -24,8 +24,12 @@ is the machine's default, all cores.
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import os
+import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +47,7 @@ def _parse(argv=None):
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--batch", type=int, default=None, help="default: 100 for cgan, 64 for the others")
     ap.add_argument("--threads", type=int, default=None, help="BLAS threads for both (default: the machine's)")
+    ap.add_argument("--json", default=None, help="also write the result, with both checkouts' commits, here")
     args = ap.parse_args(argv)
     for path in (args.old, args.new):
         if not os.path.isfile(os.path.join(path, "minigan", "__init__.py")):
@@ -115,6 +120,20 @@ def compare(steps: dict, iters: int, warmup: int) -> dict:
             if iters > 1 else None}
 
 
+def commit_of(checkout: str) -> str | None:
+    """The checkout's git commit (with ``+dirty`` when it has uncommitted changes), or None outside git."""
+    try:
+        head = subprocess.run(["git", "-C", checkout, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=30)
+        dirty = subprocess.run(["git", "-C", checkout, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def main(argv=None) -> dict:
     args = _parse(argv)
     if args.threads:  # before NumPy is imported, so OpenBLAS starts with this many threads
@@ -130,6 +149,17 @@ def main(argv=None) -> dict:
     q = result["pair_ratio_quartiles"]
     print(f"  B / A per pair: median {result['pair_ratio_median']:.3f}"
           + (f" (quartiles {q[0]:.3f}-{q[1]:.3f})" if q else ""))
+    if args.json:
+        record = {"command": "python benchmarks/ab_checkouts.py " + " ".join(sys.argv[1:] if argv is None else argv),
+                  "date": datetime.datetime.now().isoformat(timespec="seconds"), "model": args.model, "batch": batch,
+                  "threads": args.threads or "default", "iters": args.iters,
+                  "A": {"checkout": args.old, "commit": commit_of(args.old)},
+                  "B": {"checkout": args.new, "commit": commit_of(args.new)},
+                  "machine": {"python": platform.python_version(), "processor": platform.processor() or
+                              platform.machine(), "cpus": os.cpu_count()}, **result}
+        with open(args.json, "w") as f:
+            json.dump(record, f, indent=1)
+            f.write("\n")
     return result
 
 

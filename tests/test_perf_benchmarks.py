@@ -354,11 +354,14 @@ def test_ab_checkouts_times_two_checkouts_alternately_in_one_process(tmp_path):
     shutil.copytree(os.path.join(repo, "minigan"), copy / "minigan")
     shutil.copytree(os.path.join(repo, "benchmarks"), copy / "benchmarks", ignore=shutil.ignore_patterns("results"))
     done = subprocess.run([sys.executable, script, repo, str(copy), "--model", "cgan", "--iters", "3",
-                           "--warmup", "1", "--batch", "8", "--threads", "1"],
+                           "--warmup", "1", "--batch", "8", "--threads", "1", "--json", str(tmp_path / "ab.json")],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "cgan, batch 8, threads 1, 3 alternating pairs" in done.stdout
     assert "B / A per pair: median" in done.stdout
+    record = json.loads((tmp_path / "ab.json").read_text())
+    assert record["B"] == {"checkout": str(copy), "commit": None}  # the copy is not a git checkout
+    assert set(record["median_s"]) == {"A", "B"} and record["pair_ratio_median"] > 0
     bad = subprocess.run([sys.executable, script, repo, str(tmp_path / "nowhere")], capture_output=True, text=True,
                          timeout=60, cwd=tmp_path)
     assert bad.returncode != 0 and "is not a minigan checkout" in bad.stderr
