@@ -5,7 +5,10 @@ On a shared machine the time of one iteration drifts by 10-20% within minutes, s
 after the other cannot tell a 3% change from the drift. This script imports each checkout under its own copy of
 the ``minigan`` modules (the first checkout's modules are dropped from ``sys.modules`` before the second's are
 imported, so each model keeps running its own code), builds the same model and trainer in each, and times them
-alternately: A, B, A, B, ... Both see the same minutes of the machine, the same BLAS library and thread count.
+alternately: A B, B A, A B, ... Both see the same minutes of the machine, the same BLAS library and thread
+count. minigan imports some modules lazily on the timed path, so before each timed call the side's own modules
+are put back under their names in ``sys.modules``; after loading, every module of a side must come from its
+checkout (a missing benchmark script is an error, not a silent fallback to the other side's).
 It reports each median and the median of the per-pair ratios B/A; swap the two to check that the order does not
 decide the result (the first-built copy can sit differently in memory).
 
@@ -35,7 +38,7 @@ import tempfile
 import time
 
 MODELS = ("cgan", "dcgan", "cdcgan", "pix2pix")
-BENCH_MODULES = ("step_time", "dcgan_step_time", "pix2pix_step_time", "idle_threads")
+BENCH_MODULES = ("step_time", "dcgan_step_time", "pix2pix_step_time", "idle_threads", "seeds")
 
 
 def _parse(argv=None):
@@ -57,26 +60,41 @@ def _parse(argv=None):
     return args
 
 
-def _forget_modules() -> None:
-    for name in list(sys.modules):
-        if name == "minigan" or name.startswith("minigan.") or name in BENCH_MODULES:
+class Side:
+    """One checkout's iteration and the modules it was imported with (``sys.modules`` entries by name)."""
+
+    def __init__(self, root: str, step, modules: dict):
+        self.root, self.step, self.modules = root, step, modules
+
+    def __call__(self):
+        # minigan imports some of its modules lazily, inside functions on the timed path (the block pool, for
+        # one): put this side's modules back under their names first, so those imports find this side's code.
+        sys.modules.update(self.modules)
+        return self.step
+
+
+def _ours(module, roots: tuple[str, ...]) -> bool:
+    """Whether a loaded module is minigan's or a benchmark script's (of any checkout)."""
+    name = getattr(module, "__name__", "")
+    path = os.path.abspath(getattr(module, "__file__", None) or "")
+    return name == "minigan" or name.startswith("minigan.") or name in BENCH_MODULES or any(
+        path.startswith(os.path.join(root, folder) + os.sep) for root in roots for folder in ("minigan", "benchmarks"))
+
+
+def load_side(checkout: str, model: str, batch: int, threads: int | None, run_dir: str,
+              roots: tuple[str, ...]) -> Side:
+    """Import ``checkout``'s minigan and benchmark scripts afresh; its iteration and its modules."""
+    for name, module in list(sys.modules.items()):
+        if _ours(module, roots):
             del sys.modules[name]
-
-
-def load_step(checkout: str, model: str, batch: int, threads: int | None):
-    """Import ``checkout``'s minigan and benchmark scripts afresh and return its iteration as a callable."""
-    _forget_modules()
     root = os.path.abspath(checkout)
+    saved_path = sys.path[:]
     sys.path[:0] = [os.path.join(root, "benchmarks"), root]
     try:
         import idle_threads  # minigan before NumPy, idle BLAS threads asleep (as each benchmark does)
 
         idle_threads.apply()
-        import minigan
         from minigan import backend
-
-        if not os.path.abspath(minigan.__file__).startswith(root + os.sep):
-            raise SystemExit(f"ab_checkouts: imported minigan from {minigan.__file__}, not from {root}")
 
         backend.use("numpy")
         if threads:
@@ -89,48 +107,60 @@ def load_step(checkout: str, model: str, batch: int, threads: int | None):
             from minigan.families import mlp
 
             x_pool, labels = step_time.data_pool(batch, 0)
-            return step_time.MiniganStep(mlp.cgan(0), batch, x_pool, labels, 0, "alternating")
-        if model == "pix2pix":
-            import pix2pix_step_time as script
+            step = step_time.MiniganStep(mlp.cgan(0), batch, x_pool, labels, 0, "alternating")
         else:
-            import dcgan_step_time as script
+            if model == "pix2pix":
+                import pix2pix_step_time as script
+            else:
+                import dcgan_step_time as script
 
-            flags += ["--model", model]
-        _, step = script.make_minigan(script._parse(flags), tempfile.mkdtemp(prefix="minigan-ab-"))
-        return step
+                flags += ["--model", model]
+            _, step = script.make_minigan(script._parse(flags), run_dir)
     finally:
-        del sys.path[:2]
+        sys.path[:] = saved_path
+    modules = {name: module for name, module in sys.modules.items() if _ours(module, roots)}
+    strays = sorted(name for name, module in modules.items() if getattr(module, "__file__", None)
+                    and not os.path.abspath(module.__file__).startswith(root + os.sep))
+    if strays:
+        raise SystemExit(f"ab_checkouts: {checkout} imported {', '.join(strays[:5])} from outside it "
+                         f"({modules[strays[0]].__file__}): a script or module it lacks?")
+    return Side(root, step, modules)
 
 
-def compare(steps: dict, iters: int, warmup: int) -> dict:
-    """Alternate the steps (in dict order) ``iters`` times; medians and the median per-pair ratio."""
-    for step in steps.values():
+def compare(sides: dict, iters: int, warmup: int) -> dict:
+    """Time the two sides in pairs, A B then B A alternately (an order effect falls on both), ``iters`` pairs
+    after ``warmup`` iterations of each; their medians and the median per-pair ratio B / A."""
+    for side in sides.values():
+        step = side()
         for _ in range(warmup):
             step()
-    samples: dict = {name: [] for name in steps}
-    for _ in range(iters):
-        for name, step in steps.items():
+    names = list(sides)
+    samples: dict = {name: [] for name in names}
+    for i in range(iters):
+        for name in (names if i % 2 == 0 else names[::-1]):
+            step = sides[name]()
             t0 = time.perf_counter()
             step()
             samples[name].append(time.perf_counter() - t0)
     (a, sa), (b, sb) = samples.items()
+    ratios = [y / x for x, y in zip(sa, sb)]
     return {"median_s": {a: statistics.median(sa), b: statistics.median(sb)},
-            "pair_ratio_median": statistics.median(y / x for x, y in zip(sa, sb)),
-            "pair_ratio_quartiles": statistics.quantiles([y / x for x, y in zip(sa, sb)], n=4)[::2]
-            if iters > 1 else None}
+            "pair_ratio_median": statistics.median(ratios),
+            "pair_ratio_quartiles": statistics.quantiles(ratios, n=4)[::2] if iters > 1 else None}
 
 
 def commit_of(checkout: str) -> str | None:
     """The checkout's git commit (with ``+dirty`` when it has uncommitted changes), or None outside git."""
+    def git(*command):
+        return subprocess.run(["git", "-C", checkout, *command], capture_output=True, text=True, timeout=30)
+
     try:
-        head = subprocess.run(["git", "-C", checkout, "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=30)
-        dirty = subprocess.run(["git", "-C", checkout, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=30)
+        top, head, dirty = git("rev-parse", "--show-toplevel"), git("rev-parse", "--short", "HEAD"), git(
+            "status", "--porcelain")
     except (OSError, subprocess.SubprocessError):
         return None
-    if head.returncode != 0:
-        return None
+    if head.returncode != 0 or os.path.realpath(top.stdout.strip()) != os.path.realpath(checkout):
+        return None  # not a git checkout itself (a copy inside another repository's tree, say)
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
@@ -140,9 +170,11 @@ def main(argv=None) -> dict:
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = str(args.threads)
     batch = args.batch or (100 if args.model == "cgan" else 64)
-    steps = {"A": load_step(args.old, args.model, batch, args.threads),
-             "B": load_step(args.new, args.model, batch, args.threads)}
-    result = compare(steps, args.iters, args.warmup)
+    roots = (os.path.abspath(args.old), os.path.abspath(args.new))
+    with tempfile.TemporaryDirectory(prefix="minigan-ab-") as tmp:
+        sides = {"A": load_side(args.old, args.model, batch, args.threads, os.path.join(tmp, "A"), roots),
+                 "B": load_side(args.new, args.model, batch, args.threads, os.path.join(tmp, "B"), roots)}
+        result = compare(sides, args.iters, args.warmup)
     med = result["median_s"]
     print(f"{args.model}, batch {batch}, threads {args.threads or 'default'}, {args.iters} alternating pairs")
     print(f"  A {args.old}: {med['A'] * 1e3:.1f} ms    B {args.new}: {med['B'] * 1e3:.1f} ms")

@@ -28,7 +28,7 @@ __all__ = ["RunState", "StatePart"]
 
 
 class StatePart(Protocol):
-    """Extra state a checkpoint carries (see :meth:`Trainer.add_state_part`)."""
+    """Extra state a checkpoint carries (see :meth:`minigan.train.Trainer.add_state_part`)."""
 
     def state(self) -> tuple[dict[str, np.ndarray], dict]:
         """Host arrays and JSON-serialisable metadata."""

@@ -343,25 +343,36 @@ def test_step_profile_times_every_product_of_the_floor():
     assert record["sum_s"] == pytest.approx(sum(r["s"] for r in record["products"]))
 
 
-def test_ab_checkouts_times_two_checkouts_alternately_in_one_process(tmp_path):
+def test_ab_checkouts_times_each_side_with_its_own_code(tmp_path):
+    import shutil
     import subprocess
     import sys
 
     repo = str(Path(__file__).resolve().parents[1])
     script = os.path.join(repo, "benchmarks", "ab_checkouts.py")
-    copy = tmp_path / "copy"  # a second checkout: its modules must be the ones its side runs
-    import shutil
+    copy = tmp_path / "copy"  # a second checkout whose block pool sleeps in every elementwise update
     shutil.copytree(os.path.join(repo, "minigan"), copy / "minigan")
     shutil.copytree(os.path.join(repo, "benchmarks"), copy / "benchmarks", ignore=shutil.ignore_patterns("results"))
-    done = subprocess.run([sys.executable, script, repo, str(copy), "--model", "cgan", "--iters", "3",
+    parallel = copy / "minigan" / "parallel.py"
+    source = parallel.read_text()
+    marker = "    blocks = list(backend.cache_blocks(*arrays))\n"
+    assert marker in source
+    parallel.write_text(source.replace(marker, "    import time; time.sleep(0.02)\n" + marker))
+    # The block pool is imported lazily on the timed path (the optimizers' steps): if side A ran the copy's
+    # module there, both sides would sleep and the ratio would be near 1.
+    done = subprocess.run([sys.executable, script, repo, str(copy), "--model", "cgan", "--iters", "4",
                            "--warmup", "1", "--batch", "8", "--threads", "1", "--json", str(tmp_path / "ab.json")],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "cgan, batch 8, threads 1, 3 alternating pairs" in done.stdout
-    assert "B / A per pair: median" in done.stdout
+    assert "cgan, batch 8, threads 1, 4 alternating pairs" in done.stdout
     record = json.loads((tmp_path / "ab.json").read_text())
     assert record["B"] == {"checkout": str(copy), "commit": None}  # the copy is not a git checkout
-    assert set(record["median_s"]) == {"A", "B"} and record["pair_ratio_median"] > 0
+    # Each of the iteration's SGD steps over a tensor calls the pool: many sleeps on B's side, none on A's.
+    assert record["median_s"]["B"] - record["median_s"]["A"] > 0.1 and record["pair_ratio_median"] > 2
     bad = subprocess.run([sys.executable, script, repo, str(tmp_path / "nowhere")], capture_output=True, text=True,
                          timeout=60, cwd=tmp_path)
     assert bad.returncode != 0 and "is not a minigan checkout" in bad.stderr
+    (copy / "benchmarks" / "step_time.py").unlink()  # a checkout without the script: refused, not run from A's
+    stray = subprocess.run([sys.executable, script, repo, str(copy), "--model", "cgan", "--iters", "1", "--batch",
+                            "8", "--threads", "1"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert stray.returncode != 0

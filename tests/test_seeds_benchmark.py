@@ -92,12 +92,23 @@ def test_the_bars_follow_the_dataset_in_the_train_options():
     mnist = argparse.Namespace(**dict(unset, min_class=0.5))  # a bar given on the command line stays
     seeds.apply_default_criteria(mnist, "mnist")
     assert (mnist.min_accuracy, mnist.min_class, mnist.max_fid_ratio, mnist.min_parzen) == (0.97, 0.5, 8.0, 132.0)
-    other = argparse.Namespace(**unset)
-    seeds.apply_default_criteria(other, "folder")
-    assert seeds.passes(row(2, 0.10, 0.0, 99.0, parzen=0.0), other)  # no bars: a run that trained and scored
+    assert seeds.dataset_of(["--datas", "fashion-mnist"]) == "fashion-mnist"  # argparse's abbreviations count
+    assert seeds.dataset_of(["--data-dir", "D"]) == "mnist"
+    # An unconditional model on Fashion-MNIST has no label accuracy, and no other bar applies there: unjudged.
+    unconditional = {k: v for k, v in row(3, 0.99, 0.99, 40.0).items() if k not in ("accuracy", "worst_class")}
+    fashion.parzen = False
+    assert not seeds.judged(unconditional, fashion) and seeds.judged(row(4, 0.99, 0.9, 1.0), fashion)
+    rows = [dict(unconditional, passed=None), dict(row(4, 0.99, 0.9, 1.0), passed=True)]
+    summ = seeds.summary(rows)
+    assert (summ["passed"], summ["judged"], summ["runs"]) == (1, 1, 2)
+    text = seeds.markdown({"rows": rows, "summary": summ})
+    assert "| 3 | - | - | 68.0 (40.0×) | 0.300 | - | - |" in text and "1 of 1 judged seeds pass;" in text
+    assert seeds.table(rows, False).splitlines()[1].endswith(" -")
 
 
 def test_seeds_names_the_datasets_classifier_when_it_is_missing(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MINIGAN_DATA", str(tmp_path))
     assert seeds.main(["--seeds", "0", "--", "--dataset", "fashion-mnist"]) == 2
     assert "minigan train-classifier --dataset fashion-mnist" in capsys.readouterr().err
+    assert seeds.main(["--seeds", "0", "--", "--dataset", "fashion-edges"]) == 2  # no classifier for it at all
+    assert "--dataset fashion-edges has none" in capsys.readouterr().err
