@@ -408,3 +408,10 @@ def test_batch_last_input_gradient_without_weight_gradients(on_backend):
     np.testing.assert_array_equal(backend.to_host(layer.backward(g)), with_weights)
     for k, v in layer.grads.items():  # left as they were
         np.testing.assert_array_equal(backend.to_host(v), grads[k])
+    # D's first layer in D's step: weight gradients from the (a, b, n) columns, no input gradient.
+    layer.set_requires_grad(True)
+    layer.set_input_grad(False)
+    layer.forward(x, True)
+    assert layer.backward(g) is None
+    for k, v in layer.grads.items():
+        np.testing.assert_array_equal(backend.to_host(v), grads[k])
