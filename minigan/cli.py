@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "1.00015, the other models none)")
     t.add_argument("--ema", type=_unit_interval, default=None, metavar="BETA",
                    help="decay of the moving average of G's weights that grids, sample and eval use; 0 turns it off "
-                        "(default: the preset's; modern: cgan 0.99, cdcgan on MNIST 0.99)")
+                        "(default: the preset's; modern: cgan 0.99, cdcgan 0.99)")
     t.add_argument("--d-update-clip", dest="d_update_clip", type=_non_negative_float, default=None, metavar="C",
                    help="clip each of D's weight tensors' Adam steps to C times what its running second moment vouches "
                         "for (StableAdamW); 0 turns it off (default: the preset's; modern cgan 1 on mnist, off "
