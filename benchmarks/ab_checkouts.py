@@ -150,13 +150,14 @@ def compare(sides: dict, iters: int, warmup: int) -> dict:
 
 
 def commit_of(checkout: str) -> str | None:
-    """The checkout's git commit (with ``+dirty`` when it has uncommitted changes), or None outside git."""
+    """The checkout's git commit (``+dirty`` when its code, minigan/ or the benchmark scripts, has uncommitted
+    changes), or None when the directory is not itself a git checkout."""
     def git(*command):
         return subprocess.run(["git", "-C", checkout, *command], capture_output=True, text=True, timeout=30)
 
-    try:
+    try:  # dirty: the code differs from the commit (results being written beside it do not count)
         top, head, dirty = git("rev-parse", "--show-toplevel"), git("rev-parse", "--short", "HEAD"), git(
-            "status", "--porcelain")
+            "status", "--porcelain", "--", "minigan", "benchmarks", ":!benchmarks/results", ":!benchmarks/out")
     except (OSError, subprocess.SubprocessError):
         return None
     if head.returncode != 0 or os.path.realpath(top.stdout.strip()) != os.path.realpath(checkout):

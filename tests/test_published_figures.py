@@ -785,3 +785,22 @@ def test_cdcgan_fashion_table_comes_from_the_committed_runs():
         assert runs["ema 0.99"]["accuracy"] > runs["last weights"]["accuracy"]
         assert runs["ema 0.99"]["fid_ratio"] < runs["last weights"]["fid_ratio"]
         assert all(r["accuracy"] < 0.95 for r in runs.values())  # the target is not met
+
+
+def test_dcgan_ab_table_comes_from_the_committed_runs():
+    """benchmarks/RESULTS.md's dev / main table (ab_checkouts.py, both orders) from benchmarks/results/2026-12-04-amd."""
+    results = (REPO / "benchmarks" / "RESULTS.md").read_text()
+    out = REPO / "benchmarks" / "results" / "2026-12-04-amd"
+    labels = {"dcgan": "DCGAN, batch 64", "cdcgan": "conditional DCGAN, batch 64",
+              "cgan": "paper CGAN, batch 100 (no convolutions)", "pix2pix": "pix2pix, width 32, batch 64 (12 pairs)"}
+    medians = []
+    for model, threads in (("dcgan", 2), ("cdcgan", 2), ("dcgan", 1), ("cdcgan", 1), ("cgan", 2), ("pix2pix", 2)):
+        forward = json.loads((out / f"ab-{model}-{threads}t-main-dev.json").read_text())
+        swapped = json.loads((out / f"ab-{model}-{threads}t-dev-main.json").read_text())
+        assert forward["A"]["commit"].startswith("690410e") and swapped["B"]["commit"].startswith("690410e")
+        cells = (forward["pair_ratio_median"], 1 / swapped["pair_ratio_median"])
+        row = f"  | {labels[model]} | {threads} | {cells[0]:.3f} | {cells[1]:.3f} |"
+        assert row in results.splitlines(), row
+        if model.endswith("dcgan"):
+            medians += cells
+    assert f"(the eight medians {min(medians):.3f}–{max(medians):.3f})" in results
