@@ -93,6 +93,9 @@ _positive_float = _number_where(lambda v: v > 0, "a positive number")
 _decay_factor = _number_where(lambda v: v >= 1, "a number >= 1 (1: a constant rate)")
 _unit_interval = _number_where(lambda v: 0 <= v < 1, "a number in [0, 1)")
 _non_negative_float = _number_where(lambda v: v >= 0, "a number >= 0 (0: off)")
+_truncation = _number_where(lambda v: 0 < v <= 1, "a number in (0, 1]")
+_TRUNCATION_HELP = ("draw the noise from the central part of the prior, this fraction of its width: samples more "
+                    "typical of their class and less varied (the truncation trick; 1: the whole prior, as training)")
 
 
 _DATASET_CHOICES = (*data.DATASET_NAMES, *paired.TASKS)
@@ -236,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--label", type=int, default=None, help="class to generate (conditional models); default: cycle 0..9")
     s.add_argument("--out", metavar="FILE", required=True, help="output file, .npz or .png")
     s.add_argument("--seed", type=_non_negative_int, default=0, help="noise seed")
+    s.add_argument("--truncation", type=_truncation, default=1.0, metavar="PSI", help=_TRUNCATION_HELP)
     s.add_argument("--device", choices=config.DEVICES, default="cpu", help="cpu or gpu")
 
     tr = sub.add_parser("translate", help="apply a trained pix2pix G to images",
@@ -269,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--classifier", action="store_true", help="classifier-based scores")
     e.add_argument("--n-per-class", type=_positive_int, default=1000, help="samples per class (CGAN)")
     e.add_argument("--seed", type=_non_negative_int, default=0, help="noise seed")
+    e.add_argument("--truncation", type=_truncation, default=1.0, metavar="PSI", help=_TRUNCATION_HELP)
     e.add_argument("--device", choices=config.DEVICES, default="cpu", help="cpu or gpu")
 
     c = sub.add_parser("train-classifier", help="train the fixed classifier used by 'minigan eval'",
@@ -334,7 +339,7 @@ def _train(args) -> int:
 
 def _sample(args) -> int:
     _use_device(args.device)
-    x, y = runs.sample(args.run_dir, args.n, label=args.label, seed=args.seed)
+    x, y = runs.sample(args.run_dir, args.n, label=args.label, seed=args.seed, truncation=args.truncation)
     runs.write_samples(args.out, x, y)
     what = f"label {args.label}" if args.label is not None else ("labels 0..9 in turn" if (y >= 0).all() else "no labels")
     print(f"wrote {len(x)} samples ({what}) to {args.out}", flush=True)
@@ -362,7 +367,7 @@ def _eval(args) -> int:
 
     _use_device(args.device)
     metrics.eval_cli(args.run_dir, parzen=args.parzen, classifier=args.classifier, n_per_class=args.n_per_class,
-                     seed=args.seed)
+                     seed=args.seed, truncation=args.truncation)
     return EXIT_OK
 
 

@@ -117,14 +117,15 @@ def _average_into_G(path, arrays: dict, meta: dict, networks: dict) -> bool:
     return True
 
 
-def sample(run_dir: str | os.PathLike, n: int, label: int | None = None, seed: int = 0):
+def sample(run_dir: str | os.PathLike, n: int, label: int | None = None, seed: int = 0, truncation: float = 1.0):
     """``n`` samples from the run's generator: host ``x`` (n, 784) float32 in [0, 1] and ``y`` (n,) int64.
 
     Images are in [0, 1] whatever G's output activation (:meth:`~minigan.families.base.GANModel.sample` maps G's
     range onto it; the clip only removes rounding past the ends).
 
     For a conditional model ``label=None`` cycles through the classes (0, 1, ..., 9, 0, ...). For an
-    unconditional model ``y`` is all -1 and giving a label is an error.
+    unconditional model ``y`` is all -1 and giving a label is an error. ``truncation`` < 1 draws the noise from
+    the central part of the prior (:meth:`~minigan.families.base.GANModel.sample_noise`).
     """
     _positive("n", n)
     model, _ = load_model(run_dir)
@@ -136,7 +137,7 @@ def sample(run_dir: str | os.PathLike, n: int, label: int | None = None, seed: i
             raise ConfigError(f"the {model.name} model is unconditional: --label cannot be used")
         if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or not 0 <= label < model.n_classes:
             raise ConfigError(f"label {label!r} is out of range: the {model.name} model has labels 0..{model.n_classes - 1}")
-    x, y = model.sample(int(n), backend.Rng(seed), label=label)
+    x, y = model.sample(int(n), backend.Rng(seed), label=label, truncation=truncation)
     x = np.clip(backend.to_host(x).astype(np.float32), 0.0, 1.0)
     y = np.full(int(n), -1, np.int64) if y is None else np.asarray(y, dtype=np.int64)
     return x, y

@@ -191,6 +191,14 @@ def test_sample_errors(tmp_path, idx, capsys):
     assert_usage_error(main(["sample", str(run), "--label", "-1", "--out", str(tmp_path / "x.npz")]), capsys,
                        "out of range")
     assert_usage_error(main(["sample", str(run), "--out", str(tmp_path / "x.txt")]), capsys, ".png")
+    for psi in ("0", "1.5", "nan"):
+        assert_usage_error(main(["sample", str(run), "--truncation", psi, "--out", str(tmp_path / "x.npz")]), capsys,
+                           "(0, 1]")
+    for psi in ("1", "0.5"):  # the noise from the central half of the prior: other samples than the whole prior's
+        assert main(["sample", str(run), "--n", "4", "--truncation", psi, "--out", str(tmp_path / f"t{psi}.npz")]) == 0
+    capsys.readouterr()
+    with np.load(tmp_path / "t1.npz") as whole, np.load(tmp_path / "t0.5.npz") as central:
+        assert whole["x"].shape == central["x"].shape == (4, 784) and not np.array_equal(whole["x"], central["x"])
     assert_usage_error(main(["sample", str(tmp_path / "empty"), "--out", str(tmp_path / "x.npz")]), capsys,
                        "no checkpoint")
     # A fresh run into a directory that holds a checkpoint must not overwrite it.

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minigan import backend, families, io
@@ -453,6 +453,33 @@ def test_draw_samples_conditional_and_unconditional(on_backend):
     assert x2.shape == (20, 784) and y2 is None
     x3, _ = draw_samples(families.build("cgan", seed=0), n_per_class=3, seed=1)
     np.testing.assert_array_equal(host(x3), host(x))  # seeded
+
+
+@settings(max_examples=10, deadline=None)
+@given(psi=st.floats(0.05, 1.0), model=st.sampled_from(["cgan", "gan", "cdcgan"]), seed=st.integers(0, 2**16))
+def test_truncated_noise_is_uniform_on_the_central_box(on_backend, psi, model, seed):
+    m = families.build(model, seed=0)
+    centre, half = (m.noise_low + m.noise_high) / 2, (m.noise_high - m.noise_low) / 2
+    z = host(m.sample_noise(4000, backend.Rng(seed), truncation=psi))
+    assert z.min() >= centre - psi * half - 1e-6 and z.max() <= centre + psi * half + 1e-6
+    # uniform on it: mean at the centre, variance (psi * half)^2 / 3 (4000 x noise_dim draws)
+    assert abs(z.mean() - centre) < 0.01 * half
+    assert z.var() == pytest.approx((psi * half) ** 2 / 3, rel=0.03)
+    whole = host(m.sample_noise(50, backend.Rng(seed)))  # the default is the whole prior, the same draws as 1
+    np.testing.assert_array_equal(whole, host(m.sample_noise(50, backend.Rng(seed), truncation=1.0)))
+
+
+def test_truncation_is_checked_and_recorded(trained):
+    _, path, ds = trained
+    model = families.build("cgan", seed=0)
+    for bad in (0, -0.5, 1.5, float("nan"), True):
+        with pytest.raises(ValueError, match="truncation"):
+            model.sample_noise(2, backend.Rng(0), truncation=bad)
+    results = evaluate_run(model, ds, load_classifier(path), n_per_class=2, seed=0, log=quiet, truncation=0.5)
+    assert results["truncation"] == 0.5
+    x, _ = draw_samples(model, n_per_class=2, seed=0, truncation=0.5)
+    x1, _ = draw_samples(model, n_per_class=2, seed=0)
+    assert not np.array_equal(host(x), host(x1))
 
 
 def test_evaluate_run_and_table(trained, on_backend):

@@ -157,24 +157,25 @@ def frechet_distance(feat_a, feat_b) -> float:
 
 
 def draw_samples(model, n_per_class: int = 1000, n_samples: int | None = None, seed: int = 0,
-                 batch: int = 1000):
+                 batch: int = 1000, truncation: float = 1.0):
     """Samples for evaluation on the active backend, and their requested labels (host int64, or None).
 
     A conditional model gives ``n_per_class`` samples of each class, class by class; an unconditional one
-    ``n_samples`` (default ``n_per_class * n_classes``, i.e. 10,000).
+    ``n_samples`` (default ``n_per_class * n_classes``, i.e. 10,000). ``truncation`` < 1 draws the noise from the
+    central part of the prior (:meth:`~minigan.families.base.GANModel.sample_noise`).
     """
     rng = backend.Rng(seed)
     chunks, labels = [], []
     if model.conditional:
         for k in range(model.n_classes):
             for start in range(0, n_per_class, batch):
-                x, y = model.sample(min(batch, n_per_class - start), rng, label=k)
+                x, y = model.sample(min(batch, n_per_class - start), rng, label=k, truncation=truncation)
                 chunks.append(x)
                 labels.append(y)
     else:
         total = n_samples if n_samples is not None else n_per_class * N_CLASSES
         for start in range(0, total, batch):
-            x, _ = model.sample(min(batch, total - start), rng)
+            x, _ = model.sample(min(batch, total - start), rng, truncation=truncation)
             chunks.append(x)
     xp = get_array_module(chunks[0])
     x = chunks[0] if len(chunks) == 1 else xp.concatenate(chunks, axis=0)
@@ -183,24 +184,26 @@ def draw_samples(model, n_per_class: int = 1000, n_samples: int | None = None, s
 
 def evaluate_run(model, dataset: data.Dataset, classifier=None, parzen: bool = False, n_per_class: int = 1000,
                  n_samples: int | None = None, seed: int = 0, parzen_dtype=np.float64,
-                 log: Callable[[str], None] = print) -> dict:
+                 log: Callable[[str], None] = print, truncation: float = 1.0) -> dict:
     """Sample metrics of a generator, and the same metrics for the real validation set (the ceiling).
 
     With a ``classifier``: label accuracy of conditional samples (per class and overall), the class histogram
     of the samples, the Fréchet distance between the classifier's features of the samples and of the real
     test set; for the real validation set: its accuracy, its histogram and its Fréchet distance to the test
-    set. With ``parzen``: the Parzen protocol on the same samples (:func:`parzen_evaluate`).
+    set. With ``parzen``: the Parzen protocol on the same samples (:func:`parzen_evaluate`). ``truncation`` < 1
+    draws the samples from the central part of the noise prior (:func:`draw_samples`); the result records it.
 
     Returns a JSON-serialisable dict.
     """
     t0 = time.perf_counter()
-    samples, labels = draw_samples(model, n_per_class, n_samples, seed)
+    samples, labels = draw_samples(model, n_per_class, n_samples, seed, truncation=truncation)
     results: dict[str, Any] = {
         "model": model.name,
         "conditional": bool(model.conditional),
         "n_samples": int(samples.shape[0]),
         "n_per_class": int(n_per_class) if model.conditional else None,
         "seed": int(seed),
+        "truncation": float(truncation),
         "dataset": dataset.name,
         "n_test": len(dataset.test),
         "n_valid": len(dataset.valid),
@@ -289,7 +292,7 @@ def _write_json(path: Path, obj: dict) -> None:
 
 def eval_cli(run_dir, parzen: bool = False, classifier: bool = False, n_per_class: int = 1000, seed: int = 0,
              log: Callable[[str], None] = print, *, classifier_path=None, dataset: data.Dataset | None = None,
-             data_dir=None, parzen_dtype=np.float64) -> dict:
+             data_dir=None, parzen_dtype=np.float64, truncation: float = 1.0) -> dict:
     """``minigan eval RUN_DIR [--parzen] [--classifier]``: evaluate a run, print the table, write eval.json.
 
     Neither flag given means both. The model comes from ``RUN_DIR/checkpoint.npz``
@@ -314,7 +317,7 @@ def eval_cli(run_dir, parzen: bool = False, classifier: bool = False, n_per_clas
     if dataset is None:
         dataset = data.load_dataset(dataset_name, data_dir=data_dir or config.get("data_dir"), log=log)
     results = evaluate_run(model, dataset, clf, parzen=parzen, n_per_class=n_per_class, seed=seed,
-                           parzen_dtype=parzen_dtype, log=log)
+                           parzen_dtype=parzen_dtype, log=log, truncation=truncation)
     results["run_dir"] = str(run_dir)
     results["epoch"] = meta.get("epoch")
     results["updates"] = meta.get("updates")

@@ -78,9 +78,22 @@ class GANModel:
     def layers(self):
         return self.networks()
 
-    def sample_noise(self, n: int, rng: Rng, like: Any = None):
-        """``n`` draws from the noise prior U(low, high)^noise_dim on the active backend (or ``like``'s)."""
-        return rng.uniform(self.noise_low, self.noise_high, (n, self.noise_dim), self.dtype, like=like)
+    def sample_noise(self, n: int, rng: Rng, like: Any = None, truncation: float = 1.0):
+        r"""``n`` draws from the noise prior U(low, high)^noise_dim on the active backend (or ``like``'s).
+
+        ``truncation`` :math:`\psi \in (0, 1]` draws from the prior truncated to the central box whose half-width
+        is :math:`\psi` times the prior's, :math:`U(c - \psi r, c + \psi r)` with :math:`c, r` the prior's centre and
+        half-width: a uniform distribution cut to a sub-box is uniform on it. Samples from noise nearer the prior's
+        centre are more typical of their class and less varied (the "truncation trick", Brock et al. 2019);
+        training always draws from the whole prior (1).
+        """
+        low, high = self.noise_low, self.noise_high
+        if isinstance(truncation, bool) or not isinstance(truncation, (int, float)) or not 0 < truncation <= 1:
+            raise ValueError(f"truncation must be a number in (0, 1], got {truncation!r}")
+        if truncation != 1:
+            centre, half = (low + high) / 2, (high - low) / 2
+            low, high = centre - truncation * half, centre + truncation * half
+        return rng.uniform(low, high, (n, self.noise_dim), self.dtype, like=like)
 
     def one_hot(self, labels):
         """One-hot rows (N, n_classes) in the model's dtype on the active backend; checks the label range."""
@@ -135,20 +148,22 @@ class GANModel:
                 self.generate(z, y)
         return True
 
-    def sample(self, n: int, rng: Rng, label: int | None = None):
+    def sample(self, n: int, rng: Rng, label: int | None = None, truncation: float = 1.0):
         """``n`` generated images (n, 784) in [0, 1] terms on the active backend, and their labels (host int64,
         or None). Values are G's mapped by :meth:`to_unit` (a sigmoid or Tanh output stays inside [0, 1]).
 
         For a conditional model, ``label=k`` samples class ``k``; ``label=None`` cycles through the classes.
+        ``truncation`` < 1 draws the noise from the central part of the prior (:meth:`sample_noise`).
         """
         if not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"sample: n must be a positive integer, got {n!r}")
         if not self.conditional:
             if label is not None:
                 raise ValueError(f"{self.name} is unconditional: it cannot sample a given label")
-            return self.to_unit(self.generate(self.sample_noise(n, rng))), None
+            return self.to_unit(self.generate(self.sample_noise(n, rng, truncation=truncation))), None
         labels = np.arange(n, dtype=np.int64) % self.n_classes if label is None else np.full(n, label, np.int64)
-        return self.to_unit(self.generate(self.sample_noise(n, rng), self.one_hot(labels))), labels
+        z = self.sample_noise(n, rng, truncation=truncation)
+        return self.to_unit(self.generate(z, self.one_hot(labels))), labels
 
 
 class Family:
