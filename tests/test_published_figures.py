@@ -804,3 +804,28 @@ def test_dcgan_ab_table_comes_from_the_committed_runs():
         if model.endswith("dcgan"):
             medians += cells
     assert f"(the eight medians {min(medians):.3f}–{max(medians):.3f})" in results
+
+
+def test_cdcgan_fashion_truncation_table_comes_from_the_committed_evals():
+    """docs/RESULTS.md's truncation table (minigan eval --truncation on the three Fashion runs) from the eval.json
+    files, which record the PSI they used; PSI 1 agrees with average_decay.py's last-weights scores."""
+    results = (REPO / "docs" / "RESULTS.md").read_text()
+    results = results[results.index("Sampling nearer the prior's centre buys the labels with the variety"):]
+    out = REPO / "benchmarks" / "results"
+    shares = []
+    for seed in (0, 1, 2):
+        cells = []
+        for psi in ("1", "0.75", "0.5"):
+            r = json.loads((out / "dcgan" / f"cdcgan-fashion-10ep-seed{seed}-eval-truncation{psi}.json").read_text())
+            assert r["truncation"] == float(psi) and r["epoch"] == 10 and r["dataset"] == "fashion-mnist"
+            c = r["classifier"]
+            acc = c["samples"]["label_accuracy"]
+            ratio = c["samples"]["fid_test"] / c["real_valid"]["fid_test"]
+            cells.append(f"{100 * acc['overall']:.1f}%, {100 * min(acc['per_class']):.1f}%, {ratio:.2f}")
+            shares.append(c["samples"]["histogram_summary"]["min_share"])
+        row = next(line for line in results.splitlines() if line.strip().startswith(f"| {seed} | "))
+        assert row.strip() == f"| {seed} | {' | '.join(cells)} |"
+        last = next(r for r in map(json.loads, (out / "average_decay" / f"2026-12-04-cdcgan-fashion-seed{seed}.jsonl")
+                                   .read_text().splitlines()) if r["variant"] == "last weights")
+        assert cells[0] == f"{100 * last['accuracy']:.1f}%, {100 * last['worst_class']:.1f}%, {last['fid_ratio']:.2f}"
+    assert f"{100 * min(shares):.1f}–{100 * max(shares):.1f}% of the samples each" in " ".join(results.split())
