@@ -149,6 +149,20 @@ def test_columns_and_taps_compute_the_same_function_and_gradients(on_backend, ge
         np.testing.assert_allclose(backend.to_host(taps.grads[name]), backend.to_host(columns.grads[name]), **close)
 
 
+def _assert_both_orders_agree(layer, kind, monkeypatch, x, g, seed):
+    """The layer's output, input gradient and parameter gradients with its columns in (n, a, b) order and forced
+    batch-innermost agree to float64 rounding; the forced batch-last layer passes the gradient check."""
+    results = {}
+    for batch_last in (False, True):
+        monkeypatch.setattr(kind, "batch_last", lambda self, shape, flag=batch_last: flag)
+        y = layer.forward(x, True)
+        dx = layer.backward(g)
+        results[batch_last] = [backend.to_host(a) for a in (y, dx, *layer.grads.values())]
+    for a, b in zip(results[True], results[False]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    _assert_passed(check_layer(layer, backend.to_host(x), seed=seed, n_samples=6))  # still forced batch-last
+
+
 @settings(max_examples=25)
 @given(geometry=conv_geometry(), n=st.integers(1, 5), c_in=st.integers(1, 4), c_out=st.integers(1, 3),
        bias=st.booleans(), s=st.integers(0, 2**16))
@@ -158,15 +172,7 @@ def test_conv_batch_last_columns_compute_the_same(on_backend, monkeypatch, geome
     layer = generic_point(layer, s).astype(np.float64)
     x = backend.to_device(_data(s, n, c_in, h, w))
     g = backend.to_device(_data(s + 1, *layer.output_shape(x.shape)))
-    results = {}
-    for batch_last in (False, True):
-        monkeypatch.setattr(Conv2d, "batch_last", lambda self, shape, flag=batch_last: flag)
-        y = layer.forward(x, True)
-        dx = layer.backward(g)
-        results[batch_last] = [backend.to_host(a) for a in (y, dx, *layer.grads.values())]
-    for a, b in zip(results[True], results[False]):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
-    _assert_passed(check_layer(layer, backend.to_host(x), seed=s, n_samples=6))  # still forced batch-last
+    _assert_both_orders_agree(layer, Conv2d, monkeypatch, x, g, s)
 
 
 @settings(max_examples=25)
@@ -182,15 +188,7 @@ def test_conv_transpose_batch_last_columns_compute_the_same(on_backend, monkeypa
     layer = generic_point(layer, s).astype(np.float64)
     x = backend.to_device(_data(s, n, c_in, h, w))
     g = backend.to_device(_data(s + 1, *layer.output_shape(x.shape)))
-    results = {}
-    for batch_last in (False, True):
-        monkeypatch.setattr(ConvTranspose2d, "batch_last", lambda self, shape, flag=batch_last: flag)
-        y = layer.forward(x, True)
-        dx = layer.backward(g)
-        results[batch_last] = [backend.to_host(a) for a in (y, dx, *layer.grads.values())]
-    for a, b in zip(results[True], results[False]):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
-    _assert_passed(check_layer(layer, backend.to_host(x), seed=s, n_samples=6))  # still forced batch-last
+    _assert_both_orders_agree(layer, ConvTranspose2d, monkeypatch, x, g, s)
 
 
 @pytest.mark.parametrize("layer, shape, batch_last", [

@@ -233,25 +233,42 @@ class _ConvBase(Layer):
         parallel.fill(buf, 0)
         return buf
 
-    def _padded(self, key: str, x, pad: tuple[int, int], channels_first: bool = False):
-        """``x`` zero-padded by ``pad`` (a reused scratch array), or ``x`` itself when there is no padding.
-
-        ``channels_first``: laid out (C, N, H + 2p, W + 2p) instead, always a scratch copy.
-        """
-        if pad == (0, 0) and not channels_first:
+    def _padded(self, key: str, x, pad: tuple[int, int], layout: str = "nchw"):
+        """``x`` (N, C, H, W) zero-padded by ``pad`` into a reused scratch array laid out as ``layout``: "nchw"
+        (``x`` itself when there is no padding), "cnhw" (channels first, for the tap planes) or "chwn" (batch
+        innermost, for the batch-last columns); the last two are always a scratch copy."""
+        if pad == (0, 0) and layout == "nchw":
             return x
-        (ph, pw), (n, c, h, w) = pad, x.shape
-        if channels_first:
-            x = x.transpose(1, 0, 2, 3)
-            n, c = c, n
-        out = self._buffer(key, (n, c, h + 2 * ph, w + 2 * pw), x.dtype, x)
-        if ph:
-            out[:, :, :ph] = 0
-            out[:, :, ph + h:] = 0
-        if pw:
-            out[:, :, :, :pw] = 0
-            out[:, :, :, pw + w:] = 0
-        parallel.copyto(out[:, :, ph:ph + h, pw:pw + w], x)
+        order = {"nchw": (0, 1, 2, 3), "cnhw": (1, 0, 2, 3), "chwn": (1, 2, 3, 0)}[layout]
+        x = x.transpose(order)
+        rows, cols = order.index(2), order.index(3)  # where H and W went
+        shape = list(x.shape)
+        shape[rows] += 2 * pad[0]
+        shape[cols] += 2 * pad[1]
+        out = self._buffer(key, tuple(shape), x.dtype, x)
+        interior = [slice(None)] * 4
+        for axis, p in ((rows, pad[0]), (cols, pad[1])):
+            if p:
+                edge = [slice(None)] * 4
+                edge[axis] = slice(0, p)
+                out[tuple(edge)] = 0
+                edge[axis] = slice(p + x.shape[axis], None)
+                out[tuple(edge)] = 0
+            interior[axis] = slice(p, p + x.shape[axis])
+        parallel.copyto(out[tuple(interior)], x)
+        return out
+
+    def _scatter_batch_last(self, key: str, cols, size: tuple[int, int]):
+        """:func:`col2im_batch_last` of ``cols`` (C, kh, kw, GH, GW, N) into a zeroed scratch (C, Hp, Wp, N), then
+        its (h, w) = ``size`` interior as a fresh NCHW array: Conv2d's input gradient and ConvTranspose2d's output
+        in the batch-innermost order."""
+        (ph, pw), (h, w) = self.padding, size
+        c, n = cols.shape[0], cols.shape[-1]
+        padded = self._buffer(key, (c, h + 2 * ph, w + 2 * pw, n), cols.dtype, cols)
+        parallel.fill(padded, 0)
+        col2im_batch_last(cols, self.kernel_size, self.stride, cols.shape[3:5], padded)
+        out = get_array_module(cols).empty((n, c, h, w), cols.dtype)
+        parallel.copyto(out, padded[:, ph:ph + h, pw:pw + w, :].transpose(3, 0, 1, 2))
         return out
 
     @staticmethod
@@ -344,7 +361,6 @@ class Conv2d(_ConvBase):
 
     def forward(self, x, train: bool | None = None):
         check_batch(self, x, self.in_channels)
-        xp = get_array_module(x)
         n, c, h, w = x.shape
         _, o, oh, ow = self.output_shape(x.shape)
         if oh < 1 or ow < 1:
@@ -355,44 +371,66 @@ class Conv2d(_ConvBase):
         if self.batch_last(x.shape):
             return self._forward_batch_last(x, oh, ow)
         kh, kw = self.kernel_size
-        k = c * kh * kw
         cols = self._buffer("cols", (c, kh, kw, n, oh, ow), x.dtype, x)
         im2col(self._padded("x_padded", x, self.padding), self.kernel_size, self.stride, (oh, ow), cols)
-        cols = cols.reshape(k, n * oh * ow)
-        y2 = self._buffer("y2", (o, n * oh * ow), x.dtype, x)
-        xp.matmul(self._params["W"].reshape(o, k), cols, out=y2)
+        self._cache = {"cols": cols.reshape(c * kh * kw, -1), "x_shape": x.shape}
+        return self._output(self._cache["cols"], "y2", (o, n, oh, ow), (1, 0, 2, 3))
+
+    def _output(self, cols, key: str, y2_shape: tuple, to_nchw: tuple):
+        r""":math:`Y_2 = W_2 C + b\mathbf 1^\top`, then Y as a fresh NCHW array: ``y2_shape`` is the product's
+        shape with its columns unfolded ((O, N, OH, OW) or the batch-last (O, OH, OW, N)), ``to_nchw`` the
+        transposition that takes it to (N, O, OH, OW)."""
+        xp = get_array_module(cols)
+        o = self.out_channels
+        y2 = self._buffer(key, (o, cols.shape[1]), cols.dtype, cols)
+        xp.matmul(self._params["W"].reshape(o, -1), cols, out=y2)
         if self.bias:
             y2 += self._params["b"].reshape(o, 1)
-        y = xp.empty((n, o, oh, ow), x.dtype)
-        parallel.copyto(y, y2.reshape(o, n, oh, ow).transpose(1, 0, 2, 3))
-        self._cache = {"cols": cols, "x_shape": x.shape}
+        y2 = y2.reshape(y2_shape).transpose(to_nchw)
+        y = xp.empty(y2.shape, cols.dtype)
+        parallel.copyto(y, y2)
         return y
 
     def backward(self, dout):
         cache = self._require_forward()
         if "taps_x" in cache:
             return self._backward_taps(dout, cache)
-        if "cols_batch_last" in cache:
-            return self._backward_batch_last(dout, cache)
+        if not (self.requires_grad or self.input_grad):
+            return None
         xp = get_array_module(dout)
         n, c, h, w = cache["x_shape"]
         _, o, oh, ow = dout.shape
         kh, kw = self.kernel_size
         k = c * kh * kw
-        g2 = self._buffer("g2", (o, n * oh * ow), dout.dtype, dout)  # G2 in the columns' (n, a, b) order
-        parallel.copyto(g2.reshape(o, n, oh, ow), dout.transpose(1, 0, 2, 3))
-        if self.requires_grad:
-            xp.matmul(g2, cache["cols"].T, out=self._grads["W"].reshape(o, k))
-            if self.bias:
-                g2.sum(axis=1, out=self._grads["b"])
+        # G2 and the column gradient in the columns' order: (n, a, b), or (a, b, n) batch-innermost
+        batch_last = "cols_batch_last" in cache
+        suffix, order, grid = ("_batch_last", (1, 2, 3, 0), (oh, ow, n)) if batch_last else ("", (1, 0, 2, 3),
+                                                                                              (n, oh, ow))
+        g2 = self._parameter_grads(dout, cache["cols" + suffix], "g2" + suffix, order)
         if not self.input_grad:
             return None
+        dcols = self._buffer("dcols" + suffix, (c, kh, kw, *grid), dout.dtype, dout)
+        xp.matmul(self._params["W"].reshape(o, k).T, g2, out=dcols.reshape(k, -1))
+        if batch_last:  # the scatter adds runs of N values
+            return self._scatter_batch_last("dx_padded_batch_last", dcols, (h, w))
         ph, pw = self.padding
-        dcols = self._buffer("dcols", (c, kh, kw, n, oh, ow), dout.dtype, dout)
-        xp.matmul(self._params["W"].reshape(o, k).T, g2, out=dcols.reshape(k, n * oh * ow))
         dx_padded = self._zeroed("dx_padded", (n, c, h + 2 * ph, w + 2 * pw), self.padding, dout)
         col2im(dcols, self.kernel_size, self.stride, (oh, ow), dx_padded)
         return self._crop(dx_padded, self.padding, h, w)
+
+    def _parameter_grads(self, dout, cols, key: str, order: tuple):
+        r""":math:`G_2`, the upstream gradient laid out like :math:`Y_2` (``dout`` transposed by ``order``, the
+        columns' order), into a scratch array; writes :math:`\partial L/\partial W_2 = G_2 C^\top` and
+        :math:`\partial L/\partial b` when the layer's parameters need gradients. Returns :math:`G_2`."""
+        xp = get_array_module(dout)
+        o = self.out_channels
+        g2 = self._buffer(key, (o, cols.shape[1]), dout.dtype, dout)
+        parallel.copyto(g2.reshape(dout.transpose(order).shape), dout.transpose(order))
+        if self.requires_grad:
+            xp.matmul(g2, cols.T, out=self._grads["W"].reshape(o, -1))
+            if self.bias:
+                g2.sum(axis=1, out=self._grads["b"])
+        return g2
 
     def batch_last(self, input_shape: tuple) -> bool:
         """Whether the column route orders its columns (a, b, n), the batch innermost (:func:`im2col_batch_last`,
@@ -409,56 +447,14 @@ class Conv2d(_ConvBase):
     def _forward_batch_last(self, x, oh: int, ow: int):
         """:meth:`forward` with the columns ordered (a, b, n): the input padded as (C, Hp, Wp, N), the same
         product, and one transposing copy of (O, OH, OW, N) back to NCHW."""
-        xp = get_array_module(x)
-        n, c, h, w = x.shape
-        o, (kh, kw), (ph, pw) = self.out_channels, self.kernel_size, self.padding
-        k = c * kh * kw
-        x_padded = self._buffer("x_padded_batch_last", (c, h + 2 * ph, w + 2 * pw, n), x.dtype, x)
-        if ph:
-            x_padded[:, :ph] = 0
-            x_padded[:, ph + h:] = 0
-        if pw:
-            x_padded[:, :, :pw] = 0
-            x_padded[:, :, pw + w:] = 0
-        parallel.copyto(x_padded[:, ph:ph + h, pw:pw + w, :], x.transpose(1, 2, 3, 0))
+        n, c = x.shape[:2]
+        kh, kw = self.kernel_size
         cols = self._buffer("cols_batch_last", (c, kh, kw, oh, ow, n), x.dtype, x)
-        im2col_batch_last(x_padded, self.kernel_size, self.stride, (oh, ow), cols)
-        cols = cols.reshape(k, oh * ow * n)
-        y2 = self._buffer("y2_batch_last", (o, oh * ow * n), x.dtype, x)
-        xp.matmul(self._params["W"].reshape(o, k), cols, out=y2)
-        if self.bias:
-            y2 += self._params["b"].reshape(o, 1)
-        y = xp.empty((n, o, oh, ow), x.dtype)
-        parallel.copyto(y, y2.reshape(o, oh, ow, n).transpose(3, 0, 1, 2))
-        self._cache = {"cols_batch_last": cols, "x_shape": x.shape}
-        return y
-
-    def _backward_batch_last(self, dout, cache):
-        """:meth:`backward` in the (a, b, n) column order: one transposing copy of the upstream gradient serves
-        the weight gradient and the input gradient, whose scatter adds runs of N values."""
-        xp = get_array_module(dout)
-        n, c, h, w = cache["x_shape"]
-        _, o, oh, ow = dout.shape
-        (kh, kw), (ph, pw) = self.kernel_size, self.padding
-        k = c * kh * kw
-        if not (self.requires_grad or self.input_grad):
-            return None
-        g2 = self._buffer("g2_batch_last", (o, oh * ow * n), dout.dtype, dout)
-        parallel.copyto(g2.reshape(o, oh, ow, n), dout.transpose(1, 2, 3, 0))
-        if self.requires_grad:
-            xp.matmul(g2, cache["cols_batch_last"].T, out=self._grads["W"].reshape(o, k))
-            if self.bias:
-                g2.sum(axis=1, out=self._grads["b"])
-        if not self.input_grad:
-            return None
-        dcols = self._buffer("dcols_batch_last", (c, kh, kw, oh, ow, n), dout.dtype, dout)
-        xp.matmul(self._params["W"].reshape(o, k).T, g2, out=dcols.reshape(k, oh * ow * n))
-        dx_padded = self._buffer("dx_padded_batch_last", (c, h + 2 * ph, w + 2 * pw, n), dout.dtype, dout)
-        parallel.fill(dx_padded, 0)
-        col2im_batch_last(dcols, self.kernel_size, self.stride, (oh, ow), dx_padded)
-        dx = xp.empty((n, c, h, w), dout.dtype)
-        parallel.copyto(dx, dx_padded[:, ph:ph + h, pw:pw + w, :].transpose(3, 0, 1, 2))
-        return dx
+        im2col_batch_last(self._padded("x_padded_batch_last", x, self.padding, layout="chwn"), self.kernel_size,
+                          self.stride, (oh, ow), cols)
+        self._cache = {"cols_batch_last": cols.reshape(c * kh * kw, -1), "x_shape": x.shape}
+        return self._output(self._cache["cols_batch_last"], "y2_batch_last", (self.out_channels, oh, ow, n),
+                            (3, 0, 1, 2))
 
     def _forward_taps(self, x, oh: int, ow: int):
         """:math:`Y = R(W'\tilde X) + b`: one product into the tap planes, then their shifted sum."""
@@ -466,7 +462,7 @@ class Conv2d(_ConvBase):
         n, c, h, w = x.shape
         o, (kh, kw) = self.out_channels, self.kernel_size
         k = o * kh * kw
-        x_t = self._padded("taps_x", x, self.padding, channels_first=True)  # (C, N, Hp, Wp)
+        x_t = self._padded("taps_x", x, self.padding, layout="cnhw")  # (C, N, Hp, Wp)
         hp, wp = x_t.shape[2:]
         w_t = self._buffer("taps_w", (o, kh, kw, c), x.dtype, x)
         parallel.copyto(w_t, self._params["W"].transpose(0, 2, 3, 1))
@@ -620,17 +616,13 @@ class ConvTranspose2d(_ConvBase):
         """:meth:`forward` with the columns ordered (h, w, n): the same products and sums."""
         xp = get_array_module(x)
         n, c, h, w = x.shape
-        o, (kh, kw), (ph, pw) = self.out_channels, self.kernel_size, self.padding
+        o, (kh, kw) = self.out_channels, self.kernel_size
         k = o * kh * kw
         x2 = self._buffer("x2_batch_last", (c, h * w * n), x.dtype, x)
         parallel.copyto(x2.reshape(c, h, w, n), x.transpose(1, 2, 3, 0))
         cols = self._buffer("cols_batch_last", (o, kh, kw, h, w, n), x.dtype, x)
         xp.matmul(self._params["W"].reshape(c, k).T, x2, out=cols.reshape(k, h * w * n))
-        y_full = self._buffer("y_full_batch_last", (o, oh + 2 * ph, ow + 2 * pw, n), x.dtype, x)
-        parallel.fill(y_full, 0)
-        col2im_batch_last(cols, self.kernel_size, self.stride, (h, w), y_full)
-        y = xp.empty((n, o, oh, ow), x.dtype)
-        parallel.copyto(y, y_full[:, ph:ph + oh, pw:pw + ow, :].transpose(3, 0, 1, 2))
+        y = self._scatter_batch_last("y_full_batch_last", cols, (oh, ow))
         if self.bias:
             y += self._params["b"].reshape(1, o, 1, 1)
         self._cache = {"x2_batch_last": x2, "x_shape": x.shape}
