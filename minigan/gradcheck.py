@@ -571,6 +571,8 @@ def conv_tour(batch: int = 4, seed: int = 0, **options) -> list[GradCheckReport]
         (Conv2d(2, 3, 3, 2, 2, rng=seed, name="k3_s2_p2"), images(2, 6, 7), True, {}),
         # Batch-innermost columns (batch 4 > 3 output columns, 27 column rows >= 8 * 2 outputs).
         (Conv2d(3, 2, 3, 2, 1, rng=seed, name="k3_s2_p1_batch_last"), images(3, 5, 6, n=max(batch, 4)), True, {}),
+        # Per-image columns (a one-channel input: 16 column rows < 20 outputs).
+        (Conv2d(1, 20, 4, 2, 1, rng=seed, name="k4_s2_p1_batch_first"), images(1, 6, 5), True, {}),
         # By tap planes (a PatchGAN's one-channel output), at stride 1 and at a stride that skips a row.
         (Conv2d(3, 1, 4, 1, 1, rng=seed, name="taps_k4_s1_p1", method="taps"), images(3, 6, 5), True, {}),
         (Conv2d(2, 2, 3, 2, 2, rng=seed, name="taps_k3_s2_p2_skips", method="taps"), images(2, 6, 7), True, {}),
@@ -581,6 +583,8 @@ def conv_tour(batch: int = 4, seed: int = 0, **options) -> list[GradCheckReport]
         (ConvTranspose2d(2, 3, 4, 2, 1, rng=seed, name="T_k4_s2_p1_batch_last"), images(2, 3, 3, n=max(batch, 4)),
          True, {}),
         (ConvTranspose2d(2, 2, 1, 2, 0, output_padding=1, rng=seed, name="T_k1_s2_op1"), images(2, 3, 2), True, {}),
+        # Per image (a one-channel output: 4 column rows < 6 input channels).
+        (ConvTranspose2d(6, 1, 2, 2, 0, rng=seed, name="T_k2_s2_batch_first"), images(6, 3, 2), True, {}),
         # Two rows would be degenerate: x_hat = +-1 up to O(eps), a derivative no finite difference resolves.
         (BatchNorm(4, name="bn_train_NC"), gen.standard_normal((max(batch, 4), 4)) * 2 + 1, True, {}),
         (BatchNorm(3, name="bn_train_NCHW"), images(3, 3, 5) * 2 - 1, True, {}),

@@ -149,18 +149,22 @@ def test_columns_and_taps_compute_the_same_function_and_gradients(on_backend, ge
         np.testing.assert_allclose(backend.to_host(taps.grads[name]), backend.to_host(columns.grads[name]), **close)
 
 
-def _assert_both_orders_agree(layer, kind, monkeypatch, x, g, seed):
+def _assert_both_orders_agree(layer, kind, monkeypatch, x, g, seed, order="batch_last"):
     """The layer's output, input gradient and parameter gradients with its columns in (n, a, b) order and forced
-    batch-innermost agree to float64 rounding; the forced batch-last layer passes the gradient check."""
+    into ``order`` (batch-innermost, or per image) agree to float64 rounding; the forced layer passes the
+    gradient check."""
     results = {}
-    for batch_last in (False, True):
-        monkeypatch.setattr(kind, "batch_last", lambda self, shape, flag=batch_last: flag)
+    for other in ("batch_last", "batch_first"):
+        if hasattr(kind, other) and other != order:
+            monkeypatch.setattr(kind, other, lambda self, shape: False)
+    for forced in (False, True):
+        monkeypatch.setattr(kind, order, lambda self, shape, flag=forced: flag)
         y = layer.forward(x, True)
         dx = layer.backward(g)
-        results[batch_last] = [backend.to_host(a) for a in (y, dx, *layer.grads.values())]
+        results[forced] = [backend.to_host(a) for a in (y, dx, *layer.grads.values())]
     for a, b in zip(results[True], results[False]):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
-    _assert_passed(check_layer(layer, backend.to_host(x), seed=seed, n_samples=6))  # still forced batch-last
+    _assert_passed(check_layer(layer, backend.to_host(x), seed=seed, n_samples=6))  # still forced
 
 
 @settings(max_examples=25)
@@ -173,6 +177,7 @@ def test_conv_batch_last_columns_compute_the_same(on_backend, monkeypatch, geome
     x = backend.to_device(_data(s, n, c_in, h, w))
     g = backend.to_device(_data(s + 1, *layer.output_shape(x.shape)))
     _assert_both_orders_agree(layer, Conv2d, monkeypatch, x, g, s)
+    _assert_both_orders_agree(layer, Conv2d, monkeypatch, x, g, s, order="batch_first")
 
 
 @settings(max_examples=25)
@@ -189,6 +194,7 @@ def test_conv_transpose_batch_last_columns_compute_the_same(on_backend, monkeypa
     x = backend.to_device(_data(s, n, c_in, h, w))
     g = backend.to_device(_data(s + 1, *layer.output_shape(x.shape)))
     _assert_both_orders_agree(layer, ConvTranspose2d, monkeypatch, x, g, s)
+    _assert_both_orders_agree(layer, ConvTranspose2d, monkeypatch, x, g, s, order="batch_first")
 
 
 @pytest.mark.parametrize("layer, shape, batch_last", [
@@ -198,6 +204,7 @@ def test_conv_transpose_batch_last_columns_compute_the_same(on_backend, monkeypa
 ])
 def test_conv_transpose_order_follows_the_shape(layer, shape, batch_last):
     assert layer.batch_last(shape) is batch_last
+    assert layer.batch_first(shape) is (layer.out_channels == 1)  # 16 column rows against 64 input channels
 
 
 @pytest.mark.parametrize("shape, batch_last", [
@@ -208,6 +215,8 @@ def test_conv_transpose_order_follows_the_shape(layer, shape, batch_last):
 def test_the_column_order_follows_the_shape(shape, batch_last):
     layer = Conv2d(shape[1], 128 if shape[1] == 64 else 64, 4, 2, 1)
     assert layer.batch_last(shape) is batch_last
+    # per image when the column matrix has fewer rows than the output: the one-channel input (16 against 64)
+    assert layer.batch_first(shape) is (shape[1] == 1)
 
 
 @pytest.mark.parametrize("layer, shape, taps", [

@@ -370,6 +370,8 @@ class Conv2d(_ConvBase):
             return self._forward_taps(x, oh, ow)
         if self.batch_last(x.shape):
             return self._forward_batch_last(x, oh, ow)
+        if self.batch_first(x.shape):
+            return self._forward_batch_first(x, oh, ow)
         kh, kw = self.kernel_size
         cols = self._buffer("cols", (c, kh, kw, n, oh, ow), x.dtype, x)
         im2col(self._padded("x_padded", x, self.padding), self.kernel_size, self.stride, (oh, ow), cols)
@@ -397,6 +399,8 @@ class Conv2d(_ConvBase):
             return self._backward_taps(dout, cache)
         if not (self.requires_grad or self.input_grad):
             return None
+        if "cols_batch_first" in cache:
+            return self._backward_batch_first(dout, cache)
         xp = get_array_module(dout)
         n, c, h, w = cache["x_shape"]
         _, o, oh, ow = dout.shape
@@ -455,6 +459,53 @@ class Conv2d(_ConvBase):
         self._cache = {"cols_batch_last": cols.reshape(c * kh * kw, -1), "x_shape": x.shape}
         return self._output(self._cache["cols_batch_last"], "y2_batch_last", (self.out_channels, oh, ow, n),
                             (3, 0, 1, 2))
+
+    def batch_first(self, input_shape: tuple) -> bool:
+        """Whether the column route keeps one column matrix per image, (N, C·kh·kw, OH·OW), and multiplies image
+        by image (a batched product): when the column matrix has fewer rows than the output (C·kh·kw < O, a
+        first layer on one-channel images), the product's output in NCHW needs no transposing copy, and that
+        copy of the larger side is what such a layer spends its time on. Measured on D's 1 -> 64 layer at batch
+        64, two threads: the forward outside im2col 0.66 -> 0.27 ms, the weight gradient 0.47 -> 0.29 ms."""
+        return not self.batch_last(input_shape) and input_shape[1] * self.kernel_size[0] * self.kernel_size[1] \
+            < self.out_channels
+
+    def _forward_batch_first(self, x, oh: int, ow: int):
+        r""":meth:`forward` image by image: :math:`Y_n = W_2 C_n + b\mathbf 1^\top`, with :math:`C_n` image
+        :math:`n`'s columns, computed as one batched product straight into NCHW."""
+        xp = get_array_module(x)
+        n, c = x.shape[:2]
+        kh, kw = self.kernel_size
+        cols = self._buffer("cols_batch_first", (n, c, kh, kw, oh, ow), x.dtype, x)
+        # im2col's (C, kh, kw, N, OH, OW) order, as a view of this buffer
+        im2col(self._padded("x_padded", x, self.padding), self.kernel_size, self.stride, (oh, ow),
+               cols.transpose(1, 2, 3, 0, 4, 5))
+        cols = cols.reshape(n, c * kh * kw, oh * ow)
+        y = xp.matmul(self._params["W"].reshape(self.out_channels, -1), cols)
+        if self.bias:
+            y += self._params["b"].reshape(1, -1, 1)
+        self._cache = {"cols_batch_first": cols, "x_shape": x.shape}
+        return y.reshape(n, self.out_channels, oh, ow)
+
+    def _backward_batch_first(self, dout, cache):
+        r""":meth:`backward` image by image: :math:`\partial L/\partial W_2 = \sum_n G_n C_n^\top` (a batched product,
+        then the sum over images) and :math:`\partial L/\partial C_n = W_2^\top G_n`, both from the NCHW
+        upstream gradient as it is."""
+        xp = get_array_module(dout)
+        n, c, h, w = cache["x_shape"]
+        _, o, oh, ow = dout.shape
+        kh, kw = self.kernel_size
+        cols, g = cache["cols_batch_first"], dout.reshape(n, o, oh * ow)
+        if self.requires_grad:
+            xp.matmul(g, cols.transpose(0, 2, 1)).sum(axis=0, out=self._grads["W"].reshape(o, -1))
+            if self.bias:
+                g.sum(axis=2).sum(axis=0, out=self._grads["b"])
+        if not self.input_grad:
+            return None
+        dcols = xp.matmul(self._params["W"].reshape(o, -1).T, g).reshape(n, c, kh, kw, oh, ow)
+        ph, pw = self.padding
+        dx_padded = self._zeroed("dx_padded", (n, c, h + 2 * ph, w + 2 * pw), self.padding, dout)
+        col2im(dcols.transpose(1, 2, 3, 0, 4, 5), self.kernel_size, self.stride, (oh, ow), dx_padded)
+        return self._crop(dx_padded, self.padding, h, w)
 
     def _forward_taps(self, x, oh: int, ow: int):
         """:math:`Y = R(W'\tilde X) + b`: one product into the tap planes, then their shifted sum."""
@@ -566,17 +617,23 @@ class ConvTranspose2d(_ConvBase):
             return self._forward_batch_last(x, oh, ow)
         kh, kw = self.kernel_size
         k = o * kh * kw
-        x2 = self._buffer("x2", (c, n * h * w), x.dtype, x)
-        parallel.copyto(x2.reshape(c, n, h, w), x.transpose(1, 0, 2, 3))
-        cols = self._buffer("cols", (o, kh, kw, n, h, w), x.dtype, x)
-        xp.matmul(self._params["W"].reshape(c, k).T, x2, out=cols.reshape(k, n * h * w))
+        batch_first = self.batch_first(x.shape)
+        if batch_first:  # the input as it is, one (in, H·W) matrix per image, and a batched product
+            x2 = x.reshape(n, c, h * w)
+            cols = xp.matmul(self._params["W"].reshape(c, k).T, x2).reshape(n, o, kh, kw, h, w)
+            cols = cols.transpose(1, 2, 3, 0, 4, 5)  # col2im's (out, kh, kw, N, H, W) order, as a view
+        else:
+            x2 = self._buffer("x2", (c, n * h * w), x.dtype, x)
+            parallel.copyto(x2.reshape(c, n, h, w), x.transpose(1, 0, 2, 3))
+            cols = self._buffer("cols", (o, kh, kw, n, h, w), x.dtype, x)
+            xp.matmul(self._params["W"].reshape(c, k).T, x2, out=cols.reshape(k, n * h * w))
         ph, pw = self.padding
         y_full = self._zeroed("y_full", (n, o, oh + 2 * ph, ow + 2 * pw), self.padding, x)
         col2im(cols, self.kernel_size, self.stride, (h, w), y_full)
         y = self._crop(y_full, self.padding, oh, ow)
         if self.bias:
             y += self._params["b"].reshape(1, o, 1, 1)
-        self._cache = {"x2": x2, "x_shape": x.shape}
+        self._cache = {"x2": x2, "x_shape": x.shape, "batch_first": batch_first}
         return y
 
     def backward(self, dout):
@@ -588,20 +645,40 @@ class ConvTranspose2d(_ConvBase):
         o = self.out_channels
         kh, kw = self.kernel_size
         k = o * kh * kw
-        dcols = self._buffer("dcols", (o, kh, kw, n, h, w), dout.dtype, dout)
-        im2col(self._padded("dout_padded", dout, self.padding), self.kernel_size, self.stride, (h, w), dcols)
-        dcols = dcols.reshape(k, n * h * w)
+        batch_first = cache["batch_first"]
+        if batch_first:  # D per image, (N, out·kh·kw, H·W), written through im2col's order as a view
+            dcols = self._buffer("dcols_batch_first", (n, o, kh, kw, h, w), dout.dtype, dout)
+            im2col(self._padded("dout_padded", dout, self.padding), self.kernel_size, self.stride, (h, w),
+                   dcols.transpose(1, 2, 3, 0, 4, 5))
+            dcols = dcols.reshape(n, k, h * w)
+        else:
+            dcols = self._buffer("dcols", (o, kh, kw, n, h, w), dout.dtype, dout)
+            im2col(self._padded("dout_padded", dout, self.padding), self.kernel_size, self.stride, (h, w), dcols)
+            dcols = dcols.reshape(k, n * h * w)
         if self.requires_grad:
-            xp.matmul(cache["x2"], dcols.T, out=self._grads["W"].reshape(c, k))
+            if batch_first:  # sum over images of X_n D_n^T
+                xp.matmul(cache["x2"], dcols.transpose(0, 2, 1)).sum(axis=0, out=self._grads["W"].reshape(c, k))
+            else:
+                xp.matmul(cache["x2"], dcols.T, out=self._grads["W"].reshape(c, k))
             if self.bias:
                 dout.sum(axis=(0, 2, 3), out=self._grads["b"])
         if not self.input_grad:
             return None
+        if batch_first:  # W_2 D_n for every image: NCHW as it comes
+            return xp.matmul(self._params["W"].reshape(c, k), dcols).reshape(n, c, h, w)
         dx2 = self._buffer("dx2", (c, n * h * w), dout.dtype, dout)
         xp.matmul(self._params["W"].reshape(c, k), dcols, out=dx2)
         dx = xp.empty((n, c, h, w), dout.dtype)
         parallel.copyto(dx, dx2.reshape(c, n, h, w).transpose(1, 0, 2, 3))
         return dx
+
+    def batch_first(self, input_shape: tuple) -> bool:
+        """Whether to compute image by image (batched products on the NCHW input and upstream gradient as they
+        are): when the column matrix has fewer rows than the input has channels (out·kh·kw < in, a last layer to
+        one-channel images), so the transposing copies of the input and of its gradient, the larger side, are
+        what the layer would spend its time on (Conv2d.batch_first is the same choice)."""
+        return not self.batch_last(input_shape) and self.out_channels * self.kernel_size[0] * self.kernel_size[1] \
+            < input_shape[1]
 
     def batch_last(self, input_shape: tuple) -> bool:
         """Whether to compute with the batch axis innermost (columns ordered (h, w, n); :func:`col2im_batch_last`
