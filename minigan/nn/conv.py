@@ -60,7 +60,7 @@ from .init import make_generator
 from ._checks import check_batch, pair, positive_int
 
 __all__ = ["Conv2d", "ConvTranspose2d", "im2col", "col2im", "im2col_batch_last", "col2im_batch_last", "sum_taps",
-           "spread_taps", "conv_output_size", "conv_init", "CONV_METHODS"]
+           "spread_taps", "per_image_product", "conv_output_size", "conv_init", "CONV_METHODS"]
 
 #: How :class:`Conv2d` computes: by the column matrix, by tap planes, or whichever is smaller for the shape.
 CONV_METHODS = ("auto", "columns", "taps")
@@ -173,6 +173,22 @@ def spread_taps(g, stride: tuple[int, int], taps):
         for j in range(kw):
             taps[:, i, j, :, i:i + sh * oh:sh, j:j + sw * ow:sw] = g
     return taps
+
+
+def per_image_product(a, b, transpose_b: bool = False):
+    """``a @ b[n]`` (or ``a[n] @ b[n].T`` with ``transpose_b``, ``a`` then batched too) for every image n: a
+    batched product whose blocks of images run on the block pool (:mod:`minigan.parallel`). Each image's product
+    is the same whatever the blocks, so the result is bit-identical for any number of workers."""
+    xp = get_array_module(b)
+    n = b.shape[0]
+    if transpose_b:
+        out = xp.empty((n, a.shape[1], b.shape[1]), b.dtype)
+        parallel.split_large(out.size + b.size, n, lambda i, j: xp.matmul(a[i:j], b[i:j].transpose(0, 2, 1),
+                                                                          out=out[i:j]), like=out)
+    else:
+        out = xp.empty((n, a.shape[0], b.shape[2]), b.dtype)
+        parallel.split_large(out.size, n, lambda i, j: xp.matmul(a, b[i:j], out=out[i:j]), like=out)
+    return out
 
 
 def conv_init(weight_shape: tuple, fan_in: int, n_bias: int, init: Any, init_std: float, rng: Any, dtype):
@@ -472,7 +488,6 @@ class Conv2d(_ConvBase):
     def _forward_batch_first(self, x, oh: int, ow: int):
         r""":meth:`forward` image by image: :math:`Y_n = W_2 C_n + b\mathbf 1^\top`, with :math:`C_n` image
         :math:`n`'s columns, computed as one batched product straight into NCHW."""
-        xp = get_array_module(x)
         n, c = x.shape[:2]
         kh, kw = self.kernel_size
         cols = self._buffer("cols_batch_first", (n, c, kh, kw, oh, ow), x.dtype, x)
@@ -480,7 +495,7 @@ class Conv2d(_ConvBase):
         im2col(self._padded("x_padded", x, self.padding), self.kernel_size, self.stride, (oh, ow),
                cols.transpose(1, 2, 3, 0, 4, 5))
         cols = cols.reshape(n, c * kh * kw, oh * ow)
-        y = xp.matmul(self._params["W"].reshape(self.out_channels, -1), cols)
+        y = per_image_product(self._params["W"].reshape(self.out_channels, -1), cols)
         if self.bias:
             y += self._params["b"].reshape(1, -1, 1)
         self._cache = {"cols_batch_first": cols, "x_shape": x.shape}
@@ -490,18 +505,17 @@ class Conv2d(_ConvBase):
         r""":meth:`backward` image by image: :math:`\partial L/\partial W_2 = \sum_n G_n C_n^\top` (a batched product,
         then the sum over images) and :math:`\partial L/\partial C_n = W_2^\top G_n`, both from the NCHW
         upstream gradient as it is."""
-        xp = get_array_module(dout)
         n, c, h, w = cache["x_shape"]
         _, o, oh, ow = dout.shape
         kh, kw = self.kernel_size
         cols, g = cache["cols_batch_first"], dout.reshape(n, o, oh * ow)
         if self.requires_grad:
-            xp.matmul(g, cols.transpose(0, 2, 1)).sum(axis=0, out=self._grads["W"].reshape(o, -1))
+            per_image_product(g, cols, transpose_b=True).sum(axis=0, out=self._grads["W"].reshape(o, -1))
             if self.bias:
                 g.sum(axis=2).sum(axis=0, out=self._grads["b"])
         if not self.input_grad:
             return None
-        dcols = xp.matmul(self._params["W"].reshape(o, -1).T, g).reshape(n, c, kh, kw, oh, ow)
+        dcols = per_image_product(self._params["W"].reshape(o, -1).T, g).reshape(n, c, kh, kw, oh, ow)
         ph, pw = self.padding
         dx_padded = self._zeroed("dx_padded", (n, c, h + 2 * ph, w + 2 * pw), self.padding, dout)
         col2im(dcols.transpose(1, 2, 3, 0, 4, 5), self.kernel_size, self.stride, (oh, ow), dx_padded)
@@ -620,7 +634,7 @@ class ConvTranspose2d(_ConvBase):
         batch_first = self.batch_first(x.shape)
         if batch_first:  # the input as it is, one (in, H·W) matrix per image, and a batched product
             x2 = x.reshape(n, c, h * w)
-            cols = xp.matmul(self._params["W"].reshape(c, k).T, x2).reshape(n, o, kh, kw, h, w)
+            cols = per_image_product(self._params["W"].reshape(c, k).T, x2).reshape(n, o, kh, kw, h, w)
             cols = cols.transpose(1, 2, 3, 0, 4, 5)  # col2im's (out, kh, kw, N, H, W) order, as a view
         else:
             x2 = self._buffer("x2", (c, n * h * w), x.dtype, x)
@@ -657,7 +671,7 @@ class ConvTranspose2d(_ConvBase):
             dcols = dcols.reshape(k, n * h * w)
         if self.requires_grad:
             if batch_first:  # sum over images of X_n D_n^T
-                xp.matmul(cache["x2"], dcols.transpose(0, 2, 1)).sum(axis=0, out=self._grads["W"].reshape(c, k))
+                per_image_product(cache["x2"], dcols, transpose_b=True).sum(axis=0, out=self._grads["W"].reshape(c, k))
             else:
                 xp.matmul(cache["x2"], dcols.T, out=self._grads["W"].reshape(c, k))
             if self.bias:
@@ -665,7 +679,7 @@ class ConvTranspose2d(_ConvBase):
         if not self.input_grad:
             return None
         if batch_first:  # W_2 D_n for every image: NCHW as it comes
-            return xp.matmul(self._params["W"].reshape(c, k), dcols).reshape(n, c, h, w)
+            return per_image_product(self._params["W"].reshape(c, k), dcols).reshape(n, c, h, w)
         dx2 = self._buffer("dx2", (c, n * h * w), dout.dtype, dout)
         xp.matmul(self._params["W"].reshape(c, k), dcols, out=dx2)
         dx = xp.empty((n, c, h, w), dout.dtype)
