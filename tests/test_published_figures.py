@@ -829,3 +829,20 @@ def test_cdcgan_fashion_truncation_table_comes_from_the_committed_evals():
                                    .read_text().splitlines()) if r["variant"] == "last weights")
         assert cells[0] == f"{100 * last['accuracy']:.1f}%, {100 * last['worst_class']:.1f}%, {last['fid_ratio']:.2f}"
     assert f"{100 * min(shares):.1f}–{100 * max(shares):.1f}% of the samples each" in " ".join(results.split())
+
+
+def test_one_channel_conv_table_comes_from_the_committed_runs():
+    """benchmarks/RESULTS.md's one-channel layers, main against the per-image route (conv_time.py JSON), and the
+    DCGAN A/B beside it."""
+    results = (REPO / "benchmarks" / "RESULTS.md").read_text()
+    out = REPO / "benchmarks" / "results" / "2026-12-04-amd"
+    for case, label in (("D.conv1", "D's first layer, Conv2d 1 → 64"), ("G.convT2", "G's last layer, ConvT 64 → 1")):
+        for threads in (2, 1):
+            cells = []
+            for side in ("main", "dev"):
+                r = json.loads((out / f"conv1ch-{threads}t-{side}.json").read_text())["cases"][case]
+                cells.append(f"{1e3 * r['minigan_s']:.2f} ({r['minigan_over_floor']:.2f}×)")
+            assert f"  | {label} | {threads} | {cells[0]} | {cells[1]} |" in results.splitlines()
+    a = json.loads((out / "ab2-dcgan-2t-main-dev.json").read_text())
+    b = json.loads((out / "ab2-dcgan-2t-dev-main.json").read_text())
+    assert f"**{a['pair_ratio_median']:.3f} and {1 / b['pair_ratio_median']:.3f}** at two threads" in results
