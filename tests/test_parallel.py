@@ -112,8 +112,11 @@ LAYERS = [
     lambda: Conv2d(6, 2, 3, 2, 1, rng=1, method="columns"),   # input gradient batch-innermost (n 7 > 3)
     lambda: Conv2d(3, 4, 3, 1, 1, rng=2, method="columns"),   # input gradient in (n, a, b) order
     lambda: Conv2d(5, 1, 4, 1, 1, rng=3, method="taps"),
+    lambda: Conv2d(1, 20, 3, 2, 1, rng=6, method="columns"),  # per image: 9 column rows < 20 outputs
     lambda: ConvTranspose2d(2, 3, 4, 2, 1, rng=4),             # batch-innermost columns
-    lambda: ConvTranspose2d(4, 1, 4, 2, 1, rng=5),             # (n, h, w) columns
+    lambda: ConvTranspose2d(4, 1, 4, 2, 1, rng=5),             # batch-innermost too (16 rows >= 4 x 4 inputs)
+    lambda: ConvTranspose2d(4, 1, 3, 2, 1, rng=5),             # (n, h, w) columns
+    lambda: ConvTranspose2d(20, 1, 2, 2, 0, rng=7),            # per image: 4 column rows < 20 inputs
 ]
 
 
@@ -125,6 +128,7 @@ def test_conv_layers_are_bit_identical_on_any_number_of_workers(on_backend, pool
         pool_of(n)
         layer = generic_point(make(), 0)
         y = layer.forward(x, True)
+        assert layer.batch_first(x.shape) == (make().in_channels in (1, 20))  # the route this case stands for
         g = backend.to_device(np.random.default_rng(1).standard_normal(y.shape).astype(np.float32))
         dx = layer.backward(g)
         results.append([backend.to_host(a) for a in (y, dx, *layer.grads.values())])

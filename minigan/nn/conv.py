@@ -183,11 +183,11 @@ def per_image_product(a, b, transpose_b: bool = False):
     n = b.shape[0]
     if transpose_b:
         out = xp.empty((n, a.shape[1], b.shape[1]), b.dtype)
-        parallel.split_large(out.size + b.size, n, lambda i, j: xp.matmul(a[i:j], b[i:j].transpose(0, 2, 1),
-                                                                          out=out[i:j]), like=out)
+        block = lambda i, j: xp.matmul(a[i:j], b[i:j].transpose(0, 2, 1), out=out[i:j])  # noqa: E731
     else:
         out = xp.empty((n, a.shape[0], b.shape[2]), b.dtype)
-        parallel.split_large(out.size, n, lambda i, j: xp.matmul(a, b[i:j], out=out[i:j]), like=out)
+        block = lambda i, j: xp.matmul(a, b[i:j], out=out[i:j])  # noqa: E731
+    parallel.split_large(out.size + b.size, n, block, like=out)
     return out
 
 
@@ -654,37 +654,46 @@ class ConvTranspose2d(_ConvBase):
         cache = self._require_forward()
         if "x2_batch_last" in cache:
             return self._backward_batch_last(dout, cache)
+        if cache["batch_first"]:
+            return self._backward_batch_first(dout, cache)
         xp = get_array_module(dout)
         n, c, h, w = cache["x_shape"]
         o = self.out_channels
         kh, kw = self.kernel_size
         k = o * kh * kw
-        batch_first = cache["batch_first"]
-        if batch_first:  # D per image, (N, out·kh·kw, H·W), written through im2col's order as a view
-            dcols = self._buffer("dcols_batch_first", (n, o, kh, kw, h, w), dout.dtype, dout)
-            im2col(self._padded("dout_padded", dout, self.padding), self.kernel_size, self.stride, (h, w),
-                   dcols.transpose(1, 2, 3, 0, 4, 5))
-            dcols = dcols.reshape(n, k, h * w)
-        else:
-            dcols = self._buffer("dcols", (o, kh, kw, n, h, w), dout.dtype, dout)
-            im2col(self._padded("dout_padded", dout, self.padding), self.kernel_size, self.stride, (h, w), dcols)
-            dcols = dcols.reshape(k, n * h * w)
+        dcols = self._buffer("dcols", (o, kh, kw, n, h, w), dout.dtype, dout)
+        im2col(self._padded("dout_padded", dout, self.padding), self.kernel_size, self.stride, (h, w), dcols)
+        dcols = dcols.reshape(k, n * h * w)
         if self.requires_grad:
-            if batch_first:  # sum over images of X_n D_n^T
-                per_image_product(cache["x2"], dcols, transpose_b=True).sum(axis=0, out=self._grads["W"].reshape(c, k))
-            else:
-                xp.matmul(cache["x2"], dcols.T, out=self._grads["W"].reshape(c, k))
+            xp.matmul(cache["x2"], dcols.T, out=self._grads["W"].reshape(c, k))
             if self.bias:
                 dout.sum(axis=(0, 2, 3), out=self._grads["b"])
         if not self.input_grad:
             return None
-        if batch_first:  # W_2 D_n for every image: NCHW as it comes
-            return per_image_product(self._params["W"].reshape(c, k), dcols).reshape(n, c, h, w)
         dx2 = self._buffer("dx2", (c, n * h * w), dout.dtype, dout)
         xp.matmul(self._params["W"].reshape(c, k), dcols, out=dx2)
         dx = xp.empty((n, c, h, w), dout.dtype)
         parallel.copyto(dx, dx2.reshape(c, n, h, w).transpose(1, 0, 2, 3))
         return dx
+
+    def _backward_batch_first(self, dout, cache):
+        r""":meth:`backward` image by image: :math:`D_n`, the columns of image :math:`n`'s padded upstream gradient
+        (N, out·kh·kw, H·W); :math:`\partial L/\partial W_2 = \sum_n X_n D_n^\top` and :math:`\partial L/\partial
+        X_n = W_2 D_n`, which is NCHW as it comes."""
+        n, c, h, w = cache["x_shape"]
+        o, (kh, kw) = self.out_channels, self.kernel_size
+        k = o * kh * kw
+        dcols = self._buffer("dcols_batch_first", (n, o, kh, kw, h, w), dout.dtype, dout)
+        im2col(self._padded("dout_padded", dout, self.padding), self.kernel_size, self.stride, (h, w),
+               dcols.transpose(1, 2, 3, 0, 4, 5))  # im2col's (out, kh, kw, N, H, W) order, as a view
+        dcols = dcols.reshape(n, k, h * w)
+        if self.requires_grad:
+            per_image_product(cache["x2"], dcols, transpose_b=True).sum(axis=0, out=self._grads["W"].reshape(c, k))
+            if self.bias:
+                dout.sum(axis=(0, 2, 3), out=self._grads["b"])
+        if not self.input_grad:
+            return None
+        return per_image_product(self._params["W"].reshape(c, k), dcols).reshape(n, c, h, w)
 
     def batch_first(self, input_shape: tuple) -> bool:
         """Whether to compute image by image (batched products on the NCHW input and upstream gradient as they
