@@ -25,7 +25,9 @@ images beside it; and G's step (fakes alone through D) would see other statistic
 The condition (``cdcgan``):
 
 * In G the one-hot label joins z at the input (the concatenation [z, y] into the first Linear is a learned
-  per-class embedding added to the projected noise), so every unit G computes sees both.
+  per-class embedding added to the projected noise), so every unit G computes sees both. With the option
+  ``g_condition="batchnorm"`` it also sets a per-class gain and offset of every channel at both of G's
+  BatchNorms (class-conditional BatchNorm, as in Miyato & Koyama's generator).
 * In D it enters through a **projection** (Miyato & Koyama 2018, :class:`~minigan.nn.dense.ProjectionHead`):
   the logit gains :math:`\langle h, E_D y\rangle` on D's last features. Why not the label as 10 extra input
   channels: at the first convolution, constant one-hot planes only add a learned per-class bias map to the
@@ -44,14 +46,16 @@ from typing import Any
 import numpy as np
 
 from .. import objective
-from ..nn import (DEFAULT_DTYPE, BatchNorm, Conv2d, ConvTranspose2d, Flatten, Identity, Join, LeakyReLU, Linear,
-                  ProjectionHead, ReLU, Reshape, Sequential, Tanh)
+from ..nn import (DEFAULT_DTYPE, BatchNorm, Conditioned, ConditionalBatchNorm, Conv2d, ConvTranspose2d, Flatten,
+                  Identity, Join, LeakyReLU, Linear, ProjectionHead, ReLU, Reshape, Sequential, Tanh)
 from .base import N_CLASSES, AdversarialFamily, GANModel
 
 __all__ = ["DCGAN", "CDCGAN", "dcgan", "cdcgan", "NOISE_DIM"]
 
 NOISE_DIM = 100
 SIDE = 28
+#: Where a conditional G reads its label: at its input only, or at every BatchNorm too.
+G_CONDITIONS = ("input", "batchnorm")
 
 
 def _seeds(seed: int | None, n: int) -> list[int]:
@@ -65,7 +69,7 @@ def _check_width(width: Any) -> int:
 
 
 def dcgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, width: int = 64, init_std: float = 0.02, slope: float = 0.2,
-          conditional: bool = False) -> GANModel:
+          conditional: bool = False, g_condition: str = "input") -> GANModel:
     """The DCGAN for 28×28 single-channel images (module docstring); ``conditional`` gives :func:`cdcgan`.
 
     Parameters
@@ -78,8 +82,24 @@ def dcgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, width: int = 64, init_std: 
         Standard deviation of the N(0, std²) initial weights.
     slope : float
         D's LeakyReLU slope.
+    g_condition : {"input", "batchnorm"}
+        Conditional models only. ``"input"`` (default): the label joins z at G's input. ``"batchnorm"``: also
+        class-conditional BatchNorm at G's two BatchNorms (:class:`~minigan.nn.norm.ConditionalBatchNorm`, a
+        per-class gain and offset of every channel, starting at zero; Miyato & Koyama 2018's generator), G then
+        being a :class:`~minigan.nn.containers.Conditioned` network. The other weights are drawn as for
+        ``"input"``, so one seed starts both from the same G.
     """
     w = _check_width(width)
+    if g_condition not in G_CONDITIONS:
+        raise ValueError(f"dcgan: g_condition must be one of {', '.join(G_CONDITIONS)}, got {g_condition!r}")
+    if g_condition != "input" and not conditional:
+        raise ValueError("dcgan: g_condition applies to the conditional model (cdcgan) only")
+    if g_condition == "batchnorm":
+        def norm(channels, name):
+            return ConditionalBatchNorm(channels, N_CLASSES, dtype=dtype, name=name)
+    else:
+        def norm(channels, name):
+            return BatchNorm(channels, dtype=dtype, name=name)
     s = iter(_seeds(seed, 16))
     normal = ("normal", init_std)
     conv = dict(init="normal", init_std=init_std, dtype=dtype)
@@ -88,16 +108,18 @@ def dcgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, width: int = 64, init_std: 
         *([Join({"z": Identity(), "y": Identity()}, name="in")] if conditional else []),
         Linear(g_in, 2 * w * 7 * 7, normal, next(s), dtype, name="project"),
         Reshape(2 * w, 7, 7),
-        BatchNorm(2 * w, dtype=dtype, name="bn0"),
+        norm(2 * w, "bn0"),
         ReLU(),
         ConvTranspose2d(2 * w, w, 4, 2, 1, bias=False, rng=next(s), name="up1", **conv),
-        BatchNorm(w, dtype=dtype, name="bn1"),
+        norm(w, "bn1"),
         ReLU(),
         ConvTranspose2d(w, 1, 4, 2, 1, rng=next(s), name="out", **conv),
         Tanh(),
         Flatten(),
-        name="G",
+        name="G" if g_condition == "input" else "net",
     )
+    if g_condition == "batchnorm":
+        G = Conditioned(G, name="G")
     features = Sequential(
         Reshape(1, SIDE, SIDE),
         Conv2d(1, w, 4, 2, 1, rng=next(s), name="conv1", **conv),
@@ -123,9 +145,10 @@ def dcgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, width: int = 64, init_std: 
 
 
 def cdcgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, width: int = 64, init_std: float = 0.02,
-           slope: float = 0.2) -> GANModel:
+           slope: float = 0.2, g_condition: str = "input") -> GANModel:
     """The conditional DCGAN: the label joins z in G, and D scores it by a projection (module docstring)."""
-    return dcgan(seed, dtype, width=width, init_std=init_std, slope=slope, conditional=True)
+    return dcgan(seed, dtype, width=width, init_std=init_std, slope=slope, conditional=True,
+                 g_condition=g_condition)
 
 
 

@@ -8,11 +8,11 @@
   :class:`Tanh`;
 * :mod:`minigan.nn.dropout` — :class:`Dropout`;
 * :mod:`minigan.nn.conv` — im2col/col2im, the tap planes, :class:`Conv2d`, :class:`ConvTranspose2d`;
-* :mod:`minigan.nn.norm` — :class:`BatchNorm`, :class:`InstanceNorm2d`;
+* :mod:`minigan.nn.norm` — :class:`BatchNorm`, :class:`ConditionalBatchNorm`, :class:`InstanceNorm2d`;
 * :mod:`minigan.nn.shape` — :class:`ReflectionPad2d`, :class:`Flatten`, :class:`Reshape`, :class:`Upsample`,
   :class:`PatchRows`;
-* :mod:`minigan.nn.containers` — :class:`Sequential`, :class:`Join`, :class:`Identity`, :class:`Residual`,
-  :class:`SkipConcat`, :class:`UNetBlock`;
+* :mod:`minigan.nn.containers` — :class:`Sequential`, :class:`Join`, :class:`Conditioned`, :class:`Identity`,
+  :class:`Residual`, :class:`SkipConcat`, :class:`UNetBlock`;
 * :mod:`minigan.nn.losses` — BCE on logits, the GAN losses, softmax cross-entropy, L1;
 * :mod:`minigan.nn.optim` — SGD with momentum, Adam, learning-rate and momentum schedules.
 
@@ -21,22 +21,22 @@ Everything a network is built from can be imported from ``minigan.nn`` itself.
 
 from .activations import LeakyReLU, ReLU, Sigmoid, Tanh, sigmoid
 from .base import DEFAULT_DTYPE, Layer, checking_finite_inputs
-from .containers import Identity, Join, Residual, Sequential, SkipConcat, UNetBlock
+from .containers import Conditioned, Identity, Join, Residual, Sequential, SkipConcat, UNetBlock
 from .conv import (CONV_METHODS, Conv2d, ConvTranspose2d, col2im, col2im_batch_last, conv_output_size, im2col,
                    im2col_batch_last, spread_taps, sum_taps)
 from .dense import Linear, Maxout, ProjectionHead
 from .dropout import Dropout
 from .init import init_weights, make_generator
-from .norm import BatchNorm, InstanceNorm2d
+from .norm import BatchNorm, ConditionalBatchNorm, InstanceNorm2d
 from .shape import Flatten, PatchRows, ReflectionPad2d, Reshape, Upsample
 
 __all__ = [
     "DEFAULT_DTYPE", "Layer", "checking_finite_inputs", "init_weights", "make_generator",
     "Linear", "Maxout", "ProjectionHead",
     "sigmoid", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Dropout",
-    "Sequential", "Join", "Identity", "Residual", "SkipConcat", "UNetBlock",
+    "Sequential", "Join", "Conditioned", "Identity", "Residual", "SkipConcat", "UNetBlock",
     "Conv2d", "ConvTranspose2d", "CONV_METHODS", "im2col", "col2im", "im2col_batch_last", "col2im_batch_last",
     "sum_taps", "spread_taps", "conv_output_size",
-    "BatchNorm", "InstanceNorm2d",
+    "BatchNorm", "ConditionalBatchNorm", "InstanceNorm2d",
     "ReflectionPad2d", "Flatten", "Reshape", "Upsample", "PatchRows",
 ]

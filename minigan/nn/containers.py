@@ -5,6 +5,8 @@ params, grads, buffers and random generators under dotted names (``in.z.0.W``, `
 * :class:`Sequential` — :math:`f_n \circ \dots \circ f_1`;
 * :class:`Join` — a tuple of inputs, each through its own branch, outputs concatenated along features (the
   CGAN's two-stream input); :class:`Identity` is the branch that passes its input through;
+* :class:`Conditioned` — a network whose one-hot condition also sets its conditional layers (class-dependent
+  BatchNorm);
 * :class:`Residual` — :math:`y = x + f(x)` (a ResNet block, CycleGAN's generator);
 * :class:`SkipConcat` — :math:`y = [\,x,\; f(x)\,]` along channels (a U-Net skip connection), and
   :class:`UNetBlock`, the same with the body named ``down``, ``inner``, ``up``.
@@ -20,7 +22,7 @@ from typing import Callable
 from ..backend import get_array_module
 from .base import Layer, _describe
 
-__all__ = ["Sequential", "Join", "Identity", "Residual", "SkipConcat", "UNetBlock"]
+__all__ = ["Sequential", "Join", "Conditioned", "Identity", "Residual", "SkipConcat", "UNetBlock"]
 
 
 class _Container(Layer):
@@ -155,6 +157,47 @@ class Join(_Container):
         self.input_grad = flag
         for branch in self._children.values():
             branch.set_input_grad(flag)
+        return self
+
+
+class Conditioned(_Container):
+    r"""A network whose input tuple ends with a one-hot condition :math:`Y` that also sets its conditional layers
+    (those with ``takes_condition``, :class:`~minigan.nn.norm.ConditionalBatchNorm`): ``forward((..., y))`` hands
+    ``y`` to each of them, then runs the body on the whole tuple (whose first layer, a :class:`Join`, may read
+    ``y`` as well).
+
+    Gradient: :math:`Y` reaches the output along the body's own path and through every conditional layer, so
+    :math:`\partial L/\partial Y` is the sum of the body's gradient for it and each layer's ``condition_grad``;
+    ``backward`` returns the body's input gradients with that sum in the condition's place.
+    """
+
+    def __init__(self, body: Layer, name: str | None = None):
+        super().__init__({"body": body}, name)
+        self.body = body
+        self._takers = [layer for layer in body.walk() if getattr(layer, "takes_condition", False)]
+        if not self._takers:
+            raise ValueError("Conditioned: the body has no conditional layer (e.g. ConditionalBatchNorm)")
+
+    def forward(self, inputs, train: bool | None = None):
+        if not isinstance(inputs, (tuple, list)) or len(inputs) < 2:
+            raise ValueError(f"Conditioned {self.path}: expected a tuple of inputs ending with the one-hot "
+                             f"condition, received {_describe(inputs)}")
+        for layer in self._takers:
+            layer.condition = inputs[-1]
+        return self.body.forward(inputs, self._mode(train))
+
+    def backward(self, dout):
+        grads = self.body.backward(dout)
+        if grads is None:  # told not to compute d/d(input) (see set_input_grad)
+            return None
+        d_condition = grads[-1]
+        for layer in self._takers:
+            d_condition = d_condition + layer.condition_grad
+        return (*grads[:-1], d_condition)
+
+    def set_input_grad(self, flag: bool):
+        self.input_grad = flag
+        self.body.set_input_grad(flag)
         return self
 
 

@@ -58,7 +58,7 @@ from ..backend import get_array_module
 from .base import DEFAULT_DTYPE, Layer
 from ._checks import check_batch, positive_int
 
-__all__ = ["BatchNorm", "InstanceNorm2d", "standing_statistics"]
+__all__ = ["BatchNorm", "ConditionalBatchNorm", "InstanceNorm2d", "standing_statistics"]
 
 
 class _Normalization(Layer):
@@ -266,6 +266,126 @@ class BatchNorm(_Normalization):
         if self.affine:
             scale = scale * self._per_channel(self._params["gamma"], dout.ndim)
         return dout * scale
+
+
+class ConditionalBatchNorm(BatchNorm):
+    r"""Batch normalisation whose scale and shift depend on each row's class (conditional batch normalisation,
+    de Vries et al. 2017; the generator of Miyato & Koyama 2018's projection cGAN):
+
+    .. math:: y_{n c \dots} = (\gamma_c + \Gamma_{k_n c})\, \hat x_{n c \dots} + (\beta_c + B_{k_n c}),
+
+    :math:`\hat x` normalised as :class:`BatchNorm` does (the batch's statistics in training, the running ones in
+    evaluation), :math:`k_n` the class of row :math:`n`. The classes come as one-hot rows :math:`Y` (N, K) in
+    :attr:`condition`, set before every forward pass (:class:`~minigan.nn.containers.Conditioned` does it).
+    ``class_gamma`` :math:`\Gamma` and ``class_beta`` :math:`B` (K, C) start at zero, where the layer is
+    :class:`BatchNorm`. Why: a label that joins the noise at G's input reaches the later layers only through
+    what the first layers make of it; here it sets every channel's gain and offset of its layer directly.
+
+    Gradients. Write :math:`\gamma_n = \gamma + Y_n\Gamma` and :math:`\beta_n = \beta + Y_n B` (rows of (N, C)),
+    and, per row and channel, :math:`S_g = \sum g` and :math:`S_{g\hat x} = \sum g \hat x` over the spatial axes
+    (for an (N, C) batch, the entries themselves). Then
+
+    * :math:`\partial L/\partial\beta = \sum_n S_g`, :math:`\partial L/\partial\gamma = \sum_n S_{g\hat x}`,
+      :math:`\partial L/\partial B = Y^\top S_g` and :math:`\partial L/\partial \Gamma = Y^\top S_{g\hat x}`
+      (row :math:`k` gathers the rows of class :math:`k`);
+    * :math:`\partial L/\partial Y = S_{g\hat x}\Gamma^\top + S_g B^\top` (left in :attr:`condition_grad`:
+      the condition is not the layer's input, so its container collects it);
+    * :math:`\partial L/\partial \hat x = \gamma_n g =: d`, and the module docstring's derivation with
+      :math:`d` in place of :math:`\gamma g`: :math:`\partial L/\partial x = r\,(d - \operatorname{mean}(d) -
+      \hat x \operatorname{mean}(d\hat x))`, the means over the channel's :math:`M` values, where
+      :math:`\sum d = \sum_n \gamma_n S_g` and :math:`\sum d\hat x = \sum_n \gamma_n S_{g\hat x}`. In evaluation
+      mode, :math:`\partial L/\partial x = r_R\, d`.
+
+    Parameters
+    ----------
+    num_features : int
+        C, the size of axis 1.
+    n_classes : int
+        K, the width of the one-hot condition.
+    eps, momentum, dtype, name
+        As for :class:`BatchNorm` (always affine).
+    """
+
+    takes_condition = True  # Conditioned hands it the network's one-hot condition
+
+    def __init__(self, num_features: int, n_classes: int, eps: float = 1e-5, momentum: float = 0.1,
+                 dtype=DEFAULT_DTYPE, name: str | None = None):
+        super().__init__(num_features, eps, momentum, affine=True, dtype=dtype, name=name)
+        self.n_classes = positive_int(n_classes, "n_classes", "ConditionalBatchNorm")
+        table = np.zeros((self.n_classes, self.num_features), dtype)
+        for key in ("class_gamma", "class_beta"):
+            self._params[key] = backend.to_device(table.copy())
+            self._grads[key] = backend.to_device(table.copy())
+        self.condition = None
+        self.condition_grad = None
+        self._rows = None
+
+    def _per_row(self, v, ndim: int):
+        """An (N, C) table shaped (N, C, 1, ...) to broadcast against an ``ndim``-dimensional batch."""
+        return v.reshape(v.shape + (1,) * (ndim - 2))
+
+    def forward(self, x, train: bool | None = None):
+        y1 = self.condition
+        if y1 is None:
+            raise ValueError(f"ConditionalBatchNorm {self.path}: no condition set; give one-hot rows (N, "
+                             f"{self.n_classes}) in .condition (Conditioned does) before forward")
+        if y1.ndim != 2 or y1.shape[1] != self.n_classes or y1.shape[0] != x.shape[0]:
+            raise ValueError(f"ConditionalBatchNorm {self.path}: condition of shape {tuple(y1.shape)} for a batch of "
+                             f"{x.shape[0]}; expected ({x.shape[0]}, {self.n_classes}) one-hot rows")
+        gamma_n = y1 @ self._params["class_gamma"]
+        gamma_n += self._params["gamma"]
+        beta_n = y1 @ self._params["class_beta"]
+        beta_n += self._params["beta"]
+        self._rows = (gamma_n, beta_n)  # read by _affine_output, inside BatchNorm.forward
+        out = super().forward(x, train)
+        self._cache.update(condition=y1, gamma_n=gamma_n)
+        return out
+
+    def _affine_output(self, x_hat, inv_std):
+        """y = gamma_n x_hat + beta_n, with each row's class-dependent gamma_n and beta_n."""
+        x_hat *= inv_std
+        gamma_n, beta_n = self._rows
+        y = x_hat * self._per_row(gamma_n, x_hat.ndim)
+        y += self._per_row(beta_n, x_hat.ndim)
+        return y
+
+    def backward(self, dout):
+        c = self._require_forward()
+        if self._standing is not None and not c["training"]:
+            raise RuntimeError(f"ConditionalBatchNorm {self.path}: no backward pass while standing statistics are "
+                               "measured")
+        y1, x_hat, n = c["condition"], c["x_hat"], dout.shape[0]
+        spatial = tuple(range(2, dout.ndim))
+        if spatial:
+            s_g = self._sum(dout, spatial).reshape(n, -1)
+            s_gx = self._sum_of_products(dout, x_hat, spatial).reshape(n, -1)
+        else:
+            s_g, s_gx = dout, dout * x_hat
+        if self.requires_grad:
+            s_g.sum(axis=0, out=self._grads["beta"])
+            s_gx.sum(axis=0, out=self._grads["gamma"])
+            get_array_module(dout).matmul(y1.T, s_g, out=self._grads["class_beta"])
+            get_array_module(dout).matmul(y1.T, s_gx, out=self._grads["class_gamma"])
+        self.condition_grad = s_gx @ self._params["class_gamma"].T + s_g @ self._params["class_beta"].T
+        if not self.input_grad:
+            return None
+        gamma_n = c["gamma_n"]
+        dx = dout * self._per_row(gamma_n, dout.ndim)  # d = dL/dx_hat
+        if not c["training"]:
+            dx *= c["inv_std"]
+            return dx
+        count = c["count"]
+        sum_d = self._per_channel((gamma_n * s_g).sum(axis=0), dout.ndim)
+        sum_d_x_hat = self._per_channel((gamma_n * s_gx).sum(axis=0), dout.ndim)
+        dx *= count
+        dx -= sum_d
+        dx -= x_hat * sum_d_x_hat
+        dx *= c["inv_std"] * (1.0 / count)
+        return dx
+
+    def _forget(self):
+        super()._forget()
+        self.condition_grad = None
 
 
 class InstanceNorm2d(_Normalization):
