@@ -538,12 +538,12 @@ def conv_tour(batch: int = 4, seed: int = 0, **options) -> list[GradCheckReport]
     Conv2d by its column matrix (its input gradient scattered in either memory order) and by tap planes;
     ConvTranspose2d with its columns in either order;
     BatchNorm in training mode (on (N, C) and (N, C, H, W)) and in evaluation mode, with gamma and beta off
-    their initial values; and the U-Net and ResNet joins, with a bias before a normalisation (an exactly zero
+    their initial values; class-conditional BatchNorm in both modes, with its labels; and the U-Net and ResNet joins, with a bias before a normalisation (an exactly zero
     gradient) inside the residual block.
     """
     from .nn import LeakyReLU, Linear, ReLU, Sequential, Tanh
-    from .nn import (BatchNorm, Conv2d, ConvTranspose2d, Flatten, InstanceNorm2d, ReflectionPad2d, Reshape, Residual,
-                     UNetBlock, Upsample)
+    from .nn import (BatchNorm, Conditioned, ConditionalBatchNorm, Conv2d, ConvTranspose2d, Flatten, Identity,
+                     InstanceNorm2d, Join, ReflectionPad2d, Reshape, Residual, UNetBlock, Upsample)
 
     gen = np.random.default_rng(seed)
 
@@ -559,6 +559,17 @@ def conv_tour(batch: int = 4, seed: int = 0, **options) -> list[GradCheckReport]
     unet = UNetBlock(down=Sequential(LeakyReLU(0.2), Conv2d(2, 3, 4, 2, 1, rng=seed)),
                      up=Sequential(ReLU(), ConvTranspose2d(3, 2, 4, 2, 1, bias=False, rng=seed + 1), BatchNorm(2)),
                      name="unet_block")
+    # Class-conditional BatchNorm inside a conditioned network: the labels are an input too (their gradient
+    # gathers the Join's path and the layer's), in training and in evaluation mode (running statistics off
+    # their start).
+    def conditioned_bn(name):
+        return Conditioned(Join({"x": Sequential(ConditionalBatchNorm(3, 4, name="cbn"), Tanh(), Flatten()),
+                                 "y": Identity()}), name=name)
+    cbn_eval = conditioned_bn("conditional_bn_eval")
+    for key, values in (("running_mean", gen.standard_normal(3)), ("running_var", gen.uniform(0.5, 2.0, 3))):
+        cbn_eval.buffers[f"body.x.cbn.{key}"][...] = backend.to_device(values.astype(np.float32))
+    n_cbn = max(batch, 4)
+    labels = np.eye(4)[np.arange(n_cbn) % 4]
     # The two networks normalise the outputs of learned layers, whose spread can be small (0.05, say): then
     # h = 1e-3 is a 2% move in normalised units and the stencil's O(h^4) truncation reaches 1e-7 for some
     # seeds. They are checked at h = 1e-4 (truncation 1e4 times smaller; round-off still far below 1e-7).
@@ -589,6 +600,8 @@ def conv_tour(batch: int = 4, seed: int = 0, **options) -> list[GradCheckReport]
         (BatchNorm(4, name="bn_train_NC"), gen.standard_normal((max(batch, 4), 4)) * 2 + 1, True, {}),
         (BatchNorm(3, name="bn_train_NCHW"), images(3, 3, 5) * 2 - 1, True, {}),
         (bn_eval, images(3, 3, 5), False, {}),
+        (conditioned_bn("conditional_bn"), (images(3, 3, 5, n=n_cbn) * 2 - 1, labels), True, {}),
+        (cbn_eval, (images(3, 3, 5, n=n_cbn), labels), False, {}),
         (InstanceNorm2d(3, affine=True, name="instance_norm"), images(3, 4, 5), True, {}),
         (ReflectionPad2d((1, 2, 3, 0), name="reflection_pad"), images(2, 5, 4), True, {}),
         (Upsample(2, name="upsample"), images(2, 3, 4), True, {}),

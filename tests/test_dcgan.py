@@ -235,3 +235,52 @@ def test_the_conditional_dcgan_samples_from_its_average_by_default(tmp_path):
     assert TrainConfig(model="dcgan").ema_beta == 0.0
     assert TrainConfig(model="cdcgan", ema=0).ema_beta == 0.0
     assert TrainConfig(model="cdcgan", dataset="fashion-mnist", ema=0.9).ema_beta == 0.9
+
+
+# -- class-conditional BatchNorm in G (--option g_condition=batchnorm) ---------------------------------------------
+
+
+def test_g_condition_batchnorm_builds_the_same_weights_plus_zero_class_tables():
+    plain = families.build("cdcgan", seed=5, width=2)
+    cbn = families.build("cdcgan", seed=5, width=2, g_condition="batchnorm")
+    tables = {k for k in cbn.G.params if "class_" in k}
+    assert tables == {f"body.{bn}.class_{p}" for bn in ("bn0", "bn1") for p in ("gamma", "beta")}
+    assert all(not backend.to_host(cbn.G.params[k]).any() for k in tables)
+    for k, v in plain.G.params.items():  # the other weights drawn as for the default: one seed, one start
+        assert np.array_equal(backend.to_host(v), backend.to_host(cbn.G.params[f"body.{k}"])), k
+    z, y = plain.sample_noise(6, backend.Rng(1)), plain.one_hot(np.arange(6) % 10)
+    # with zero tables the two G compute the same images (evaluation mode: the running statistics at their start)
+    np.testing.assert_array_equal(backend.to_host(plain.generate(z, y)), backend.to_host(cbn.generate(z, y)))
+    with pytest.raises(ValueError, match="g_condition must be one of"):
+        families.build("cdcgan", seed=0, width=2, g_condition="concat")
+    with pytest.raises(ValueError, match="conditional model"):
+        families.build("dcgan", seed=0, width=2, g_condition="batchnorm")
+
+
+@settings(max_examples=3)
+@given(seed=st.integers(0, 10_000))
+def test_g_condition_batchnorm_objective_gradients_are_exact(on_backend, seed):
+    for report in dcgan_checks("cdcgan", seed=seed, n_samples=5, model_options={"g_condition": "batchnorm"}):
+        assert report.passed, report.table()
+
+
+def test_g_condition_batchnorm_trains_resumes_bit_identically_and_samples(tmp_path, on_backend):
+    ds = tiny_dataset(12)
+    options = {"width": 2, "g_condition": "batchnorm"}
+    plain = Trainer(config(tmp_path, "cdcgan", "plain", model_options=options), dataset=ds, log=quiet)
+    plain.run(handle_signals=False)
+    first = Trainer(config(tmp_path, "cdcgan", "split", steps=4, model_options=options), dataset=ds, log=quiet)
+    first.run(handle_signals=False)
+    arrays, meta = io.load_checkpoint(tmp_path / "split" / CHECKPOINT_NAME)
+    assert meta["model_options"] == options
+    assert any("class_gamma" in k for k in arrays)
+    resumed = Trainer.resume(tmp_path / "split", dataset=ds, log=quiet, epochs=2)
+    resumed.run(handle_signals=False)
+    a, b = params(plain), params(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
+    assert any(backend.to_host(v).any() for k, v in plain.model.G.params.items() if "class_" in k)  # trained
+    images, labels = sample(tmp_path / "plain", 10, seed=0)
+    assert images.shape == (10, 784) and 0 <= images.min() and images.max() <= 1
+    assert list(labels) == list(range(10))

@@ -1,4 +1,4 @@
-"""BatchNorm and InstanceNorm2d: exact gradients (training and evaluation), PyTorch's running statistics,
+"""BatchNorm, ConditionalBatchNorm and InstanceNorm2d: exact gradients (training and evaluation), PyTorch's running statistics,
 values against a NumPy transcription of the definition and against PyTorch when installed, and the buffers
 that carry the running statistics (dotted names, casting, devices, a checkpoint round trip)."""
 
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from minigan import backend, io
 from minigan.gradcheck import check_layer, generic_point
 from minigan.nn import LeakyReLU, Linear, Sequential
-from minigan.nn import BatchNorm, Conv2d, Dropout, InstanceNorm2d
+from minigan.nn import BatchNorm, Conditioned, ConditionalBatchNorm, Conv2d, Dropout, Flatten, Identity, InstanceNorm2d, Join
 from minigan.nn.norm import standing_statistics
 
 
@@ -51,6 +51,90 @@ def test_batchnorm_gradients(on_backend, shape, train, affine, s):
 def test_instancenorm_gradients(on_backend, n, c, h, w, affine, s):
     layer = generic_point(InstanceNorm2d(c, affine=affine), s)
     _assert_passed(check_layer(layer, _data(s, n, c, h, w, scale=2.0, shift=-1.0), seed=s, n_samples=8))
+
+
+def _conditioned(channels, n_classes, flatten):
+    """x through a ConditionalBatchNorm (and Flatten for images) beside the labels: every input is checked."""
+    cbn = ConditionalBatchNorm(channels, n_classes, name="cbn")
+    branch = Sequential(cbn, Flatten()) if flatten else Sequential(cbn)
+    return Conditioned(Join({"x": branch, "y": Identity()}), name="cond"), cbn
+
+
+@settings(max_examples=25)
+@given(shape=batch_shapes, train=st.booleans(), k=st.integers(1, 4), s=st.integers(0, 2**16))
+def test_conditional_batchnorm_gradients_labels_included(on_backend, shape, train, k, s):
+    net, cbn = _conditioned(shape[1], k, len(shape) == 4)
+    generic_point(net, s)
+    cbn.buffers["running_mean"][...] = backend.to_device(_data(s, shape[1]).astype(np.float32))
+    cbn.buffers["running_var"][...] = backend.to_device(np.random.default_rng(s).uniform(0.5, 2, shape[1])
+                                                        .astype(np.float32))
+    labels = np.eye(k)[np.random.default_rng(s).integers(0, k, shape[0])]
+    report = check_layer(net, (_data(s, *shape, scale=2.0, shift=1.0), labels), train=train, seed=s, n_samples=8)
+    _assert_passed(report)
+    assert {r.name for r in report.results} >= {"body.x.cbn.class_gamma", "body.x.cbn.class_beta", "input[1]"}
+
+
+@pytest.mark.parametrize("shape", [(6, 3), (5, 3, 2, 4)])
+@pytest.mark.parametrize("train", [True, False])
+def test_conditional_batchnorm_is_batchnorm_with_each_class_gain_and_offset(on_backend, shape, train):
+    """Starting tables: BatchNorm, forward (bit for bit) and backward. Then each row is gamma + Gamma[k], beta + B[k]
+    applied to BatchNorm's x_hat (the class-free output, undone: (y - beta) / gamma)."""
+    gen = np.random.default_rng(1)
+    x = backend.to_device(_data(2, *shape, scale=2.0, shift=1.0))
+    g = backend.to_device(_data(3, *shape))
+    classes = np.arange(shape[0]) % 4
+    y1 = backend.to_device(np.eye(4)[classes])
+    plain, cbn = BatchNorm(shape[1], dtype=np.float64), ConditionalBatchNorm(shape[1], 4, dtype=np.float64)
+    for layer in (plain, cbn):
+        layer.params["gamma"][...] = backend.to_device(gen.uniform(0.5, 2, shape[1]))
+    cbn.params["gamma"][...] = plain.params["gamma"]
+    cbn.condition = y1
+    np.testing.assert_array_equal(backend.to_host(cbn.forward(x, train)), backend.to_host(plain.forward(x, train)))
+    # the input gradient multiplies by gamma at another point of the same sums: equal to rounding
+    np.testing.assert_allclose(backend.to_host(cbn.backward(g)), backend.to_host(plain.backward(g)), rtol=1e-12,
+                               atol=1e-14)
+    for name in ("gamma", "beta"):
+        np.testing.assert_allclose(backend.to_host(cbn.grads[name]), backend.to_host(plain.grads[name]), rtol=1e-12)
+    assert not backend.to_host(cbn.condition_grad).any()  # zero tables: the label changes nothing
+
+    table_g, table_b = gen.standard_normal((4, shape[1])), gen.standard_normal((4, shape[1]))
+    cbn.params["class_gamma"][...] = backend.to_device(table_g)
+    cbn.params["class_beta"][...] = backend.to_device(table_b)
+    per_row = (-1, shape[1]) + (1,) * (len(shape) - 2)
+    gamma = backend.to_host(plain.params["gamma"])
+    x_hat = backend.to_host(plain.forward(x, train)) / gamma.reshape((1,) + per_row[1:])  # beta is 0
+    expected = x_hat * (gamma + table_g[classes]).reshape(per_row) + table_b[classes].reshape(per_row)
+    np.testing.assert_allclose(backend.to_host(cbn.forward(x, train)), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_conditional_batchnorm_errors_name_the_problem():
+    cbn = ConditionalBatchNorm(3, 10, name="cbn")
+    x = np.ones((4, 3), np.float32)
+    with pytest.raises(ValueError, match="no condition set"):
+        cbn.forward(x)
+    cbn.condition = np.eye(10, dtype=np.float32)[:3]
+    with pytest.raises(ValueError, match=r"condition of shape \(3, 10\) for a batch of 4"):
+        cbn.forward(x)
+    with pytest.raises(ValueError, match="n_classes"):
+        ConditionalBatchNorm(3, 0)
+    with pytest.raises(ValueError, match="no conditional layer"):
+        Conditioned(Sequential(BatchNorm(3)))
+    with pytest.raises(ValueError, match="ending with the one-hot condition"):
+        Conditioned(Sequential(ConditionalBatchNorm(3, 2))).forward(x)
+
+
+def test_conditional_batchnorm_takes_part_in_standing_statistics(on_backend):
+    """A BatchNorm like the others: standing statistics find it inside a Conditioned network and re-estimate its
+    running statistics from the batches (the labels set the output, not the statistics)."""
+    net, cbn = _conditioned(3, 2, False)
+    generic_point(net, 4)
+    labels = backend.to_device(np.eye(2, dtype=np.float32)[[0, 1, 0, 1, 1]])
+    x = _data(0, 5, 3).astype(np.float32)
+    with standing_statistics(net) as layers:
+        assert layers == [cbn]
+        net.forward((backend.to_device(x), labels), train=False)
+    np.testing.assert_allclose(backend.to_host(cbn.buffers["running_mean"]), x.mean(axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(backend.to_host(cbn.buffers["running_var"]), x.var(axis=0, ddof=1), rtol=1e-4)
 
 
 def test_gradcheck_catches_a_forgotten_gamma():
