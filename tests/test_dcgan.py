@@ -117,23 +117,30 @@ def test_only_the_modern_preset_and_alternating_updates(tmp_path, model):
         config(tmp_path, model, update="simultaneous")
 
 
-@pytest.mark.parametrize("model", MODELS)
-def test_resume_is_bit_identical_and_buffers_are_checkpointed(tmp_path, on_backend, model):
+def _trained_and_resumed(tmp_path, model, options):
+    """Two epochs in one run, and the same stopped after 4 updates (3 per epoch) and resumed: both trainers, and
+    the stopped run's checkpoint arrays and metadata. Asserts the two runs end with the same bits."""
     ds = tiny_dataset(12)
-    plain = Trainer(config(tmp_path, model, "plain", epochs=2), dataset=ds, log=quiet)
+    plain = Trainer(config(tmp_path, model, "plain", epochs=2, model_options=options), dataset=ds, log=quiet)
     plain.run(handle_signals=False)
-    first = Trainer(config(tmp_path, model, "split", steps=4), dataset=ds, log=quiet)  # 3 updates per epoch
+    first = Trainer(config(tmp_path, model, "split", steps=4, model_options=options), dataset=ds, log=quiet)
     first.run(handle_signals=False)
     arrays, meta = io.load_checkpoint(tmp_path / "split" / CHECKPOINT_NAME)
-    d_bn = "buffers.D.in.x.bn2.running_var" if model == "cdcgan" else "buffers.D.features.bn2.running_var"
-    assert {"buffers.G.bn0.running_mean", d_bn} <= set(arrays)
-    assert meta["model_options"] == {"width": 2}
     resumed = Trainer.resume(tmp_path / "split", dataset=ds, log=quiet, epochs=2)
     resumed.run(handle_signals=False)
     a, b = params(plain), params(resumed)
     assert a.keys() == b.keys()
     for k in a:
         assert np.array_equal(a[k], b[k]), k
+    return plain, arrays, meta
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_resume_is_bit_identical_and_buffers_are_checkpointed(tmp_path, on_backend, model):
+    _, arrays, meta = _trained_and_resumed(tmp_path, model, {"width": 2})
+    d_bn = "buffers.D.in.x.bn2.running_var" if model == "cdcgan" else "buffers.D.features.bn2.running_var"
+    assert {"buffers.G.bn0.running_mean", d_bn} <= set(arrays)
+    assert meta["model_options"] == {"width": 2}
     records = [json.loads(line) for line in (tmp_path / "plain" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
     assert all(np.isfinite(r["loss_D"]) and 0 <= r["D_G_z"] <= 1 and "diversity" in r for r in records)
@@ -265,21 +272,10 @@ def test_g_condition_batchnorm_objective_gradients_are_exact(on_backend, seed):
 
 
 def test_g_condition_batchnorm_trains_resumes_bit_identically_and_samples(tmp_path, on_backend):
-    ds = tiny_dataset(12)
     options = {"width": 2, "g_condition": "batchnorm"}
-    plain = Trainer(config(tmp_path, "cdcgan", "plain", model_options=options), dataset=ds, log=quiet)
-    plain.run(handle_signals=False)
-    first = Trainer(config(tmp_path, "cdcgan", "split", steps=4, model_options=options), dataset=ds, log=quiet)
-    first.run(handle_signals=False)
-    arrays, meta = io.load_checkpoint(tmp_path / "split" / CHECKPOINT_NAME)
+    plain, arrays, meta = _trained_and_resumed(tmp_path, "cdcgan", options)
     assert meta["model_options"] == options
-    assert any("class_gamma" in k for k in arrays)
-    resumed = Trainer.resume(tmp_path / "split", dataset=ds, log=quiet, epochs=2)
-    resumed.run(handle_signals=False)
-    a, b = params(plain), params(resumed)
-    assert a.keys() == b.keys()
-    for k in a:
-        assert np.array_equal(a[k], b[k]), k
+    assert {"G.body.bn0.class_gamma", "buffers.G.body.bn1.running_var"} <= set(arrays)
     assert any(backend.to_host(v).any() for k, v in plain.model.G.params.items() if "class_" in k)  # trained
     images, labels = sample(tmp_path / "plain", 10, seed=0)
     assert images.shape == (10, 784) and 0 <= images.min() and images.max() <= 1
