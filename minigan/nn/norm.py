@@ -385,7 +385,7 @@ class ConditionalBatchNorm(BatchNorm):
 
     def _forget(self):
         super()._forget()
-        self.condition_grad = None
+        self.condition_grad = self._rows = None
 
 
 class InstanceNorm2d(_Normalization):
