@@ -41,17 +41,35 @@ from minigan.config import TrainConfig  # noqa: E402
 from minigan.eval.classifier import default_path, load_classifier  # noqa: E402
 from minigan.eval.metrics import evaluate_run  # noqa: E402
 from minigan.nn.optim import WeightAverage  # noqa: E402
+from minigan.threads import set_threads  # noqa: E402
 from minigan.train import Trainer  # noqa: E402
 
-#: `minigan train` options this script may pass on to TrainConfig (the rest define the benchmark itself).
-PASSED_ON = ("lr_G", "lr_D", "lr_decay", "model", "dataset", "preset", "batch", "k", "update")
+#: `minigan train` options this script passes on to TrainConfig; ``--option`` becomes the model options and
+#: ``--threads`` sets the threads as the command line does. Any other train option is refused: the script
+#: defines the seed, epochs, run directory and averages itself, and must not drop an option silently.
+PASSED_ON = ("lr_G", "lr_D", "lr_decay", "model", "dataset", "preset", "batch", "k", "update", "d_update_clip",
+             "d_warmup")
+
+
+def train_options(extra: list[str]):
+    """``extra`` parsed as `minigan train` options: (TrainConfig keywords, threads or None); SystemExit naming
+    any option this script would not honour."""
+    parser = build_parser()
+    args, defaults = parser.parse_args(["train", *extra]), parser.parse_args(["train"])
+    ignored = sorted(name for name, value in vars(args).items()
+                     if name not in (*PASSED_ON, "options", "threads") and value != getattr(defaults, name, None))
+    if ignored:
+        raise SystemExit(f"average_decay.py: cannot pass on {', '.join('--' + n.replace('_', '-') for n in ignored)}"
+                         " (the script sets seeds, epochs, run directories and averages with its own flags)")
+    given = {name: getattr(args, name) for name in PASSED_ON if getattr(args, name, None) is not None}
+    if args.options:
+        given["model_options"] = dict(args.options)
+    return given, args.threads
 
 
 def train_config(seed: int, epochs: int, out: Path, extra: list[str]) -> TrainConfig:
     """The default run's config for ``seed``, with ``extra`` `minigan train` options applied."""
-    args = build_parser().parse_args(["train", *extra])
-    given = {name: getattr(args, name) for name in PASSED_ON if getattr(args, name, None) is not None}
-    return TrainConfig(seed=seed, epochs=epochs, out=str(out), progress=False, ema=0.0, **given)
+    return TrainConfig(seed=seed, epochs=epochs, out=str(out), progress=False, ema=0.0, **train_options(extra)[0])
 
 
 def score(trainer: Trainer, classifier) -> dict:
@@ -72,8 +90,9 @@ def run_seed(seed: int, args, extra: list[str]) -> list[dict]:
     trainer.run(handle_signals=False)
     seconds = time.perf_counter() - t0
     classifier = load_classifier(default_path(trainer.config.dataset))
-    common = {"seed": seed, "epochs": args.epochs, "extra": extra, "train_seconds": seconds,
-              "threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"), "D_G_z": trainer._last_record["D_G_z"]}
+    threads = os.environ.get("OPENBLAS_NUM_THREADS", "default") if args.threads is None else str(args.threads)
+    common = {"seed": seed, "epochs": args.epochs, "extra": extra, "train_seconds": seconds, "threads": threads,
+              "D_G_z": trainer._last_record["D_G_z"]}
     rows = [{**common, "variant": "last weights", **score(trainer, classifier)}]
     for beta, average in averages.items():
         with average.swapped_in():
@@ -99,6 +118,9 @@ def main(argv=None) -> int:
                     help="also score each average with the live G's BatchNorm statistics (variant 'ema B live BN'), "
                          "as sampling did before the statistics were re-estimated for the average")
     args = ap.parse_args(argv)
+    args.threads = train_options(extra)[1]  # refuses what it cannot pass on before any training starts
+    if args.threads is not None:
+        set_threads(args.threads)
     backend.use("numpy")
     print(f"{'seed':>4}  {'variant':<22} {'acc':>6}  {'worst':>6}  {'FID x real':>10}")
     for seed in args.seeds:
