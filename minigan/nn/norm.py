@@ -362,10 +362,11 @@ class ConditionalBatchNorm(BatchNorm):
         else:
             s_g, s_gx = dout, dout * x_hat
         if self.requires_grad:
+            xp = get_array_module(dout)
             s_g.sum(axis=0, out=self._grads["beta"])
             s_gx.sum(axis=0, out=self._grads["gamma"])
-            get_array_module(dout).matmul(y1.T, s_g, out=self._grads["class_beta"])
-            get_array_module(dout).matmul(y1.T, s_gx, out=self._grads["class_gamma"])
+            xp.matmul(y1.T, s_g, out=self._grads["class_beta"])
+            xp.matmul(y1.T, s_gx, out=self._grads["class_gamma"])
         self.condition_grad = s_gx @ self._params["class_gamma"].T + s_g @ self._params["class_beta"].T
         if not self.input_grad:
             return None
