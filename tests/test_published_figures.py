@@ -769,20 +769,60 @@ def test_cdcgan_average_table_comes_from_the_committed_runs():
     assert "The average meets the label targets on 4 of the 5 seeds" in " ".join(results.split())
 
 
+def _average_decay_rows(name: str, seed: int) -> dict:
+    path = REPO / "benchmarks" / "results" / "average_decay" / f"2026-12-04-cdcgan-{name}-seed{seed}.jsonl"
+    return {r["variant"]: r for r in map(json.loads, path.read_text().splitlines())}
+
+
+def _scores(r: dict) -> str:
+    return f"{100 * r['accuracy']:.1f}%, {100 * r['worst_class']:.1f}%, {r['fid_ratio']:.2f}"
+
+
+def _meets_labels(r: dict) -> bool:
+    return r["accuracy"] >= 0.99 and r["worst_class"] >= 0.97
+
+
+def _table_row(text: str, seed: int) -> str:
+    return next(line for line in text.splitlines() if line.strip().startswith(f"| {seed} | ")).strip()
+
+
 def test_cdcgan_three_averages_table_comes_from_the_committed_runs():
-    """docs/RESULTS.md's table of the default conditional DCGAN on seeds 13 and 14 (last weights and three
-    averages) from benchmarks/results/average_decay, and the pass counts said beside it."""
+    """docs/RESULTS.md's table of the default conditional DCGAN on seeds 13-15 (last weights and three averages)
+    from benchmarks/results/average_decay, and the pass counts said beside it."""
     results = (REPO / "docs" / "RESULTS.md").read_text()
-    results = results[results.index("Two more untuned seeds, three averages"):]
-    for seed in (13, 14):
-        path = REPO / "benchmarks" / "results" / "average_decay" / f"2026-12-04-cdcgan-default-seed{seed}.jsonl"
-        runs = {r["variant"]: r for r in map(json.loads, path.read_text().splitlines())}
-        cells = [f"{100 * r['accuracy']:.1f}%, {100 * r['worst_class']:.1f}%, {r['fid_ratio']:.2f}"
-                 for r in (runs[v] for v in ("last weights", "ema 0.99", "ema 0.995", "ema 0.999"))]
-        row = next(line for line in results.splitlines() if line.strip().startswith(f"| {seed} | "))
-        assert row.strip() == f"| {seed} | {' | '.join(cells)} |"
-        default = runs["ema 0.99"]
-        assert default["accuracy"] >= 0.99 and default["worst_class"] >= 0.97  # "meets the label targets on both"
+    results = results[results.index("Three more untuned seeds, three averages"):]
+    passes = {"last weights": 0, "ema 0.99": 0}
+    for seed in (13, 14, 15):
+        runs = _average_decay_rows("default", seed)
+        cells = [_scores(runs[v]) for v in ("last weights", "ema 0.99", "ema 0.995", "ema 0.999")]
+        assert _table_row(results, seed) == f"| {seed} | {' | '.join(cells)} |"
+        for variant in passes:
+            passes[variant] += _meets_labels(runs[variant])
+    assert passes == {"last weights": 2, "ema 0.99": 3}  # "on all three ... the last weights on two"
+
+
+def test_cdcgan_conditional_batchnorm_table_comes_from_the_committed_runs():
+    """docs/RESULTS.md's default-against-CBN table (seeds 13-15) from the committed runs and evaluations, the
+    runs' options as said, and the counts beside it."""
+    results = (REPO / "docs" / "RESULTS.md").read_text()
+    results = results[results.index("Class-conditional BatchNorm in G does not help"):]
+    out = REPO / "benchmarks" / "results" / "dcgan"
+    passes = {"default": 0, "cbn": 0}
+    for seed in (13, 14, 15):
+        default, cbn = _average_decay_rows("default", seed), _average_decay_rows("cbn", seed)
+        assert all(r["extra"][-2:] == ["--option", "g_condition=batchnorm"] for r in cbn.values())
+        assert not any("--option" in r["extra"] for r in default.values())
+        parzen = [json.loads((out / f"cdcgan-{name}-seed{seed}-eval-epoch10.json").read_text()) for name in
+                  ("default", "cbn")]
+        for name, ev, rows in zip(("default", "cbn"), parzen, (default, cbn)):
+            # the evaluation read each run's last weights: its scores are average_decay's last-weights ones
+            acc = ev["classifier"]["samples"]["label_accuracy"]["overall"]
+            assert acc == rows["last weights"]["accuracy"], (name, seed)
+            passes[name] += _meets_labels(rows["ema 0.99"])
+        cells = [_scores(default["last weights"]), _scores(cbn["last weights"]), _scores(default["ema 0.99"]),
+                 _scores(cbn["ema 0.99"]), f"{parzen[0]['parzen']['mean']:.1f} / {parzen[1]['parzen']['mean']:.1f}"]
+        assert _table_row(results, seed) == f"| {seed} | {' | '.join(cells)} |"
+    assert passes == {"default": 3, "cbn": 2}
 
 
 def test_cdcgan_fashion_table_comes_from_the_committed_runs():
