@@ -538,8 +538,8 @@ def conv_tour(batch: int = 4, seed: int = 0, **options) -> list[GradCheckReport]
     Conv2d by its column matrix (its input gradient scattered in either memory order) and by tap planes;
     ConvTranspose2d with its columns in either order;
     BatchNorm in training mode (on (N, C) and (N, C, H, W)) and in evaluation mode, with gamma and beta off
-    their initial values; class-conditional BatchNorm in both modes, with its labels; and the U-Net and ResNet joins, with a bias before a normalisation (an exactly zero
-    gradient) inside the residual block.
+    their initial values; class-conditional BatchNorm in both modes, with its labels; and the U-Net and ResNet
+    joins, with a bias before a normalisation (an exactly zero gradient) inside the residual block.
     """
     from .nn import LeakyReLU, Linear, ReLU, Sequential, Tanh
     from .nn import (BatchNorm, Conditioned, ConditionalBatchNorm, Conv2d, ConvTranspose2d, Flatten, Identity,
@@ -550,9 +550,13 @@ def conv_tour(batch: int = 4, seed: int = 0, **options) -> list[GradCheckReport]
     def images(c, h, w, n=batch):
         return gen.standard_normal((n, c, h, w))
 
-    bn_eval = BatchNorm(3, name="bn_eval")
-    bn_eval.buffers["running_mean"][...] = backend.to_device(gen.standard_normal(3).astype(np.float32))
-    bn_eval.buffers["running_var"][...] = backend.to_device(gen.uniform(0.5, 2.0, 3).astype(np.float32))
+    def off_start(network, prefix=""):
+        """Running statistics away from (0, 1), for evaluation mode (``prefix``: the BatchNorm's dotted path)."""
+        for key, values in (("running_mean", gen.standard_normal(3)), ("running_var", gen.uniform(0.5, 2.0, 3))):
+            network.buffers[prefix + key][...] = backend.to_device(values.astype(np.float32))
+        return network
+
+    bn_eval = off_start(BatchNorm(3, name="bn_eval"))
     resnet_block = Residual(Sequential(ReflectionPad2d(1), Conv2d(2, 2, 3, rng=seed), InstanceNorm2d(2, affine=True),
                                        ReLU(), ReflectionPad2d(1), Conv2d(2, 2, 3, rng=seed + 1), InstanceNorm2d(2)),
                             name="resnet_block")
@@ -565,9 +569,7 @@ def conv_tour(batch: int = 4, seed: int = 0, **options) -> list[GradCheckReport]
     def conditioned_bn(name):
         return Conditioned(Join({"x": Sequential(ConditionalBatchNorm(3, 4, name="cbn"), Tanh(), Flatten()),
                                  "y": Identity()}), name=name)
-    cbn_eval = conditioned_bn("conditional_bn_eval")
-    for key, values in (("running_mean", gen.standard_normal(3)), ("running_var", gen.uniform(0.5, 2.0, 3))):
-        cbn_eval.buffers[f"body.x.cbn.{key}"][...] = backend.to_device(values.astype(np.float32))
+    cbn_eval = off_start(conditioned_bn("conditional_bn_eval"), "body.x.cbn.")
     n_cbn = max(batch, 4)
     labels = np.eye(4)[np.arange(n_cbn) % 4]
     # The two networks normalise the outputs of learned layers, whose spread can be small (0.05, say): then

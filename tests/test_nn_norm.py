@@ -85,8 +85,7 @@ def test_conditional_batchnorm_is_batchnorm_with_each_class_gain_and_offset(on_b
     classes = np.arange(shape[0]) % 4
     y1 = backend.to_device(np.eye(4)[classes])
     plain, cbn = BatchNorm(shape[1], dtype=np.float64), ConditionalBatchNorm(shape[1], 4, dtype=np.float64)
-    for layer in (plain, cbn):
-        layer.params["gamma"][...] = backend.to_device(gen.uniform(0.5, 2, shape[1]))
+    plain.params["gamma"][...] = backend.to_device(gen.uniform(0.5, 2, shape[1]))
     cbn.params["gamma"][...] = plain.params["gamma"]
     cbn.condition = y1
     np.testing.assert_array_equal(backend.to_host(cbn.forward(x, train)), backend.to_host(plain.forward(x, train)))

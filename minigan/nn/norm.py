@@ -148,7 +148,6 @@ class _Normalization(Layer):
 
     def _backward_through_statistics(self, dout, x_hat, inv_std, axes, count: int):
         """dL/dx = (gamma r / M) (M g - sum(g) - x_hat sum(g x_hat)), the sums over ``axes`` (one group)."""
-        xp = get_array_module(dout)
         sum_g = self._sum(dout, axes)
         sum_g_x_hat = self._sum_of_products(dout, x_hat, axes)
         self._write_param_grads(sum_g, sum_g_x_hat)
@@ -157,9 +156,14 @@ class _Normalization(Layer):
         scale = inv_std * (1.0 / count)
         if self.affine:
             scale = scale * self._per_channel(self._params["gamma"], dout.ndim)
-        dx = dout * count
-        dx -= sum_g
-        dx -= xp.multiply(x_hat, sum_g_x_hat, out=self._buffer("scratch", dout.shape, dout.dtype, dout))
+        return self._through_statistics(dout * count, x_hat, sum_g, sum_g_x_hat, scale)
+
+    def _through_statistics(self, dx, x_hat, sum_d, sum_d_x_hat, scale):
+        """The derivation's last step, in place on ``dx`` = M d: scale (M d - sum(d) - x_hat sum(d x_hat)), with
+        d = dL/dx_hat up to the factor that ``scale`` carries; returns ``dx``."""
+        xp = get_array_module(dx)
+        dx -= sum_d
+        dx -= xp.multiply(x_hat, sum_d_x_hat, out=self._buffer("scratch", dx.shape, dx.dtype, dx))
         dx *= scale
         return dx
 
@@ -379,10 +383,7 @@ class ConditionalBatchNorm(BatchNorm):
         sum_d = self._per_channel((gamma_n * s_g).sum(axis=0), dout.ndim)
         sum_d_x_hat = self._per_channel((gamma_n * s_gx).sum(axis=0), dout.ndim)
         dx *= count
-        dx -= sum_d
-        dx -= x_hat * sum_d_x_hat
-        dx *= c["inv_std"] * (1.0 / count)
-        return dx
+        return self._through_statistics(dx, x_hat, sum_d, sum_d_x_hat, c["inv_std"] * (1.0 / count))
 
     def _forget(self):
         super()._forget()
