@@ -8,7 +8,8 @@ Networks (``width`` w = 64 by default; shapes per image, NCHW):
         -> ConvT 4/2/1 -> (w, 14, 14) -> BatchNorm -> ReLU
         -> ConvT 4/2/1 -> (1, 28, 28) -> Tanh -> flattened (784)
     D   (784) -> (1, 28, 28) -> Conv 4/2/1 -> (w, 14, 14) -> LeakyReLU 0.2
-        -> Conv 4/2/1 -> (2w, 7, 7) -> BatchNorm -> LeakyReLU 0.2 -> flattened h (2w·49)
+        -> Conv 4/2/1 -> (2w, 7, 7) -> BatchNorm -> LeakyReLU 0.2 [-> minibatch std: (2w+1, 7, 7)]
+        -> flattened h (2w·49, or (2w+1)·49)
         -> dcgan: Linear -> 1 logit;  cdcgan: projection head  h·w + b + <h, E y>
 
 As in the paper and its code: kernel 4, stride 2, padding 1 (28 -> 14 -> 7); BatchNorm everywhere except D's
@@ -47,7 +48,7 @@ import numpy as np
 
 from .. import objective
 from ..nn import (DEFAULT_DTYPE, BatchNorm, Conditioned, ConditionalBatchNorm, Conv2d, ConvTranspose2d, Flatten,
-                  Identity, Join, LeakyReLU, Linear, ProjectionHead, ReLU, Reshape, Sequential, Tanh)
+                  Identity, Join, LeakyReLU, Linear, MinibatchStdDev, ProjectionHead, ReLU, Reshape, Sequential, Tanh)
 from .base import N_CLASSES, AdversarialFamily, GANModel
 
 __all__ = ["DCGAN", "CDCGAN", "dcgan", "cdcgan", "NOISE_DIM"]
@@ -69,7 +70,7 @@ def _check_width(width: Any) -> int:
 
 
 def dcgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, width: int = 64, init_std: float = 0.02, slope: float = 0.2,
-          conditional: bool = False, g_condition: str = "input") -> GANModel:
+          conditional: bool = False, g_condition: str = "input", d_minibatch_std: int = 0) -> GANModel:
     """The DCGAN for 28×28 single-channel images (module docstring); ``conditional`` gives :func:`cdcgan`.
 
     Parameters
@@ -88,8 +89,16 @@ def dcgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, width: int = 64, init_std: 
         per-class gain and offset of every channel, starting at zero; Miyato & Koyama 2018's generator), G then
         being a :class:`~minigan.nn.containers.Conditioned` network. The other weights are drawn as for
         ``"input"``, so one seed starts both from the same G.
+    d_minibatch_std : int
+        0 (default): off. g > 0: D's last features gain one channel, the standard deviation of its features over
+        groups of g rows of the batch (:class:`~minigan.nn.minibatch.MinibatchStdDev`, Karras et al. 2018), so D
+        can score a batch of fakes that varies less than a real one; the batch size must be a multiple of g.
+        Every weight but D's output layer's (one channel wider) is drawn as without it.
     """
     w = _check_width(width)
+    spread = d_minibatch_std
+    if isinstance(spread, bool) or not isinstance(spread, (int, np.integer)) or spread < 0:
+        raise ValueError(f"dcgan: d_minibatch_std must be a group size >= 1, or 0 for none, got {d_minibatch_std!r}")
     if g_condition not in G_CONDITIONS:
         raise ValueError(f"dcgan: g_condition must be one of {', '.join(G_CONDITIONS)}, got {g_condition!r}")
     if g_condition != "input" and not conditional:
@@ -127,10 +136,11 @@ def dcgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, width: int = 64, init_std: 
         Conv2d(w, 2 * w, 4, 2, 1, bias=False, rng=next(s), name="conv2", **conv),
         BatchNorm(2 * w, dtype=dtype, name="bn2"),
         LeakyReLU(slope),
+        *([MinibatchStdDev(int(d_minibatch_std), name="spread")] if d_minibatch_std else []),
         Flatten(),
         name="features",
     )
-    n_features = 2 * w * 7 * 7
+    n_features = (2 * w + (1 if d_minibatch_std else 0)) * 7 * 7
     if conditional:
         D = Sequential(
             Join({"x": features, "y": Identity()}, name="in"),
@@ -145,10 +155,10 @@ def dcgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, width: int = 64, init_std: 
 
 
 def cdcgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, width: int = 64, init_std: float = 0.02,
-           slope: float = 0.2, g_condition: str = "input") -> GANModel:
+           slope: float = 0.2, g_condition: str = "input", d_minibatch_std: int = 0) -> GANModel:
     """The conditional DCGAN: the label joins z in G, and D scores it by a projection (module docstring)."""
     return dcgan(seed, dtype, width=width, init_std=init_std, slope=slope, conditional=True,
-                 g_condition=g_condition)
+                 g_condition=g_condition, d_minibatch_std=d_minibatch_std)
 
 
 

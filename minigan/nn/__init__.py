@@ -9,6 +9,7 @@
 * :mod:`minigan.nn.dropout` — :class:`Dropout`;
 * :mod:`minigan.nn.conv` — im2col/col2im, the tap planes, :class:`Conv2d`, :class:`ConvTranspose2d`;
 * :mod:`minigan.nn.norm` — :class:`BatchNorm`, :class:`ConditionalBatchNorm`, :class:`InstanceNorm2d`;
+* :mod:`minigan.nn.minibatch` — :class:`MinibatchStdDev` (a D's view of its batch's variety);
 * :mod:`minigan.nn.shape` — :class:`ReflectionPad2d`, :class:`Flatten`, :class:`Reshape`, :class:`Upsample`,
   :class:`PatchRows`;
 * :mod:`minigan.nn.containers` — :class:`Sequential`, :class:`Join`, :class:`Conditioned`, :class:`Identity`,
@@ -27,6 +28,7 @@ from .conv import (CONV_METHODS, Conv2d, ConvTranspose2d, col2im, col2im_batch_l
 from .dense import Linear, Maxout, ProjectionHead
 from .dropout import Dropout
 from .init import init_weights, make_generator
+from .minibatch import MinibatchStdDev
 from .norm import BatchNorm, ConditionalBatchNorm, InstanceNorm2d
 from .shape import Flatten, PatchRows, ReflectionPad2d, Reshape, Upsample
 
@@ -37,6 +39,6 @@ __all__ = [
     "Sequential", "Join", "Conditioned", "Identity", "Residual", "SkipConcat", "UNetBlock",
     "Conv2d", "ConvTranspose2d", "CONV_METHODS", "im2col", "col2im", "im2col_batch_last", "col2im_batch_last",
     "sum_taps", "spread_taps", "conv_output_size",
-    "BatchNorm", "ConditionalBatchNorm", "InstanceNorm2d",
+    "BatchNorm", "ConditionalBatchNorm", "InstanceNorm2d", "MinibatchStdDev",
     "ReflectionPad2d", "Flatten", "Reshape", "Upsample", "PatchRows",
 ]
