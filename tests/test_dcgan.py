@@ -280,3 +280,43 @@ def test_g_condition_batchnorm_trains_resumes_bit_identically_and_samples(tmp_pa
     images, labels = sample(tmp_path / "plain", 10, seed=0)
     assert images.shape == (10, 784) and 0 <= images.min() and images.max() <= 1
     assert list(labels) == list(range(10))
+
+
+# -- D sees its batch's spread (--option d_minibatch_std=g) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_d_minibatch_std_adds_one_channel_and_draws_every_other_weight_as_before(model):
+    plain = families.build(model, seed=5, width=2)
+    spread = families.build(model, seed=5, width=2, d_minibatch_std=4)
+    assert plain.G.params.keys() == spread.G.params.keys()
+    for k, v in plain.G.params.items():
+        assert np.array_equal(backend.to_host(v), backend.to_host(spread.G.params[k])), k
+    for k, v in plain.D.params.items():
+        if not k.startswith("out."):  # the output layer (Linear or projection), one channel wider
+            assert np.array_equal(backend.to_host(v), backend.to_host(spread.D.params[k])), k
+    assert backend.to_host(spread.D.params["out.W"]).shape[0] == 5 * 49  # (2w + 1) channels of 7 x 7
+    with pytest.raises(ValueError, match="d_minibatch_std must be a group size"):
+        families.build(model, seed=0, width=2, d_minibatch_std=-1)
+    with pytest.raises(ValueError, match="d_minibatch_std must be a group size"):
+        families.build(model, seed=0, width=2, d_minibatch_std=True)
+
+
+@settings(max_examples=3)
+@given(seed=st.integers(0, 10_000))
+def test_d_minibatch_std_objective_gradients_are_exact(on_backend, seed):
+    for model in MODELS:
+        for report in dcgan_checks(model, seed=seed, n_samples=5, model_options={"d_minibatch_std": 2}):
+            assert report.passed, report.table()
+
+
+def test_d_minibatch_std_trains_resumes_bit_identically_and_refuses_an_odd_batch(tmp_path, on_backend):
+    options = {"width": 2, "d_minibatch_std": 2}
+    plain, arrays, meta = _trained_and_resumed(tmp_path, "cdcgan", options)
+    assert meta["model_options"] == options
+    images, _ = sample(tmp_path / "plain", 10, seed=0)
+    assert images.shape == (10, 784) and 0 <= images.min() and images.max() <= 1
+    odd = Trainer(config(tmp_path, "dcgan", "odd", batch=3, model_options=options), dataset=tiny_dataset(12),
+                  log=quiet)
+    with pytest.raises(ValueError, match="a batch of 3 rows does not split into groups of 2"):
+        odd.run(handle_signals=False)

@@ -49,15 +49,24 @@ class MinibatchStdDev(Layer):
     :math:`\epsilon > 0` keeps :math:`s` away from 0, where the root has no derivative: a group of identical
     rows (the collapse this layer is for) has :math:`s = \sqrt\epsilon` and a zero gradient through :math:`m`.
 
+    Why :math:`\epsilon = 10^{-4}` and not Karras et al.'s :math:`10^{-8}`: for a group of two rows,
+    :math:`s = \sqrt{d^2/4 + \epsilon}` with :math:`d = x_{a1j} - x_{a2j}` is :math:`|d|/2`, a kink, rounded off
+    over :math:`|d| \lesssim 2\sqrt\epsilon`. At :math:`10^{-8}` that is :math:`2\cdot10^{-4}`, the size of a
+    finite-difference step, and checks of a whole D (hundreds of features) met it often enough to fail (relative
+    errors up to 0.08, 10 of 64 checks of D and G with groups of two). At :math:`10^{-4}` the rounding spans
+    :math:`|d| \lesssim 0.02`, smooth at the step's scale (every one of those checks passes), and still small
+    beside the spread of the normalised features D feeds it (order 1). In float32 training either value
+    vanishes next to any variance above about :math:`10^{-3}`.
+
     Parameters
     ----------
     group_size : int, default 4
         :math:`g` (Karras et al.'s 4); a batch smaller than it forms one group, and a larger one must be a
         multiple of it.
-    eps : float, default 1e-8
+    eps : float, default 1e-4
     """
 
-    def __init__(self, group_size: int = 4, eps: float = 1e-8, name: str | None = None):
+    def __init__(self, group_size: int = 4, eps: float = 1e-4, name: str | None = None):
         super().__init__(name)
         self.group_size = positive_int(group_size, "group_size", "MinibatchStdDev")
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
