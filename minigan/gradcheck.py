@@ -538,12 +538,14 @@ def conv_tour(batch: int = 4, seed: int = 0, **options) -> list[GradCheckReport]
     Conv2d by its column matrix (its input gradient scattered in either memory order) and by tap planes;
     ConvTranspose2d with its columns in either order;
     BatchNorm in training mode (on (N, C) and (N, C, H, W)) and in evaluation mode, with gamma and beta off
-    their initial values; class-conditional BatchNorm in both modes, with its labels; and the U-Net and ResNet
+    their initial values; class-conditional BatchNorm in both modes, with its labels; the minibatch standard
+    deviation over groups of two rows (its kink-like case, see its docstring); and the U-Net and ResNet
     joins, with a bias before a normalisation (an exactly zero gradient) inside the residual block.
     """
     from .nn import LeakyReLU, Linear, ReLU, Sequential, Tanh
     from .nn import (BatchNorm, Conditioned, ConditionalBatchNorm, Conv2d, ConvTranspose2d, Flatten, Identity,
-                     InstanceNorm2d, Join, ReflectionPad2d, Reshape, Residual, UNetBlock, Upsample)
+                     InstanceNorm2d, Join, MinibatchStdDev, ReflectionPad2d, Reshape, Residual, UNetBlock,
+                     Upsample)
 
     gen = np.random.default_rng(seed)
 
@@ -605,6 +607,7 @@ def conv_tour(batch: int = 4, seed: int = 0, **options) -> list[GradCheckReport]
         (conditioned_bn("conditional_bn"), (images(3, 3, 5, n=n_cbn) * 2 - 1, labels), True, {}),
         (cbn_eval, (images(3, 3, 5, n=n_cbn), labels), False, {}),
         (InstanceNorm2d(3, affine=True, name="instance_norm"), images(3, 4, 5), True, {}),
+        (MinibatchStdDev(2, name="minibatch_std"), images(3, 2, 3, n=2 * max(batch // 2, 2)), True, {}),
         (ReflectionPad2d((1, 2, 3, 0), name="reflection_pad"), images(2, 5, 4), True, {}),
         (Upsample(2, name="upsample"), images(2, 3, 4), True, {}),
         (Sequential(Linear(5, 2 * 3 * 3, rng=seed), Reshape(2, 3, 3), ConvTranspose2d(2, 2, 4, 2, 1, rng=seed + 1),
