@@ -825,6 +825,34 @@ def test_cdcgan_conditional_batchnorm_table_comes_from_the_committed_runs():
     assert passes == {"default": 3, "cbn": 2}
 
 
+def test_cdcgan_minibatch_spread_table_comes_from_the_committed_runs():
+    """docs/RESULTS.md's default-against-minibatch-spread table (seeds 13-15) from the committed runs and
+    evaluations, the runs' options as said, the counts and the unconditional run's shares beside it."""
+    results = (REPO / "docs" / "RESULTS.md").read_text()
+    results = results[results.index("D seeing its batch's spread does not help either"):]
+    out = REPO / "benchmarks" / "results" / "dcgan"
+    passes = {"default": 0, "mbs": 0}
+    for seed in (13, 14, 15):
+        default = _average_decay_rows("default", seed)
+        path = REPO / "benchmarks" / "results" / "average_decay" / f"2026-12-05-cdcgan-mbs-seed{seed}.jsonl"
+        spread = {r["variant"]: r for r in map(json.loads, path.read_text().splitlines())}
+        assert all(r["extra"][-2:] == ["--option", "d_minibatch_std=4"] for r in spread.values())
+        parzen = [json.loads((out / f"cdcgan-{name}-seed{seed}-eval-epoch10.json").read_text()) for name in
+                  ("default", "mbs")]
+        for name, ev, rows in zip(("default", "mbs"), parzen, (default, spread)):
+            assert ev["classifier"]["samples"]["label_accuracy"]["overall"] == rows["last weights"]["accuracy"]
+            passes[name] += _meets_labels(rows["ema 0.99"])
+        cells = [_scores(default["last weights"]), _scores(spread["last weights"]), _scores(default["ema 0.99"]),
+                 _scores(spread["ema 0.99"]), f"{parzen[0]['parzen']['mean']:.1f} / {parzen[1]['parzen']['mean']:.1f}"]
+        assert _table_row(results, seed) == f"| {seed} | {' | '.join(cells)} |"
+    assert passes == {"default": 3, "mbs": 2}
+    unconditional = json.loads((out / "dcgan-mbs-seed0-10epochs-eval.json").read_text())
+    histogram = unconditional["classifier"]["samples"]["histogram"]
+    outside = [k for k, n in enumerate(histogram) if not 700 <= n <= 1300]
+    assert outside == [0, 1, 4, 9] and (min(histogram), max(histogram)) == (474, 1518)
+    assert f"Parzen {unconditional['parzen']['mean']:.1f} against 117.2" in " ".join(results.split())
+
+
 def test_cdcgan_fashion_table_comes_from_the_committed_runs():
     """docs/RESULTS.md's 10-epoch Fashion-MNIST table of the conditional DCGAN (last weights, G's averages), from
     benchmarks/results/average_decay, and the claim that the average (0.99) reads the labels better on every seed."""
