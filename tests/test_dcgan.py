@@ -298,8 +298,9 @@ def test_d_minibatch_std_adds_one_channel_and_draws_every_other_weight_as_before
     assert backend.to_host(spread.D.params["out.W"]).shape[0] == 5 * 49  # (2w + 1) channels of 7 x 7
     with pytest.raises(ValueError, match="d_minibatch_std must be a group size"):
         families.build(model, seed=0, width=2, d_minibatch_std=-1)
-    with pytest.raises(ValueError, match="d_minibatch_std must be a group size"):
-        families.build(model, seed=0, width=2, d_minibatch_std=True)
+    for bad in (True, 1, 2.0):
+        with pytest.raises(ValueError, match="d_minibatch_std must be a group size >= 2"):
+            families.build(model, seed=0, width=2, d_minibatch_std=bad)
 
 
 @settings(max_examples=3)

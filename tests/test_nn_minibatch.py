@@ -27,7 +27,7 @@ def _reference(x, group_size, eps=1e-4):
     return np.concatenate([x, extra], axis=1)
 
 
-groups_and_shapes = st.tuples(st.integers(1, 4), st.integers(1, 3), st.integers(1, 3), st.integers(1, 3),
+groups_and_shapes = st.tuples(st.integers(2, 4), st.integers(1, 3), st.integers(1, 3), st.integers(1, 3),
                               st.integers(1, 4))  # (group size, groups, C, H, W)
 
 
@@ -40,6 +40,13 @@ def test_gradients_are_exact(on_backend, case, s):
     assert all(r.checked + r.tiny > 0 for r in report.results)
 
 
+@settings(max_examples=10)
+@given(n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(1, 3), w=st.integers(1, 3), s=st.integers(0, 2**16))
+def test_gradients_are_exact_when_the_batch_is_smaller_than_a_group(on_backend, n, c, h, w, s):
+    report = check_layer(MinibatchStdDev(4), _data(s, n, c, h, w), seed=s, n_samples=8)
+    assert report.passed, "\n" + report.table()
+
+
 @settings(max_examples=25)
 @given(case=groups_and_shapes, s=st.integers(0, 2**16))
 def test_values_follow_the_definition(on_backend, case, s):
@@ -47,6 +54,9 @@ def test_values_follow_the_definition(on_backend, case, s):
     x = _data(s, g * groups, c, h, w)
     y = backend.to_host(MinibatchStdDev(g).forward(backend.to_device(x)))
     np.testing.assert_allclose(y, _reference(x, g), rtol=1e-12, atol=1e-15)
+    y32 = backend.to_host(MinibatchStdDev(g).forward(backend.to_device(x.astype(np.float32))))
+    assert y32.dtype == np.float32
+    np.testing.assert_allclose(y32, _reference(x, g), rtol=2e-5, atol=1e-6)
 
 
 def test_a_batch_smaller_than_the_group_is_one_group_and_groups_are_independent(on_backend):
@@ -64,7 +74,8 @@ def test_a_batch_smaller_than_the_group_is_one_group_and_groups_are_independent(
     dout = np.zeros_like(after)
     dout[0, 2, 0, 0] = 1.0
     dx = backend.to_host(layer.backward(backend.to_device(dout)))
-    assert np.abs(dx[:2]).sum() > 0 and not dx[2:].any()
+    assert dx[0].any() and dx[1].any() and not dx[2:].any()
+    np.testing.assert_allclose(dx[1], -dx[0], rtol=1e-12)  # a group of two: the centred rows are opposite
 
 
 def test_a_collapsed_batch_reads_sqrt_eps_and_passes_finite_gradients(on_backend):
@@ -81,8 +92,12 @@ def test_a_collapsed_batch_reads_sqrt_eps_and_passes_finite_gradients(on_backend
 def test_errors_name_the_problem(on_backend):
     with pytest.raises(ValueError, match="group_size must be a positive integer"):
         MinibatchStdDev(0)
-    with pytest.raises(ValueError, match="eps must be a positive number"):
-        MinibatchStdDev(4, eps=0.0)
+    with pytest.raises(ValueError, match="group_size must be at least 2"):
+        MinibatchStdDev(1)
+    for eps in (0.0, float("inf"), "1e-4"):
+        with pytest.raises(ValueError, match="eps must be a positive finite number"):
+            MinibatchStdDev(4, eps=eps)
+    assert MinibatchStdDev(4, eps=np.float32(1e-3)).eps == pytest.approx(1e-3)
     layer = MinibatchStdDev(4, name="spread")
     with pytest.raises(RuntimeError, match="spread: backward called before forward"):
         layer.backward(backend.to_device(np.zeros((4, 2, 1, 1))))
@@ -90,5 +105,7 @@ def test_errors_name_the_problem(on_backend):
         layer.forward(backend.to_device(np.zeros((6, 2, 3, 3))))
     with pytest.raises(ValueError, match=r"expected a batch of shape \(N, C, H, W\)"):
         layer.forward(backend.to_device(np.zeros((4, 8))))
+    with pytest.raises(ValueError, match="spread: the batch is empty"):
+        layer.forward(backend.to_device(np.zeros((0, 2, 3, 3))))
     with pytest.raises(ValueError, match="floating-point"):
         layer.forward(backend.to_device(np.zeros((4, 2, 3, 3), np.int64)))

@@ -90,15 +90,16 @@ def dcgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, width: int = 64, init_std: 
         being a :class:`~minigan.nn.containers.Conditioned` network. The other weights are drawn as for
         ``"input"``, so one seed starts both from the same G.
     d_minibatch_std : int
-        0 (default): off. g > 0: D's last features gain one channel, the standard deviation of its features over
+        0 (default): off. g >= 2: D's last features gain one channel, the standard deviation of its features over
         groups of g rows of the batch (:class:`~minigan.nn.minibatch.MinibatchStdDev`, Karras et al. 2018), so D
-        can score a batch of fakes that varies less than a real one; the batch size must be a multiple of g.
+        can score a batch of fakes that varies less than a real one; the batch size must be a multiple of g
+        (or smaller than g: one group).
         Every weight but D's output layer's (one channel wider) is drawn as without it.
     """
     w = _check_width(width)
     spread = d_minibatch_std
-    if isinstance(spread, bool) or not isinstance(spread, (int, np.integer)) or spread < 0:
-        raise ValueError(f"dcgan: d_minibatch_std must be a group size >= 1, or 0 for none, got {d_minibatch_std!r}")
+    if isinstance(spread, bool) or not isinstance(spread, (int, np.integer)) or spread < 0 or spread == 1:
+        raise ValueError(f"dcgan: d_minibatch_std must be a group size >= 2, or 0 for none, got {spread!r}")
     if g_condition not in G_CONDITIONS:
         raise ValueError(f"dcgan: g_condition must be one of {', '.join(G_CONDITIONS)}, got {g_condition!r}")
     if g_condition != "input" and not conditional:
@@ -136,11 +137,11 @@ def dcgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, width: int = 64, init_std: 
         Conv2d(w, 2 * w, 4, 2, 1, bias=False, rng=next(s), name="conv2", **conv),
         BatchNorm(2 * w, dtype=dtype, name="bn2"),
         LeakyReLU(slope),
-        *([MinibatchStdDev(int(d_minibatch_std), name="spread")] if d_minibatch_std else []),
+        *([MinibatchStdDev(int(spread), name="spread")] if spread else []),
         Flatten(),
         name="features",
     )
-    n_features = (2 * w + (1 if d_minibatch_std else 0)) * 7 * 7
+    n_features = (2 * w + (1 if spread else 0)) * 7 * 7
     if conditional:
         D = Sequential(
             Join({"x": features, "y": Identity()}, name="in"),
