@@ -853,6 +853,28 @@ def test_cdcgan_minibatch_spread_table_comes_from_the_committed_runs():
     assert f"Parzen {unconditional['parzen']['mean']:.1f} against 117.2" in " ".join(results.split())
 
 
+def test_unconditional_dcgan_three_seed_table_comes_from_its_committed_evals():
+    """docs/RESULTS.md's per-seed table of the unconditional DCGAN's digit shares: counts, the digits outside
+    7-13%, the FID multiple and Parzen from each committed evaluation; the claim about which digits miss."""
+    results = (REPO / "docs" / "RESULTS.md").read_text()
+    results = results[results.index("Two more seeds of the unconditional DCGAN"):]
+    outside_on_every_seed = set(range(10))
+    for seed in (0, 1, 2):
+        ev = json.loads((REPO / "benchmarks" / "results" / "dcgan" / f"dcgan-seed{seed}-10epochs-eval.json")
+                        .read_text())
+        c = ev["classifier"]
+        h = c["samples"]["histogram"]
+        outside = [k for k, n in enumerate(h) if not 700 <= n <= 1300]
+        outside_on_every_seed &= set(outside) | {0}
+        cells = [f"{h[k]:,}" for k in (0, 1, 4, 9)] + [", ".join(map(str, outside)),
+                                                      f"{c['samples']['fid_test'] / c['real_valid']['fid_test']:.1f}",
+                                                      f"{ev['parzen']['mean']:.1f}"]
+        row = next(line for line in results.splitlines() if line.strip().startswith(f"| {seed} "))
+        assert row.strip().endswith(" | " + " | ".join(cells) + " |"), (row, cells)
+        assert h[1] < 700 and h[4] < 700 and h[9] > 1300  # too few 1s and 4s, too many 9s, on every seed
+    assert outside_on_every_seed == {0, 1, 4, 9}
+
+
 def test_cdcgan_fashion_table_comes_from_the_committed_runs():
     """docs/RESULTS.md's 10-epoch Fashion-MNIST table of the conditional DCGAN (last weights, G's averages), from
     benchmarks/results/average_decay, and the claim that the average (0.99) reads the labels better on every seed."""
