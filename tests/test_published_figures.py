@@ -889,6 +889,13 @@ def test_cdcgan_faster_g_longer_average_screen_comes_from_the_committed_runs():
         cells = [_scores(rows[v]) for v in ("last weights", "ema 0.99", "ema 0.995", "ema 0.999")]
         assert _table_row(results, seed) == f"| {seed} | {' | '.join(cells)} |"
         assert _meets_labels(rows["ema 0.999"]) and rows["ema 0.999"]["fid_ratio"] < 2.45
+    for seed in (16, 17):  # untuned: two averages only
+        rows = {r["variant"]: r for r in map(json.loads, (runs / f"2026-12-05-cdcgan-lrG4e-4-seed{seed}.jsonl")
+                                             .read_text().splitlines())}
+        cells = [_scores(rows["last weights"]), _scores(rows["ema 0.99"]), "not measured", _scores(rows["ema 0.999"])]
+        assert _table_row(results, f"{seed} (untuned)") == f"| {seed} (untuned) | {' | '.join(cells)} |"
+        assert _meets_labels(rows["ema 0.999"]) and _meets_labels(rows["ema 0.99"]) == (seed == 16)
+        assert rows["ema 0.999"]["fid_ratio"] < 2.35
     earlier = json.loads((runs / "2026-12-03-cdcgan-lrG4e-4-seed3.jsonl").read_text().splitlines()[0])
     assert earlier["variant"] == "last weights"
     assert f"{_scores(earlier)} on 2026-12-03" in " ".join(results.split())
