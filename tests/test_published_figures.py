@@ -782,7 +782,7 @@ def _meets_labels(r: dict) -> bool:
     return r["accuracy"] >= 0.99 and r["worst_class"] >= 0.97
 
 
-def _table_row(text: str, seed: int) -> str:
+def _table_row(text: str, seed: int | str) -> str:
     return next(line for line in text.splitlines() if line.strip().startswith(f"| {seed} | ")).strip()
 
 

@@ -56,16 +56,18 @@ class MinibatchStdDev(Layer):
     :math:`s = \sqrt{d^2/4 + \epsilon}` with :math:`d = x_{a1j} - x_{a2j}` is :math:`|d|/2`, a kink, rounded off
     over :math:`|d| \lesssim 2\sqrt\epsilon`. At :math:`10^{-8}` that is :math:`2\cdot10^{-4}`, the size of a
     finite-difference step, and checks of a whole D (98 features at the checks' width) met it often enough to
-    fail (relative errors up to 0.08, 10 of 64 checks of D and G with groups of two). At :math:`10^{-4}` the rounding spans
-    :math:`|d| \lesssim 0.02`, smooth at the step's scale (every one of those checks passes), and still small
-    beside the spread of the normalised features D feeds it: :math:`\epsilon` changes :math:`s` by a factor
-    :math:`1 + \epsilon/(2v)` to first order, :math:`5\cdot10^{-5}` at the order-1 variances of those features.
+    fail (relative errors up to 0.08, 10 of 64 checks of D and G with groups of two). At :math:`10^{-4}` the
+    rounding spans :math:`|d| \lesssim 0.02`, smooth at the step's scale (every one of those checks passes), and
+    still small beside the spread of the normalised features D feeds it: :math:`\epsilon` changes :math:`s` by a
+    factor :math:`1 + \epsilon/(2v)` to first order, :math:`5\cdot10^{-5}` at the order-1 variances of those
+    features.
 
     Parameters
     ----------
     group_size : int >= 2, default 4
         :math:`g` (Karras et al.'s 4); a batch smaller than it forms one group, and a larger one must be a
-        multiple of it. (A group of one row has no spread: the channel would be the constant :math:`\sqrt\epsilon`.)
+        multiple of it. (A group of one row has no spread: the channel would be the constant
+        :math:`\sqrt\epsilon`.)
     eps : float, default 1e-4
     """
 
