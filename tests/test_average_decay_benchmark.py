@@ -23,3 +23,22 @@ def test_model_options_and_rates_reach_the_run_config(tmp_path):
 def test_options_it_cannot_honour_are_refused(extra):
     with pytest.raises(SystemExit, match="cannot pass on --" + extra[0][2:]):
         average_decay.train_options(extra)
+
+
+def test_the_samples_per_class_reach_the_scoring(monkeypatch):
+    """--n-per-class is what evaluate_run draws per class (the worst class's reading depends on it, RESULTS.md)."""
+    seen = {}
+
+    def fake_evaluate_run(model, dataset, classifier=None, n_per_class=1000, log=None):
+        seen["n_per_class"] = n_per_class
+        real = {"fid_test": 2.0}
+        samples = {"label_accuracy": {"overall": 0.99, "per_class": [0.98, 0.97]}, "fid_test": 5.0}
+        return {"classifier": {"samples": samples, "real_valid": real}}
+
+    class FakeTrainer:
+        model, dataset = None, None
+
+    monkeypatch.setattr(average_decay, "evaluate_run", fake_evaluate_run)
+    assert average_decay.score(FakeTrainer(), classifier=None, n_per_class=5000) == {
+        "accuracy": 0.99, "worst_class": 0.97, "fid": 5.0, "fid_ratio": 2.5}
+    assert seen == {"n_per_class": 5000}
