@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the sums' order, so a run's path depends on it (default: the environment's "
                         "OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, else every core)")
     t.add_argument("--lr-G", dest="lr_G", type=_positive_float, default=None, metavar="LR",
-                   help="G's learning rate (default: the preset's; modern cgan 2e-3)")
+                   help="G's learning rate (default: the preset's; modern cgan 2e-3, cdcgan 4e-4)")
     t.add_argument("--lr-D", dest="lr_D", type=_positive_float, default=None, metavar="LR",
                    help="D's learning rate (default: the preset's; modern cgan 4e-3, 4e-4 on fashion-mnist)")
     t.add_argument("--lr-decay", dest="lr_decay", type=_decay_factor, default=None, metavar="FACTOR",
@@ -216,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "1.00015, the other models none)")
     t.add_argument("--ema", type=_unit_interval, default=None, metavar="BETA",
                    help="decay of the moving average of G's weights that grids, sample and eval use; 0 turns it off "
-                        "(default: the preset's; modern: cgan 0.99, cdcgan 0.99)")
+                        "(default: the preset's; modern: cgan 0.99, cdcgan 0.999)")
     t.add_argument("--d-update-clip", dest="d_update_clip", type=_non_negative_float, default=None, metavar="C",
                    help="clip each of D's weight tensors' Adam steps to C times what its running second moment vouches "
                         "for (StableAdamW); 0 turns it off (default: the preset's; modern cgan 1 on mnist, off "

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from helpers import tiny_dataset
 from minigan import backend, families, io
-from minigan.config import ConfigError, TrainConfig
+from minigan.config import ConfigError, TrainConfig, learning_rates
 from minigan.data import Dataset, Split
 from minigan.gradcheck import dcgan_checks
 from minigan.objective import discriminator_step
@@ -235,13 +235,34 @@ def test_cdcgan_learns_a_tiny_two_class_task(tmp_path):
 
 
 def test_the_conditional_dcgan_samples_from_its_average_by_default(tmp_path):
-    """The modern preset's average for cdcgan (docs/RESULTS.md: MNIST seeds 6-10, Fashion-MNIST seeds 0-2); the
-    unconditional DCGAN keeps the last weights; --ema overrides either way."""
-    assert TrainConfig(model="cdcgan").ema_beta == 0.99
-    assert TrainConfig(model="cdcgan", dataset="fashion-mnist").ema_beta == 0.99  # measured there too
-    assert TrainConfig(model="dcgan").ema_beta == 0.0
+    """The modern preset's average for cdcgan, 0.999 with G at twice D's rate (docs/RESULTS.md: MNIST seeds 16-20,
+    Fashion-MNIST seeds 0-1); the unconditional DCGAN keeps the last weights and Radford et al.'s rate for both
+    networks; --ema and --lr-G override."""
+    assert TrainConfig(model="cdcgan").ema_beta == 0.999
+    assert TrainConfig(model="cdcgan", dataset="fashion-mnist").ema_beta == 0.999  # measured there too
+    assert learning_rates(TrainConfig(model="cdcgan")) == (4e-4, 2e-4)
+    assert learning_rates(TrainConfig(model="cdcgan", dataset="fashion-mnist")) == (4e-4, 2e-4)
+    assert TrainConfig(model="dcgan").ema_beta == 0.0 and learning_rates(TrainConfig(model="dcgan")) == (2e-4, 2e-4)
     assert TrainConfig(model="cdcgan", ema=0).ema_beta == 0.0
     assert TrainConfig(model="cdcgan", dataset="fashion-mnist", ema=0.9).ema_beta == 0.9
+    assert learning_rates(TrainConfig(model="cdcgan", lr_G=2e-4)) == (2e-4, 2e-4)
+
+
+def test_a_run_keeps_the_rate_and_average_it_began_with_when_the_preset_changes(tmp_path, monkeypatch):
+    """Runs write the resolved rates and decay into their checkpoint's config, so a run begun under the old
+    cdcgan preset (G at 2e-4, the 0.99 average) resumes with them under the new one."""
+    from minigan import config as config_module
+    backend.use("numpy")
+    ds = _two_class_data()
+    old = {**config_module.PRESETS["modern"], "lr_G": {"cgan": 2e-3}, "ema": {"cgan": 0.99, "cdcgan": 0.99}}
+    with monkeypatch.context() as m:
+        m.setitem(config_module.PRESETS, "modern", old)
+        Trainer(config(tmp_path, "cdcgan", batch=16, epochs=None, steps=2, model_options={"width": 4}), dataset=ds,
+                log=quiet).run(handle_signals=False)
+    resumed = Trainer.resume(tmp_path / "run", dataset=ds, log=quiet, steps=4)
+    assert (resumed.config.lr_G, resumed.config.ema) == (2e-4, 0.99)
+    assert resumed.average_G.beta == 0.99
+    assert [o.lr for o in resumed.optimizers.values()] == [2e-4, 2e-4]
 
 
 # -- class-conditional BatchNorm in G (--option g_condition=batchnorm) ---------------------------------------------
