@@ -8,7 +8,7 @@ live weights are what training made), keeps a :class:`minigan.nn.optim.WeightAve
 the fixed classifier, as ``minigan eval --classifier`` does (an average of a G with BatchNorm is scored with
 statistics re-estimated for it, as training and ``minigan eval`` do; ``--live-statistics`` adds each with the
 live G's statistics): label accuracy overall and for the worst class of
-10,000 conditional samples, and the classifier-feature FID as a multiple of the real-data value.
+10 x ``--n-per-class`` conditional samples, and the classifier-feature FID as a multiple of the real-data value.
 
 Examples::
 
@@ -109,6 +109,13 @@ def run_seed(seed: int, args, extra: list[str]) -> list[dict]:
     return rows
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
@@ -118,10 +125,11 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--betas", type=lambda t: [float(b) for b in t.split(",")], default=[0.99, 0.995, 0.999])
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "average_decay"))
-    ap.add_argument("--n-per-class", type=int, default=1000,
+    ap.add_argument("--n-per-class", type=positive_int, default=1000,
                     help="samples of each class to score (default 1000, as minigan eval). The worst class's reading "
                          "spread over 1.8 points in four draws of 1000 from the same G (docs/RESULTS.md); 10000 "
-                         "narrows the spread about threefold (sqrt 10), at ten times the scoring time")
+                         "narrows the spread about threefold (sqrt 10), at ten times the scoring time. It sets the "
+                         "FID's sample count too, and the FID falls with more samples: compare rows of one N only")
     ap.add_argument("--json", default=None, help="append one JSON line per seed and variant here")
     ap.add_argument("--live-statistics", action="store_true",
                     help="also score each average with the live G's BatchNorm statistics (variant 'ema B live BN'), "

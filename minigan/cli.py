@@ -181,8 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "spread), and for cdcgan g_condition=batchnorm (class-conditional BatchNorm in G; "
                         "minigan/families/dcgan.py); kept in the run and refused if changed on --resume")
     t.add_argument("--preset", choices=config.PRESET_NAMES, default=None,
-                   help="paper: SGD+momentum with the papers' schedules; modern: Adam 2e-4, beta1 0.5 "
-                        "(default: modern)")
+                   help="paper: SGD+momentum with the papers' schedules; modern: Adam 2e-4, beta1 0.5, with the "
+                        "cgan's and cdcgan's own rates (--lr-G, --lr-D) (default: modern)")
     length = t.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=_positive_int, default=None,
                         help=f"train until this many epochs are complete (default: {config.DEFAULT_EPOCHS})")

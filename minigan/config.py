@@ -9,7 +9,8 @@ Presets
     models only.
 ``modern``
     Adam, lr 2e-4, beta1 0.5, beta2 0.999, batch 100 (DCGAN: Radford et al.'s own settings, batch 64 is usual);
-    the CGAN's own rates, decay, weight average and the clip of D's Adam steps are in the preset's per-model entries.
+    the CGAN's own rates, decay, weight average and the clip of D's Adam steps, and the conditional DCGAN's G rate
+    (4e-4) and weight average, are in the preset's per-model entries.
 
 A preset's per-model entries (``"lr_G": {"cgan": ...}``) are keyed by ``--model``, or by ``model/dataset`` for a
 dataset that needs its own value (``"cgan/fashion-mnist"``, which wins over ``"cgan"``); a model without an entry
@@ -88,8 +89,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         # of 5, as the old default (G at 2e-4, the 0.99 average) did on its seeds 6-10, at FID 2.26-2.56x real
         # against its 2.66-3.28x. A sixth untuned seed (21, trained through the CLI) missed: 4 of 6 against the old
         # default's 7 of 8, a difference within the draw of the samples, where every new run's FID is below every
-        # old one's. Parzen 201.9 on seed 21 (old default 175-185). On Fashion-MNIST (seeds 0-1) label accuracy +0.1
-        # and +0.6 points at a 27-37% lower FID.
+        # old one's. Parzen 201.9 on seed 21 from the average (the old rate's last weights 176-185). On
+        # Fashion-MNIST (seeds 0-1) label accuracy level and +0.6 points at a 27-37% lower FID.
         "lr_G": {"cgan": 2e-3, "cdcgan": 4e-4},
         # - D at 4e-3 (was 4e-4; issue 11): with the slower D, G's label units died before D read the labels on
         #   most seeds (seed 0: G ignored y from epoch 1, label accuracy 9.7% after 5 epochs, D won at epoch 5).
@@ -113,8 +114,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         # 0-2, 10 epochs, one thread) the average read the labels 0.2-0.3 points better on all three (88.9-89.6%
         # against 88.7-89.2%) and its FID was 2-7% lower, so it samples from the average there too.
         # With G at 4e-4 (lr_G above) a longer average, 0.999 (half-life 693 updates, under an epoch at batch 64),
-        # read the labels better than 0.99 on all 5 untuned seeds (targets met on 4 against 3) at an FID at most 7%
-        # higher; on Fashion-MNIST seeds 0-1, 0.6-1.0 points better.
+        # had the higher overall label accuracy on all 5 untuned seeds (targets met on 4 against 3) at an FID at most
+        # 7% higher; on Fashion-MNIST seeds 0-1, 0.6-1.0 points better.
         "ema": {"cgan": 0.99, "cdcgan": 0.999},
         # Both learning rates divided by 1.00015 per update (x0.69 after the 5-epoch run's 2,500 updates, x0.32
         # after 15 epochs; issue 11): the end of a run takes smaller steps, so the averaged G settles on every

@@ -42,3 +42,10 @@ def test_the_samples_per_class_reach_the_scoring(monkeypatch):
     assert average_decay.score(FakeTrainer(), classifier=None, n_per_class=5000) == {
         "accuracy": 0.99, "worst_class": 0.97, "fid": 5.0, "fid_ratio": 2.5}
     assert seen == {"n_per_class": 5000}
+
+
+@pytest.mark.parametrize("bad", ["0", "-5", "ten"])
+def test_a_sample_count_below_one_is_refused_before_anything_trains(bad, capsys):
+    with pytest.raises(SystemExit):
+        average_decay.main(["--seeds", "1", "--n-per-class", bad])
+    assert "--n-per-class" in capsys.readouterr().err

@@ -16,7 +16,8 @@ As in the paper and its code: kernel 4, stride 2, padding 1 (28 -> 14 -> 7); Bat
 first layer and G's output; ReLU in G, LeakyReLU 0.2 in D; a Tanh output, so the images D sees are scaled to
 [-1, 1] (:attr:`~minigan.families.base.GANModel.output_range`); every weight N(0, 0.02) and biases 0 (BatchNorm
 starts at γ = 1, β = 0); noise U(-1, 1)^100 (``dcgan_code``'s prior); Adam 2e-4, β1 0.5 (the ``modern``
-preset, the only one these models take). Layers followed by a BatchNorm have no bias: it would cancel.
+preset, the only one these models take; its conditional DCGAN trains G at 4e-4 and samples from a 0.999 moving
+average of G's weights, measured in docs/RESULTS.md). Layers followed by a BatchNorm have no bias: it would cancel.
 
 **D sees real and fake images as two batches** (:func:`minigan.objective.discriminator_step` with
 ``separate=True``), each normalised by its own BatchNorm statistics, as the DCGAN code does. One joint batch
