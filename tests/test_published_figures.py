@@ -1106,3 +1106,17 @@ def test_readme_cdcgan_default_figures_come_from_the_committed_runs():
             f"{100 * min(worst):.1f}–{100 * max(worst):.1f}% and meets the label targets on five, where the previous "
             f"default met them on seven of eight, but at FID {min(fid_new):.2f}–{max(fid_new):.2f}× real against "
             f"{min(fid_old):.2f}–{max(fid_old):.2f}×") in text
+
+
+def test_ten_thousand_per_class_readings_come_from_the_committed_evals():
+    """docs/RESULTS.md's re-reading of the two CLI runs of the new default with 10,000 samples per class."""
+    out = REPO / "benchmarks" / "results" / "dcgan"
+    text = prose("docs/RESULTS.md")
+    for name, seed, usual in (("default", 21, "96.5%"), ("default-2t", 22, "97.4%")):
+        ev = json.loads((out / f"cdcgan-{name}-2026-12-06-seed{seed}-eval-epoch10-n10000.json").read_text())
+        acc = ev["classifier"]["samples"]["label_accuracy"]
+        assert (ev["n_per_class"], ev["epoch"]) == (10000, 10)
+        assert acc["overall"] >= 0.99 and min(acc["per_class"]) >= 0.97  # both meet the targets read this way
+        assert (f"seed {seed} at {100 * acc['overall']:.2f}% with {'a worst class of ' if seed == 21 else ''}"
+                f"{100 * min(acc['per_class']):.2f}%") in text
+        assert usual in text
