@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from seeds import parse_seeds  # noqa: E402  (benchmarks/seeds.py, beside this file)
 
 from minigan import backend  # noqa: E402
-from minigan.cli import build_parser  # noqa: E402
+from minigan.cli import _positive_int, build_parser  # noqa: E402  (the command line's own argument types)
 from minigan.config import TrainConfig  # noqa: E402
 from minigan.eval.classifier import default_path, load_classifier  # noqa: E402
 from minigan.eval.metrics import evaluate_run  # noqa: E402
@@ -109,13 +109,6 @@ def run_seed(seed: int, args, extra: list[str]) -> list[dict]:
     return rows
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
@@ -125,7 +118,7 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--betas", type=lambda t: [float(b) for b in t.split(",")], default=[0.99, 0.995, 0.999])
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "average_decay"))
-    ap.add_argument("--n-per-class", type=positive_int, default=1000,
+    ap.add_argument("--n-per-class", type=_positive_int, default=1000,
                     help="samples of each class to score (default 1000, as minigan eval). The worst class's reading "
                          "spread over 1.8 points in four draws of 1000 from the same G (docs/RESULTS.md); 10000 "
                          "narrows the spread about threefold (sqrt 10), at ten times the scoring time. It sets the "

@@ -89,8 +89,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         # of 5, as the old default (G at 2e-4, the 0.99 average) did on its seeds 6-10, at FID 2.26-2.56x real
         # against its 2.66-3.28x. Two more untuned seeds through the CLI: 21 missed, 22 (default threads) met them: 5
         # of 7 against the old default's 7 of 8, a difference within the draw of the samples, where every new
-        # run's FID is below every old one's. Parzen 201.9 on seed 21 from the average (the old rate's last weights 176-185). On
-        # Fashion-MNIST (seeds 0-1) label accuracy level and +0.6 points at a 27-37% lower FID.
+        # run's FID is below every old one's. Parzen 201.9-202.0 from the average on seeds 21-22 (the old rate's
+        # last weights 176-185). On Fashion-MNIST (seeds 0-1) label accuracy level and +0.6 points at a 27-37%
+        # lower FID.
         "lr_G": {"cgan": 2e-3, "cdcgan": 4e-4},
         # - D at 4e-3 (was 4e-4; issue 11): with the slower D, G's label units died before D read the labels on
         #   most seeds (seed 0: G ignored y from epoch 1, label accuracy 9.7% after 5 epochs, D won at epoch 5).
