@@ -8,7 +8,8 @@ live weights are what training made), keeps a :class:`minigan.nn.optim.WeightAve
 the fixed classifier, as ``minigan eval --classifier`` does (an average of a G with BatchNorm is scored with
 statistics re-estimated for it, as training and ``minigan eval`` do; ``--live-statistics`` adds each with the
 live G's statistics): label accuracy overall and for the worst class of
-10 x ``--n-per-class`` conditional samples, and the classifier-feature FID as a multiple of the real-data value.
+10 x ``--n-per-class`` conditional samples (for an unconditional model, as many samples' class histogram and the
+classes outside issue 12's 7-13% band), and the classifier-feature FID as a multiple of the real-data value.
 
 Examples::
 
@@ -17,7 +18,7 @@ Examples::
     python benchmarks/average_decay.py --seeds 29 -- --lr-G 0.001        # any train option after --
 
 Prints one line per seed and variant and appends JSON lines to ``--json`` (rows: seed, variant, accuracy,
-worst class, FID ratio, the threads it ran at).
+worst class or the class histogram, FID ratio, the threads it ran at).
 """
 
 from __future__ import annotations
@@ -72,12 +73,38 @@ def train_config(seed: int, epochs: int, out: Path, extra: list[str]) -> TrainCo
     return TrainConfig(seed=seed, epochs=epochs, out=str(out), progress=False, ema=0.0, **train_options(extra)[0])
 
 
+#: Issue 12's band for each class's share of an unconditional model's samples, by the classifier.
+BALANCE_BAND = (0.07, 0.13)
+
+
 def score(trainer: Trainer, classifier, n_per_class: int = 1000) -> dict:
+    """The classifier's reading of 10 x ``n_per_class`` samples: label accuracy (overall, worst class) of a
+    conditional G, the class histogram and the classes outside :data:`BALANCE_BAND` of an unconditional one
+    (accuracy None), and the FID, also as a multiple of the real validation digits' FID."""
     res = evaluate_run(trainer.model, trainer.dataset, classifier=classifier, n_per_class=n_per_class,
                        log=lambda m: None)
     s, real = res["classifier"]["samples"], res["classifier"]["real_valid"]
-    return {"accuracy": s["label_accuracy"]["overall"], "worst_class": min(s["label_accuracy"]["per_class"]),
-            "fid": s["fid_test"], "fid_ratio": s["fid_test"] / real["fid_test"]}
+    fid = {"fid": s["fid_test"], "fid_ratio": s["fid_test"] / real["fid_test"]}
+    if s["label_accuracy"] is not None:
+        return {"accuracy": s["label_accuracy"]["overall"], "worst_class": min(s["label_accuracy"]["per_class"]),
+                **fid}
+    counts = s["histogram"]
+    shares = [c / sum(counts) for c in counts]
+    low, high = BALANCE_BAND
+    return {"accuracy": None, "worst_class": None, "histogram": counts, "min_share": min(shares),
+            "max_share": max(shares), "outside_band": [k for k, p in enumerate(shares) if not low <= p <= high],
+            **fid}
+
+
+def row_line(row: dict) -> str:
+    """One printed line: accuracy and worst class, or for an unconditional G its smallest and largest class
+    shares and the classes outside the band."""
+    if row["accuracy"] is not None:
+        reading = f"{row['accuracy']:.4f}  {row['worst_class']:.4f}"
+    else:
+        reading = (f"shares {row['min_share']:.1%}-{row['max_share']:.1%}, outside "
+                   f"{','.join(map(str, row['outside_band'])) or 'none'}")
+    return f"{row['seed']:>4}  {row['variant']:<22} {reading}  FID x real {row['fid_ratio']:.2f}"
 
 
 def run_seed(seed: int, args, extra: list[str]) -> list[dict]:
@@ -132,11 +159,10 @@ def main(argv=None) -> int:
     if args.threads is not None:
         set_threads(args.threads)
     backend.use("numpy")
-    print(f"{'seed':>4}  {'variant':<22} {'acc':>6}  {'worst':>6}  {'FID x real':>10}")
+    print(f"{'seed':>4}  {'variant':<22} accuracy, worst class (conditional) or class shares (unconditional)")
     for seed in args.seeds:
         for row in run_seed(seed, args, extra):
-            print(f"{row['seed']:>4}  {row['variant']:<22} {row['accuracy']:.4f}  {row['worst_class']:.4f}  "
-                  f"{row['fid_ratio']:>10.2f}", flush=True)
+            print(row_line(row), flush=True)
             if args.json:
                 with open(args.json, "a", encoding="utf-8") as f:
                     f.write(json.dumps(row) + "\n")
