@@ -17,7 +17,7 @@ from minigan import backend, families, io
 from minigan.config import ConfigError, TrainConfig, learning_rates
 from minigan.data import Dataset, Split
 from minigan.gradcheck import dcgan_checks
-from minigan.objective import discriminator_step
+from minigan.objective import _pair, discriminator_step
 from minigan.runs import CHECKPOINT_NAME, load_model, sample
 from minigan.train import Trainer
 
@@ -302,6 +302,52 @@ def test_g_condition_batchnorm_trains_resumes_bit_identically_and_samples(tmp_pa
     assert images.shape == (10, 784) and 0 <= images.min() and images.max() <= 1
     assert list(labels) == list(range(10))
 
+
+
+# -- D without BatchNorm (--option d_norm=none) ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_d_norm_none_drops_ds_batchnorm_for_a_zero_bias_and_draws_every_weight_as_before(model):
+    plain = families.build(model, seed=5, width=2)
+    bare = families.build(model, seed=5, width=2, d_norm="none")
+    for net in ("G", "D"):
+        theirs, ours = getattr(plain, net).params, getattr(bare, net).params
+        for k, v in theirs.items():
+            if "bn2." not in k:
+                assert np.array_equal(backend.to_host(v), backend.to_host(ours[k])), k
+    added = set(bare.D.params) - set(plain.D.params)
+    assert [k.rsplit(".", 2)[-2:] for k in added] == [["conv2", "b"]]
+    assert not backend.to_host(bare.D.params[added.pop()]).any()
+    assert not [k for k in bare.D.params if "bn2." in k] and [k for k in plain.D.params if "bn2." in k]
+    # Each image is scored on its own: a fake's logit no longer depends on the rest of its batch.
+    x = np.random.default_rng(0).uniform(-1, 1, (6, 784)).astype(np.float32)
+    y = np.eye(10, dtype=np.float32)[np.arange(6)]
+
+    def d(rows):
+        labels = backend.to_device(y[rows]) if bare.conditional else None
+        return bare.D.forward(_pair(backend.to_device(x[rows]), labels), train=True)
+
+    assert np.allclose(backend.to_host(d(slice(0, 6)))[:3], backend.to_host(d(slice(0, 3))), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="d_norm must be one of batchnorm, none"):
+        families.build(model, seed=0, width=2, d_norm="layer")
+
+
+@settings(max_examples=3)
+@given(seed=st.integers(0, 10_000))
+def test_d_norm_none_objective_gradients_are_exact(on_backend, seed):
+    for model in MODELS:
+        for report in dcgan_checks(model, seed=seed, n_samples=5, model_options={"d_norm": "none"}):
+            assert report.passed, report.table()
+
+
+def test_d_norm_none_trains_resumes_bit_identically_and_samples(tmp_path, on_backend):
+    options = {"width": 2, "d_norm": "none"}
+    _, arrays, meta = _trained_and_resumed(tmp_path, "dcgan", options)
+    assert meta["model_options"] == options
+    assert not [k for k in arrays if ".bn2." in k]
+    images, _ = sample(tmp_path / "plain", 10, seed=0)
+    assert images.shape == (10, 784) and 0 <= images.min() and images.max() <= 1
 
 # -- D sees its batch's spread (--option d_minibatch_std=g) --------------------------------------------------------
 

@@ -8,7 +8,7 @@ Networks (``width`` w = 64 by default; shapes per image, NCHW):
         -> ConvT 4/2/1 -> (w, 14, 14) -> BatchNorm -> ReLU
         -> ConvT 4/2/1 -> (1, 28, 28) -> Tanh -> flattened (784)
     D   (784) -> (1, 28, 28) -> Conv 4/2/1 -> (w, 14, 14) -> LeakyReLU 0.2
-        -> Conv 4/2/1 -> (2w, 7, 7) -> BatchNorm -> LeakyReLU 0.2 [-> minibatch std: (2w+1, 7, 7)]
+        -> Conv 4/2/1 -> (2w, 7, 7) -> BatchNorm [or none: d_norm] -> LeakyReLU 0.2 [-> minibatch std: (2w+1, 7, 7)]
         -> flattened h (2w·49, or (2w+1)·49)
         -> dcgan: Linear -> 1 logit;  cdcgan: projection head  h·w + b + <h, E y>
 
@@ -58,6 +58,8 @@ NOISE_DIM = 100
 SIDE = 28
 #: Where a conditional G reads its label: at its input only, or at every BatchNorm too.
 G_CONDITIONS = ("input", "batchnorm")
+#: What normalises D's second convolution: BatchNorm (the paper's), or nothing (the layer then has a bias).
+D_NORMS = ("batchnorm", "none")
 
 
 def _seeds(seed: int | None, n: int) -> list[int]:
@@ -71,7 +73,8 @@ def _check_width(width: Any) -> int:
 
 
 def dcgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, width: int = 64, init_std: float = 0.02, slope: float = 0.2,
-          conditional: bool = False, g_condition: str = "input", d_minibatch_std: int = 0) -> GANModel:
+          conditional: bool = False, g_condition: str = "input", d_minibatch_std: int = 0,
+          d_norm: str = "batchnorm") -> GANModel:
     """The DCGAN for 28×28 single-channel images (module docstring); ``conditional`` gives :func:`cdcgan`.
 
     Parameters
@@ -96,11 +99,19 @@ def dcgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, width: int = 64, init_std: 
         can score a batch of fakes that varies less than a real one; the batch size must be a multiple of g
         (or smaller than g: one group).
         Every weight but D's output layer's (one channel wider) is drawn as without it.
+    d_norm : {"batchnorm", "none"}
+        ``"batchnorm"`` (default): D's second convolution is batch-normalised, as in the paper. ``"none"``: it is
+        not, and has a bias (starting at 0) instead. D then scores each image on its own: with BatchNorm, a
+        batch of fakes is normalised by its own per-channel mean and spread, which removes from every fake's
+        features whatever the whole batch shares -- among it, which digits the batch has too many of. Every
+        weight is drawn as with BatchNorm.
     """
     w = _check_width(width)
     spread = d_minibatch_std
     if isinstance(spread, bool) or not isinstance(spread, (int, np.integer)) or spread < 0 or spread == 1:
         raise ValueError(f"dcgan: d_minibatch_std must be a group size >= 2, or 0 for none, got {spread!r}")
+    if d_norm not in D_NORMS:
+        raise ValueError(f"dcgan: d_norm must be one of {', '.join(D_NORMS)}, got {d_norm!r}")
     if g_condition not in G_CONDITIONS:
         raise ValueError(f"dcgan: g_condition must be one of {', '.join(G_CONDITIONS)}, got {g_condition!r}")
     if g_condition != "input" and not conditional:
@@ -135,8 +146,8 @@ def dcgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, width: int = 64, init_std: 
         Reshape(1, SIDE, SIDE),
         Conv2d(1, w, 4, 2, 1, rng=next(s), name="conv1", **conv),
         LeakyReLU(slope),
-        Conv2d(w, 2 * w, 4, 2, 1, bias=False, rng=next(s), name="conv2", **conv),
-        BatchNorm(2 * w, dtype=dtype, name="bn2"),
+        Conv2d(w, 2 * w, 4, 2, 1, bias=d_norm == "none", rng=next(s), name="conv2", **conv),
+        *([BatchNorm(2 * w, dtype=dtype, name="bn2")] if d_norm == "batchnorm" else []),
         LeakyReLU(slope),
         *([MinibatchStdDev(int(spread), name="spread")] if spread else []),
         Flatten(),
@@ -157,10 +168,11 @@ def dcgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, width: int = 64, init_std: 
 
 
 def cdcgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, width: int = 64, init_std: float = 0.02,
-           slope: float = 0.2, g_condition: str = "input", d_minibatch_std: int = 0) -> GANModel:
+           slope: float = 0.2, g_condition: str = "input", d_minibatch_std: int = 0,
+           d_norm: str = "batchnorm") -> GANModel:
     """The conditional DCGAN: the label joins z in G, and D scores it by a projection (module docstring)."""
     return dcgan(seed, dtype, width=width, init_std=init_std, slope=slope, conditional=True,
-                 g_condition=g_condition, d_minibatch_std=d_minibatch_std)
+                 g_condition=g_condition, d_minibatch_std=d_minibatch_std, d_norm=d_norm)
 
 
 
