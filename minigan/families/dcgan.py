@@ -58,8 +58,9 @@ NOISE_DIM = 100
 SIDE = 28
 #: Where a conditional G reads its label: at its input only, or at every BatchNorm too.
 G_CONDITIONS = ("input", "batchnorm")
-#: What normalises D's second convolution: BatchNorm (the paper's), or nothing (the layer then has a bias).
-D_NORMS = ("batchnorm", "none")
+#: What normalises D's second convolution: BatchNorm (the paper's), or nothing (None; "none" from the command line,
+#: which reads it as None; the layer then has a bias).
+D_NORMS = ("batchnorm", None)
 
 
 def _seeds(seed: int | None, n: int) -> list[int]:
@@ -74,7 +75,7 @@ def _check_width(width: Any) -> int:
 
 def dcgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, width: int = 64, init_std: float = 0.02, slope: float = 0.2,
           conditional: bool = False, g_condition: str = "input", d_minibatch_std: int = 0,
-          d_norm: str = "batchnorm") -> GANModel:
+          d_norm: str | None = "batchnorm") -> GANModel:
     """The DCGAN for 28×28 single-channel images (module docstring); ``conditional`` gives :func:`cdcgan`.
 
     Parameters
@@ -99,8 +100,9 @@ def dcgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, width: int = 64, init_std: 
         can score a batch of fakes that varies less than a real one; the batch size must be a multiple of g
         (or smaller than g: one group).
         Every weight but D's output layer's (one channel wider) is drawn as without it.
-    d_norm : {"batchnorm", "none"}
-        ``"batchnorm"`` (default): D's second convolution is batch-normalised, as in the paper. ``"none"``: it is
+    d_norm : {"batchnorm", None}
+        ``"batchnorm"`` (default): D's second convolution is batch-normalised, as in the paper. None (or
+        ``"none"``; ``--option d_norm=none``): it is
         not, and has a bias (starting at 0) instead. D then scores each image on its own: with BatchNorm, a
         batch of fakes is normalised by its own per-channel mean and spread, which removes from every fake's
         features whatever the whole batch shares -- among it, which digits the batch has too many of. Every
@@ -110,8 +112,9 @@ def dcgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, width: int = 64, init_std: 
     spread = d_minibatch_std
     if isinstance(spread, bool) or not isinstance(spread, (int, np.integer)) or spread < 0 or spread == 1:
         raise ValueError(f"dcgan: d_minibatch_std must be a group size >= 2, or 0 for none, got {spread!r}")
+    d_norm = None if d_norm == "none" else d_norm
     if d_norm not in D_NORMS:
-        raise ValueError(f"dcgan: d_norm must be one of {', '.join(D_NORMS)}, got {d_norm!r}")
+        raise ValueError(f"dcgan: d_norm must be batchnorm or none, got {d_norm!r}")
     if g_condition not in G_CONDITIONS:
         raise ValueError(f"dcgan: g_condition must be one of {', '.join(G_CONDITIONS)}, got {g_condition!r}")
     if g_condition != "input" and not conditional:
@@ -146,7 +149,7 @@ def dcgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, width: int = 64, init_std: 
         Reshape(1, SIDE, SIDE),
         Conv2d(1, w, 4, 2, 1, rng=next(s), name="conv1", **conv),
         LeakyReLU(slope),
-        Conv2d(w, 2 * w, 4, 2, 1, bias=d_norm == "none", rng=next(s), name="conv2", **conv),
+        Conv2d(w, 2 * w, 4, 2, 1, bias=d_norm is None, rng=next(s), name="conv2", **conv),
         *([BatchNorm(2 * w, dtype=dtype, name="bn2")] if d_norm == "batchnorm" else []),
         LeakyReLU(slope),
         *([MinibatchStdDev(int(spread), name="spread")] if spread else []),
@@ -169,7 +172,7 @@ def dcgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, width: int = 64, init_std: 
 
 def cdcgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, width: int = 64, init_std: float = 0.02,
            slope: float = 0.2, g_condition: str = "input", d_minibatch_std: int = 0,
-           d_norm: str = "batchnorm") -> GANModel:
+           d_norm: str | None = "batchnorm") -> GANModel:
     """The conditional DCGAN: the label joins z in G, and D scores it by a projection (module docstring)."""
     return dcgan(seed, dtype, width=width, init_std=init_std, slope=slope, conditional=True,
                  g_condition=g_condition, d_minibatch_std=d_minibatch_std, d_norm=d_norm)
