@@ -42,8 +42,9 @@ logging and epoch ends (sample grid, health check, checkpoint) are all in. One r
 the clock covers updates ``--e2e-warmup``+1 .. ``--e2e-steps`` (the on_step callback reads it after updates
 100 and 400 by default). That is the same quantity as timing the CLI from outside,
 ``(T(--steps 400) - T(--steps 100)) / 300``: both runs pay the same start-up (imports, data, model) and the same
-end (final checkpoint), which cancel, and leave the 300 updates in between. ``--cli`` measures that too and
-reports ``trainer_over_cli``. The floor (the same products, ``matching_aware`` for the ``modern`` CGAN's extra
+end (final checkpoint), which cancel, and leave the 300 updates in between. ``--cli`` measures that too, as the
+median of ``--cli-repeats`` pairs of runs (one pair is too noisy: :func:`time_cli_window`), and reports
+``trainer_over_cli``, and ``trainer_over_cli_inside`` against the training time the CLI runs print themselves. The floor (the same products, ``matching_aware`` for the ``modern`` CGAN's extra
 D step) runs every ``--floor-every`` updates on a paused clock. Data: synthetic IDX files of MNIST's sizes by
 default (same shapes and epoch length as MNIST; speed does not depend on the pixels).
 
@@ -65,6 +66,8 @@ import argparse
 import json
 import os
 import platform
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -124,9 +127,13 @@ def parse_args(argv=None):
     e2e.add_argument("--cli", action="store_true",
                      help="also time `python -m minigan train` from outside at --e2e-warmup and --e2e-steps "
                           "updates: (T(steps) - T(warmup)) / (steps - warmup), for the agreement check")
+    e2e.add_argument("--cli-repeats", type=int, default=3,
+                     help="pairs of CLI runs, the order alternating; the median is reported (default 3)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--_mem", choices=["minigan", "torch"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.cli_repeats < 1:
+        ap.error("--cli-repeats must be at least 1")
     if args.e2e and args.e2e_steps <= args.e2e_warmup:
         ap.error("--e2e-steps must exceed --e2e-warmup")
     if args.e2e and args._mem:
@@ -607,9 +614,15 @@ def _e2e_data(args, tmp: str):
     return None if args.data == "cache" else args.data
 
 
-def time_cli(args, data_dir, tmp: str, steps: int, threads: int | None) -> float:
-    """Wall seconds of ``python -m minigan train ... --steps N`` as a user runs it (fresh process)."""
+#: The line `minigan train` ends with: "N updates in X s this session (...)".
+_SESSION_LINE = re.compile(r"(\d+) updates in ([0-9.]+) s this session")
+
+
+def time_cli(args, data_dir, tmp: str, steps: int, threads: int | None) -> tuple[float, float | None]:
+    """``python -m minigan train ... --steps N`` as a user runs it (fresh process): (wall seconds from outside,
+    the seconds of training the run itself reports, or None if it printed no such line)."""
     out = os.path.join(tmp, f"cli-{steps}")
+    shutil.rmtree(out, ignore_errors=True)  # a repeat starts a fresh run, not a refused one
     cmd = [sys.executable, "-m", "minigan", "train", "--model", args.model, "--preset", args.preset,
            "--batch", str(args.batch), "--steps", str(steps), "--seed", str(args.seed), "--out", out,
            "--no-progress", "--device", args.device]
@@ -622,9 +635,37 @@ def time_cli(args, data_dir, tmp: str, steps: int, threads: int | None) -> float
     if threads is not None:
         env.update({var: str(threads) for var in BLAS_ENV})
     t0 = time.perf_counter()
-    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                   stdin=subprocess.DEVNULL)
-    return time.perf_counter() - t0
+    done = subprocess.run(cmd, env=env, check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          stdin=subprocess.DEVNULL, text=True)
+    wall = time.perf_counter() - t0
+    found = _SESSION_LINE.search(done.stdout)
+    return wall, (float(found.group(2)) if found and int(found.group(1)) == steps else None)
+
+
+def time_cli_window(args, data_dir, tmp: str, threads: int | None) -> dict:
+    """The CLI's time per update over the window, from ``--cli-repeats`` pairs of runs (``--e2e-warmup`` and
+    ``--e2e-steps`` updates), the order alternating from pair to pair; the median over the pairs.
+
+    One pair is not enough: a process's start-up and exit (imports, data, the final checkpoint) vary by up to
+    a second from run to run here (measured 0.7-1.6 s), on a difference of ~8 s at batch 100, and the first
+    run of a series was the slow one more often: single pairs read 21.4-26.9 ms per update where the trainer
+    took 25.7-26.5 (benchmarks/RESULTS.md, 2026-12-06).
+    ``inside_per_update_s`` is the same difference of the training times the runs print themselves, without
+    their start-up and exit.
+    """
+    n = args.e2e_steps - args.e2e_warmup
+    pairs = []
+    for i in range(args.cli_repeats):
+        order = (args.e2e_warmup, args.e2e_steps) if i % 2 == 0 else (args.e2e_steps, args.e2e_warmup)
+        timed = {steps: time_cli(args, data_dir, tmp, steps, threads) for steps in order}
+        (w_warm, s_warm), (w_full, s_full) = timed[args.e2e_warmup], timed[args.e2e_steps]
+        pairs.append({"T_warmup_s": w_warm, "T_steps_s": w_full, "session_warmup_s": s_warm,
+                      "session_steps_s": s_full, "first": order[0]})
+    outside = [(p["T_steps_s"] - p["T_warmup_s"]) / n for p in pairs]
+    inside = [(p["session_steps_s"] - p["session_warmup_s"]) / n for p in pairs
+              if p["session_steps_s"] is not None and p["session_warmup_s"] is not None]
+    return {"pairs": pairs, "per_update_s": statistics.median(outside), "per_update_each_s": outside,
+            "inside_per_update_s": statistics.median(inside) if inside else None}
 
 
 def run_e2e(args, threads: int) -> dict:
@@ -652,12 +693,12 @@ def run_e2e(args, threads: int) -> dict:
                   "floor_products": len(floor.list), "floor_gflops": floor.flops / floor_s / 1e9,
                   "steps_per_epoch": trainer.steps_per_epoch, "machine": machine(args.device), "idle_threads": IDLE_THREADS}
         if args.cli:
-            cli_threads = args.threads  # None: the children get the machine default too
-            t_warm = time_cli(args, data_dir, tmp, args.e2e_warmup, cli_threads)
-            t_full = time_cli(args, data_dir, tmp, args.e2e_steps, cli_threads)
-            cli = (t_full - t_warm) / (args.e2e_steps - args.e2e_warmup)
-            result["cli"] = {"T_warmup_s": t_warm, "T_steps_s": t_full, "per_update_s": cli,
-                             "trainer_over_cli": per_update / cli, "cli_over_floor": cli / floor_s}
+            cli = time_cli_window(args, data_dir, tmp, args.threads)  # threads None: the machine default too
+            c = cli["per_update_s"]
+            result["cli"] = {**cli, "repeats": args.cli_repeats, "trainer_over_cli": per_update / c,
+                             "cli_over_floor": c / floor_s}
+            if cli["inside_per_update_s"] is not None:
+                result["cli"]["trainer_over_cli_inside"] = per_update / cli["inside_per_update_s"]
     ms = lambda s: f"{1e3 * s:8.2f} ms"  # noqa: E731
     print(f"CGAN Trainer updates ({args.preset} preset, {update} update), batch {args.batch}, {args.device}, "
           f"{threads} threads, updates {args.e2e_warmup + 1}..{args.e2e_steps}")
@@ -665,9 +706,13 @@ def run_e2e(args, threads: int) -> dict:
           f"trainer/floor {per_update / floor_s:.3f}")
     if args.cli:
         c = result["cli"]
-        print(f"  CLI from outside: {ms(c['per_update_s'])} per update ((T({args.e2e_steps}) {c['T_steps_s']:.2f} s "
-              f"- T({args.e2e_warmup}) {c['T_warmup_s']:.2f} s) / {args.e2e_steps - args.e2e_warmup}); "
+        each = ", ".join(f"{1e3 * t:.2f}" for t in c["per_update_each_s"])
+        print(f"  CLI from outside: {ms(c['per_update_s'])} per update, the median of {c['repeats']} pairs "
+              f"((T({args.e2e_steps}) - T({args.e2e_warmup})) / {args.e2e_steps - args.e2e_warmup}: {each} ms); "
               f"trainer/CLI {c['trainer_over_cli']:.3f}, CLI/floor {c['cli_over_floor']:.3f}")
+        if c["inside_per_update_s"] is not None:
+            print(f"  CLI runs' own training time: {ms(c['inside_per_update_s'])} per update; "
+                  f"trainer/that {c['trainer_over_cli_inside']:.3f}")
     return result
 
 

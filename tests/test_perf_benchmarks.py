@@ -92,6 +92,40 @@ def test_e2e_mode_runs_the_public_trainer(tmp_path, capsys, isolated_run_env):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["trainer_over_floor"] > 0
 
 
+
+def test_cli_window_alternates_the_order_and_takes_the_median(monkeypatch):
+    """Each pair's difference over the window; the order flips from pair to pair; the median is reported, beside
+    the same difference of the runs' own training times."""
+    args = step_time.parse_args(["--e2e", "--cli", "--cli-repeats", "3", "--e2e-warmup", "100", "--e2e-steps", "400"])
+    calls = []
+    walls = iter([4.8, 12.9, 13.3, 3.8, 4.0, 12.4])
+    sessions = iter([3.2, 12.2, 12.6, 3.1, 3.2, 11.6])
+
+    def fake_time_cli(args, data_dir, tmp, steps, threads):
+        calls.append(steps)
+        return next(walls), next(sessions)
+
+    monkeypatch.setattr(step_time, "time_cli", fake_time_cli)
+    out = step_time.time_cli_window(args, None, "unused", None)
+    assert calls == [100, 400, 400, 100, 100, 400]
+    assert out["per_update_each_s"] == pytest.approx([8.1 / 300, 9.5 / 300, 8.4 / 300])
+    assert out["per_update_s"] == pytest.approx(8.4 / 300)
+    assert out["inside_per_update_s"] == pytest.approx(9.0 / 300)  # median of 9.0, 9.5, 8.4
+    assert [p["first"] for p in out["pairs"]] == [100, 400, 100]
+    with pytest.raises(SystemExit):
+        step_time.parse_args(["--e2e", "--cli", "--cli-repeats", "0"])
+
+
+def test_time_cli_reads_the_runs_own_training_time(tmp_path, isolated_run_env):
+    """The real command line, on a tiny data set: wall time from outside and the seconds it prints itself."""
+    idx = write_idx_dir(tmp_path / "idx", n_train=60, n_test=6)
+    args = step_time.parse_args(["--e2e", "--cli", "--batch", "5"])
+    args.update = None
+    wall, session = step_time.time_cli(args, str(idx), str(tmp_path), 3, None)
+    assert session is not None and 0 < session < wall
+    again, _ = step_time.time_cli(args, str(idx), str(tmp_path), 3, None)  # the same run directory, run afresh
+    assert again > 0
+
 # --------------------------------------------------------------------------------------------------
 # sweep.py
 # --------------------------------------------------------------------------------------------------
