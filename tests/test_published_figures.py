@@ -1193,3 +1193,37 @@ def _eval_scores_unconditional(ev: dict) -> tuple[list[int], float]:
     c = ev["classifier"]
     assert c["samples"]["label_accuracy"] is None
     return c["samples"]["histogram"], c["samples"]["fid_test"] / c["real_valid"]["fid_test"]
+
+
+def test_cli_agreement_table_comes_from_the_committed_e2e_runs():
+    """benchmarks/RESULTS.md's 2026-12-06 table (trainer against the CLI timed as a median of pairs) and the
+    floor-every figures quoted before it, from benchmarks/results/2026-12-06-xeon."""
+    results = (REPO / "benchmarks" / "RESULTS.md").read_text()
+    results = results[results.index("## The CLI timed from outside agrees"):]
+    results = results[:results.index("\n## ", 5)]
+    flat = " ".join(results.split())
+    runs = REPO / "benchmarks" / "results" / "2026-12-06-xeon"
+    ms = lambda s: f"{1e3 * s:.2f}"  # noqa: E731
+    over_floor, cli_over_floor = [], []
+    for run in (1, 2):
+        d = json.loads((runs / f"cgan-e2e-b100-cli3-run{run}.json").read_text())
+        c = d["cli"]
+        assert (d["preset"], d["batch"], d["threads"], c["repeats"]) == ("paper", 100, 2, 3)
+        pairs = ", ".join(ms(t) for t in c["per_update_each_s"])
+        row = (f"| {run} | {ms(d['trainer_s'])} | {ms(c['per_update_s'])} ({pairs}) | {ms(c['inside_per_update_s'])} "
+               f"| {c['trainer_over_cli']:.3f} | {c['trainer_over_cli_inside']:.3f} |")
+        assert _table_row(results, run) == row
+        assert abs(c["trainer_over_cli"] - 1) <= 0.03 and abs(c["trainer_over_cli_inside"] - 1) <= 0.011
+        over_floor.append(d["trainer_over_floor"])
+        cli_over_floor.append(c["cli_over_floor"])
+    assert "**1.74–1.76× its floor**" in results and "1.72–1.75× through the CLI" in flat
+    assert (f"{min(over_floor):.2f}", f"{max(over_floor):.2f}") == ("1.74", "1.76")
+    assert (f"{min(cli_over_floor):.2f}", f"{max(cli_over_floor):.2f}") == ("1.72", "1.75")
+    single = [json.loads((runs / f"cgan-e2e-b100-floor-every{f}-rep{r}.json").read_text())
+              for r in (1, 2) for f in (25, 150)]
+    assert [d["floor_samples"] for d in single] == [11, 1, 11, 1]
+    assert f"trainer {', '.join(ms(d['trainer_s']) for d in single)} ms per update" in flat
+    cli = [d["cli"]["per_update_s"] for d in single]
+    ratio = [d["cli"]["trainer_over_cli"] for d in single]
+    assert f"one pair each read {1e3 * min(cli):.1f}–{1e3 * max(cli):.1f} ms" in flat
+    assert f"(trainer/CLI {min(ratio):.3f}–{max(ratio):.3f})" in flat
