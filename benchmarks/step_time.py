@@ -44,8 +44,9 @@ the clock covers updates ``--e2e-warmup``+1 .. ``--e2e-steps`` (the on_step call
 ``(T(--steps 400) - T(--steps 100)) / 300``: both runs pay the same start-up (imports, data, model) and the same
 end (final checkpoint), which cancel, and leave the 300 updates in between. ``--cli`` measures that too, as the
 median of ``--cli-repeats`` pairs of runs (one pair is too noisy: :func:`time_cli_window`), and reports
-``trainer_over_cli``, and ``trainer_over_cli_inside`` against the training time the CLI runs print themselves. The floor (the same products, ``matching_aware`` for the ``modern`` CGAN's extra
-D step) runs every ``--floor-every`` updates on a paused clock. Data: synthetic IDX files of MNIST's sizes by
+``trainer_over_cli``, and ``trainer_over_cli_inside`` against the training time the CLI runs print themselves.
+The floor (the same products, ``matching_aware`` for the ``modern`` CGAN's extra D step) runs every
+``--floor-every`` updates on a paused clock. Data: synthetic IDX files of MNIST's sizes by
 default (same shapes and epoch length as MNIST; speed does not depend on the pixels).
 
 Usage::

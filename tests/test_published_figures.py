@@ -1174,7 +1174,8 @@ def test_unconditional_dcgan_rate_and_d_norm_screen_comes_from_the_committed_run
     assert (f"{min(default_fids):.1f}", f"{max(default_fids):.1f}") == ("15.8", "18.2")
     assert max(last_fids) < min(default_fids)  # "a faster G lowers the FID on every seed"
     readme = " ".join((REPO / "README.md").read_text().split())
-    assert "G at 4e-4 (`--lr-G 4e-4`) lowers its FID on three seeds (13.6–14.7× real against 15.8–18.2×)" in readme
+    assert ("G at 4e-4 (`--lr-G 4e-4`) lowers its FID on three seeds (13.6–14.7× real against 15.8–18.2×)"
+            in readme)
     fast = cells(rows("8e-4", 1))
     assert f"G at 8e-4 on seed 1: {fast[0]} from the last weights, {fast[1]} and {fast[2]} from the averages" in flat
     epoch5 = {}
@@ -1185,7 +1186,8 @@ def test_unconditional_dcgan_rate_and_d_norm_screen_comes_from_the_committed_run
     assert [f"{epoch5[n][1]:.1f}" for n in epoch5] == ["22.4", "23.1", "18.9", "16.8"]
     assert [_outside_band(epoch5[n][0]) for n in epoch5] == [[1, 2, 6, 9], [1], [1, 4, 9], [1, 4]]
     assert "the FID was 22.4× (2e-4) and 23.1× (4e-4), against 18.9× (4e-4) and 16.8× (8e-4)" in flat
-    assert "digits outside the band 1, 2, 6, 9 (2e-4) and 1 alone (4e-4), against 1, 4, 9 (4e-4) and 1, 4 (8e-4)" in flat
+    assert ("digits outside the band 1, 2, 6, 9 (2e-4) and 1 alone (4e-4), against 1, 4, 9 (4e-4) and 1, 4 (8e-4)"
+            in flat)
 
 
 def _eval_scores_unconditional(ev: dict) -> tuple[list[int], float]:
