@@ -1188,6 +1188,26 @@ def test_unconditional_dcgan_rate_and_d_norm_screen_comes_from_the_committed_run
     assert "the FID was 22.4× (2e-4) and 23.1× (4e-4), against 18.9× (4e-4) and 16.8× (8e-4)" in flat
     assert ("digits outside the band 1, 2, 6, 9 (2e-4) and 1 alone (4e-4), against 1, 4, 9 (4e-4) and 1, 4 (8e-4)"
             in flat)
+    # D without BatchNorm after 10 epochs (resumed from those epoch-5 checkpoints).
+    tenth = {}
+    for rate, suffix in (("2e-4", ""), ("4e-4", ""), ("4e-4", "-draw1"), ("4e-4", "-n10000")):
+        ev = json.loads((dcgan / f"dcgan-nobn-lrG{rate}-2026-12-06-seed1-eval-epoch10{suffix}.json").read_text())
+        assert ev["epoch"] == 10 and ev["updates"] == 7810
+        tenth[rate + suffix] = (*_eval_scores_unconditional(ev), ev["seed"], ev["n_samples"])
+    slow, fast, draw1, big = tenth.values()
+    assert _outside_band(slow[0]) == [1, 4] and f"{slow[1]:.1f}" == "17.8"
+    assert "two digits stay out (\"1\" 6.2%, \"4\" 6.1%; FID 17.8×)" in flat
+    assert [round(100 * n / sum(slow[0]), 1) for n in (slow[0][1], slow[0][4])] == [6.2, 6.1]
+    assert _outside_band(fast[0]) == [] and _outside_band(draw1[0]) == [] and fast[0][9] == 1299
+    assert (fast[2], fast[3], draw1[2], big[3]) == (0, 10_000, 1, 100_000)
+    assert f"{fast[1]:.1f}" == "14.6" and 'to 12.99% ("9", 1,299 of 10,000) at FID 14.6×' in flat
+    shares = lambda h: [100 * n / sum(h) for n in h]  # noqa: E731
+    assert f"{min(shares(fast[0])):.1f}" == "7.2"
+    assert f"{min(shares(draw1[0])):.1f}–{max(shares(draw1[0])):.1f}%" in flat
+    assert _outside_band(big[0]) == [9] and f"{shares(big[0])[9]:.1f}" == "13.2"
+    others = shares(big[0])[:9]
+    assert f"every other digit {min(others):.1f}–{max(others):.1f}%" in flat
+    assert 'its "9"s at 13.2% from 100,000' in readme
 
 
 def _eval_scores_unconditional(ev: dict) -> tuple[list[int], float]:
