@@ -106,7 +106,8 @@ def dcgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, width: int = 64, init_std: 
         each image on its own: with BatchNorm, a batch of fakes is normalised by its own per-channel mean and
         spread, which removes from every fake's features whatever the whole batch shares -- among it, which
         digits the batch has too many of. Every other weight is drawn as with BatchNorm. Measured on the
-        unconditional DCGAN (docs/RESULTS.md): D is weaker without it and G's images worse.
+        unconditional DCGAN (docs/RESULTS.md, one seed): D is weaker without it, and with G at 4e-4 every digit
+        was drawn at 7-13% after 10 epochs (13.2% "9"s from 100,000 samples), which no run with it reached.
     """
     w = _check_width(width)
     spread = d_minibatch_std
