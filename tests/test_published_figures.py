@@ -1207,7 +1207,20 @@ def test_unconditional_dcgan_rate_and_d_norm_screen_comes_from_the_committed_run
     assert _outside_band(big[0]) == [9] and f"{shares(big[0])[9]:.1f}" == "13.2"
     others = shares(big[0])[:9]
     assert f"every other digit {min(others):.1f}–{max(others):.1f}%" in flat
-    assert 'its "9"s at 13.2% from 100,000' in readme
+    assert 'at 13.2% from 100,000' in readme
+    # The same setting through the command line at the default threads, untuned seed 4.
+    for suffix, n, low, high in (("", 10_000, "7.7", "12.8"), ("-n10000", 100_000, "7.7", "12.6")):
+        ev = json.loads((dcgan / f"dcgan-nobn-lrG4e-4-cli-2026-12-06-seed4-eval-epoch10{suffix}.json").read_text())
+        counts, fid_ratio = _eval_scores_unconditional(ev)
+        assert (ev["epoch"], ev["n_samples"], _outside_band(counts)) == (10, n, [])
+        assert (f"{min(shares(counts)):.1f}", f"{max(shares(counts)):.1f}") == (low, high)
+        assert f"{low}–{high}% from {n:,} samples" in flat
+        if not suffix:
+            assert f"FID {fid_ratio:.1f}× real" in flat and f"{fid_ratio:.1f}" == "14.3"
+    record = [json.loads(line) for line in (dcgan / "dcgan-nobn-lrG4e-4-cli-2026-12-06-seed4-metrics.jsonl")
+              .read_text().splitlines()]
+    assert [r["epoch"] for r in record] == list(range(1, 11)) and all(r["lr"] == 4e-4 for r in record)
+    assert "both seeds run so far drew every digit inside the band from 10,000 samples" in readme
 
 
 def _eval_scores_unconditional(ev: dict) -> tuple[list[int], float]:
