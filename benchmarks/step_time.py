@@ -84,6 +84,7 @@ import numpy as np  # noqa: E402
 
 from minigan import backend, objective  # noqa: E402
 from minigan import threads as minigan_threads  # noqa: E402
+from minigan.cli import _positive_int  # noqa: E402  (the command line's own argument type)
 from minigan.families import mlp as models  # noqa: E402  (the papers' MLP models)
 from minigan.nn import Join, Layer, Linear, Sequential, optim  # noqa: E402
 
@@ -128,13 +129,11 @@ def parse_args(argv=None):
     e2e.add_argument("--cli", action="store_true",
                      help="also time `python -m minigan train` from outside at --e2e-warmup and --e2e-steps "
                           "updates: (T(steps) - T(warmup)) / (steps - warmup), for the agreement check")
-    e2e.add_argument("--cli-repeats", type=int, default=3,
+    e2e.add_argument("--cli-repeats", type=_positive_int, default=3,
                      help="pairs of CLI runs, the order alternating; the median is reported (default 3)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--_mem", choices=["minigan", "torch"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.cli_repeats < 1:
-        ap.error("--cli-repeats must be at least 1")
     if args.e2e and args.e2e_steps <= args.e2e_warmup:
         ap.error("--e2e-steps must exceed --e2e-warmup")
     if args.e2e and args._mem:

@@ -92,7 +92,6 @@ def test_e2e_mode_runs_the_public_trainer(tmp_path, capsys, isolated_run_env):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["trainer_over_floor"] > 0
 
 
-
 def test_cli_window_alternates_the_order_and_takes_the_median(monkeypatch):
     """Each pair's difference over the window; the order flips from pair to pair; the median is reported, beside
     the same difference of the runs' own training times."""
@@ -123,8 +122,10 @@ def test_time_cli_reads_the_runs_own_training_time(tmp_path, isolated_run_env):
     args.update = None
     wall, session = step_time.time_cli(args, str(idx), str(tmp_path), 3, None)
     assert session is not None and 0 < session < wall
-    again, _ = step_time.time_cli(args, str(idx), str(tmp_path), 3, None)  # the same run directory, run afresh
-    assert again > 0
+    # The same run directory again: a fresh run of 3 updates, not one refused or resumed at its end.
+    again, again_session = step_time.time_cli(args, str(idx), str(tmp_path), 3, None)
+    assert again_session is not None and 0 < again_session < again
+
 
 # --------------------------------------------------------------------------------------------------
 # sweep.py
