@@ -178,12 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "crop_size, flip; minigan/families/pix2pix.py); cgan: the builder's keywords in "
                         "minigan/families/mlp.py, e.g. d_y_dropout=0.5, noise=-1.73,1.73 (comma-separated numbers "
                         "make a list); dcgan, cdcgan: width, init_std, slope, d_minibatch_std=4 (D sees its batch's "
-                        "spread), d_norm=none (no BatchNorm in D), and for cdcgan g_condition=batchnorm "
+                        "spread), d_norm=none (no BatchNorm in D; dcgan's default, d_norm=batchnorm for Radford et al.'s D), "
+                        "and for cdcgan g_condition=batchnorm "
                         "(class-conditional BatchNorm in G; "
                         "minigan/families/dcgan.py); kept in the run and refused if changed on --resume")
     t.add_argument("--preset", choices=config.PRESET_NAMES, default=None,
                    help="paper: SGD+momentum with the papers' schedules; modern: Adam 2e-4, beta1 0.5, with the "
-                        "cgan's and cdcgan's own rates (--lr-G, --lr-D) (default: modern)")
+                        "cgan's, dcgan's and cdcgan's own rates (--lr-G, --lr-D) (default: modern)")
     length = t.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=_positive_int, default=None,
                         help=f"train until this many epochs are complete (default: {config.DEFAULT_EPOCHS})")
@@ -208,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the sums' order, so a run's path depends on it (default: the environment's "
                         "OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, else every core)")
     t.add_argument("--lr-G", dest="lr_G", type=_positive_float, default=None, metavar="LR",
-                   help="G's learning rate (default: the preset's; modern cgan 2e-3, cdcgan 4e-4)")
+                   help="G's learning rate (default: the preset's; modern cgan 2e-3, dcgan and cdcgan 4e-4)")
     t.add_argument("--lr-D", dest="lr_D", type=_positive_float, default=None, metavar="LR",
                    help="D's learning rate (default: the preset's; modern cgan 4e-3, 4e-4 on fashion-mnist)")
     t.add_argument("--lr-decay", dest="lr_decay", type=_decay_factor, default=None, metavar="FACTOR",

@@ -676,8 +676,10 @@ def dcgan_checks(model: str = "dcgan", batch: int = 2, seed: int = 0, width: int
     options = {**options, "step": options.get("step") or 1e-4, "refinements": options.get("refinements", 3)}
     checks = [check_discriminator(m.D, x_real, x_fake, y, y, seed=seed, separate=True, **options),
               check_generator(m.G, m.D, z, y, seed=seed, **options)]
+    # The table names the options it checked (the preset's d_norm=none, say), as --option spells them.
+    named = ", ".join(f"{k}={'none' if v is None else v}" for k, v in (model_options or {}).items())
     for report in checks:
-        report.title = f"{model}: {report.title}"
+        report.title = f"{model}{f' ({named})' if named else ''}: {report.title}"
     return checks
 
 
@@ -767,22 +769,26 @@ def run_cli(model: str = "cgan", batch: int = 4, samples: int = 10, seed: int = 
     print("columns: entries scored by relative error; 'tiny' entries below finite-difference resolution, "
           "held to absolute agreement; kinks skipped\n", file=out)
     reports = []
+    from .config import PRESETS
+
+    def preset_options(name: str) -> dict | None:
+        """The networks users train by default: the modern preset's options for ``name``."""
+        return PRESETS["modern"].get("model_options", {}).get(name)
+
     if layers:
         reports += layer_tour(batch=batch, seed=seed, **options)
         reports += conv_tour(batch=batch, seed=seed, **options)
         # The convolutional models' objectives, at small sizes (the chosen model's own come last, below).
         for name in OBJECTIVE_CHECKS:
             if name != model:
-                reports += OBJECTIVE_CHECKS[name](name, seed=seed, **options)
-    from .config import PRESETS  # the networks users train by default: the modern preset's
-
-    preset_options = PRESETS["modern"].get("model_options", {}).get(model)
+                reports += OBJECTIVE_CHECKS[name](name, seed=seed, model_options=preset_options(name), **options)
     if model in OBJECTIVE_CHECKS:
         # Batch 2, width 1 (G: 2 and 1 channels): each of thousands of kinks seen through BatchNorm is one more
         # chance that every stencil of a one-entry tensor straddles one (0 of 120 checks failed so, 30 seeds).
-        reports += OBJECTIVE_CHECKS[model](model, seed=seed, model_options=preset_options, **options)
+        reports += OBJECTIVE_CHECKS[model](model, seed=seed, model_options=preset_options(model), **options)
     else:
-        reports += gan_checks(model, batch=batch, seed=seed, init=init, model_options=preset_options, **options)
+        reports += gan_checks(model, batch=batch, seed=seed, init=init, model_options=preset_options(model),
+                              **options)
 
     for r in reports:
         print(r.table(), file=out)

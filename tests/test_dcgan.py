@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from helpers import tiny_dataset
 from minigan import backend, families, io
-from minigan.config import ConfigError, TrainConfig, learning_rates
+from minigan.config import ConfigError, TrainConfig, learning_rates, model_options
 from minigan.data import Dataset, Split
 from minigan.gradcheck import dcgan_checks
 from minigan.objective import _pair, discriminator_step
@@ -138,9 +138,10 @@ def _trained_and_resumed(tmp_path, model, options):
 @pytest.mark.parametrize("model", MODELS)
 def test_resume_is_bit_identical_and_buffers_are_checkpointed(tmp_path, on_backend, model):
     _, arrays, meta = _trained_and_resumed(tmp_path, model, {"width": 2})
+    preset = model_options(TrainConfig(model=model))  # the unconditional D has no BatchNorm by default
     d_bn = "buffers.D.in.x.bn2.running_var" if model == "cdcgan" else "buffers.D.features.bn2.running_var"
-    assert {"buffers.G.bn0.running_mean", d_bn} <= set(arrays)
-    assert meta["model_options"] == {"width": 2}
+    assert {"buffers.G.bn0.running_mean", *([d_bn] if preset.get("d_norm", "batchnorm") else [])} <= set(arrays)
+    assert meta["model_options"] == {**preset, "width": 2}
     records = [json.loads(line) for line in (tmp_path / "plain" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
     assert all(np.isfinite(r["loss_D"]) and 0 <= r["D_G_z"] <= 1 and "diversity" in r for r in records)
@@ -237,12 +238,16 @@ def test_cdcgan_learns_a_tiny_two_class_task(tmp_path):
 def test_the_conditional_dcgan_samples_from_its_average_by_default(tmp_path):
     """The modern preset's average for cdcgan, 0.999 with G at twice D's rate (docs/RESULTS.md: MNIST seeds 16-20,
     Fashion-MNIST seeds 0-1); the unconditional DCGAN keeps the last weights and Radford et al.'s rate for both
-    networks; --ema and --lr-G override."""
+    networks' rates were G's 4e-4 with D without BatchNorm (docs/RESULTS.md); --ema, --lr-G and --option
+    override."""
     assert TrainConfig(model="cdcgan").ema_beta == 0.999
     assert TrainConfig(model="cdcgan", dataset="fashion-mnist").ema_beta == 0.999  # measured there too
     assert learning_rates(TrainConfig(model="cdcgan")) == (4e-4, 2e-4)
     assert learning_rates(TrainConfig(model="cdcgan", dataset="fashion-mnist")) == (4e-4, 2e-4)
-    assert TrainConfig(model="dcgan").ema_beta == 0.0 and learning_rates(TrainConfig(model="dcgan")) == (2e-4, 2e-4)
+    assert TrainConfig(model="dcgan").ema_beta == 0.0 and learning_rates(TrainConfig(model="dcgan")) == (4e-4, 2e-4)
+    assert model_options(TrainConfig(model="dcgan")) == {"d_norm": None}  # the unconditional DCGAN's D: no BatchNorm
+    assert model_options(TrainConfig(model="dcgan", model_options={"d_norm": "batchnorm"})) == {"d_norm": "batchnorm"}
+    assert model_options(TrainConfig(model="cdcgan")) == {}
     assert TrainConfig(model="cdcgan", ema=0).ema_beta == 0.0
     assert TrainConfig(model="cdcgan", dataset="fashion-mnist", ema=0.9).ema_beta == 0.9
     assert learning_rates(TrainConfig(model="cdcgan", lr_G=2e-4)) == (2e-4, 2e-4)
@@ -263,6 +268,36 @@ def test_a_run_keeps_the_rate_and_average_it_began_with_when_the_preset_changes(
     assert (resumed.config.lr_G, resumed.config.ema) == (2e-4, 0.99)
     assert resumed.average_G.beta == 0.99
     assert [o.lr for o in resumed.optimizers.values()] == [2e-4, 2e-4]
+
+
+def _d_norm_layer(D) -> str | None:
+    """"bn2" if D's second convolution is batch-normalised, None if it has a bias instead (d_norm=none)."""
+    names = {k.rsplit(".", 2)[-2] + "." + k.rsplit(".", 1)[-1] for k in D.params}
+    assert ("bn2.gamma" in names) != ("conv2.b" in names), names
+    return "bn2" if "bn2.gamma" in names else None
+
+
+def test_an_unconditional_run_begun_with_batchnorm_in_d_resumes_with_it(tmp_path, monkeypatch):
+    """The dcgan preset's D lost its BatchNorm and G's rate doubled: a run begun before resumes with the network
+    and rates it began with (its checkpoint holds both), and samples from that network."""
+    from minigan import config as config_module
+    backend.use("numpy")
+    ds = _two_class_data()
+    old = {**config_module.PRESETS["modern"], "lr_G": {"cgan": 2e-3, "cdcgan": 4e-4},
+           "model_options": {k: v for k, v in config_module.PRESETS["modern"]["model_options"].items() if k != "dcgan"}}
+    with monkeypatch.context() as m:
+        m.setitem(config_module.PRESETS, "modern", old)
+        Trainer(config(tmp_path, "dcgan", batch=16, epochs=None, steps=2, model_options={"width": 4}), dataset=ds,
+                log=quiet).run(handle_signals=False)
+    resumed = Trainer.resume(tmp_path / "run", dataset=ds, log=quiet, steps=4)
+    assert _d_norm_layer(resumed.model.D) == "bn2"
+    assert [o.lr for o in resumed.optimizers.values()] == [2e-4, 2e-4]
+    resumed.run(handle_signals=False)
+    assert resumed.updates == 4
+    fresh = Trainer(config(tmp_path / "new", "dcgan", batch=16, epochs=None, steps=2, model_options={"width": 4}),
+                    dataset=ds, log=quiet)
+    assert _d_norm_layer(fresh.model.D) is None
+    assert [o.lr for o in fresh.optimizers.values()] == [4e-4, 2e-4]
 
 
 # -- class-conditional BatchNorm in G (--option g_condition=batchnorm) ---------------------------------------------

@@ -17,7 +17,9 @@ first layer and G's output; ReLU in G, LeakyReLU 0.2 in D; a Tanh output, so the
 [-1, 1] (:attr:`~minigan.families.base.GANModel.output_range`); every weight N(0, 0.02) and biases 0 (BatchNorm
 starts at γ = 1, β = 0); noise U(-1, 1)^100 (``dcgan_code``'s prior); Adam 2e-4, β1 0.5 (the ``modern``
 preset, the only one these models take; its conditional DCGAN trains G at 4e-4 and samples from a 0.999 moving
-average of G's weights, measured in docs/RESULTS.md). Layers followed by a BatchNorm have no bias: it would cancel.
+average of G's weights, and its unconditional DCGAN trains G at 4e-4 with D without the BatchNorm after its second
+convolution (``d_norm=None``), measured in docs/RESULTS.md). Layers followed by a BatchNorm have no bias: it would
+cancel.
 
 **D sees real and fake images as two batches** (:func:`minigan.objective.discriminator_step` with
 ``separate=True``), each normalised by its own BatchNorm statistics, as the DCGAN code does. One joint batch
@@ -101,7 +103,8 @@ def dcgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, width: int = 64, init_std: 
         (or smaller than g: one group).
         Every weight but D's output layer's (one channel wider) is drawn as without it.
     d_norm : {"batchnorm", None}
-        ``"batchnorm"`` (default): D's second convolution is batch-normalised, as in the paper. None (or
+        ``"batchnorm"`` (this builder's default, Radford et al.'s D): D's second convolution is batch-normalised.
+        None (the ``modern`` preset's choice for ``dcgan``, or
         ``"none"``; ``--option d_norm=none``): it is not, and has a bias (starting at 0) instead. D then scores
         each image on its own: with BatchNorm, a batch of fakes is normalised by its own per-channel mean and
         spread, which removes from every fake's features whatever the whole batch shares -- among it, which
