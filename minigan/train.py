@@ -121,6 +121,15 @@ class RunResult:
 # --------------------------------------------------------------------------------------------------
 
 
+def _option_text(value) -> str:
+    """A model option as ``--option`` spells it: none, numbers in short form, lists comma-separated."""
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(_option_text, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _derived_seeds(seed: int) -> dict[str, int]:
     """Independent seeds for each random stream, all from the one run seed (SeedSequence spawning)."""
     names = ("model", "noise", "data", "grid")
@@ -450,8 +459,13 @@ class Trainer(RunState):
         c = self.config
         what = f"{c.steps} updates" if c.steps is not None else f"{c.epochs or DEFAULT_EPOCHS} epochs"
         start = "resuming at" if self.updates else "starting at"
+        # The rates and options the preset chose are said, so a user sees what a default trains.
+        lr_G, lr_D = learning_rates(c)
+        options = " ".join(f"{k}={_option_text(v)}" for k, v in self.model_options.items())
         return (f"minigan train: {c.model} on {c.dataset} ({self.n_train} examples), preset {c.preset}, batch "
-                f"{c.batch}, k {c.k}, {c.update_rule} updates, {self.steps_per_epoch} updates/epoch, "
+                f"{c.batch}, k {c.k}, {c.update_rule} updates, lr G {lr_G:g} D {lr_D:g}"
+                f"{f', model options {options}' if options else ''}, "
+                f"{self.steps_per_epoch} updates/epoch, "
                 f"backend {backend.name()}{self._threads_note()}, seed {c.seed}; "
                 f"{start} update {self.updates} (epoch {self.epoch + 1}, step {self.step_in_epoch}); "
                 f"target {what} ({target} updates); run dir {c.run_dir}")

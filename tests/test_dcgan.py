@@ -270,6 +270,18 @@ def test_a_run_keeps_the_rate_and_average_it_began_with_when_the_preset_changes(
     assert [o.lr for o in resumed.optimizers.values()] == [2e-4, 2e-4]
 
 
+def test_the_run_says_the_rates_and_model_options_its_preset_chose(tmp_path):
+    """The first line of a run names what a default trains: G's and D's rates and the resolved model options."""
+    lines = []
+    Trainer(config(tmp_path, "dcgan", batch=16, epochs=None, steps=1), dataset=_two_class_data(),
+            log=lines.append).run(handle_signals=False)
+    assert "lr G 0.0004 D 0.0002, model options d_norm=none width=2, " in lines[0], lines[0]
+    lines.clear()
+    Trainer(config(tmp_path, "cdcgan", "c", batch=16, epochs=None, steps=1, lr_G=3e-4), dataset=_two_class_data(),
+            log=lines.append).run(handle_signals=False)
+    assert "lr G 0.0003 D 0.0002, model options width=2, " in lines[0], lines[0]
+
+
 def _d_norm_layer(D) -> str | None:
     """"bn2" if D's second convolution is batch-normalised, None if it has a bias instead (d_norm=none)."""
     names = {k.rsplit(".", 2)[-2] + "." + k.rsplit(".", 1)[-1] for k in D.params}
