@@ -99,10 +99,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         # The unconditional DCGAN's G at 4e-4 too, with D without its BatchNorm (model_options above): with
         # BatchNorm D normalises each batch of fakes by its own statistics, so it cannot see which digits a batch
         # has too many of, and on seven runs (seeds 0-3, either rate) 1-4 digits fell outside issue 12's 7-13%.
-        # Without it, with G at 4e-4, six untuned seeds (1, 4-8; 10 epochs; docs/RESULTS.md) drew every digit at
-        # 7-13% on five of six both from 10,000 and from 100,000 samples, each miss within 0.3 points of the band
-        # (seed 1's "9"s 13.2% from 100,000, seed 7's "4"s 6.9% from 10,000), at FID 12.7-14.6x real: level with
-        # BatchNorm's at G's 4e-4 (13.6-14.7x), below its 15.8-18.2x at Radford et al.'s 2e-4.
+        # Without it, with G at 4e-4, seven untuned seeds (1, 4-9; 10 epochs; seed 9 as this default at the default
+        # threads; docs/RESULTS.md) drew every digit at 7-13% on six of seven, both from 10,000 and from 100,000
+        # samples, each miss within 0.3 points of the band (seed 1's "9"s 13.2% from 100,000, seed 7's "4"s 6.9%
+        # from 10,000), at FID 12.7-15.6x real, every one below BatchNorm's 15.8-18.2x at Radford et al.'s 2e-4.
         "lr_G": {"cgan": 2e-3, "cdcgan": 4e-4, "dcgan": 4e-4},
         # - D at 4e-3 (was 4e-4; issue 11): with the slower D, G's label units died before D read the labels on
         #   most seeds (seed 0: G ignored y from epoch 1, label accuracy 9.7% after 5 epochs, D won at epoch 5).

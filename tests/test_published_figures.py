@@ -1220,7 +1220,78 @@ def test_unconditional_dcgan_rate_and_d_norm_screen_comes_from_the_committed_run
     record = [json.loads(line) for line in (dcgan / "dcgan-nobn-lrG4e-4-cli-2026-12-06-seed4-metrics.jsonl")
               .read_text().splitlines()]
     assert [r["epoch"] for r in record] == list(range(1, 11)) and all(r["lr"] == 4e-4 for r in record)
-    assert "both seeds run so far drew every digit inside the band from 10,000 samples" in readme
+    assert "every digit read 7–13% on six, both from 10,000 samples and from 100,000" in readme
+
+
+#: The unconditional DCGAN with D without BatchNorm and G at 4e-4 (the default since): seed, its run's file prefix in
+#: benchmarks/results/dcgan, and how it ran as the table says.
+_NO_BN_RUNS = ((1, "dcgan-nobn-lrG4e-4-2026-12-06-seed1", "one thread, 5 epochs then resumed to 10"),
+               (4, "dcgan-nobn-lrG4e-4-cli-2026-12-06-seed4", "the command line, default threads (2)"),
+               *((s, f"dcgan-nobn-lrG4e-4-1t-2026-12-06-seed{s}", "the command line, one thread") for s in (5, 6, 7, 8)),
+               (9, "dcgan-default-2t-2026-12-06-seed9", "the new default exactly as a user runs it, default threads (2)"))
+
+
+def _share_cell(counts) -> str:
+    """A table cell: the smallest and largest share of the samples, and the digits outside 7-13%."""
+    shares = [100 * n / sum(counts) for n in counts]
+    out = _outside_band(counts)
+    return f"{min(shares):.2f}–{max(shares):.2f}%" + (f", out: {', '.join(map(str, out))}" if out else "")
+
+
+def test_unconditional_dcgan_default_seed_table_comes_from_the_committed_runs():
+    """docs/RESULTS.md's table of D without BatchNorm with G at 4e-4 on seeds 1 and 4-9, its pass counts and FID
+    range, the D(G(z)) comparison with the seven BatchNorm runs, and the preset it made."""
+    from minigan.config import TrainConfig, learning_rates, model_options
+
+    results = (REPO / "docs" / "RESULTS.md").read_text()
+    results = results[results.index("### The unconditional DCGAN's default: D without BatchNorm"):]
+    results = results[:results.index("\n## ")]
+    flat = " ".join(results.split())
+    dcgan = REPO / "benchmarks" / "results" / "dcgan"
+    passed = {10_000: 0, 100_000: 0}
+    fids, misses, fakes_scored = [], [], []
+    for seed, prefix, how in _NO_BN_RUNS:
+        cells = []
+        for suffix, n in (("", 10_000), ("-n10000", 100_000)):
+            ev = json.loads((dcgan / f"{prefix}-eval-epoch10{suffix}.json").read_text())
+            counts, fid_ratio = _eval_scores_unconditional(ev)
+            assert (ev["model"], ev["epoch"], ev["updates"], ev["n_samples"]) == ("dcgan", 10, 7810, n)
+            cells.append(_share_cell(counts))
+            passed[n] += not _outside_band(counts)
+            misses += [abs(100 * counts[k] / n - (7 if counts[k] / n < 0.07 else 13)) for k in _outside_band(counts)]
+            if not suffix:
+                fids.append(fid_ratio)
+                first_fid = f"{fid_ratio:.1f}"
+        assert _table_row(results, seed) == f"| {seed} | {how} | {cells[0]} | {cells[1]} | {first_fid} |"
+        record = [json.loads(line) for line in (dcgan / f"{prefix}-metrics.jsonl").read_text().splitlines()]
+        assert [r["epoch"] for r in record] == list(range(1, 11))
+        assert all((r["lr"], r["lr_D"]) == (4e-4, 2e-4) for r in record if "lr_D" in r) and record[-1]["lr"] == 4e-4
+        fakes_scored.append(record[-1]["D_G_z"])
+    runs = len(_NO_BN_RUNS)
+    assert passed == {10_000: runs - 1, 100_000: runs - 1} and max(misses) < 0.3
+    words = {6: "six", 7: "seven"}
+    assert f"balance met on {words[runs - 1]} of {words[runs]} untuned seeds" in results.splitlines()[0]
+    assert f"inside 7–13% on {words[runs - 1]} of the {words[runs]} seeds on either reading" in flat
+    assert f"FID {min(fids):.1f}–{max(fids):.1f}× real" in flat
+    assert f"D(G(z)) {min(fakes_scored):.2f}–{max(fakes_scored):.2f} at epoch 10 on the {words[runs]} seeds" in flat
+    with_bn = [json.loads((dcgan / f).read_text().splitlines()[-1])["D_G_z"] for f in
+               ("dcgan-seed0-10epochs-metrics.jsonl", "dcgan-seed1-10epochs-metrics.jsonl",
+                "dcgan-seed2-10epochs-metrics.jsonl", *(f"dcgan-lrG4e-4-2026-12-06-seed{s}-metrics.jsonl"
+                                                        for s in (1, 2, 3)), "dcgan-lrG8e-4-2026-12-06-seed1-metrics.jsonl")]
+    assert f"against {min(with_bn):.2f}–{max(with_bn):.2f} on the seven runs with it" in flat
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert (f"on {words[runs]} untuned seeds (1, 4–9; 10 epochs) every digit read 7–13% on {words[runs - 1]}" in readme
+            and f"at FID {min(fids):.1f}–{max(fids):.1f}× real" in readme)
+    # README's figure is seed 9's epoch-10 grid, captioned with its two readings and its FID.
+    seed9 = [json.loads((dcgan / f"dcgan-default-2t-2026-12-06-seed9-eval-epoch10{x}.json").read_text())
+             for x in ("", "-n10000")]
+    (small, fid9), (big, _) = map(_eval_scores_unconditional, seed9)
+    share = lambda h, f: f"{f(100 * n / sum(h) for n in h):.1f}"  # noqa: E731
+    assert (f"every digit {share(small, min)}–{share(small, max)}% of 10,000 samples by the classifier "
+            f"({share(big, min)}–{share(big, max)}% of 100,000), FID {fid9:.1f}× real") in readme
+    # What the table made the default.
+    assert model_options(TrainConfig(model="dcgan")) == {"d_norm": None}
+    assert learning_rates(TrainConfig(model="dcgan")) == (4e-4, 2e-4)
 
 
 def _eval_scores_unconditional(ev: dict) -> tuple[list[int], float]:
