@@ -411,3 +411,23 @@ def test_ab_checkouts_times_each_side_with_its_own_code(tmp_path):
     stray = subprocess.run([sys.executable, script, repo, str(copy), "--model", "cgan", "--iters", "1", "--batch",
                             "8", "--threads", "1"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert stray.returncode != 0
+
+
+@pytest.mark.parametrize("model", ["dcgan", "cdcgan"])
+def test_dcgan_step_time_times_radford_et_al_networks_whatever_the_preset(tmp_path, model):
+    """dcgan_step_time.py times Radford et al.'s networks and rates, which its PyTorch mirror builds (weights copied
+    layer by layer), even though the modern preset's unconditional D has no BatchNorm and its G trains at 4e-4."""
+    from minigan import backend
+    from minigan.config import learning_rates
+
+    backend.use("numpy")
+    bench = load_benchmark("dcgan_step_time")
+    args = bench._parse(["--model", model, "--width", "2", "--batch", "8"])
+    trainer, step = bench.make_minigan(args, str(tmp_path))
+    assert any(".bn2." in f".{k}" for k in trainer.model.D.params)
+    assert not any(k.endswith("conv2.b") for k in trainer.model.D.params)
+    assert learning_rates(trainer.config) == (2e-4, 2e-4)
+    step()
+    assert (trainer.updates, trainer.step_in_epoch) == (1, 1)
+    if bench.import_torch(1) is not None:  # the mirror takes minigan's weights: it fails on another network
+        bench.make_torch(args, trainer)()
