@@ -37,7 +37,8 @@ from . import families
 from .io import CheckpointError
 
 __all__ = ["ConfigError", "TrainConfig", "PRESETS", "PRESET_NAMES", "UPDATE_RULES", "DEVICES", "DEFAULT_EPOCHS",
-           "default_out", "model_options", "learning_rates", "trained_lr_decay", "checkpoint_model_options"]
+           "default_out", "model_options", "option_text", "learning_rates", "trained_lr_decay",
+           "checkpoint_model_options"]
 
 DEVICES = ("cpu", "gpu")
 DEFAULT_EPOCHS = 5
@@ -98,11 +99,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         # lower FID.
         # The unconditional DCGAN's G at 4e-4 too, with D without its BatchNorm (model_options above): with
         # BatchNorm D normalises each batch of fakes by its own statistics, so it cannot see which digits a batch
-        # has too many of, and on seven runs (seeds 0-3, either rate) 1-4 digits fell outside issue 12's 7-13%.
+        # has too many of, and on seven runs (seeds 0-3, G at 2e-4, 4e-4 or 8e-4) 1-4 digits fell outside issue
+        # 12's 7-13%.
         # Without it, with G at 4e-4, seven untuned seeds (1, 4-9; 10 epochs; seed 9 as this default at the default
-        # threads; docs/RESULTS.md) drew every digit at 7-13% on six of seven, both from 10,000 and from 100,000
-        # samples, each miss within 0.3 points of the band (seed 1's "9"s 13.2% from 100,000, seed 7's "4"s 6.9%
+        # threads; docs/RESULTS.md) drew every digit at 7-13% on six of seven from 10,000 samples and on six of
+        # seven from 100,000 (five of seven on both), each miss within 0.3 points of the band (seed 1's "9"s 13.2% from 100,000, seed 7's "4"s 6.9%
         # from 10,000), at FID 12.7-15.6x real, every one below BatchNorm's 15.8-18.2x at Radford et al.'s 2e-4.
+        # Keyed by model, so Fashion-MNIST gets it too, unmeasured there (no target asks the unconditional model).
         "lr_G": {"cgan": 2e-3, "cdcgan": 4e-4, "dcgan": 4e-4},
         # - D at 4e-3 (was 4e-4; issue 11): with the slower D, G's label units died before D read the labels on
         #   most seeds (seed 0: G ignored y from epoch 1, label accuracy 9.7% after 5 epochs, D won at epoch 5).
@@ -400,7 +403,7 @@ def checkpoint_model_options(meta: dict, config: "TrainConfig") -> dict:
             raise CheckpointError("the checkpoint's model_options are missing or not an object")
         # The config's own model options were merged into them when the run began: they must agree.
         given = config.model_options
-        if not isinstance(given, dict) or any(k not in options or options[k] != v for k, v in given.items()):
+        if not resolved_options_agree(given, options):
             raise CheckpointError(f"the checkpoint's config.model_options {str(given)[:200]} disagree with the "
                                      f"model options it was built with {str(options)[:200]}")
         return dict(options)
@@ -410,6 +413,20 @@ def checkpoint_model_options(meta: dict, config: "TrainConfig") -> dict:
 def model_options(config: TrainConfig) -> dict:
     """Keyword arguments for :func:`minigan.families.build`: the preset's, updated by ``config.model_options``."""
     return {**PRESETS[config.preset].get("model_options", {}).get(config.model, {}), **config.model_options}
+
+
+def option_text(value) -> str:
+    """A model option's value as ``--option`` spells it: none, numbers in short form, lists comma-separated."""
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(option_text, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def resolved_options_agree(given: dict, resolved: dict) -> bool:
+    """Whether every option ``given`` (a config's, or ``--option`` on resume) is one the model was built with."""
+    return isinstance(given, dict) and all(k in resolved and resolved[k] == v for k, v in given.items())
 
 
 def trained_lr_decay(config: TrainConfig) -> float:

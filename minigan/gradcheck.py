@@ -677,7 +677,9 @@ def dcgan_checks(model: str = "dcgan", batch: int = 2, seed: int = 0, width: int
     checks = [check_discriminator(m.D, x_real, x_fake, y, y, seed=seed, separate=True, **options),
               check_generator(m.G, m.D, z, y, seed=seed, **options)]
     # The table names the options it checked (the preset's d_norm=none, say), as --option spells them.
-    named = ", ".join(f"{k}={'none' if v is None else v}" for k, v in (model_options or {}).items())
+    from .config import option_text
+
+    named = ", ".join(f"{k}={option_text(v)}" for k, v in (model_options or {}).items())
     for report in checks:
         report.title = f"{model}{f' ({named})' if named else ''}: {report.title}"
     return checks

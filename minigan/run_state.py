@@ -19,7 +19,8 @@ from typing import Callable, Protocol
 import numpy as np
 
 from . import backend, data, io
-from .config import ConfigError, TrainConfig, _is_int, _is_number, trained_lr_decay
+from .config import (ConfigError, TrainConfig, _is_int, _is_number, checkpoint_model_options,
+                     resolved_options_agree, trained_lr_decay)
 from .progress import print_line
 from .runs import (BUFFERS_PREFIX, CHECKPOINT_FORMAT, CHECKPOINT_NAME, READABLE_FORMATS, _checked_array,
                    _restore_buffers)
@@ -103,6 +104,8 @@ class RunState:
             if key in TrainConfig.RESUMABLE_OVERRIDES:
                 setattr(config, key, value)
                 continue
+            if key == "model_options" and resolved_options_agree(value, checkpoint_model_options(meta, config)):
+                continue  # options the model was built with, its preset's included (d_norm=none for dcgan)
             trained_with = (config.update_rule if key == "update" else float(config.ema or 0.0) if key == "ema"
                             else float(config.d_update_clip or 0.0) if key == "d_update_clip"
                             else int(config.d_warmup or 0) if key == "d_warmup"

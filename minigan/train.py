@@ -75,7 +75,7 @@ import numpy as np
 
 from . import backend, data, families, io, threads
 from .config import (DEFAULT_EPOCHS, PRESETS, ConfigError, TrainConfig, _is_number, checkpoint_model_options,
-                     learning_rates, model_options, trained_lr_decay)
+                     learning_rates, model_options, option_text, trained_lr_decay)
 from .nn import optim
 from .progress import Progress, print_line
 from .run_state import RunState, StatePart, _StateOf
@@ -119,15 +119,6 @@ class RunResult:
 # --------------------------------------------------------------------------------------------------
 # The trainer
 # --------------------------------------------------------------------------------------------------
-
-
-def _option_text(value) -> str:
-    """A model option as ``--option`` spells it: none, numbers in short form, lists comma-separated."""
-    if value is None:
-        return "none"
-    if isinstance(value, (list, tuple)):
-        return ",".join(map(_option_text, value))
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _derived_seeds(seed: int) -> dict[str, int]:
@@ -459,9 +450,12 @@ class Trainer(RunState):
         c = self.config
         what = f"{c.steps} updates" if c.steps is not None else f"{c.epochs or DEFAULT_EPOCHS} epochs"
         start = "resuming at" if self.updates else "starting at"
-        # The rates and options the preset chose are said, so a user sees what a default trains.
-        lr_G, lr_D = learning_rates(c)
-        options = " ".join(f"{k}={_option_text(v)}" for k, v in self.model_options.items())
+        # The rates and options the preset chose are said, so a user sees what a default trains. Constant rates are
+        # the optimizers' own (a checkpoint from before runs recorded their rates restores them); a schedule's are
+        # its starting rates, the run's.
+        lr_G, lr_D = (learning_rates(c) if self.lr_schedules is not None
+                      else (self.optimizers["G"].lr, self.optimizers["D"].lr))
+        options = " ".join(f"{k}={option_text(v)}" for k, v in self.model_options.items())
         return (f"minigan train: {c.model} on {c.dataset} ({self.n_train} examples), preset {c.preset}, batch "
                 f"{c.batch}, k {c.k}, {c.update_rule} updates, lr G {lr_G:g} D {lr_D:g}"
                 f"{f', model options {options}' if options else ''}, "

@@ -140,7 +140,9 @@ def test_resume_is_bit_identical_and_buffers_are_checkpointed(tmp_path, on_backe
     _, arrays, meta = _trained_and_resumed(tmp_path, model, {"width": 2})
     preset = model_options(TrainConfig(model=model))  # the unconditional D has no BatchNorm by default
     d_bn = "buffers.D.in.x.bn2.running_var" if model == "cdcgan" else "buffers.D.features.bn2.running_var"
-    assert {"buffers.G.bn0.running_mean", *([d_bn] if preset.get("d_norm", "batchnorm") else [])} <= set(arrays)
+    with_bn = preset.get("d_norm", "batchnorm") is not None
+    assert {"buffers.G.bn0.running_mean", *([d_bn] if with_bn else [])} <= set(arrays)
+    assert (d_bn in arrays) == with_bn == (model == "cdcgan")  # the unconditional D: no BatchNorm by default
     assert meta["model_options"] == {**preset, "width": 2}
     records = [json.loads(line) for line in (tmp_path / "plain" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
@@ -237,9 +239,8 @@ def test_cdcgan_learns_a_tiny_two_class_task(tmp_path):
 
 def test_the_conditional_dcgan_samples_from_its_average_by_default(tmp_path):
     """The modern preset's average for cdcgan, 0.999 with G at twice D's rate (docs/RESULTS.md: MNIST seeds 16-20,
-    Fashion-MNIST seeds 0-1); the unconditional DCGAN keeps the last weights and Radford et al.'s rate for both
-    networks' rates were G's 4e-4 with D without BatchNorm (docs/RESULTS.md); --ema, --lr-G and --option
-    override."""
+    Fashion-MNIST seeds 0-1); the unconditional DCGAN samples from its last weights and trains G at 4e-4 with D
+    without BatchNorm (docs/RESULTS.md: seeds 1, 4-9); --ema, --lr-G and --option override."""
     assert TrainConfig(model="cdcgan").ema_beta == 0.999
     assert TrainConfig(model="cdcgan", dataset="fashion-mnist").ema_beta == 0.999  # measured there too
     assert learning_rates(TrainConfig(model="cdcgan")) == (4e-4, 2e-4)
@@ -291,7 +292,7 @@ def _d_norm_layer(D) -> str | None:
 
 def test_an_unconditional_run_begun_with_batchnorm_in_d_resumes_with_it(tmp_path, monkeypatch):
     """The dcgan preset's D lost its BatchNorm and G's rate doubled: a run begun before resumes with the network
-    and rates it began with (its checkpoint holds both), and samples from that network."""
+    and rates it began with (its checkpoint holds both), says so, and samples from that network."""
     from minigan import config as config_module
     backend.use("numpy")
     ds = _two_class_data()
@@ -301,15 +302,41 @@ def test_an_unconditional_run_begun_with_batchnorm_in_d_resumes_with_it(tmp_path
         m.setitem(config_module.PRESETS, "modern", old)
         Trainer(config(tmp_path, "dcgan", batch=16, epochs=None, steps=2, model_options={"width": 4}), dataset=ds,
                 log=quiet).run(handle_signals=False)
-    resumed = Trainer.resume(tmp_path / "run", dataset=ds, log=quiet, steps=4)
+    # Checkpoints from before runs wrote their rates into the config restore them from the optimizers' state.
+    path = tmp_path / "run" / CHECKPOINT_NAME
+    arrays, meta = io.load_checkpoint(path)
+    io.save_checkpoint(path, arrays, {**meta, "config": {**meta["config"], "lr_G": None, "lr_D": None}})
+    lines = []
+    resumed = Trainer.resume(tmp_path / "run", dataset=ds, log=lines.append, steps=4)
     assert _d_norm_layer(resumed.model.D) == "bn2"
     assert [o.lr for o in resumed.optimizers.values()] == [2e-4, 2e-4]
     resumed.run(handle_signals=False)
     assert resumed.updates == 4
+    assert "lr G 0.0002 D 0.0002, model options width=4, " in lines[0], lines[0]
+    model, _ = load_model(tmp_path / "run")  # what sample and eval rebuild
+    assert _d_norm_layer(model.D) == "bn2"
+    images, _ = sample(tmp_path / "run", 6, seed=0)
+    assert images.shape == (6, 784) and 0 <= images.min() and images.max() <= 1
     fresh = Trainer(config(tmp_path / "new", "dcgan", batch=16, epochs=None, steps=2, model_options={"width": 4}),
                     dataset=ds, log=quiet)
     assert _d_norm_layer(fresh.model.D) is None
     assert [o.lr for o in fresh.optimizers.values()] == [4e-4, 2e-4]
+
+
+def test_a_default_dcgan_run_resumes_with_its_presets_options_restated_and_refuses_others(tmp_path):
+    """--option d_norm=none on resume restates what the preset built (accepted); d_norm=batchnorm would change the
+    network (refused)."""
+    backend.use("numpy")
+    ds = _two_class_data()
+    Trainer(config(tmp_path, "dcgan", batch=16, epochs=None, steps=2), dataset=ds, log=quiet).run(handle_signals=False)
+    lines = []
+    resumed = Trainer.resume(tmp_path / "run", dataset=ds, log=lines.append, steps=3,
+                             model_options={"d_norm": None, "width": 2})
+    resumed.run(handle_signals=False)
+    assert resumed.updates == 3 and "model options d_norm=none width=2, " in lines[0]
+    for other in ({"d_norm": "batchnorm"}, {"width": 3}):
+        with pytest.raises(ConfigError, match="cannot resume with model_options"):
+            Trainer.resume(tmp_path / "run", dataset=ds, log=quiet, steps=4, model_options=other)
 
 
 # -- class-conditional BatchNorm in G (--option g_condition=batchnorm) ---------------------------------------------

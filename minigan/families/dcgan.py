@@ -22,7 +22,8 @@ convolution (``d_norm=None``), measured in docs/RESULTS.md). Layers followed by 
 cancel.
 
 **D sees real and fake images as two batches** (:func:`minigan.objective.discriminator_step` with
-``separate=True``), each normalised by its own BatchNorm statistics, as the DCGAN code does. One joint batch
+``separate=True``), each normalised by its own BatchNorm statistics where D has one (``cdcgan``, or
+``d_norm="batchnorm"``), as the DCGAN code does. One joint batch
 would normalise fakes by statistics half made of real images, so D's output on a fake would depend on the real
 images beside it; and G's step (fakes alone through D) would see other statistics than D's step did.
 
@@ -110,8 +111,8 @@ def dcgan(seed: int | None = 0, dtype=DEFAULT_DTYPE, width: int = 64, init_std: 
         spread, which removes from every fake's features whatever the whole batch shares -- among it, which
         digits the batch has too many of. Every other weight is drawn as with BatchNorm. Measured on the
         unconditional DCGAN (docs/RESULTS.md, seven untuned seeds): D is weaker without it, and with G at 4e-4
-        every digit was drawn at 7-13% after 10 epochs on six of seven (from 10,000 and from 100,000 samples;
-        each miss within 0.3 points), which no run with BatchNorm reached.
+        every digit was drawn at 7-13% after 10 epochs on six of seven by each reading (10,000 and 100,000
+        samples; five of seven by both; each miss within 0.3 points), which no run with BatchNorm reached.
     """
     w = _check_width(width)
     spread = d_minibatch_std
