@@ -1297,6 +1297,55 @@ def test_unconditional_dcgan_default_seed_table_comes_from_the_committed_runs():
     assert learning_rates(TrainConfig(model="dcgan")) == (4e-4, 2e-4)
 
 
+#: The conditional DCGAN's D without BatchNorm against the default, paired by seed and thread count: seed, the
+#: table's thread note, and the default's and the screen's file prefixes in benchmarks/results/dcgan.
+_CDCGAN_NO_BN_PAIRS = (
+    (21, "one thread", ("cdcgan-default-2026-12-06-seed21", "cdcgan-nobn-1t-2026-12-06-seed21")),
+    (22, "default threads", ("cdcgan-default-2t-2026-12-06-seed22", "cdcgan-nobn-2t-2026-12-06-seed22")))
+
+
+def test_cdcgan_d_norm_screen_table_comes_from_the_committed_runs():
+    """docs/RESULTS.md's table of the conditional DCGAN with and without D's BatchNorm (seeds 21, 22), row by row
+    from the committed evals, with the D(G(z)) ranges quoted beside it."""
+    results = (REPO / "docs" / "RESULTS.md").read_text()
+    results = results[results.index("### The conditional DCGAN with D without BatchNorm"):]
+    results = results[:results.index("\n## ")]
+    flat = " ".join(results.split())
+    dcgan = REPO / "benchmarks" / "results" / "dcgan"
+    rows = [line.strip() for line in results.splitlines() if line.startswith("| 2")]
+    expected, fakes_scored = [], {"BatchNorm (the default)": [], "none": []}
+    for seed, threads, prefixes in _CDCGAN_NO_BN_PAIRS:
+        for d, prefix in zip(("BatchNorm (the default)", "none"), prefixes):
+            ev = json.loads((dcgan / f"{prefix}-eval-epoch10.json").read_text())
+            assert (ev["model"], ev["epoch"], ev["n_samples"], ev["seed"]) == ("cdcgan", 10, 10_000, 0)
+            c = ev["classifier"]
+            per_class = c["samples"]["label_accuracy"]["per_class"]
+            worst = min(range(10), key=lambda k: per_class[k])
+            fid = c["samples"]["fid_test"] / c["real_valid"]["fid_test"]
+            expected.append(f"| {seed} ({threads}) | {d} | {100 * c['samples']['label_accuracy']['overall']:.1f}% | "
+                            f"{100 * per_class[worst]:.1f}% (\"{worst}\") | {fid:.2f} | {ev['parzen']['mean']:.1f} |")
+            record = [json.loads(line) for line in (dcgan / f"{prefix}-metrics.jsonl").read_text().splitlines()]
+            assert [r["epoch"] for r in record] == list(range(1, 11)) and record[-1]["lr"] == 4e-4
+            fakes_scored[d] += [r["D_G_z"] for r in record[1:]]
+    assert rows == expected
+    readme = " ".join((REPO / "README.md").read_text().split())
+    screen = [row.split(" | ") for row in expected if "| none |" in row]
+    fids = sorted(row[4] for row in screen)
+    accuracies, worst = sorted(row[2] for row in screen), sorted(row[3].split()[0] for row in screen)
+    assert (f"FID under 1.5× real on the two seeds tried ({float(fids[0]):.2f}–{float(fids[1]):.2f}×) but read the "
+            f"labels worse ({accuracies[0][:-1]}–{accuracies[1]}, worst class {worst[0][:-1]}–{worst[1]})") in readme
+    assert max(map(float, fids)) < 1.5
+    span = {d: f"{min(v):.2f}–{max(v):.2f}" for d, v in fakes_scored.items()}
+    assert f"D(G(z)) {span['none']} over epochs 2–10 without it, {span['BatchNorm (the default)']} with it" in flat
+    sevens = [json.loads((dcgan / f"{prefixes[1]}-eval-epoch10.json").read_text())["classifier"]["samples"]
+              ["label_accuracy"]["per_class"][7] for _, _, prefixes in _CDCGAN_NO_BN_PAIRS]
+    assert f'the "7"s {100 * sevens[0]:.1f}% and {100 * sevens[1]:.1f}%' in flat
+    seconds = {d: [r["seconds"] for r in map(json.loads, (dcgan / f"{p}-metrics.jsonl").read_text().splitlines())]
+               for d, p in zip(("default", "none"), _CDCGAN_NO_BN_PAIRS[1][2])}
+    assert (f"{min(seconds['none']):.0f}–{max(seconds['none']):.0f} s an epoch at the default threads against the "
+            f"default's {min(seconds['default']):.0f}–{max(seconds['default']):.0f} s") in flat
+
+
 def _eval_scores_unconditional(ev: dict) -> tuple[list[int], float]:
     """A `minigan eval --classifier` JSON of an unconditional model: its class histogram and FID x real."""
     c = ev["classifier"]
