@@ -1335,6 +1335,18 @@ def test_cdcgan_d_norm_screen_table_comes_from_the_committed_runs():
     assert (f"FID under 1.5× real on the two seeds tried ({float(fids[0]):.2f}–{float(fids[1]):.2f}×) but read the "
             f"labels worse ({accuracies[0][:-1]}–{accuracies[1]}, worst class {worst[0][:-1]}–{worst[1]})") in readme
     assert max(map(float, fids)) < 1.5
+    # D's rate doubled, seed 22.
+    ev = json.loads((dcgan / "cdcgan-nobn-lrD4e-4-2t-2026-12-06-seed22-eval-epoch10.json").read_text())
+    c = ev["classifier"]
+    per_class = c["samples"]["label_accuracy"]["per_class"]
+    record = [json.loads(line) for line in (dcgan / "cdcgan-nobn-lrD4e-4-2t-2026-12-06-seed22-metrics.jsonl")
+              .read_text().splitlines()]
+    assert (record[-1]["epoch"], record[-1]["lr"], record[-1]["lr_D"]) == (10, 4e-4, 4e-4)
+    assert (f"label accuracy {100 * c['samples']['label_accuracy']['overall']:.1f}%, worst class "
+            f"{100 * min(per_class):.1f}% (the \"{per_class.index(min(per_class))}\"s), FID "
+            f"{c['samples']['fid_test'] / c['real_valid']['fid_test']:.2f}× real, Parzen {ev['parzen']['mean']:.1f} ± "
+            f"{ev['parzen']['se']:.1f}") in flat
+    assert f"D(G(z)) {record[-1]['D_G_z']:.2f} at epoch 10" in flat
     span = {d: f"{min(v):.2f}–{max(v):.2f}" for d, v in fakes_scored.items()}
     assert f"D(G(z)) {span['none']} over epochs 2–10 without it, {span['BatchNorm (the default)']} with it" in flat
     sevens = [json.loads((dcgan / f"{prefixes[1]}-eval-epoch10.json").read_text())["classifier"]["samples"]
