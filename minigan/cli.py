@@ -178,9 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "crop_size, flip; minigan/families/pix2pix.py); cgan: the builder's keywords in "
                         "minigan/families/mlp.py, e.g. d_y_dropout=0.5, noise=-1.73,1.73 (comma-separated numbers "
                         "make a list); dcgan, cdcgan: width, init_std, slope, d_minibatch_std=4 (D sees its batch's "
-                        "spread), d_norm=none (no BatchNorm in D; dcgan's default, d_norm=batchnorm for Radford et al.'s D), "
-                        "and for cdcgan g_condition=batchnorm "
-                        "(class-conditional BatchNorm in G; "
+                        "spread), d_norm=none (no BatchNorm in D; dcgan's default, d_norm=batchnorm for Radford "
+                        "et al.'s D), and for cdcgan g_condition=batchnorm (class-conditional BatchNorm in G; "
                         "minigan/families/dcgan.py); kept in the run and refused if changed on --resume")
     t.add_argument("--preset", choices=config.PRESET_NAMES, default=None,
                    help="paper: SGD+momentum with the papers' schedules; modern: Adam 2e-4, beta1 0.5, with the "

@@ -37,8 +37,8 @@ from . import families
 from .io import CheckpointError
 
 __all__ = ["ConfigError", "TrainConfig", "PRESETS", "PRESET_NAMES", "UPDATE_RULES", "DEVICES", "DEFAULT_EPOCHS",
-           "default_out", "model_options", "option_text", "learning_rates", "trained_lr_decay",
-           "checkpoint_model_options"]
+           "default_out", "model_options", "preset_model_options", "options_text", "learning_rates",
+           "trained_lr_decay", "checkpoint_model_options"]
 
 DEVICES = ("cpu", "gpu")
 DEFAULT_EPOCHS = 5
@@ -103,8 +103,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         # 12's 7-13%.
         # Without it, with G at 4e-4, seven untuned seeds (1, 4-9; 10 epochs; seed 9 as this default at the default
         # threads; docs/RESULTS.md) drew every digit at 7-13% on six of seven from 10,000 samples and on six of
-        # seven from 100,000 (five of seven on both), each miss within 0.3 points of the band (seed 1's "9"s 13.2% from 100,000, seed 7's "4"s 6.9%
-        # from 10,000), at FID 12.7-15.6x real, every one below BatchNorm's 15.8-18.2x at Radford et al.'s 2e-4.
+        # seven from 100,000 (five of seven on both), each miss within 0.3 points of the band (seed 1's "9"s 13.2%
+        # from 100,000, seed 7's "4"s 6.9% from 10,000), at FID 12.7-15.6x real, every one below BatchNorm's
+        # 15.8-18.2x at Radford et al.'s 2e-4.
         # Keyed by model, so Fashion-MNIST gets it too, unmeasured there (no target asks the unconditional model).
         "lr_G": {"cgan": 2e-3, "cdcgan": 4e-4, "dcgan": 4e-4},
         # - D at 4e-3 (was 4e-4; issue 11): with the slower D, G's label units died before D read the labels on
@@ -412,7 +413,17 @@ def checkpoint_model_options(meta: dict, config: "TrainConfig") -> dict:
 
 def model_options(config: TrainConfig) -> dict:
     """Keyword arguments for :func:`minigan.families.build`: the preset's, updated by ``config.model_options``."""
-    return {**PRESETS[config.preset].get("model_options", {}).get(config.model, {}), **config.model_options}
+    return {**preset_model_options(config.preset, config.model), **config.model_options}
+
+
+def preset_model_options(preset: str, model: str) -> dict:
+    """The model options a preset builds ``model`` with (``{}``: the builder's defaults)."""
+    return dict(PRESETS[preset].get("model_options", {}).get(model, {}))
+
+
+def options_text(options: dict, separator: str = " ") -> str:
+    """Model options as ``--option`` spells them, ``key=value`` joined by ``separator``."""
+    return separator.join(f"{k}={option_text(v)}" for k, v in options.items())
 
 
 def option_text(value) -> str:

@@ -677,9 +677,9 @@ def dcgan_checks(model: str = "dcgan", batch: int = 2, seed: int = 0, width: int
     checks = [check_discriminator(m.D, x_real, x_fake, y, y, seed=seed, separate=True, **options),
               check_generator(m.G, m.D, z, y, seed=seed, **options)]
     # The table names the options it checked (the preset's d_norm=none, say), as --option spells them.
-    from .config import option_text
+    from .config import options_text
 
-    named = ", ".join(f"{k}={option_text(v)}" for k, v in (model_options or {}).items())
+    named = options_text(model_options or {}, ", ")
     for report in checks:
         report.title = f"{model}{f' ({named})' if named else ''}: {report.title}"
     return checks
@@ -771,11 +771,11 @@ def run_cli(model: str = "cgan", batch: int = 4, samples: int = 10, seed: int = 
     print("columns: entries scored by relative error; 'tiny' entries below finite-difference resolution, "
           "held to absolute agreement; kinks skipped\n", file=out)
     reports = []
-    from .config import PRESETS
+    from .config import preset_model_options
 
-    def preset_options(name: str) -> dict | None:
-        """The networks users train by default: the modern preset's options for ``name``."""
-        return PRESETS["modern"].get("model_options", {}).get(name)
+    def preset_options(name: str) -> dict:
+        """The networks users train by default: the modern preset's."""
+        return preset_model_options("modern", name)
 
     if layers:
         reports += layer_tour(batch=batch, seed=seed, **options)

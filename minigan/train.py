@@ -75,7 +75,7 @@ import numpy as np
 
 from . import backend, data, families, io, threads
 from .config import (DEFAULT_EPOCHS, PRESETS, ConfigError, TrainConfig, _is_number, checkpoint_model_options,
-                     learning_rates, model_options, option_text, trained_lr_decay)
+                     learning_rates, model_options, options_text, trained_lr_decay)
 from .nn import optim
 from .progress import Progress, print_line
 from .run_state import RunState, StatePart, _StateOf
@@ -455,7 +455,7 @@ class Trainer(RunState):
         # its starting rates, the run's.
         lr_G, lr_D = (learning_rates(c) if self.lr_schedules is not None
                       else (self.optimizers["G"].lr, self.optimizers["D"].lr))
-        options = " ".join(f"{k}={option_text(v)}" for k, v in self.model_options.items())
+        options = options_text(self.model_options)
         return (f"minigan train: {c.model} on {c.dataset} ({self.n_train} examples), preset {c.preset}, batch "
                 f"{c.batch}, k {c.k}, {c.update_rule} updates, lr G {lr_G:g} D {lr_D:g}"
                 f"{f', model options {options}' if options else ''}, "
