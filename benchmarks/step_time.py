@@ -602,10 +602,11 @@ def _matching_aware(preset: str, model: str) -> bool:
     """Whether the preset adds the separate matching-aware D step (read from the trainer's preset table)."""
     from minigan import train as training
 
-    value = getattr(training, "PRESETS", {}).get(preset, {}).get("matching_aware", {}).get(model, False)
-    if value not in (True, False):
+    value = getattr(training, "PRESETS", {}).get(preset, {}).get("matching_aware", {}).get(model, "none")
+    # A checkout from before the modes had names wrote the second step as True.
+    if value not in (True, False, "step", "none"):
         raise NotImplementedError(f"preset {preset!r}: matching-aware mode {value!r} has no floor model here")
-    return value
+    return value in (True, "step")
 
 
 def _e2e_data(args, tmp: str):

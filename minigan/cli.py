@@ -225,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--d-warmup", dest="d_warmup", type=_non_negative_int, default=None, metavar="N",
                    help="raise D's learning rate linearly from G's to its own over the first N updates; 0 turns it "
                         "off (default: the preset's; modern cgan 500 on mnist, off elsewhere)")
+    t.add_argument("--matching-aware", dest="matching_aware", choices=config.MATCHING_AWARE_MODES, default=None,
+                   help="conditional models: D also scores other real images paired with wrong labels as fakes, in a "
+                        "second D step per update (step) or in D's own step (joint); none: off (default: the "
+                        "preset's; modern cgan step, cdcgan none)")
     t.add_argument("--stop-on-collapse", action="store_true", default=None,
                    help="stop with exit code 4 when the health monitor finds a failed run (D won, D's verdicts "
                         "extreme, G ignores its label, collapsed samples), keeping the last checkpoint without a "
@@ -320,7 +324,8 @@ def _train(args) -> int:
             update=args.update, seed=args.seed, epochs=args.epochs, steps=args.steps, device=args.device, data_dir=args.data,
             log_interval=args.log_interval, progress=progress, select_every=args.select_every,
             lr_G=args.lr_G, lr_D=args.lr_D, lr_decay=args.lr_decay, stop_on_collapse=args.stop_on_collapse,
-            ema=args.ema, d_update_clip=args.d_update_clip, d_warmup=args.d_warmup, model_options=options)
+            ema=args.ema, d_update_clip=args.d_update_clip, d_warmup=args.d_warmup,
+            matching_aware=args.matching_aware, model_options=options)
     else:
         if args.dataset is None and args.model == "pix2pix":
             args.dataset = paired.TASKS[0]
@@ -329,7 +334,8 @@ def _train(args) -> int:
                  "device": args.device, "data_dir": args.data, "out": args.out, "log_interval": args.log_interval,
                  "select_every": args.select_every, "lr_G": args.lr_G, "lr_D": args.lr_D,
                  "lr_decay": args.lr_decay, "stop_on_collapse": args.stop_on_collapse, "ema": args.ema,
-                 "d_update_clip": args.d_update_clip, "d_warmup": args.d_warmup, "model_options": options}
+                 "d_update_clip": args.d_update_clip, "d_warmup": args.d_warmup,
+                 "matching_aware": args.matching_aware, "model_options": options}
         run_config = config.TrainConfig(**{k: v for k, v in given.items() if v is not None}, progress=progress)
         if run_config.epochs is None and run_config.steps is None:
             run_config.epochs = config.DEFAULT_EPOCHS

@@ -36,8 +36,8 @@ import numpy as np
 from . import families
 from .io import CheckpointError
 
-__all__ = ["ConfigError", "TrainConfig", "PRESETS", "PRESET_NAMES", "UPDATE_RULES", "DEVICES", "DEFAULT_EPOCHS",
-           "default_out", "model_options", "preset_model_options", "options_text", "learning_rates",
+__all__ = ["ConfigError", "TrainConfig", "PRESETS", "PRESET_NAMES", "UPDATE_RULES", "MATCHING_AWARE_MODES", "DEVICES",
+           "DEFAULT_EPOCHS", "default_out", "model_options", "preset_model_options", "options_text", "learning_rates",
            "trained_lr_decay", "checkpoint_model_options"]
 
 DEVICES = ("cpu", "gpu")
@@ -83,12 +83,12 @@ PRESETS: dict[str, dict[str, Any]] = {
                           # D without the BatchNorm after its second convolution (issue 12's digit balance),
                           # with G at 4e-4 (lr_G below): why and the seeds, at lr_G.
                           "dcgan": {"d_norm": None}},
-        # True: the matching-aware term is a second D step per update, on other real images with wrong labels;
+        # "step": the matching-aware term is a second D step per update, on other real images with wrong labels;
         # "joint": those rows join D's own step (one D step per update, GAN-CLS's weighting). With this preset's
         # networks, a joint step on the D step's *own* images with wrong labels collapsed G in epoch 1 on seeds
         # 0, 3, 5 and 11 (one thread); the joint step on other images was only screened (1 of 6 runs died with D's
         # rate doubled; docs/RESULTS.md).
-        "matching_aware": {"cgan": True},
+        "matching_aware": {"cgan": "step"},
         # The conditional DCGAN's G at twice D's rate (issue 12), sampled from the 0.999 average (below). Five untuned
         # seeds (16-20, 10 epochs, one thread; docs/RESULTS.md): label targets (>= 99%, every class >= 97%) met on 4
         # of 5, as the old default (G at 2e-4, the 0.99 average) did on its seeds 6-10, at FID 2.26-2.56x real
@@ -163,6 +163,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 PRESET_NAMES = tuple(PRESETS)
 UPDATE_RULES = ("alternating", "simultaneous")
+#: D's matching-aware term (``--matching-aware``): off, a second D step per update, or rows of D's own step.
+MATCHING_AWARE_MODES = ("none", "step", "joint")
 
 
 class ConfigError(ValueError):
@@ -247,6 +249,11 @@ class TrainConfig:
         (:class:`minigan.nn.optim.LinearWarmup`), so D cannot outpace a G that has not yet learned to draw; 0 turns
         it off; None takes the preset's (modern CGAN on MNIST: 500). Resolved when a run starts and stored in its
         checkpoint; a checkpoint from before the option resumes without it.
+    matching_aware : {"none", "step", "joint"} or None
+        D's matching-aware term for conditional models (:func:`minigan.objective.matching_aware_step`: other real
+        images paired with wrong labels, scored as fakes): ``"step"`` as a second D step per update, ``"joint"`` as
+        rows of D's own step, ``"none"`` off; None takes the preset's (modern CGAN: ``"step"``). Resolved when a run
+        starts and stored in its checkpoint; a checkpoint from before the option resumes with its preset's.
     stop_on_collapse : bool
         End the run when the health monitor (:mod:`minigan.health`) reports a failure, without saving the
         failed epoch's state: the checkpoint on disk is the last one without a finding.
@@ -276,6 +283,7 @@ class TrainConfig:
     ema: float | None = None
     d_update_clip: float | None = None
     d_warmup: int | None = None
+    matching_aware: str | None = None
 
     #: Fields that may differ when a run is resumed (they do not change what is computed).
     RESUMABLE_OVERRIDES = ("epochs", "steps", "device", "data_dir", "log_interval", "progress", "select_every",
@@ -328,6 +336,12 @@ class TrainConfig:
             raise ConfigError(f"d_warmup must be a whole number of updates >= 0 (0 turns it off), got "
                               f"{self.d_warmup!r}")
         family = families.get(self.model)
+        if self.matching_aware is not None and self.matching_aware not in MATCHING_AWARE_MODES:
+            raise ConfigError(f"matching_aware must be one of {', '.join(MATCHING_AWARE_MODES)}, got "
+                              f"{self.matching_aware!r}")
+        if self.matching_aware_mode != "none" and not family.conditional:
+            raise ConfigError(f"the matching-aware D term pairs images with wrong labels; the {self.model} model "
+                              "has no labels (drop --matching-aware)")
         if self.preset not in family.presets:
             raise ConfigError(f"the {self.model} model trains under the preset(s) {', '.join(family.presets)}, not "
                               f"{self.preset!r}")
@@ -373,6 +387,11 @@ class TrainConfig:
     def d_warmup_updates(self) -> int:
         """The updates of D's learning-rate warm-up this config asks for: ``d_warmup``, or the preset's (0: none)."""
         return int(preset_entry(self, "d_warmup", 0) if self.d_warmup is None else self.d_warmup)
+
+    @property
+    def matching_aware_mode(self) -> str:
+        """D's matching-aware term this config asks for: ``matching_aware``, or the preset's (``"none"``: off)."""
+        return str(preset_entry(self, "matching_aware", "none") if self.matching_aware is None else self.matching_aware)
 
     @property
     def run_dir(self) -> Path:

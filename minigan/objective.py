@@ -147,7 +147,8 @@ def generator_step(G, D, z, y=None, kind: str = "non_saturating", train: bool = 
     return loss, x_fake, logits, dinputs
 
 
-def matching_aware_step(D, x_real, y_real, y_wrong, train: bool = True, backward: bool = True):
+def matching_aware_step(D, x_real, y_real, y_wrong, train: bool = True, backward: bool = True,
+                        separate: bool = False):
     r"""D's matching-aware term for conditional models (Reed et al. 2016, "GAN-CLS").
 
     Real images with their own labels are "real"; the same images with *wrong* labels are "fake":
@@ -165,8 +166,12 @@ def matching_aware_step(D, x_real, y_real, y_wrong, train: bool = True, backward
         Real images (the trainer uses a batch other than the adversarial step's).
     y_real, y_wrong : arrays (N, n_classes), one-hot
         Their labels, and labels that differ from them in every row.
+    separate : bool
+        The right-label and the wrong-label rows as two batches through D (a D with BatchNorm), as
+        :func:`discriminator_step`'s ``separate``.
     """
-    loss, _, _ = discriminator_step(D, x_real, x_real, y_real, y_wrong, train=train, backward=backward)
+    loss, _, _ = discriminator_step(D, x_real, x_real, y_real, y_wrong, train=train, backward=backward,
+                                    separate=separate)
     return loss
 
 

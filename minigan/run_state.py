@@ -109,6 +109,7 @@ class RunState:
             trained_with = (config.update_rule if key == "update" else float(config.ema or 0.0) if key == "ema"
                             else float(config.d_update_clip or 0.0) if key == "d_update_clip"
                             else int(config.d_warmup or 0) if key == "d_warmup"
+                            else config.matching_aware_mode if key == "matching_aware"
                             else trained_lr_decay(config) if key == "lr_decay" else getattr(config, key))
             if trained_with != value:
                 raise ConfigError(f"cannot resume with {key}={value!r}: the run in {run_dir} was trained with "

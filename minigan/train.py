@@ -213,6 +213,7 @@ class Trainer(RunState):
             config.lr_G, config.lr_D = learning_rates(config)
             config.d_update_clip = config.d_clip
             config.d_warmup = config.d_warmup_updates
+            config.matching_aware = config.matching_aware_mode
         else:  # what the checkpoint trained with; one from before these options trained without them
             stored = checkpoint[1].get("config") or {}
             for name, cast in (("d_update_clip", float), ("d_warmup", int)):
@@ -458,7 +459,8 @@ class Trainer(RunState):
         options = options_text(self.model_options)
         return (f"minigan train: {c.model} on {c.dataset} ({self.n_train} examples), preset {c.preset}, batch "
                 f"{c.batch}, k {c.k}, {c.update_rule} updates, lr G {lr_G:g} D {lr_D:g}"
-                f"{f', model options {options}' if options else ''}, "
+                f"{f', model options {options}' if options else ''}"
+                f"{f', matching-aware D {c.matching_aware_mode}' if c.matching_aware_mode != 'none' else ''}, "
                 f"{self.steps_per_epoch} updates/epoch, "
                 f"backend {backend.name()}{self._threads_note()}, seed {c.seed}; "
                 f"{start} update {self.updates} (epoch {self.epoch + 1}, step {self.step_in_epoch}); "

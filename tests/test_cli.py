@@ -257,6 +257,9 @@ RESUME_OPTION_TABLE = {
     "--ema": ("0.99", [("0.9", REFUSED, "ema=0.9"), ("0", REFUSED, "ema=0.0")]),
     "--d-update-clip": ("0", [("1", REFUSED, "d_update_clip=1.0")]),  # the run here is paper's SGD: no clip
     "--d-warmup": ("0", [("5", REFUSED, "d_warmup=5")]),
+    # The paper preset has no matching-aware term; the run here is given one.
+    "--matching-aware": ("step", [("none", REFUSED, "matching_aware='none'"),
+                                  ("joint", REFUSED, "matching_aware='joint'")]),
     # A model option (pix2pix's are its main use; the cgan run here takes g_dropout): part of the model.
     "--option": ("g_dropout=0.0", [("g_dropout=0.5", REFUSED, "model_options={'g_dropout': 0.5}")]),
     # Given on resume only (the run below never had it): it changes when a run stops, not what it computes.

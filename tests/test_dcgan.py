@@ -117,13 +117,14 @@ def test_only_the_modern_preset_and_alternating_updates(tmp_path, model):
         config(tmp_path, model, update="simultaneous")
 
 
-def _trained_and_resumed(tmp_path, model, options):
+def _trained_and_resumed(tmp_path, model, options, **kw):
     """Two epochs in one run, and the same stopped after 4 updates (3 per epoch) and resumed: both trainers, and
-    the stopped run's checkpoint arrays and metadata. Asserts the two runs end with the same bits."""
+    the stopped run's checkpoint arrays and metadata. Asserts the two runs end with the same bits. ``kw``: more
+    config fields for both runs."""
     ds = tiny_dataset(12)
-    plain = Trainer(config(tmp_path, model, "plain", epochs=2, model_options=options), dataset=ds, log=quiet)
+    plain = Trainer(config(tmp_path, model, "plain", epochs=2, model_options=options, **kw), dataset=ds, log=quiet)
     plain.run(handle_signals=False)
-    first = Trainer(config(tmp_path, model, "split", steps=4, model_options=options), dataset=ds, log=quiet)
+    first = Trainer(config(tmp_path, model, "split", steps=4, model_options=options, **kw), dataset=ds, log=quiet)
     first.run(handle_signals=False)
     arrays, meta = io.load_checkpoint(tmp_path / "split" / CHECKPOINT_NAME)
     resumed = Trainer.resume(tmp_path / "split", dataset=ds, log=quiet, epochs=2)
@@ -463,3 +464,123 @@ def test_d_minibatch_std_trains_resumes_bit_identically_and_refuses_an_odd_batch
                   log=quiet)
     with pytest.raises(ValueError, match="a batch of 3 rows does not split into groups of 2"):
         odd.run(handle_signals=False)
+
+
+# -- D's matching-aware term (--matching-aware) --------------------------------------------------------------------
+
+
+def _spy_discriminator_steps(monkeypatch):
+    """Record each of D's steps: (real rows, fake rows, separate, the fake rows, their labels)."""
+    from minigan import objective
+
+    seen = []
+    original = objective.discriminator_step
+
+    def spy(D, x_real, x_fake, y_real=None, y_fake=None, **kw):
+        seen.append((x_real.shape[0], x_fake.shape[0], kw.get("separate"), backend.to_host(x_fake).copy(),
+                     backend.to_host(y_fake).argmax(axis=1)))
+        return original(D, x_real, x_fake, y_real, y_fake, **kw)
+
+    monkeypatch.setattr(objective, "discriminator_step", spy)
+    return seen
+
+
+def _labels_of(images, ds, from_unit):
+    """The training labels of ``images`` (rows of G's range) found among the dataset's training images."""
+    x = from_unit(ds.train.x.astype(np.float32))
+    return np.array([ds.train.y[int(np.flatnonzero(np.abs(x - row).max(axis=1) < 1e-6)[0])] for row in images])
+
+
+@pytest.mark.parametrize("mode", ["none", "step", "joint"])
+def test_matching_aware_modes_give_the_conditional_d_wrong_label_rows_as_two_batches(tmp_path, monkeypatch, mode):
+    """none (the cdcgan preset's): one D step per update on B fakes. step: then a second D step on B other training
+    images, with their labels (real) and wrong ones (fake). joint: one D step whose fake batch is B fakes and B
+    training images with wrong labels. D sees every pair of batches separately (its BatchNorm), as in its own
+    step."""
+    backend.use("numpy")
+    seen = _spy_discriminator_steps(monkeypatch)
+    ds = tiny_dataset(12)
+    t = Trainer(config(tmp_path, "cdcgan", epochs=1, **({} if mode == "none" else {"matching_aware": mode})),
+                dataset=ds, log=quiet)
+    assert t.config.matching_aware == mode  # resolved into the config the checkpoint stores
+    assert t.run(handle_signals=False).updates == 3
+    assert t.opt_D.steps == (6 if mode == "step" else 3) and t.opt_G.steps == 3
+    assert len(seen) == t.opt_D.steps and all(separate for _, _, separate, _, _ in seen)
+    for i, (n_real, n_fake, _, x_fake, y_fake) in enumerate(seen):
+        if mode == "step" and i % 2:  # the matching-aware step: the same images, every label wrong
+            assert (n_real, n_fake) == (4, 4)
+            assert (y_fake != _labels_of(x_fake, ds, t.model.from_unit)).all()
+        elif mode == "joint":
+            assert (n_real, n_fake) == (4, 8)
+            assert (y_fake[4:] != _labels_of(x_fake[4:], ds, t.model.from_unit)).all()
+        else:
+            assert (n_real, n_fake) == (4, 4)
+
+
+def test_matching_aware_runs_resume_bit_identically_and_keep_their_mode(tmp_path):
+    """The wrong labels come from the checkpointed noise stream, so a resumed run draws them again; the mode is
+    stored, so a resume that asks for another is refused and one that restates it is not."""
+    backend.use("numpy")
+    _, _, meta = _trained_and_resumed(tmp_path, "cdcgan", {"width": 2}, matching_aware="step")
+    assert meta["config"]["matching_aware"] == "step"
+    ds = tiny_dataset(12)
+    for other in ("none", "joint"):
+        with pytest.raises(ConfigError, match="cannot resume with matching_aware='.*': .*trained with "
+                                              "matching_aware='step'"):
+            Trainer.resume(tmp_path / "split", dataset=ds, log=quiet, epochs=3, matching_aware=other)
+    lines = []
+    resumed = Trainer.resume(tmp_path / "split", dataset=ds, log=lines.append, epochs=3, matching_aware="step")
+    resumed.run(handle_signals=False)
+    assert resumed.family.matching_aware == "step" and "matching-aware D step, " in lines[0]
+    assert resumed.opt_D.steps == 2 * resumed.updates == 18
+
+
+def test_a_checkpoint_from_before_the_option_resumes_with_its_presets_mode(tmp_path):
+    """Checkpoints written before runs stored the mode trained with the preset's: the CGAN's second step, none for
+    the conditional DCGAN."""
+    backend.use("numpy")
+    ds = tiny_dataset(12)
+    for model, mode in (("cgan", "step"), ("cdcgan", "none")):
+        options = {} if model == "cgan" else {"width": 2}
+        run = tmp_path / model
+        Trainer(config(tmp_path, model, model, epochs=None, steps=2, model_options=options), dataset=ds,
+                log=quiet).run(handle_signals=False)
+        arrays, meta = io.load_checkpoint(run / CHECKPOINT_NAME)
+        assert meta["config"]["matching_aware"] == mode
+        stored = {k: v for k, v in meta["config"].items() if k != "matching_aware"}
+        io.save_checkpoint(run / CHECKPOINT_NAME, arrays, {**meta, "config": stored})
+        resumed = Trainer.resume(run, dataset=ds, log=quiet, steps=3, matching_aware=mode)
+        assert resumed.family.matching_aware == mode
+        resumed.run(handle_signals=False)
+        assert resumed.opt_D.steps == 3 * (2 if mode == "step" else 1)
+
+
+def test_matching_aware_needs_labels_and_a_known_mode(tmp_path):
+    for model in ("dcgan", "gan"):
+        with pytest.raises(ConfigError, match=f"the {model} model has no labels"):
+            TrainConfig(model=model, matching_aware="step")
+        assert TrainConfig(model=model, matching_aware="none").matching_aware_mode == "none"
+    for bad in ("yes", True, 1):
+        with pytest.raises(ConfigError, match="matching_aware must be one of none, step, joint"):
+            TrainConfig(model="cdcgan", matching_aware=bad)
+    assert TrainConfig(model="cgan").matching_aware_mode == "step"
+    assert TrainConfig(model="cgan", preset="paper").matching_aware_mode == "none"
+    assert TrainConfig(model="cdcgan").matching_aware_mode == "none"
+
+
+@settings(max_examples=3)
+@given(seed=st.integers(0, 10_000))
+def test_the_matching_aware_term_of_the_conditional_dcgan_has_exact_gradients(on_backend, seed):
+    """The term is D's loss on (images, their labels) against (the same images, wrong labels), as two batches
+    through D's BatchNorm: D's parameters and both inputs, float64 central differences."""
+    from minigan.gradcheck import DCGAN_CHECK_STD, check_discriminator, generic_point
+
+    m = families.build("cdcgan", seed=seed, width=1, init_std=DCGAN_CHECK_STD)
+    generic_point(m.D, seed + 1)
+    gen = np.random.default_rng(seed)
+    x = gen.uniform(-1, 1, (2, 784))
+    labels = gen.integers(0, 10, 2)
+    y, y_wrong = np.eye(10)[labels], np.eye(10)[(labels + gen.integers(1, 10, 2)) % 10]
+    report = check_discriminator(m.D, x, x, y, y_wrong, seed=seed, separate=True, n_samples=5, step=1e-4,
+                                 refinements=3)
+    assert report.passed, report.table()

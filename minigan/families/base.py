@@ -188,6 +188,8 @@ class Family:
     metric_names: ClassVar[tuple[str, ...]] = ("loss_D", "loss_G", "D_x", "D_G_z")
     #: Whether model selection by Parzen log-likelihood (``--select-every``) applies to its samples.
     selectable: ClassVar[bool] = True
+    #: Whether its models are class-conditional (G(z, y), D(x, y)); what pairs images with labels needs it.
+    conditional: ClassVar[bool] = False
 
     def __init__(self, trainer: "Trainer"):
         self.trainer = trainer
@@ -279,8 +281,24 @@ class AdversarialFamily(Family):
     against fresh fakes, then one G step on fresh noise through the updated D (the conditional fakes carry the
     real batch's labels). ``simultaneous`` is the original code's one-pass update
     (:func:`minigan.objective.simultaneous_step`). Subclasses change D's step by overriding
-    :meth:`discriminator_update`.
+    :meth:`discriminator_update`, or say that D sees its real and fake rows as two batches
+    (:attr:`separate_batches`).
+
+    A conditional family's D may also get the matching-aware term (``TrainConfig.matching_aware``; Reed et al.
+    2016's GAN-CLS, :func:`minigan.objective.matching_aware_step`): other real images paired with wrong labels
+    count as fakes, so D is rewarded for reading the label from its first update. ``"step"`` gives D a second
+    step per update on them (after each of D's steps, or after the one-pass update); ``"joint"`` puts them into
+    D's own step beside the fakes (one D step per update; the one-pass update takes the second step instead).
     """
+
+    #: Whether D sees the real and the fake rows of its step as two batches (a D with BatchNorm, whose output on
+    #: a row depends on the other rows of its batch; :func:`minigan.objective.discriminator_step`'s ``separate``).
+    separate_batches: ClassVar[bool] = False
+
+    def __init__(self, trainer: "Trainer"):
+        super().__init__(trainer)
+        #: ``"none"``, ``"step"`` or ``"joint"`` (the config checked that only a conditional family gets one).
+        self.matching_aware = trainer.config.matching_aware_mode
 
     def update(self) -> tuple:
         if self.trainer.config.update_rule == "simultaneous":
@@ -288,11 +306,21 @@ class AdversarialFamily(Family):
         return self.alternating_update()
 
     def discriminator_update(self, x_real, x_fake, y_real) -> tuple:
-        """D's gradient on one real and one fake batch, and D's optimizer step; returns (loss, logits) with the
-        real rows' logits first."""
-        loss, logits, _ = objective.discriminator_step(self.model.D, x_real, x_fake, y_real, y_real, train=True)
+        """D's gradient on one real and one fake batch (with the matching-aware rows, ``"joint"``), and D's
+        optimizer step, then the matching-aware step (``"step"``); returns (loss, logits) with the real rows'
+        logits first and no matching-aware rows."""
+        xp = backend.get_array_module(x_real)
+        B = x_real.shape[0]
+        y_fake = y_real
+        if self.matching_aware == "joint":
+            rows, wrong = self._mismatched_pairs(B)
+            x_fake, y_fake = xp.concatenate([x_fake, self.trainer.x_train[rows]]), xp.concatenate([y_real, wrong])
+        loss, logits, _ = objective.discriminator_step(self.model.D, x_real, x_fake, y_real, y_fake, train=True,
+                                                       separate=self.separate_batches)
         self.trainer.step("D")
-        return loss, logits
+        if self.matching_aware == "step":
+            self._matching_aware_step(B)
+        return loss, logits[:2 * B]
 
     def alternating_update(self) -> tuple:
         t, m, c = self.trainer, self.model, self.trainer.config
@@ -329,7 +357,29 @@ class AdversarialFamily(Family):
         return loss_D, loss_G, probs[:B].mean(), probs[B:].mean()
 
     def after_simultaneous_update(self, batch: int) -> None:
-        """Called after both optimizer steps of a one-pass update (a conditional family's extra D step)."""
+        """Called after both optimizer steps of a one-pass update: the matching-aware D step, if any (either mode)."""
+        if self.matching_aware != "none":
+            self._matching_aware_step(batch)
+
+    def _mismatched_pairs(self, batch: int):
+        """``batch`` random training images (device rows), and one-hot labels that differ from each one's own.
+
+        Drawn from the noise generator's host stream, whose state every checkpoint saves, so a resumed run draws
+        them again exactly.
+        """
+        t, m = self.trainer, self.model
+        gen = t.noise_rng.host
+        rows = gen.integers(0, t.n_train, batch)
+        wrong = (t.labels_host[rows] + gen.integers(1, m.n_classes, batch)) % m.n_classes
+        return backend.to_device(rows), m.one_hot(wrong)
+
+    def _matching_aware_step(self, batch: int) -> None:
+        """One D update on other real images with their labels (real) and with wrong labels (fake)."""
+        t = self.trainer
+        rows, wrong = self._mismatched_pairs(batch)
+        objective.matching_aware_step(self.model.D, t.x_train[rows], t.y_train[rows], wrong, train=True,
+                                      separate=self.separate_batches)
+        t.step("D")
 
     @staticmethod
     def format_means(means: dict) -> str:

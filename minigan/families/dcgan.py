@@ -50,7 +50,6 @@ from typing import Any
 
 import numpy as np
 
-from .. import objective
 from ..nn import (DEFAULT_DTYPE, BatchNorm, Conditioned, ConditionalBatchNorm, Conv2d, ConvTranspose2d, Flatten,
                   Identity, Join, LeakyReLU, Linear, MinibatchStdDev, ProjectionHead, ReLU, Reshape, Sequential, Tanh)
 from .base import N_CLASSES, AdversarialFamily, GANModel
@@ -192,16 +191,13 @@ class DCGAN(AdversarialFamily):
     presets = ("modern",)
     update_rules = ("alternating",)
     build = staticmethod(dcgan)
-
-    def discriminator_update(self, x_real, x_fake, y_real):
-        loss, logits, _ = objective.discriminator_step(self.model.D, x_real, x_fake, y_real, y_real, train=True,
-                                                       separate=True)
-        self.trainer.step("D")
-        return loss, logits
+    separate_batches = True
 
 
 class CDCGAN(DCGAN):
-    """The conditional DCGAN: the fakes carry the real batch's labels, as for the CGAN."""
+    """The conditional DCGAN: the fakes carry the real batch's labels, as for the CGAN. Its D may take the
+    matching-aware term (``--matching-aware``), off in the preset."""
 
     name = "cdcgan"
     build = staticmethod(cdcgan)
+    conditional = True

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import backend, objective
+from .. import backend
 from ..nn import (DEFAULT_DTYPE, Dropout, Identity, Join, Layer, LeakyReLU, Linear, Maxout, ProjectionHead, ReLU,
                   Sequential, Sigmoid)
 from .base import IMAGE_SIZE, N_CLASSES, AdversarialFamily, GANModel
@@ -266,63 +266,10 @@ class GAN(AdversarialFamily):
 
 
 class CGAN(GAN):
-    """The conditional GAN (Mirza & Osindero 2014): :func:`cgan`, and the preset's matching-aware D term.
-
-    The preset's ``"matching_aware": {"cgan": ...}`` adds real images with wrong labels as negatives for D
-    (:func:`minigan.objective.matching_aware_step`): ``True`` as a second D step per update, ``"joint"`` as rows
-    of D's own step (alternating updates; the one-pass update takes the separate step for either).
-    """
+    """The conditional GAN (Mirza & Osindero 2014): :func:`cgan`. The ``modern`` preset gives its D the
+    matching-aware term as a second D step per update (:class:`~minigan.families.base.AdversarialFamily`)."""
 
     name = "cgan"
     build = staticmethod(cgan)
+    conditional = True
 
-    def __init__(self, trainer):
-        super().__init__(trainer)
-        self.matching_aware = trainer.preset.get("matching_aware", {}).get(self.name, False)
-
-    def discriminator_update(self, x_real, x_fake, y_real):
-        if self.matching_aware == "joint":
-            loss, logits = self._joint_matching_aware_step(x_real, x_fake, y_real)
-            self.trainer.step("D")
-        else:
-            loss, logits = super().discriminator_update(x_real, x_fake, y_real)
-        if self.matching_aware is True:
-            self._matching_aware_step(x_real.shape[0])
-        return loss, logits
-
-    def after_simultaneous_update(self, batch: int) -> None:
-        if self.matching_aware:
-            self._matching_aware_step(batch)
-
-    def _mismatched_pairs(self, batch: int):
-        """``batch`` random training images (device rows), and one-hot labels that differ from each one's own.
-
-        Drawn from the noise generator's host stream, whose state every checkpoint saves, so a resumed run draws
-        them again exactly.
-        """
-        t, m = self.trainer, self.model
-        gen = t.noise_rng.host
-        rows = gen.integers(0, t.n_train, batch)
-        wrong = (t.labels_host[rows] + gen.integers(1, m.n_classes, batch)) % m.n_classes
-        return backend.to_device(rows), m.one_hot(wrong)
-
-    def _joint_matching_aware_step(self, x_real, x_fake, y_real):
-        r"""D's gradient with the matching-aware negatives in the same pass: other real images, with wrong labels.
-
-        The fake half of D's loss then averages over G's samples and the mismatched pairs, GAN-CLS's
-        :math:`\tfrac12[\mathrm{BCE}(1, D(x,y)) + \tfrac12(\mathrm{BCE}(0, D(G(z),y)) + \mathrm{BCE}(0, D(x',y')))]`.
-        One D step per update, as in Algorithm 1 with k = 1 (a separate step would give D two).
-        """
-        xp = backend.get_array_module(x_real)
-        rows, wrong = self._mismatched_pairs(x_real.shape[0])
-        l_d, logits, _ = objective.discriminator_step(
-            self.model.D, x_real, xp.concatenate([x_fake, self.trainer.x_train[rows]]), y_real,
-            xp.concatenate([y_real, wrong]), train=True)
-        return l_d, logits[:2 * x_real.shape[0]]
-
-    def _matching_aware_step(self, batch: int) -> None:
-        """One D update on other real images with their labels (real) and with wrong labels (fake)."""
-        t = self.trainer
-        rows, wrong = self._mismatched_pairs(batch)
-        objective.matching_aware_step(self.model.D, t.x_train[rows], t.y_train[rows], wrong, train=True)
-        t.step("D")
