@@ -10,9 +10,10 @@ average_decay = load_benchmark("average_decay")
 
 def test_model_options_and_rates_reach_the_run_config(tmp_path):
     extra = ["--model", "cdcgan", "--batch", "64", "--lr-G", "4e-4", "--option", "g_condition=batchnorm",
-             "--option", "width=8"]
+             "--option", "width=8", "--matching-aware", "joint"]
     config = average_decay.train_config(13, 10, tmp_path / "r", extra)
     assert (config.model, config.batch, config.lr_G, config.seed, config.epochs) == ("cdcgan", 64, 4e-4, 13, 10)
+    assert config.matching_aware == "joint"
     assert config.model_options == {"g_condition": "batchnorm", "width": 8}
     assert config.ema == 0.0  # the script keeps its own averages
     assert average_decay.train_options(["--threads", "1"]) == ({}, 1)
