@@ -644,7 +644,26 @@ def gan_checks(model: str = "cgan", batch: int = 4, seed: int = 0, init: str = "
         check_discriminator(m.D, x_real, x_fake, y, y, seed=seed, **options),
         check_generator(m.G, m.D, z, y, seed=seed, **options),
         *check_simultaneous(m.G, m.D, x_real, z, y, seed=seed, **options),
+        *([check_matching_aware(m.D, x_real, y, _wrong_labels(y, gen), seed=seed, **options)] if m.conditional
+          else []),
     ]
+
+
+def _wrong_labels(y: np.ndarray, gen: np.random.Generator) -> np.ndarray:
+    """One-hot rows whose class differs from ``y``'s in every row."""
+    n_classes = y.shape[1]
+    return np.eye(n_classes)[(y.argmax(axis=1) + gen.integers(1, n_classes, y.shape[0])) % n_classes]
+
+
+def check_matching_aware(D: Layer, x: Any, y: Any, y_wrong: Any, seed: int = 0, separate: bool = False,
+                         **options) -> GradCheckReport:
+    """Check D's parameters and inputs under the matching-aware term (:func:`minigan.objective.matching_aware_step`):
+    D's loss with the images and their labels as the real rows and the same images with wrong labels as the fake
+    ones (two batches with ``separate``). The two copies of the images are checked as two inputs."""
+    report = check_discriminator(D, x, x, y, y_wrong, seed=seed, separate=separate, **options)
+    report.title = ("D's parameters and inputs under the matching-aware term (the same real images with wrong "
+                    f"labels as fakes{', two batches' if separate else ''})")
+    return report
 
 
 #: The DCGAN family's objectives are checked at weights N(0, DCGAN_CHECK_STD^2): at the training init's 0.02 most
@@ -676,6 +695,8 @@ def dcgan_checks(model: str = "dcgan", batch: int = 2, seed: int = 0, width: int
     options = {**options, "step": options.get("step") or 1e-4, "refinements": options.get("refinements", 3)}
     checks = [check_discriminator(m.D, x_real, x_fake, y, y, seed=seed, separate=True, **options),
               check_generator(m.G, m.D, z, y, seed=seed, **options)]
+    if m.conditional:  # --matching-aware's term, as the family trains it
+        checks.append(check_matching_aware(m.D, x_real, y, _wrong_labels(y, gen), seed=seed, separate=True, **options))
     # The table names the options it checked (the preset's d_norm=none, say), as --option spells them.
     from .config import options_text
 

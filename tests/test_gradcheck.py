@@ -163,7 +163,7 @@ def test_command_line_tour_passes_and_prints_every_table(capsys):
     assert len(excerpt) > 10 and all(line in lines for line in excerpt if line.strip() != "..."), \
         [line for line in excerpt if line not in lines and line.strip() != "..."]
     for needle in ("Linear", "Maxout", "Dropout", "Join", "D's parameters and inputs under D's loss",
-                   "G's parameters and noise", "one-pass update", "all 52 checks passed", "pix2pix (batch norm): G's parameters and input", "pix2pix (instance norm): D's parameters", "dcgan (d_norm=none): D's parameters and inputs under D's loss (real and fake as two batches)", "cdcgan: D's parameters", "cdcgan: G's parameters",
+                   "G's parameters and noise", "one-pass update", "all 54 checks passed", "cdcgan: D's parameters and inputs under the matching-aware term (the same real images with wrong labels as fakes, two batches)", "D's parameters and inputs under the matching-aware term (the same real images", "pix2pix (batch norm): G's parameters and input", "pix2pix (instance norm): D's parameters", "dcgan (d_norm=none): D's parameters and inputs under D's loss (real and fake as two batches)", "cdcgan: D's parameters", "cdcgan: G's parameters",
                    "Identity", "ProjectionHead", "Linear sn_linear", "Maxout sn_maxout", "G.in.y.0.W",
                    "Conv2d k4_s2_p1_skips", "Conv2d taps_k4_s1_p1", "ConvTranspose2d T_k3_s2_p1_op1", "BatchNorm bn_train_NCHW", "Conditioned conditional_bn",
                    "InstanceNorm2d", "MinibatchStdDev minibatch_std", "ReflectionPad2d", "Upsample", "Residual resnet_block", "UNetBlock unet_block"):
