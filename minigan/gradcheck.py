@@ -777,6 +777,9 @@ def pix2pix_checks(model: str = "pix2pix", batch: int = 2, seed: int = 0, model_
 
 #: Objective checks by model; the others are :func:`gan_checks`.
 OBJECTIVE_CHECKS = {"dcgan": dcgan_checks, "cdcgan": dcgan_checks, "pix2pix": pix2pix_checks}
+#: Model options the tour checks besides each model's preset ones: Radford et al.'s D, with the BatchNorm whose real
+#: and fake batches are normalised apart (``--option d_norm=batchnorm``; the presets' DCGANs have none).
+OBJECTIVE_VARIANTS = {"cdcgan": ({"d_norm": "batchnorm"},)}
 
 
 def run_cli(model: str = "cgan", batch: int = 4, samples: int = 10, seed: int = 0,
@@ -805,6 +808,9 @@ def run_cli(model: str = "cgan", batch: int = 4, samples: int = 10, seed: int = 
         for name in OBJECTIVE_CHECKS:
             if name != model:
                 reports += OBJECTIVE_CHECKS[name](name, seed=seed, model_options=preset_options(name), **options)
+            for variant in OBJECTIVE_VARIANTS.get(name, ()):
+                reports += OBJECTIVE_CHECKS[name](name, seed=seed, model_options={**preset_options(name), **variant},
+                                                  **options)
     if model in OBJECTIVE_CHECKS:
         # Batch 2, width 1 (G: 2 and 1 channels): each of thousands of kinks seen through BatchNorm is one more
         # chance that every stencil of a one-entry tensor straddles one (0 of 120 checks failed so, 30 seeds).

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import backend, data, io
 from .config import (ConfigError, TrainConfig, _is_int, _is_number, checkpoint_model_options,
-                     resolved_options_agree, trained_lr_decay)
+                     resolved_options_agree, trained_lr_decay, trained_matching_aware)
 from .progress import print_line
 from .runs import (BUFFERS_PREFIX, CHECKPOINT_FORMAT, CHECKPOINT_NAME, READABLE_FORMATS, _checked_array,
                    _restore_buffers)
@@ -98,6 +98,7 @@ class RunState:
         if not isinstance(meta.get("config"), dict):
             raise io.CheckpointError(f"{path}: the checkpoint's config is not an object")
         config = TrainConfig.from_dict(dict(meta["config"], out=str(run_dir)))
+        config.matching_aware = trained_matching_aware(config)  # a checkpoint from before stored none
         for key, value in overrides.items():
             if value is None:
                 continue
@@ -109,7 +110,7 @@ class RunState:
             trained_with = (config.update_rule if key == "update" else float(config.ema or 0.0) if key == "ema"
                             else float(config.d_update_clip or 0.0) if key == "d_update_clip"
                             else int(config.d_warmup or 0) if key == "d_warmup"
-                            else config.matching_aware_mode if key == "matching_aware"
+                            else config.matching_aware if key == "matching_aware"
                             else trained_lr_decay(config) if key == "lr_decay" else getattr(config, key))
             if trained_with != value:
                 raise ConfigError(f"cannot resume with {key}={value!r}: the run in {run_dir} was trained with "

@@ -143,7 +143,7 @@ def test_resume_is_bit_identical_and_buffers_are_checkpointed(tmp_path, on_backe
     d_bn = "buffers.D.in.x.bn2.running_var" if model == "cdcgan" else "buffers.D.features.bn2.running_var"
     with_bn = preset.get("d_norm", "batchnorm") is not None
     assert {"buffers.G.bn0.running_mean", *([d_bn] if with_bn else [])} <= set(arrays)
-    assert (d_bn in arrays) == with_bn == (model == "cdcgan")  # the unconditional D: no BatchNorm by default
+    assert (d_bn in arrays) == with_bn and not with_bn  # neither DCGAN's D has BatchNorm by default
     assert meta["model_options"] == {**preset, "width": 2}
     records = [json.loads(line) for line in (tmp_path / "plain" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
@@ -249,7 +249,7 @@ def test_the_conditional_dcgan_samples_from_its_average_by_default(tmp_path):
     assert TrainConfig(model="dcgan").ema_beta == 0.0 and learning_rates(TrainConfig(model="dcgan")) == (4e-4, 2e-4)
     assert model_options(TrainConfig(model="dcgan")) == {"d_norm": None}  # the unconditional DCGAN's D: no BatchNorm
     assert model_options(TrainConfig(model="dcgan", model_options={"d_norm": "batchnorm"})) == {"d_norm": "batchnorm"}
-    assert model_options(TrainConfig(model="cdcgan")) == {}
+    assert model_options(TrainConfig(model="cdcgan")) == {"d_norm": None}
     assert TrainConfig(model="cdcgan", ema=0).ema_beta == 0.0
     assert TrainConfig(model="cdcgan", dataset="fashion-mnist", ema=0.9).ema_beta == 0.9
     assert learning_rates(TrainConfig(model="cdcgan", lr_G=2e-4)) == (2e-4, 2e-4)
@@ -281,7 +281,7 @@ def test_the_run_says_the_rates_and_model_options_its_preset_chose(tmp_path):
     lines.clear()
     Trainer(config(tmp_path, "cdcgan", "c", batch=16, epochs=None, steps=1, lr_G=3e-4), dataset=_two_class_data(),
             log=lines.append).run(handle_signals=False)
-    assert "lr G 0.0003 D 0.0002, model options width=2, " in lines[0], lines[0]
+    assert "lr G 0.0003 D 0.0002, model options d_norm=none width=2, matching-aware D step, " in lines[0], lines[0]
 
 
 def _d_norm_layer(D) -> str | None:
@@ -322,6 +322,38 @@ def test_an_unconditional_run_begun_with_batchnorm_in_d_resumes_with_it(tmp_path
                     dataset=ds, log=quiet)
     assert _d_norm_layer(fresh.model.D) is None
     assert [o.lr for o in fresh.optimizers.values()] == [4e-4, 2e-4]
+
+
+def test_a_conditional_run_begun_with_batchnorm_in_d_and_no_matching_aware_term_resumes_with_both(tmp_path,
+                                                                                                 monkeypatch):
+    """The cdcgan preset's D lost its BatchNorm and gained the matching-aware step: a run begun before resumes with
+    the network (its checkpoint's model options) and the D step (none: a checkpoint from before the option has no
+    mode, and no preset gave the conditional DCGAN one then) it began with, and samples from that network."""
+    from minigan import config as config_module
+    backend.use("numpy")
+    ds = _two_class_data()
+    modern = config_module.PRESETS["modern"]
+    old = {**modern, "matching_aware": {"cgan": "step"},
+           "model_options": {k: v for k, v in modern["model_options"].items() if k != "cdcgan"}}
+    with monkeypatch.context() as m:
+        m.setitem(config_module.PRESETS, "modern", old)
+        Trainer(config(tmp_path, "cdcgan", batch=16, epochs=None, steps=2, model_options={"width": 4}), dataset=ds,
+                log=quiet).run(handle_signals=False)
+    path = tmp_path / "run" / CHECKPOINT_NAME
+    arrays, meta = io.load_checkpoint(path)
+    io.save_checkpoint(path, arrays, {**meta, "config": {k: v for k, v in meta["config"].items()
+                                                         if k != "matching_aware"}})
+    lines = []
+    resumed = Trainer.resume(tmp_path / "run", dataset=ds, log=lines.append, steps=4)
+    assert _d_norm_layer(resumed.model.D) == "bn2" and resumed.family.matching_aware == "none"
+    resumed.run(handle_signals=False)
+    assert resumed.updates == 4 and resumed.optimizers["D"].steps == 4  # one D step per update
+    assert "model options width=4, " in lines[0] and "matching-aware" not in lines[0], lines[0]
+    model, _ = load_model(tmp_path / "run")
+    assert _d_norm_layer(model.D) == "bn2"
+    fresh = Trainer(config(tmp_path / "new", "cdcgan", batch=16, epochs=None, steps=2, model_options={"width": 4}),
+                    dataset=ds, log=quiet)
+    assert _d_norm_layer(fresh.model.D) is None and fresh.family.matching_aware == "step"
 
 
 def test_a_default_dcgan_run_resumes_with_its_presets_options_restated_and_refuses_others(tmp_path):
@@ -370,7 +402,7 @@ def test_g_condition_batchnorm_objective_gradients_are_exact(on_backend, seed):
 def test_g_condition_batchnorm_trains_resumes_bit_identically_and_samples(tmp_path, on_backend):
     options = {"width": 2, "g_condition": "batchnorm"}
     plain, arrays, meta = _trained_and_resumed(tmp_path, "cdcgan", options)
-    assert meta["model_options"] == options
+    assert meta["model_options"] == {"d_norm": None, **options}  # the preset's D, without BatchNorm
     assert {"G.body.bn0.class_gamma", "buffers.G.body.bn1.running_var"} <= set(arrays)
     assert any(backend.to_host(v).any() for k, v in plain.model.G.params.items() if "class_" in k)  # trained
     images, labels = sample(tmp_path / "plain", 10, seed=0)
@@ -457,7 +489,7 @@ def test_d_minibatch_std_objective_gradients_are_exact(on_backend, seed):
 def test_d_minibatch_std_trains_resumes_bit_identically_and_refuses_an_odd_batch(tmp_path, on_backend):
     options = {"width": 2, "d_minibatch_std": 2}
     plain, arrays, meta = _trained_and_resumed(tmp_path, "cdcgan", options)
-    assert meta["model_options"] == options
+    assert meta["model_options"] == {"d_norm": None, **options}  # the preset's D, without BatchNorm
     images, _ = sample(tmp_path / "plain", 10, seed=0)
     assert images.shape == (10, 784) and 0 <= images.min() and images.max() <= 1
     odd = Trainer(config(tmp_path, "dcgan", "odd", batch=3, model_options=options), dataset=tiny_dataset(12),
@@ -493,15 +525,14 @@ def _labels_of(images, ds, from_unit):
 
 @pytest.mark.parametrize("mode", ["none", "step", "joint"])
 def test_matching_aware_modes_give_the_conditional_d_wrong_label_rows_as_two_batches(tmp_path, monkeypatch, mode):
-    """none (the cdcgan preset's): one D step per update on B fakes. step: then a second D step on B other training
+    """none: one D step per update on B fakes (step is the cdcgan preset's). step: then a second D step on B other training
     images, with their labels (real) and wrong ones (fake). joint: one D step whose fake batch is B fakes and B
     training images with wrong labels. D sees every pair of batches separately (its BatchNorm), as in its own
     step."""
     backend.use("numpy")
     seen = _spy_discriminator_steps(monkeypatch)
     ds = tiny_dataset(12)
-    t = Trainer(config(tmp_path, "cdcgan", epochs=1, **({} if mode == "none" else {"matching_aware": mode})),
-                dataset=ds, log=quiet)
+    t = Trainer(config(tmp_path, "cdcgan", epochs=1, matching_aware=mode), dataset=ds, log=quiet)
     assert t.config.matching_aware == mode  # resolved into the config the checkpoint stores
     assert t.run(handle_signals=False).updates == 3
     assert t.opt_D.steps == (6 if mode == "step" else 3) and t.opt_G.steps == 3
@@ -535,21 +566,23 @@ def test_matching_aware_runs_resume_bit_identically_and_keep_their_mode(tmp_path
     assert resumed.opt_D.steps == 2 * resumed.updates == 18
 
 
-def test_a_checkpoint_from_before_the_option_resumes_with_its_presets_mode(tmp_path):
-    """Checkpoints written before runs stored the mode trained with the preset's: the CGAN's second step, none for
-    the conditional DCGAN."""
+def test_a_checkpoint_from_before_the_option_resumes_with_the_mode_it_trained_with(tmp_path):
+    """Checkpoints written before runs stored the mode trained with their preset's of that time: the CGAN's second
+    step, none for the conditional DCGAN (whose preset has the step since)."""
     backend.use("numpy")
     ds = tiny_dataset(12)
     for model, mode in (("cgan", "step"), ("cdcgan", "none")):
         options = {} if model == "cgan" else {"width": 2}
         run = tmp_path / model
-        Trainer(config(tmp_path, model, model, epochs=None, steps=2, model_options=options), dataset=ds,
-                log=quiet).run(handle_signals=False)
+        Trainer(config(tmp_path, model, model, epochs=None, steps=2, model_options=options, matching_aware=mode),
+                dataset=ds, log=quiet).run(handle_signals=False)
         arrays, meta = io.load_checkpoint(run / CHECKPOINT_NAME)
         assert meta["config"]["matching_aware"] == mode
         stored = {k: v for k, v in meta["config"].items() if k != "matching_aware"}
         io.save_checkpoint(run / CHECKPOINT_NAME, arrays, {**meta, "config": stored})
-        resumed = Trainer.resume(run, dataset=ds, log=quiet, steps=3, matching_aware=mode)
+        with pytest.raises(ConfigError, match=f"trained with matching_aware='{mode}'"):
+            Trainer.resume(run, dataset=ds, log=quiet, steps=3, matching_aware="joint")
+        resumed = Trainer.resume(run, dataset=ds, log=quiet, steps=3)
         assert resumed.family.matching_aware == mode
         resumed.run(handle_signals=False)
         assert resumed.opt_D.steps == 3 * (2 if mode == "step" else 1)
@@ -565,7 +598,7 @@ def test_matching_aware_needs_labels_and_a_known_mode(tmp_path):
             TrainConfig(model="cdcgan", matching_aware=bad)
     assert TrainConfig(model="cgan").matching_aware_mode == "step"
     assert TrainConfig(model="cgan", preset="paper").matching_aware_mode == "none"
-    assert TrainConfig(model="cdcgan").matching_aware_mode == "none"
+    assert TrainConfig(model="cdcgan").matching_aware_mode == "step"
 
 
 @settings(max_examples=3)

@@ -415,8 +415,9 @@ def test_ab_checkouts_times_each_side_with_its_own_code(tmp_path):
 
 @pytest.mark.parametrize("model", ["dcgan", "cdcgan"])
 def test_dcgan_step_time_times_radford_et_al_networks_whatever_the_preset(tmp_path, model):
-    """dcgan_step_time.py times Radford et al.'s networks and rates, which its PyTorch mirror builds (weights copied
-    layer by layer), even though the modern preset's unconditional D has no BatchNorm and its G trains at 4e-4."""
+    """dcgan_step_time.py times Radford et al.'s networks, rates and D step, which its PyTorch mirror builds (weights
+    copied layer by layer), even though the modern preset's DCGANs have no BatchNorm in D, train G at 4e-4 and
+    give the conditional D the matching-aware step."""
     from minigan import backend
     from minigan.config import learning_rates
 
@@ -427,7 +428,8 @@ def test_dcgan_step_time_times_radford_et_al_networks_whatever_the_preset(tmp_pa
     assert any(".bn2." in f".{k}" for k in trainer.model.D.params)
     assert not any(k.endswith("conv2.b") for k in trainer.model.D.params)
     assert learning_rates(trainer.config) == (2e-4, 2e-4)
+    assert trainer.family.matching_aware == "none"
     step()
-    assert (trainer.updates, trainer.step_in_epoch) == (1, 1)
+    assert (trainer.updates, trainer.step_in_epoch) == (1, 1) and trainer.optimizers["D"].steps == 1
     if bench.import_torch(1) is not None:  # the mirror takes minigan's weights: it fails on another network
         bench.make_torch(args, trainer)()
