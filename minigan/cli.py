@@ -228,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--matching-aware", dest="matching_aware", choices=config.MATCHING_AWARE_MODES, default=None,
                    help="conditional models: D also scores other real images paired with wrong labels as fakes, in a "
                         "second D step per update (step) or in D's own step (joint); none: off (default: the "
-                        "preset's; modern cgan step, cdcgan none)")
+                        "preset's; modern cgan and cdcgan step)")
     t.add_argument("--stop-on-collapse", action="store_true", default=None,
                    help="stop with exit code 4 when the health monitor finds a failed run (D won, D's verdicts "
                         "extreme, G ignores its label, collapsed samples), keeping the last checkpoint without a "

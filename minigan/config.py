@@ -258,8 +258,9 @@ class TrainConfig:
     matching_aware : {"none", "step", "joint"} or None
         D's matching-aware term for conditional models (:func:`minigan.objective.matching_aware_step`: other real
         images paired with wrong labels, scored as fakes): ``"step"`` as a second D step per update, ``"joint"`` as
-        rows of D's own step, ``"none"`` off; None takes the preset's (modern CGAN: ``"step"``). Resolved when a run
-        starts and stored in its checkpoint; a checkpoint from before the option resumes with its preset's.
+        rows of D's own step, ``"none"`` off; None takes the preset's (modern CGAN and conditional DCGAN:
+        ``"step"``). Resolved when a run starts and stored in its checkpoint; a checkpoint from before the option
+        resumes with what its preset gave then (:func:`trained_matching_aware`).
     stop_on_collapse : bool
         End the run when the health monitor (:mod:`minigan.health`) reports a failure, without saving the
         failed epoch's state: the checkpoint on disk is the last one without a finding.
