@@ -291,22 +291,30 @@ def _d_norm_layer(D) -> str | None:
     return "bn2" if "bn2.gamma" in names else None
 
 
+def _checkpoint_from_before(tmp_path, monkeypatch, model, ds, preset, stored_config):
+    """Two updates of ``model`` (width 4, batch 16) under an older ``modern`` preset, ``preset(today's) -> old``;
+    then the checkpoint's config rewritten as a minigan of that time stored it, ``stored_config(config) -> config``."""
+    from minigan import config as config_module
+    with monkeypatch.context() as m:
+        m.setitem(config_module.PRESETS, "modern", preset(config_module.PRESETS["modern"]))
+        Trainer(config(tmp_path, model, batch=16, epochs=None, steps=2, model_options={"width": 4}), dataset=ds,
+                log=quiet).run(handle_signals=False)
+    path = tmp_path / "run" / CHECKPOINT_NAME
+    arrays, meta = io.load_checkpoint(path)
+    io.save_checkpoint(path, arrays, {**meta, "config": stored_config(meta["config"])})
+
+
 def test_an_unconditional_run_begun_with_batchnorm_in_d_resumes_with_it(tmp_path, monkeypatch):
     """The dcgan preset's D lost its BatchNorm and G's rate doubled: a run begun before resumes with the network
     and rates it began with (its checkpoint holds both), says so, and samples from that network."""
-    from minigan import config as config_module
     backend.use("numpy")
     ds = _two_class_data()
-    old = {**config_module.PRESETS["modern"], "lr_G": {"cgan": 2e-3, "cdcgan": 4e-4},
-           "model_options": {k: v for k, v in config_module.PRESETS["modern"]["model_options"].items() if k != "dcgan"}}
-    with monkeypatch.context() as m:
-        m.setitem(config_module.PRESETS, "modern", old)
-        Trainer(config(tmp_path, "dcgan", batch=16, epochs=None, steps=2, model_options={"width": 4}), dataset=ds,
-                log=quiet).run(handle_signals=False)
     # Checkpoints from before runs wrote their rates into the config restore them from the optimizers' state.
-    path = tmp_path / "run" / CHECKPOINT_NAME
-    arrays, meta = io.load_checkpoint(path)
-    io.save_checkpoint(path, arrays, {**meta, "config": {**meta["config"], "lr_G": None, "lr_D": None}})
+    _checkpoint_from_before(
+        tmp_path, monkeypatch, "dcgan", ds,
+        lambda modern: {**modern, "lr_G": {"cgan": 2e-3, "cdcgan": 4e-4},
+                        "model_options": {k: v for k, v in modern["model_options"].items() if k != "dcgan"}},
+        lambda stored: {**stored, "lr_G": None, "lr_D": None})
     lines = []
     resumed = Trainer.resume(tmp_path / "run", dataset=ds, log=lines.append, steps=4)
     assert _d_norm_layer(resumed.model.D) == "bn2"
@@ -329,20 +337,13 @@ def test_a_conditional_run_begun_with_batchnorm_in_d_and_no_matching_aware_term_
     """The cdcgan preset's D lost its BatchNorm and gained the matching-aware step: a run begun before resumes with
     the network (its checkpoint's model options) and the D step (none: a checkpoint from before the option has no
     mode, and no preset gave the conditional DCGAN one then) it began with, and samples from that network."""
-    from minigan import config as config_module
     backend.use("numpy")
     ds = _two_class_data()
-    modern = config_module.PRESETS["modern"]
-    old = {**modern, "matching_aware": {"cgan": "step"},
-           "model_options": {k: v for k, v in modern["model_options"].items() if k != "cdcgan"}}
-    with monkeypatch.context() as m:
-        m.setitem(config_module.PRESETS, "modern", old)
-        Trainer(config(tmp_path, "cdcgan", batch=16, epochs=None, steps=2, model_options={"width": 4}), dataset=ds,
-                log=quiet).run(handle_signals=False)
-    path = tmp_path / "run" / CHECKPOINT_NAME
-    arrays, meta = io.load_checkpoint(path)
-    io.save_checkpoint(path, arrays, {**meta, "config": {k: v for k, v in meta["config"].items()
-                                                         if k != "matching_aware"}})
+    _checkpoint_from_before(
+        tmp_path, monkeypatch, "cdcgan", ds,
+        lambda modern: {**modern, "matching_aware": {"cgan": "step"},
+                        "model_options": {k: v for k, v in modern["model_options"].items() if k != "cdcgan"}},
+        lambda stored: {k: v for k, v in stored.items() if k != "matching_aware"})
     lines = []
     resumed = Trainer.resume(tmp_path / "run", dataset=ds, log=lines.append, steps=4)
     assert _d_norm_layer(resumed.model.D) == "bn2" and resumed.family.matching_aware == "none"

@@ -1307,26 +1307,37 @@ _CDCGAN_NO_BN_PAIRS = (
     (22, "default threads", ("cdcgan-default-2t-2026-12-06-seed22", "cdcgan-nobn-2t-2026-12-06-seed22")))
 
 
+def _section(path: str, start: str, end: str) -> tuple[str, str, list[str]]:
+    """The text of ``path`` from ``start`` to the next ``end``: as written, with whitespace runs made single spaces,
+    and its table rows whose first cell begins with "2" (a seed in the 20s)."""
+    text = (REPO / path).read_text()
+    text = text[text.index(start):]
+    text = text[:text.index(end)]
+    return text, " ".join(text.split()), [line.strip() for line in text.splitlines() if line.startswith("| 2")]
+
+
+def _cdcgan_screen_row(seed: int, threads: str, d: str, ev: dict) -> str:
+    """A row of docs/RESULTS.md's conditional DCGAN screens (seed, D, labels, worst class, FID x real, Parzen) from
+    a `minigan eval --classifier --parzen` JSON of the MNIST model after 10 epochs."""
+    assert (ev["model"], ev["epoch"], ev["n_samples"], ev["seed"], ev["dataset"]) == ("cdcgan", 10, 10_000, 0, "mnist")
+    per_class = ev["classifier"]["samples"]["label_accuracy"]["per_class"]
+    worst = min(range(10), key=lambda k: per_class[k])
+    scores = _eval_scores(ev)
+    return (f"| {seed} ({threads}) | {d} | {100 * scores['accuracy']:.1f}% | {100 * per_class[worst]:.1f}% "
+            f"(\"{worst}\") | {scores['fid_ratio']:.2f} | {ev['parzen']['mean']:.1f} |")
+
+
 def test_cdcgan_d_norm_screen_table_comes_from_the_committed_runs():
     """docs/RESULTS.md's table of the conditional DCGAN with and without D's BatchNorm (seeds 21, 22), row by row
     from the committed evals, with the D(G(z)) ranges quoted beside it."""
-    results = (REPO / "docs" / "RESULTS.md").read_text()
-    results = results[results.index("### The conditional DCGAN with D without BatchNorm"):]
-    results = results[:results.index("\n### D's matching-aware term")]
-    flat = " ".join(results.split())
+    results, flat, rows = _section("docs/RESULTS.md", "### The conditional DCGAN with D without BatchNorm",
+                                   "\n### D's matching-aware term")
     dcgan = REPO / "benchmarks" / "results" / "dcgan"
-    rows = [line.strip() for line in results.splitlines() if line.startswith("| 2")]
     expected, fakes_scored = [], {"BatchNorm (the default)": [], "none": []}
     for seed, threads, prefixes in _CDCGAN_NO_BN_PAIRS:
         for d, prefix in zip(("BatchNorm (the default)", "none"), prefixes):
             ev = json.loads((dcgan / f"{prefix}-eval-epoch10.json").read_text())
-            assert (ev["model"], ev["epoch"], ev["n_samples"], ev["seed"]) == ("cdcgan", 10, 10_000, 0)
-            c = ev["classifier"]
-            per_class = c["samples"]["label_accuracy"]["per_class"]
-            worst = min(range(10), key=lambda k: per_class[k])
-            fid = c["samples"]["fid_test"] / c["real_valid"]["fid_test"]
-            expected.append(f"| {seed} ({threads}) | {d} | {100 * c['samples']['label_accuracy']['overall']:.1f}% | "
-                            f"{100 * per_class[worst]:.1f}% (\"{worst}\") | {fid:.2f} | {ev['parzen']['mean']:.1f} |")
+            expected.append(_cdcgan_screen_row(seed, threads, d, ev))
             record = [json.loads(line) for line in (dcgan / f"{prefix}-metrics.jsonl").read_text().splitlines()]
             assert [r["epoch"] for r in record] == list(range(1, 11)) and record[-1]["lr"] == 4e-4
             fakes_scored[d] += [r["D_G_z"] for r in record[1:]]
@@ -1425,22 +1436,13 @@ def test_cdcgan_matching_aware_table_and_default_come_from_the_committed_runs():
     spans quoted beside it, the Fashion-MNIST readings, and the preset it made the default."""
     from minigan.config import TrainConfig, model_options
 
-    results = (REPO / "docs" / "RESULTS.md").read_text()
-    results = results[results.index("### D's matching-aware term for the conditional DCGAN"):]
-    results = results[:results.index("\n## ")]
-    flat = " ".join(results.split())
+    _, flat, rows = _section("docs/RESULTS.md", "### D's matching-aware term for the conditional DCGAN", "\n## ")
     dcgan = REPO / "benchmarks" / "results" / "dcgan"
-    rows = [line.strip() for line in results.splitlines() if line.startswith("| 2")]
     expected, with_term = [], []
     for seed, threads, d, prefix in _CDCGAN_MA_ROWS:
         ev = json.loads((dcgan / f"{prefix}-eval-epoch10.json").read_text())
-        assert (ev["model"], ev["epoch"], ev["n_samples"], ev["seed"], ev["dataset"]) == ("cdcgan", 10, 10_000, 0,
-                                                                                           "mnist")
-        per_class = ev["classifier"]["samples"]["label_accuracy"]["per_class"]
-        worst = min(range(10), key=lambda k: per_class[k])
+        expected.append(_cdcgan_screen_row(seed, threads, d, ev))
         scores = _eval_scores(ev)
-        expected.append(f"| {seed} ({threads}) | {d} | {100 * scores['accuracy']:.1f}% | {100 * per_class[worst]:.1f}% "
-                        f"(\"{worst}\") | {scores['fid_ratio']:.2f} | {ev['parzen']['mean']:.1f} |")
         record = [json.loads(line) for line in (dcgan / f"{prefix}-metrics.jsonl").read_text().splitlines()]
         assert [r["epoch"] for r in record] == list(range(1, 11)) and record[-1]["lr"] == 4e-4
         if "`" in d:
