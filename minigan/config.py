@@ -94,7 +94,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         # 95.0-95.8%, against 99.1-99.2%); the matching-aware step gives that D the label pressure back. 10 epochs,
         # one thread unless said (docs/RESULTS.md): seed 21 (screened) 99.9%, worst class 99.6%, FID 1.94x, Parzen
         # 222.1; untuned seeds 23 99.9%, 99.7%, 1.87x, 223.1 and 24 (this default, default threads) 99.9%, 99.5%,
-        # 1.77x, 219.4; Fashion-MNIST seed 0 96.9% (issue 12 asks 95%; 89.6% before).
+        # 1.77x, 219.4; Fashion-MNIST seeds 0-1 96.9% and 97.4%
+        # (issue 12 asks 95%; 89.6-90.1% before).
         "matching_aware": {"cgan": "step", "cdcgan": "step"},
         # The conditional DCGAN's G at twice D's rate (issue 12), sampled from the 0.999 average (below). Five untuned
         # seeds (16-20, 10 epochs, one thread; docs/RESULTS.md): label targets (>= 99%, every class >= 97%) met on 4
