@@ -263,6 +263,10 @@ class TrainConfig:
         rows of D's own step, ``"none"`` off; None takes the preset's (modern CGAN and conditional DCGAN:
         ``"step"``). Resolved when a run starts and stored in its checkpoint; a checkpoint from before the option
         resumes with what its preset gave then (:func:`trained_matching_aware`).
+    matching_aware_every : int or None
+        Give D the matching-aware term on one update in this many (updates 0, N, 2N, ...; 1: every update), a
+        weaker term; needs a term. None takes the preset's (1). Resolved when a run starts and stored in its
+        checkpoint; a checkpoint from before the option trained with 1.
     stop_on_collapse : bool
         End the run when the health monitor (:mod:`minigan.health`) reports a failure, without saving the
         failed epoch's state: the checkpoint on disk is the last one without a finding.
@@ -293,6 +297,7 @@ class TrainConfig:
     d_update_clip: float | None = None
     d_warmup: int | None = None
     matching_aware: str | None = None
+    matching_aware_every: int | None = None
 
     #: Fields that may differ when a run is resumed (they do not change what is computed).
     RESUMABLE_OVERRIDES = ("epochs", "steps", "device", "data_dir", "log_interval", "progress", "select_every",
@@ -351,6 +356,13 @@ class TrainConfig:
         if self.matching_aware_mode != "none" and not family.conditional:
             raise ConfigError(f"the matching-aware D term pairs images with wrong labels; the {self.model} model "
                               "has no labels (drop --matching-aware)")
+        every = self.matching_aware_every
+        if every is not None and not (_is_int(every) and every >= 1):
+            raise ConfigError(f"matching_aware_every must be a whole number of updates >= 1, got {every!r}")
+        if self.matching_aware_period != 1 and self.matching_aware_mode == "none":
+            raise ConfigError(f"matching_aware_every={self.matching_aware_period} spaces out D's matching-aware term, "
+                              f"and the {self.model} model trains without one here (give --matching-aware step or "
+                              "joint)")
         if self.preset not in family.presets:
             raise ConfigError(f"the {self.model} model trains under the preset(s) {', '.join(family.presets)}, not "
                               f"{self.preset!r}")
@@ -401,6 +413,12 @@ class TrainConfig:
     def matching_aware_mode(self) -> str:
         """D's matching-aware term this config asks for: ``matching_aware``, or the preset's (``"none"``: off)."""
         return str(preset_entry(self, "matching_aware", "none") if self.matching_aware is None else self.matching_aware)
+
+    @property
+    def matching_aware_period(self) -> int:
+        """One update in how many gets the matching-aware term: ``matching_aware_every``, or the preset's (1)."""
+        return int(preset_entry(self, "matching_aware_every", 1) if self.matching_aware_every is None
+                   else self.matching_aware_every)
 
     @property
     def run_dir(self) -> Path:

@@ -111,6 +111,7 @@ class RunState:
                             else float(config.d_update_clip or 0.0) if key == "d_update_clip"
                             else int(config.d_warmup or 0) if key == "d_warmup"
                             else config.matching_aware if key == "matching_aware"
+                            else int(config.matching_aware_every or 1) if key == "matching_aware_every"
                             else trained_lr_decay(config) if key == "lr_decay" else getattr(config, key))
             if trained_with != value:
                 raise ConfigError(f"cannot resume with {key}={value!r}: the run in {run_dir} was trained with "

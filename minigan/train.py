@@ -214,6 +214,7 @@ class Trainer(RunState):
             config.d_update_clip = config.d_clip
             config.d_warmup = config.d_warmup_updates
             config.matching_aware = config.matching_aware_mode
+            config.matching_aware_every = config.matching_aware_period
         else:  # what the checkpoint trained with; one from before these options trained without them
             stored = checkpoint[1].get("config") or {}
             for name, cast in (("d_update_clip", float), ("d_warmup", int)):
@@ -224,6 +225,7 @@ class Trainer(RunState):
                                       "start a new --out)")
                 setattr(config, name, trained)
             config.matching_aware = trained_matching_aware(config)
+            config.matching_aware_every = int(stored.get("matching_aware_every") or 1)
         self.optimizers = _make_optimizers(config, self.networks)
         self.after_step: dict[str, list[Callable[[], None]]] = {net: [] for net in self.networks}
         self._state_parts: dict[str, StatePart] = {}
@@ -461,7 +463,7 @@ class Trainer(RunState):
         return (f"minigan train: {c.model} on {c.dataset} ({self.n_train} examples), preset {c.preset}, batch "
                 f"{c.batch}, k {c.k}, {c.update_rule} updates, lr G {lr_G:g} D {lr_D:g}"
                 f"{f', model options {options}' if options else ''}"
-                f"{f', matching-aware D {c.matching_aware_mode}' if c.matching_aware_mode != 'none' else ''}, "
+                f"{self._matching_aware_note()}, "
                 f"{self.steps_per_epoch} updates/epoch, "
                 f"backend {backend.name()}{self._threads_note()}, seed {c.seed}; "
                 f"{start} update {self.updates} (epoch {self.epoch + 1}, step {self.step_in_epoch}); "
@@ -471,6 +473,12 @@ class Trainer(RunState):
     def _cpu_threads() -> int | None:
         """The BLAS thread count a CPU run's sums depend on (None on the GPU, or when it cannot be read)."""
         return threads.blas_threads() if backend.computes_on_host() else None
+
+    def _matching_aware_note(self) -> str:
+        mode, every = self.config.matching_aware_mode, self.config.matching_aware_period
+        if mode == "none":
+            return ""
+        return f", matching-aware D {mode}" + (f" every {every} updates" if every != 1 else "")
 
     def _threads_note(self) -> str:
         count = self._cpu_threads()

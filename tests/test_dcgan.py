@@ -549,6 +549,57 @@ def test_matching_aware_modes_give_the_conditional_d_wrong_label_rows_as_two_bat
             assert (n_real, n_fake) == (4, 4)
 
 
+@pytest.mark.parametrize("mode", ["step", "joint"])
+def test_matching_aware_every_n_updates_gives_the_term_on_updates_0_n_2n_only(tmp_path, monkeypatch, mode):
+    """--matching-aware-every 2 over five updates: the term on updates 0, 2 and 4 (a second D step, or D's own
+    step with the wrong-label rows), plain D steps on updates 1 and 3; resolved into the config and said."""
+    backend.use("numpy")
+    seen = _spy_discriminator_steps(monkeypatch)
+    ds = tiny_dataset(20)
+    lines = []
+    t = Trainer(config(tmp_path, "cdcgan", epochs=1, matching_aware=mode, matching_aware_every=2), dataset=ds,
+                log=lines.append)
+    assert t.config.matching_aware_every == 2
+    assert t.run(handle_signals=False).updates == 5
+    assert f"matching-aware D {mode} every 2 updates, " in lines[0], lines[0]
+    shapes = [(n_real, n_fake) for n_real, n_fake, _, _, _ in seen]
+    term = [(4, 4), (4, 4)] if mode == "step" else [(4, 8)]
+    assert shapes == [*term, (4, 4), *term, (4, 4), *term]
+    assert t.opt_D.steps == len(seen) and t.opt_G.steps == 5
+
+
+def test_matching_aware_every_is_stored_checked_on_resume_and_needs_a_term(tmp_path):
+    """The period is part of the run: stored, restated or refused on resume, 1 for a checkpoint from before the
+    option; a period without a term (or not a whole number >= 1) is refused."""
+    backend.use("numpy")
+    ds = tiny_dataset(12)
+    run = tmp_path / "cdcgan"
+    Trainer(config(tmp_path, "cdcgan", "cdcgan", epochs=None, steps=2, model_options={"width": 2},
+                   matching_aware_every=3), dataset=ds, log=quiet).run(handle_signals=False)
+    arrays, meta = io.load_checkpoint(run / CHECKPOINT_NAME)
+    assert meta["config"]["matching_aware_every"] == 3
+    with pytest.raises(ConfigError, match="cannot resume with matching_aware_every=2: .*trained with "
+                                          "matching_aware_every=3"):
+        Trainer.resume(run, dataset=ds, log=quiet, steps=3, matching_aware_every=2)
+    resumed = Trainer.resume(run, dataset=ds, log=quiet, steps=4, matching_aware_every=3)
+    resumed.run(handle_signals=False)
+    assert resumed.opt_D.steps == 4 + 2  # the term on updates 0 and 3
+    stored = {k: v for k, v in meta["config"].items() if k != "matching_aware_every"}
+    io.save_checkpoint(run / CHECKPOINT_NAME, arrays, {**meta, "config": stored})
+    with pytest.raises(ConfigError, match="trained with matching_aware_every=1"):
+        Trainer.resume(run, dataset=ds, log=quiet, steps=3, matching_aware_every=3)
+    assert Trainer.resume(run, dataset=ds, log=quiet, steps=3).config.matching_aware_every == 1
+    with pytest.raises(ConfigError, match="matching_aware_every=2 spaces out D's matching-aware term, and the "
+                                          "cdcgan model trains without one here"):
+        TrainConfig(model="cdcgan", matching_aware="none", matching_aware_every=2)
+    with pytest.raises(ConfigError, match="trains without one here"):
+        TrainConfig(model="dcgan", matching_aware_every=2)
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ConfigError, match="matching_aware_every must be a whole number of updates >= 1"):
+            TrainConfig(model="cdcgan", matching_aware_every=bad)
+    assert TrainConfig(model="cdcgan").matching_aware_period == 1
+
+
 def test_matching_aware_runs_resume_bit_identically_and_keep_their_mode(tmp_path):
     """The wrong labels come from the checkpointed noise stream, so a resumed run draws them again; the mode is
     stored, so a resume that asks for another is refused and one that restates it is not."""

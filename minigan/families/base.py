@@ -289,6 +289,7 @@ class AdversarialFamily(Family):
     count as fakes, so D is rewarded for reading the label from its first update. ``"step"`` gives D a second
     step per update on them (after each of D's steps, or after the one-pass update); ``"joint"`` puts them into
     D's own step beside the fakes (one D step per update; the one-pass update takes the second step instead).
+    ``TrainConfig.matching_aware_every`` = N gives the term on one update in N only (updates 0, N, 2N, ...).
     """
 
     #: Whether D sees the real and the fake rows of its step as two batches (a D with BatchNorm, whose output on
@@ -299,6 +300,8 @@ class AdversarialFamily(Family):
         super().__init__(trainer)
         #: ``"none"``, ``"step"`` or ``"joint"`` (the config checked that only a conditional family gets one).
         self.matching_aware = trainer.config.matching_aware_mode
+        #: The term is given on the updates whose number (counted from 0) is a multiple of this.
+        self.matching_aware_every = trainer.config.matching_aware_period
 
     def update(self) -> tuple:
         if self.trainer.config.update_rule == "simultaneous":
@@ -312,13 +315,14 @@ class AdversarialFamily(Family):
         xp = backend.get_array_module(x_real)
         B = x_real.shape[0]
         y_fake = y_real
-        if self.matching_aware == "joint":
+        mode = self._matching_aware_now()
+        if mode == "joint":
             rows, wrong = self._mismatched_pairs(B)
             x_fake, y_fake = xp.concatenate([x_fake, self.trainer.x_train[rows]]), xp.concatenate([y_real, wrong])
         loss, logits, _ = objective.discriminator_step(self.model.D, x_real, x_fake, y_real, y_fake, train=True,
                                                        separate=self.separate_batches)
         self.trainer.step("D")
-        if self.matching_aware == "step":
+        if mode == "step":
             self._matching_aware_step(B)
         return loss, logits[:2 * B]
 
@@ -358,8 +362,12 @@ class AdversarialFamily(Family):
 
     def after_simultaneous_update(self, batch: int) -> None:
         """Called after both optimizer steps of a one-pass update: the matching-aware D step, if any (either mode)."""
-        if self.matching_aware != "none":
+        if self._matching_aware_now() != "none":
             self._matching_aware_step(batch)
+
+    def _matching_aware_now(self) -> str:
+        """The matching-aware mode of this update: the run's, or ``"none"`` between its every-N updates."""
+        return self.matching_aware if self.trainer.updates % self.matching_aware_every == 0 else "none"
 
     def _mismatched_pairs(self, batch: int):
         """``batch`` random training images (device rows), and one-hot labels that differ from each one's own.
