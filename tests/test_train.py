@@ -624,3 +624,13 @@ def test_modern_cgan_clips_ds_adam_steps_and_an_unclipped_checkpoint_resumes_unc
     io.save_checkpoint(path, arrays, meta)
     with pytest.raises(io.CheckpointError, match="update_clip"):
         Trainer.resume(tmp_path / "old", dataset=ds, log=quiet, epochs=3)
+
+
+@pytest.mark.parametrize("update", ["alternating", "simultaneous"])
+def test_the_cgans_matching_aware_step_every_n_updates(tmp_path, numpy_backend, update):
+    """The MLP CGAN's second D step on updates 0, 3, ... only with --matching-aware-every 3, under either update rule
+    (the one-pass update takes it after both optimizer steps)."""
+    t = Trainer(config(tmp_path, steps=7, epochs=None, update=update, matching_aware_every=3),
+                dataset=tiny_dataset(40), log=quiet)
+    assert t.run(handle_signals=False).updates == 7
+    assert t.opt_G.steps == 7 and t.opt_D.steps == 7 + 3  # updates 0, 3 and 6
