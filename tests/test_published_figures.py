@@ -1437,7 +1437,8 @@ def test_cdcgan_matching_aware_table_and_default_come_from_the_committed_runs():
     spans quoted beside it, the Fashion-MNIST readings, and the preset it made the default."""
     from minigan.config import TrainConfig, model_options
 
-    _, flat, rows = _section("docs/RESULTS.md", "### D's matching-aware term for the conditional DCGAN", "\n## ")
+    _, flat, rows = _section("docs/RESULTS.md", "### D's matching-aware term for the conditional DCGAN",
+                             "\n### Five untuned seeds")
     dcgan = REPO / "benchmarks" / "results" / "dcgan"
     expected, with_term = [], []
     for seed, threads, d, prefix in _CDCGAN_MA_ROWS:
@@ -1478,3 +1479,65 @@ def test_cdcgan_matching_aware_table_and_default_come_from_the_committed_runs():
     config = TrainConfig(model="cdcgan")
     assert model_options(config) == {"d_norm": None} and config.matching_aware_mode == "step"
     assert model_options(TrainConfig(model="cdcgan", dataset="fashion-mnist")) == {"d_norm": None}
+
+
+#: The conditional default on five untuned seeds (seed, the table's thread note, D, file prefix): seed 23 with the
+#: default's options written out, the others exactly as a user runs it.
+_CDCGAN_ROBUST_ROWS = (
+    (23, "one thread, untuned", "none, `step` (the default's options)", "cdcgan-nobn-mastep-1t-2026-12-06-seed23"),
+    *((seed, "default threads, untuned", "none, `step` (the default)", f"cdcgan-default-2t-2026-12-06-seed{seed}")
+      for seed in (24, 25, 26, 27)))
+#: The FID screens on seed 21 at one thread, beside the same seed's runs without the term and with the step.
+_CDCGAN_FID_SCREEN_ROWS = (
+    (21, "one thread", "none, no term", "cdcgan-nobn-1t-2026-12-06-seed21"),
+    (21, "one thread", "none, `step` (the default's options)", "cdcgan-nobn-mastep-1t-2026-12-06-seed21"),
+    (21, "one thread", "none, `step` every 2 updates", "cdcgan-maevery2-1t-2026-12-06-seed21"),
+    (21, "one thread", "none, batch spread, `step`", "cdcgan-mbs4-1t-2026-12-06-seed21"))
+
+
+def _cdcgan_rows(rows):
+    """(table rows, scores, metrics records) of the committed 10-epoch conditional DCGAN runs ``rows`` name."""
+    dcgan = REPO / "benchmarks" / "results" / "dcgan"
+    expected, scores, records = [], [], []
+    for seed, threads, d, prefix in rows:
+        ev = json.loads((dcgan / f"{prefix}-eval-epoch10.json").read_text())
+        expected.append(_cdcgan_screen_row(seed, threads, d, ev))
+        scores.append({**_eval_scores(ev), "parzen": ev["parzen"]["mean"]})
+        records.append([json.loads(line) for line in (dcgan / f"{prefix}-metrics.jsonl").read_text().splitlines()])
+        assert [r["epoch"] for r in records[-1]] == list(range(1, 11)) and records[-1][-1]["lr"] == 4e-4
+    return expected, scores, records
+
+
+def test_cdcgan_five_untuned_seeds_and_the_fid_screens_come_from_the_committed_runs():
+    """docs/RESULTS.md's subsection on the conditional default's five untuned seeds and the two FID screens: both
+    tables row by row from the committed evals, the spans and readings quoted beside them, and the README's."""
+    text, flat, rows = _section("docs/RESULTS.md", "### Five untuned seeds of the conditional default", "\n## ")
+    robust, robust_scores, robust_records = _cdcgan_rows(_CDCGAN_ROBUST_ROWS)
+    screen, screen_scores, screen_records = _cdcgan_rows(_CDCGAN_FID_SCREEN_ROWS)
+    assert rows == robust + screen
+    assert all(_meets_labels(s) for s in robust_scores)
+    accuracy = _value_span([100 * s["accuracy"] for s in robust_scores], "{:.1f}", "%")
+    worst = f"{100 * min(s['worst_class'] for s in robust_scores):.1f}%"
+    fids = _value_span([s["fid_ratio"] for s in robust_scores], "{:.2f}", "×")
+    parzen = _value_span([s["parzen"] for s in robust_scores], "{:.1f}")
+    assert f"met on all five untuned seeds**: {accuracy} overall, every class at {worst} or better" in flat
+    assert f"FID {fids} real (issue 12: 1.5), Parzen {parzen} (225)" in flat
+    quiet_epochs = [r["seconds"] for r in robust_records[2][4:] + robust_records[3] + robust_records[4]]
+    assert f"Epochs took {_value_span(quiet_epochs, '{:.0f}', ' s')} at the default threads" in flat
+    first_four = _value_span([r["seconds"] for r in robust_records[2][:4]], "{:.0f}", " s")
+    assert f"seed 25's first four, beside the test suite for most of them, {first_four})" in flat
+    none, step, every2, spread = screen_scores
+    assert (f"Half the term gives back a little of the FID, not most of it**: {every2['fid_ratio']:.2f}× against "
+            f"{step['fid_ratio']:.2f}× with the step on every update and {none['fid_ratio']:.2f}× without it") in flat
+    assert _meets_labels(every2) and _meets_labels(spread)
+    assert f"makes the FID worse** ({spread['fid_ratio']:.2f}× against {step['fid_ratio']:.2f}×)" in flat
+    with_term = robust_scores + screen_scores[1:]
+    assert f"read {min(s['fid_ratio'] for s in with_term):.2f}× or more" in flat
+    fakes = [_value_span([r["D_G_z"] for r in record[3:]], "{:.2f}") for record in screen_records]
+    assert (f"D(G(z)) read {fakes[2]} over epochs 4–10 with the term on every other update, {fakes[1]} on every "
+            f"update, {fakes[0]} without it") in flat
+    readme = prose("README.md")
+    assert (f"on five untuned seeds (23–27) it reads {accuracy} with every class at {worst} or better, issue 12's "
+            f"five of five, at FID {fids} real") in readme
+    assert (f"a little on a first seed ({every2['fid_ratio']:.2f}× against {step['fid_ratio']:.2f}×), and D seeing its "
+            f"batch's spread raised it ({spread['fid_ratio']:.2f}×)") in readme
