@@ -98,7 +98,10 @@ class RunState:
         if not isinstance(meta.get("config"), dict):
             raise io.CheckpointError(f"{path}: the checkpoint's config is not an object")
         config = TrainConfig.from_dict(dict(meta["config"], out=str(run_dir)))
-        config.matching_aware = trained_matching_aware(config)  # a checkpoint from before stored none
+        # A checkpoint from before these options stored neither: it trained with its preset's term of that time,
+        # on every update.
+        config.matching_aware = trained_matching_aware(config)
+        config.matching_aware_every = int(config.matching_aware_every or 1)
         for key, value in overrides.items():
             if value is None:
                 continue
@@ -110,8 +113,6 @@ class RunState:
             trained_with = (config.update_rule if key == "update" else float(config.ema or 0.0) if key == "ema"
                             else float(config.d_update_clip or 0.0) if key == "d_update_clip"
                             else int(config.d_warmup or 0) if key == "d_warmup"
-                            else config.matching_aware if key == "matching_aware"
-                            else int(config.matching_aware_every or 1) if key == "matching_aware_every"
                             else trained_lr_decay(config) if key == "lr_decay" else getattr(config, key))
             if trained_with != value:
                 raise ConfigError(f"cannot resume with {key}={value!r}: the run in {run_dir} was trained with "

@@ -75,7 +75,7 @@ import numpy as np
 
 from . import backend, data, families, io, threads
 from .config import (DEFAULT_EPOCHS, PRESETS, ConfigError, TrainConfig, _is_number, checkpoint_model_options,
-                     learning_rates, model_options, options_text, trained_lr_decay, trained_matching_aware)
+                     learning_rates, model_options, options_text, trained_lr_decay)
 from .nn import optim
 from .progress import Progress, print_line
 from .run_state import RunState, StatePart, _StateOf
@@ -224,8 +224,6 @@ class Trainer(RunState):
                                       f"{config.run_dir} was trained with {name}={trained!r} (drop the option, or "
                                       "start a new --out)")
                 setattr(config, name, trained)
-            config.matching_aware = trained_matching_aware(config)
-            config.matching_aware_every = int(stored.get("matching_aware_every") or 1)
         self.optimizers = _make_optimizers(config, self.networks)
         self.after_step: dict[str, list[Callable[[], None]]] = {net: [] for net in self.networks}
         self._state_parts: dict[str, StatePart] = {}

@@ -1440,15 +1440,9 @@ def test_cdcgan_matching_aware_table_and_default_come_from_the_committed_runs():
     _, flat, rows = _section("docs/RESULTS.md", "### D's matching-aware term for the conditional DCGAN",
                              "\n### Five untuned seeds")
     dcgan = REPO / "benchmarks" / "results" / "dcgan"
-    expected, with_term = [], []
-    for seed, threads, d, prefix in _CDCGAN_MA_ROWS:
-        ev = json.loads((dcgan / f"{prefix}-eval-epoch10.json").read_text())
-        expected.append(_cdcgan_screen_row(seed, threads, d, ev))
-        scores = _eval_scores(ev)
-        record = [json.loads(line) for line in (dcgan / f"{prefix}-metrics.jsonl").read_text().splitlines()]
-        assert [r["epoch"] for r in record] == list(range(1, 11)) and record[-1]["lr"] == 4e-4
-        if "`" in d:
-            with_term.append((scores, ev["parzen"]["mean"], record))
+    expected, all_scores, records = _cdcgan_rows(_CDCGAN_MA_ROWS)
+    with_term = [(scores, scores["parzen"], record) for scores, record, (_, _, d, _) in
+                 zip(all_scores, records, _CDCGAN_MA_ROWS) if "`" in d]
     assert rows == expected
     meets = [s for s, _, _ in with_term if _meets_labels(s)]
     assert len(meets) == len(with_term) == 4
