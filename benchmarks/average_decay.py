@@ -49,7 +49,7 @@ from minigan.train import Trainer  # noqa: E402
 #: ``--threads`` sets the threads as the command line does. Any other train option is refused: the script
 #: defines the seed, epochs, run directory and averages itself, and must not drop an option silently.
 PASSED_ON = ("lr_G", "lr_D", "lr_decay", "model", "dataset", "preset", "batch", "k", "update", "d_update_clip",
-             "d_warmup", "matching_aware", "matching_aware_every")
+             "d_warmup", "matching_aware", "matching_aware_every", "matching_aware_epochs")
 
 
 def train_options(extra: list[str]):

@@ -232,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--matching-aware-every", dest="matching_aware_every", type=_positive_int, default=None,
                    metavar="N", help="give D the matching-aware term on one update in N only, a weaker term "
                                      "(default: the preset's, 1: every update)")
+    t.add_argument("--matching-aware-epochs", dest="matching_aware_epochs", type=_non_negative_int, default=None,
+                   metavar="K", help="give D the matching-aware term in the run's first K epochs only, then none "
+                                     "(default: the preset's, 0: every epoch)")
     t.add_argument("--stop-on-collapse", action="store_true", default=None,
                    help="stop with exit code 4 when the health monitor finds a failed run (D won, D's verdicts "
                         "extreme, G ignores its label, collapsed samples), keeping the last checkpoint without a "
@@ -329,7 +332,7 @@ def _train(args) -> int:
             lr_G=args.lr_G, lr_D=args.lr_D, lr_decay=args.lr_decay, stop_on_collapse=args.stop_on_collapse,
             ema=args.ema, d_update_clip=args.d_update_clip, d_warmup=args.d_warmup,
             matching_aware=args.matching_aware, matching_aware_every=args.matching_aware_every,
-            model_options=options)
+            matching_aware_epochs=args.matching_aware_epochs, model_options=options)
     else:
         if args.dataset is None and args.model == "pix2pix":
             args.dataset = paired.TASKS[0]
@@ -340,6 +343,7 @@ def _train(args) -> int:
                  "lr_decay": args.lr_decay, "stop_on_collapse": args.stop_on_collapse, "ema": args.ema,
                  "d_update_clip": args.d_update_clip, "d_warmup": args.d_warmup,
                  "matching_aware": args.matching_aware, "matching_aware_every": args.matching_aware_every,
+                 "matching_aware_epochs": args.matching_aware_epochs,
                  "model_options": options}
         run_config = config.TrainConfig(**{k: v for k, v in given.items() if v is not None}, progress=progress)
         if run_config.epochs is None and run_config.steps is None:

@@ -267,6 +267,12 @@ class TrainConfig:
         Give D the matching-aware term on one update in this many (updates 0, N, 2N, ...; 1: every update), a
         weaker term; needs a term. None takes the preset's (1). Resolved when a run starts and stored in its
         checkpoint; a checkpoint from before the option trained with 1.
+    matching_aware_epochs : int or None
+        Give D the matching-aware term in the first K epochs of the run only (updates below K x updates per
+        epoch), and none after: the term teaches D to read the label early, and is then taken away, since at its
+        optimum it pulls G towards images whose label a classifier is surest of (their within-class spread
+        narrows). 0: every epoch; needs a term when K > 0. None takes the preset's (0). Resolved when a run starts
+        and stored in its checkpoint; a checkpoint from before the option trained with 0.
     stop_on_collapse : bool
         End the run when the health monitor (:mod:`minigan.health`) reports a failure, without saving the
         failed epoch's state: the checkpoint on disk is the last one without a finding.
@@ -298,6 +304,7 @@ class TrainConfig:
     d_warmup: int | None = None
     matching_aware: str | None = None
     matching_aware_every: int | None = None
+    matching_aware_epochs: int | None = None
 
     #: Fields that may differ when a run is resumed (they do not change what is computed).
     RESUMABLE_OVERRIDES = ("epochs", "steps", "device", "data_dir", "log_interval", "progress", "select_every",
@@ -363,6 +370,14 @@ class TrainConfig:
             raise ConfigError(f"matching_aware_every={self.matching_aware_period} spaces out D's matching-aware term, "
                               f"and the {self.model} model trains without one here (give --matching-aware step or "
                               "joint)")
+        first = self.matching_aware_epochs
+        if first is not None and not (_is_int(first) and first >= 0):
+            raise ConfigError(f"matching_aware_epochs must be a whole number of epochs >= 0 (0: every epoch), got "
+                              f"{first!r}")
+        if self.matching_aware_first_epochs and self.matching_aware_mode == "none":
+            raise ConfigError(f"matching_aware_epochs={self.matching_aware_first_epochs} limits D's matching-aware "
+                              f"term to the first epochs, and the {self.model} model trains without one here (give "
+                              "--matching-aware step or joint)")
         if self.preset not in family.presets:
             raise ConfigError(f"the {self.model} model trains under the preset(s) {', '.join(family.presets)}, not "
                               f"{self.preset!r}")
@@ -419,6 +434,13 @@ class TrainConfig:
         """One update in how many gets the matching-aware term: ``matching_aware_every``, or the preset's (1)."""
         return int(preset_entry(self, "matching_aware_every", 1) if self.matching_aware_every is None
                    else self.matching_aware_every)
+
+    @property
+    def matching_aware_first_epochs(self) -> int:
+        """The epochs at the start of the run that get the matching-aware term: ``matching_aware_epochs``, or the
+        preset's (0: every epoch)."""
+        return int(preset_entry(self, "matching_aware_epochs", 0) if self.matching_aware_epochs is None
+                   else self.matching_aware_epochs)
 
     @property
     def run_dir(self) -> Path:

@@ -102,6 +102,7 @@ class RunState:
         # on every update.
         config.matching_aware = trained_matching_aware(config)
         config.matching_aware_every = int(config.matching_aware_every or 1)
+        config.matching_aware_epochs = int(config.matching_aware_epochs or 0)
         for key, value in overrides.items():
             if value is None:
                 continue

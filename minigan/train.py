@@ -215,6 +215,7 @@ class Trainer(RunState):
             config.d_warmup = config.d_warmup_updates
             config.matching_aware = config.matching_aware_mode
             config.matching_aware_every = config.matching_aware_period
+            config.matching_aware_epochs = config.matching_aware_first_epochs
         else:  # what the checkpoint trained with; one from before these options trained without them
             stored = checkpoint[1].get("config") or {}
             for name, cast in (("d_update_clip", float), ("d_warmup", int)):
@@ -474,9 +475,11 @@ class Trainer(RunState):
 
     def _matching_aware_note(self) -> str:
         mode, every = self.config.matching_aware_mode, self.config.matching_aware_period
+        first = self.config.matching_aware_first_epochs
         if mode == "none":
             return ""
-        return f", matching-aware D {mode}" + (f" every {every} updates" if every != 1 else "")
+        return (f", matching-aware D {mode}" + (f" every {every} updates" if every != 1 else "")
+                + ((" in the first epoch" if first == 1 else f" in the first {first} epochs") if first else ""))
 
     def _threads_note(self) -> str:
         count = self._cpu_threads()

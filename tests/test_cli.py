@@ -262,6 +262,8 @@ RESUME_OPTION_TABLE = {
                                   ("joint", REFUSED, "matching_aware='joint'")]),
     "--matching-aware-every": ("2", [("3", REFUSED, "matching_aware_every=3"),
                                      ("1", REFUSED, "matching_aware_every=1")]),
+    "--matching-aware-epochs": ("2", [("3", REFUSED, "matching_aware_epochs=3"),
+                                      ("0", REFUSED, "matching_aware_epochs=0")]),
     # A model option (pix2pix's are its main use; the cgan run here takes g_dropout): part of the model.
     "--option": ("g_dropout=0.0", [("g_dropout=0.5", REFUSED, "model_options={'g_dropout': 0.5}")]),
     # Given on resume only (the run below never had it): it changes when a run stops, not what it computes.

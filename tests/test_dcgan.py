@@ -600,6 +600,61 @@ def test_matching_aware_every_is_stored_checked_on_resume_and_needs_a_term(tmp_p
     assert TrainConfig(model="cdcgan").matching_aware_period == 1
 
 
+@pytest.mark.parametrize("mode", ["step", "joint"])
+def test_matching_aware_epochs_gives_the_term_in_the_first_epochs_only(tmp_path, monkeypatch, mode):
+    """--matching-aware-epochs 1 over two epochs of five updates: the term on every update of the first epoch, none
+    in the second; resolved into the config and said."""
+    backend.use("numpy")
+    seen = _spy_discriminator_steps(monkeypatch)
+    lines = []
+    t = Trainer(config(tmp_path, "cdcgan", epochs=2, matching_aware=mode, matching_aware_epochs=1),
+                dataset=tiny_dataset(20), log=lines.append)
+    assert t.config.matching_aware_epochs == 1
+    assert t.run(handle_signals=False).updates == 10
+    assert f"matching-aware D {mode} in the first epoch, " in lines[0], lines[0]
+    shapes = [(n_real, n_fake) for n_real, n_fake, _, _, _ in seen]
+    term = [(4, 4), (4, 4)] if mode == "step" else [(4, 8)]
+    assert shapes == term * 5 + [(4, 4)] * 5
+    assert t.opt_D.steps == len(seen) and t.opt_G.steps == 10
+
+
+def test_matching_aware_epochs_is_stored_checked_on_resume_and_needs_a_term(tmp_path):
+    """The first epochs with the term are part of the run: stored, restated or refused on resume, and counted from
+    the run's first update (a run resumed after them trains without the term); 0 for a checkpoint from before the
+    option; a count without a term (or not a whole number >= 0) is refused."""
+    backend.use("numpy")
+    ds = tiny_dataset(12)  # three updates an epoch
+    run = tmp_path / "cdcgan"
+    Trainer(config(tmp_path, "cdcgan", "cdcgan", epochs=1, model_options={"width": 2}, matching_aware_epochs=1),
+            dataset=ds, log=quiet).run(handle_signals=False)
+    arrays, meta = io.load_checkpoint(run / CHECKPOINT_NAME)
+    assert meta["config"]["matching_aware_epochs"] == 1
+    with pytest.raises(ConfigError, match="cannot resume with matching_aware_epochs=2: .*trained with "
+                                          "matching_aware_epochs=1"):
+        Trainer.resume(run, dataset=ds, log=quiet, epochs=2, matching_aware_epochs=2)
+    resumed = Trainer.resume(run, dataset=ds, log=quiet, epochs=2, matching_aware_epochs=1)
+    resumed.run(handle_signals=False)
+    assert resumed.opt_D.steps == 3 * 2 + 3  # the term on the first epoch's three updates only
+    stored = {k: v for k, v in meta["config"].items() if k != "matching_aware_epochs"}
+    io.save_checkpoint(run / CHECKPOINT_NAME, arrays, {**meta, "config": stored})
+    with pytest.raises(ConfigError, match="trained with matching_aware_epochs=0"):
+        Trainer.resume(run, dataset=ds, log=quiet, epochs=2, matching_aware_epochs=1)
+    legacy = Trainer.resume(run, dataset=ds, log=quiet, epochs=2)
+    assert legacy.config.matching_aware_epochs == 0
+    legacy.run(handle_signals=False)
+    assert legacy.opt_D.steps == 3 * 2 + 3 * 2  # the term on every update
+    with pytest.raises(ConfigError, match="matching_aware_epochs=2 limits D's matching-aware term to the first "
+                                          "epochs, and the cdcgan model trains without one here"):
+        TrainConfig(model="cdcgan", matching_aware="none", matching_aware_epochs=2)
+    with pytest.raises(ConfigError, match="trains without one here"):
+        TrainConfig(model="dcgan", matching_aware_epochs=1)
+    assert TrainConfig(model="dcgan", matching_aware_epochs=0).matching_aware_first_epochs == 0
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(ConfigError, match="matching_aware_epochs must be a whole number of epochs >= 0"):
+            TrainConfig(model="cdcgan", matching_aware_epochs=bad)
+    assert TrainConfig(model="cdcgan").matching_aware_first_epochs == 0
+
+
 def test_matching_aware_runs_resume_bit_identically_and_keep_their_mode(tmp_path):
     """The wrong labels come from the checkpointed noise stream, so a resumed run draws them again; the mode is
     stored, so a resume that asks for another is refused and one that restates it is not."""

@@ -634,3 +634,13 @@ def test_the_cgans_matching_aware_step_every_n_updates(tmp_path, numpy_backend, 
                 dataset=tiny_dataset(40), log=quiet)
     assert t.run(handle_signals=False).updates == 7
     assert t.opt_G.steps == 7 and t.opt_D.steps == 7 + 3  # updates 0, 3 and 6
+
+
+@pytest.mark.parametrize("update", ["alternating", "simultaneous"])
+def test_the_cgans_matching_aware_step_in_the_first_epoch_only(tmp_path, numpy_backend, update):
+    """The MLP CGAN's second D step in the first epoch only with --matching-aware-epochs 1, under either update
+    rule."""
+    t = Trainer(config(tmp_path, epochs=2, update=update, matching_aware_epochs=1), dataset=tiny_dataset(40),
+                log=quiet)
+    assert t.run(handle_signals=False).updates == 2 * t.steps_per_epoch
+    assert t.opt_G.steps == 2 * t.steps_per_epoch and t.opt_D.steps == 2 * t.steps_per_epoch + t.steps_per_epoch

@@ -289,7 +289,8 @@ class AdversarialFamily(Family):
     count as fakes, so D is rewarded for reading the label from its first update. ``"step"`` gives D a second
     step per update on them (after each of D's steps, or after the one-pass update); ``"joint"`` puts them into
     D's own step beside the fakes (one D step per update; the one-pass update takes the second step instead).
-    ``TrainConfig.matching_aware_every`` = N gives the term on one update in N only (updates 0, N, 2N, ...).
+    ``TrainConfig.matching_aware_every`` = N gives the term on one update in N only (updates 0, N, 2N, ...);
+    ``TrainConfig.matching_aware_epochs`` = K only on the updates of the run's first K epochs.
     """
 
     #: Whether D sees the real and the fake rows of its step as two batches (a D with BatchNorm, whose output on
@@ -302,6 +303,9 @@ class AdversarialFamily(Family):
         self.matching_aware = trainer.config.matching_aware_mode
         #: The term is given on the updates whose number (counted from 0) is a multiple of this.
         self.matching_aware_every = trainer.config.matching_aware_period
+        #: The term ends at this update (the first of epoch K + 1 for ``matching_aware_epochs`` = K; None: never).
+        first = trainer.config.matching_aware_first_epochs
+        self.matching_aware_until = first * trainer.steps_per_epoch if first else None
 
     def update(self) -> tuple:
         if self.trainer.config.update_rule == "simultaneous":
@@ -366,8 +370,12 @@ class AdversarialFamily(Family):
             self._matching_aware_step(batch)
 
     def _matching_aware_now(self) -> str:
-        """The matching-aware mode of this update: the run's, or ``"none"`` between its every-N updates."""
-        return self.matching_aware if self.trainer.updates % self.matching_aware_every == 0 else "none"
+        """The matching-aware mode of this update: the run's, or ``"none"`` between its every-N updates and after
+        its first epochs."""
+        updates = self.trainer.updates
+        if self.matching_aware_until is not None and updates >= self.matching_aware_until:
+            return "none"
+        return self.matching_aware if updates % self.matching_aware_every == 0 else "none"
 
     def _mismatched_pairs(self, batch: int):
         """``batch`` random training images (device rows), and one-hot labels that differ from each one's own.
