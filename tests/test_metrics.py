@@ -18,7 +18,7 @@ from minigan.data import Dataset, Split
 from minigan.gradcheck import check_function
 from minigan.nn.losses import softmax_cross_entropy
 from minigan.eval.metrics import (class_histogram, draw_samples, eval_cli, evaluate_run, feature_statistics,
-                                  format_table, frechet_distance, frechet_from_statistics, histogram_summary,
+                                  fid_parts, format_table, frechet_distance, frechet_from_statistics, histogram_summary,
                                   label_accuracy)
 from minigan.eval.parzen import parzen_evaluate, parzen_log_likelihood, parzen_select_sigma
 
@@ -247,6 +247,46 @@ def test_frechet_distance_of_feature_sets(on_backend):
     mean, cov = feature_statistics(dev(a))
     np.testing.assert_allclose(mean, a.mean(axis=0), rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(cov, np.cov(a.T), rtol=1e-12, atol=1e-15)
+
+
+def test_fid_parts_find_classes_narrower_than_the_reference(on_backend):
+    """Two classes at the reference's centres, each half as wide: the mean term is ~0, each class's spread 1/4 and
+    its distance 3 (1 - 1/2)^2 = 0.75 in three dimensions, the total spread (16/4 + 3/4) / (16/4 + 3) = 0.68; each
+    part equals the quantity computed directly from the rows of its class."""
+    gen = np.random.default_rng(11)
+    n = 4000
+    centres = np.array([[-2.0, 0.0, 0.0], [2.0, 0.0, 0.0]])
+    ref_labels, labels = np.repeat([0, 1], n), np.tile([0, 1], n)
+    ref = centres[ref_labels] + gen.normal(size=(2 * n, 3))
+    narrow = centres[labels] + 0.5 * gen.normal(size=(2 * n, 3))
+    parts = fid_parts(dev(narrow), dev(ref), labels, ref_labels, n_classes=2)
+    assert parts["mean_term"] == pytest.approx(((narrow.mean(0) - ref.mean(0)) ** 2).sum(), rel=1e-9)
+    assert parts["mean_term"] < 0.01
+    assert parts["spread"] == pytest.approx(np.trace(np.cov(narrow.T)) / np.trace(np.cov(ref.T)), rel=1e-9)
+    assert parts["spread"] == pytest.approx(4.75 / 7, abs=0.02)
+    for k in range(2):
+        a, b = narrow[labels == k], ref[ref_labels == k]
+        assert parts["class_fid"][k] == pytest.approx(frechet_distance(a, b), rel=1e-9)
+        assert parts["class_fid"][k] == pytest.approx(0.75, abs=0.05)
+        assert parts["class_spread"][k] == pytest.approx(np.trace(np.cov(a.T)) / np.trace(np.cov(b.T)), rel=1e-9)
+        assert parts["class_spread"][k] == pytest.approx(0.25, abs=0.02)
+    same = fid_parts(dev(ref), dev(ref), ref_labels, ref_labels, n_classes=2)
+    assert same["mean_term"] == 0.0 and same["spread"] == pytest.approx(1.0, rel=1e-12)
+    assert same["class_fid"] == pytest.approx([0.0, 0.0], abs=1e-9) and same["class_spread"] == pytest.approx([1, 1])
+    # No labels: the class parts are None; a class with fewer than two rows on either side is None.
+    assert fid_parts(dev(narrow), dev(ref))["class_fid"] is None
+    few = fid_parts(dev(narrow[:5]), dev(ref), np.array([0, 0, 0, 0, 1]), ref_labels, n_classes=3)
+    assert few["class_fid"][0] is not None and few["class_fid"][1:] == [None, None]
+
+
+def test_fid_parts_refuse_mismatched_inputs():
+    a = np.zeros((4, 3))
+    with pytest.raises(ValueError, match="feature widths differ"):
+        fid_parts(a, np.zeros((4, 2)))
+    with pytest.raises(ValueError, match="for both feature sets or for neither"):
+        fid_parts(a, a, np.zeros(4, int))
+    with pytest.raises(ValueError, match=r"labels must hold one label per feature row \(4\), got shape \(3,\)"):
+        fid_parts(a, a, np.zeros(3, int), np.zeros(4, int))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -502,9 +542,16 @@ def test_evaluate_run_and_table(trained, on_backend):
     assert c["samples"]["label_accuracy"]["per_class"] == pytest.approx(
         [np.mean(sample_pred[host(y) == k] == k) for k in range(10)])
     assert c["real_valid"]["fid_test"] < c["samples"]["fid_test"]  # real data beat an untrained G
+    # The parts, class by class against the test set's classes (the requested labels for the samples).
+    assert len(c["samples"]["fid_parts"]["class_fid"]) == 10 and len(c["real_valid"]["fid_parts"]["class_fid"]) == 10
+    valid_parts = fid_parts(clf.features(dev(ds.valid.x)), clf.features(dev(ds.test.x)), ds.valid.y, ds.test.y)
+    for key, value in valid_parts.items():
+        assert c["real_valid"]["fid_parts"][key] == pytest.approx(value, rel=1e-9), key
+    assert c["samples"]["fid_parts"]["spread"] > 0
     assert results["parzen"]["n_samples"] == 50 and results["parzen"]["n_test"] == len(ds.test)
     table = format_table(results)
     assert "label accuracy" in table and "FID" in table and "Parzen" in table and "class 9" in table
+    assert "within-class spread, mean of classes" in table and "its mean term" in table
 
 
 def test_eval_cli_writes_eval_json(trained, tmp_path):
@@ -523,6 +570,8 @@ def test_eval_cli_writes_eval_json(trained, tmp_path):
     written = json.loads((run / "eval.json").read_text())
     assert written["classifier"]["samples"]["fid_test"] == pytest.approx(results["classifier"]["samples"]["fid_test"])
     assert written["model"] == "gan" and written["classifier"]["samples"]["label_accuracy"] is None
+    assert written["classifier"]["samples"]["fid_parts"]["class_fid"] is None  # no requested labels to split by
+    assert len(written["classifier"]["real_valid"]["fid_parts"]["class_fid"]) == 10
     assert "parzen" not in written
     assert any("FID" in line for line in lines)
     with pytest.raises(ClassifierError, match="train-classifier"):

@@ -13,6 +13,14 @@ of the square roots of its eigenvalues: two symmetric eigendecompositions (NumPy
 :math:`\operatorname{tr}((S_aS_b)^{1/2})` equals that trace (:math:`S_aS_b` is similar to it), which is the usual
 formula. Means and covariances are accumulated in float64.
 
+Where a distance comes from
+---------------------------
+:func:`fid_parts` splits it: the mean term :math:`\lVert m_a - m_b\rVert^2` (the classes' centres in the wrong
+place or the wrong mix), the spread :math:`\operatorname{tr} S_a / \operatorname{tr} S_b` (1: as spread out as the
+reference), and with labels the same distance and spread class by class, each class of the samples against the
+same class of the reference. A generator whose classes are each narrower than the real ones (each image more
+typical of its class) shows a within-class spread under 1 and a total spread over 1.
+
 The Parzen-window estimator is :mod:`minigan.eval.parzen`.
 """
 from __future__ import annotations
@@ -40,6 +48,7 @@ __all__ = [
     "feature_statistics",
     "frechet_distance",
     "frechet_from_statistics",
+    "fid_parts",
     "draw_samples",
     "evaluate_run",
     "format_table",
@@ -151,6 +160,59 @@ def frechet_distance(feat_a, feat_b) -> float:
     return frechet_from_statistics(*feature_statistics(feat_a), *feature_statistics(feat_b))
 
 
+def _rows_of_class(features, labels, k: int):
+    return features[backend.to_device(np.flatnonzero(np.asarray(labels) == k))]
+
+
+def fid_parts(features, ref_features, labels=None, ref_labels=None, n_classes: int = N_CLASSES) -> dict:
+    r"""Where the Fréchet distance between two feature sets comes from (host or device arrays).
+
+    Returns ``mean_term`` (:math:`\lVert m - m_{ref}\rVert^2`, in float64), ``spread`` (:math:`\operatorname{tr}
+    S / \operatorname{tr} S_{ref}`), and, when both label arrays are given, ``class_fid`` and ``class_spread``: for
+    each class k, the Fréchet distance and the spread of the rows labelled k against the reference rows labelled
+    k (None for a class with fewer than two rows on either side); without labels those two are None. A spread
+    against a reference without any (all its rows alike) is None.
+    """
+    if features.shape[1:] != ref_features.shape[1:]:
+        raise ValueError(f"fid_parts: feature widths differ: {features.shape} vs {ref_features.shape}")
+    if (labels is None) != (ref_labels is None):
+        raise ValueError("fid_parts: give labels for both feature sets or for neither")
+    if labels is not None:
+        for name, feats, labs in (("labels", features, labels), ("ref_labels", ref_features, ref_labels)):
+            if np.asarray(labs).shape != (feats.shape[0],):
+                raise ValueError(f"fid_parts: {name} must hold one label per feature row ({feats.shape[0]}), got "
+                                 f"shape {np.asarray(labs).shape}")
+    mean, cov = feature_statistics(features)
+    ref_mean, ref_cov = feature_statistics(ref_features)
+    parts = {"mean_term": float(((mean - ref_mean) ** 2).sum()), "spread": _spread(cov, ref_cov),
+             "class_fid": None, "class_spread": None}
+    if labels is None:
+        return parts
+    class_fid: list[float | None] = []
+    class_spread: list[float | None] = []
+    for k in range(n_classes):
+        rows, ref_rows = _rows_of_class(features, labels, k), _rows_of_class(ref_features, ref_labels, k)
+        if rows.shape[0] < 2 or ref_rows.shape[0] < 2:
+            class_fid.append(None)
+            class_spread.append(None)
+            continue
+        (m, s), (rm, rs) = feature_statistics(rows), feature_statistics(ref_rows)
+        class_fid.append(frechet_from_statistics(m, s, rm, rs))
+        class_spread.append(_spread(s, rs))
+    parts["class_fid"], parts["class_spread"] = class_fid, class_spread
+    return parts
+
+
+def _spread(cov, ref_cov) -> float | None:
+    ref = float(np.trace(ref_cov))
+    return float(np.trace(cov)) / ref if ref > 0 else None
+
+
+def _mean_of_known(values) -> float | None:
+    known = [v for v in (values or []) if v is not None]
+    return float(np.mean(known)) if known else None
+
+
 # --------------------------------------------------------------------------------------------------
 # Evaluating a run
 # --------------------------------------------------------------------------------------------------
@@ -189,8 +251,9 @@ def evaluate_run(model, dataset: data.Dataset, classifier=None, parzen: bool = F
 
     With a ``classifier``: label accuracy of conditional samples (per class and overall), the class histogram
     of the samples, the Fréchet distance between the classifier's features of the samples and of the real
-    test set; for the real validation set: its accuracy, its histogram and its Fréchet distance to the test
-    set. With ``parzen``: the Parzen protocol on the same samples (:func:`parzen_evaluate`). ``truncation`` < 1
+    test set and its parts (:func:`fid_parts`; class by class for a conditional model's requested labels); for
+    the real validation set: its accuracy, its histogram, and its Fréchet distance to the test set and its
+    parts, class by class. With ``parzen``: the Parzen protocol on the same samples (:func:`parzen_evaluate`). ``truncation`` < 1
     draws the samples from the central part of the noise prior (:func:`draw_samples`); the result records it.
 
     Returns a JSON-serialisable dict.
@@ -216,18 +279,21 @@ def evaluate_run(model, dataset: data.Dataset, classifier=None, parzen: bool = F
             feats = classifier.features(x)
             predicted = np.asarray(classifier.predict(x))
             hist = _histogram_from_predictions(predicted)
-            return feature_statistics(feats), {
+            return feats, feature_statistics(feats), {
                 "label_accuracy": (_accuracy_from_predictions(predicted, requested)
                                    if requested is not None else None),
                 "histogram": hist,
                 "histogram_summary": histogram_summary(hist),
             }
 
-        test_stats, _ = summarise(dataset.test.x, None)
-        sample_stats, sample_metrics = summarise(samples, labels)
-        valid_stats, valid_metrics = summarise(dataset.valid.x, dataset.valid.y)
+        test_feats, test_stats, _ = summarise(dataset.test.x, None)
+        sample_feats, sample_stats, sample_metrics = summarise(samples, labels)
+        valid_feats, valid_stats, valid_metrics = summarise(dataset.valid.x, dataset.valid.y)
         sample_metrics["fid_test"] = frechet_from_statistics(*sample_stats, *test_stats)
         valid_metrics["fid_test"] = frechet_from_statistics(*valid_stats, *test_stats)
+        test_labels = dataset.test.y if labels is not None else None
+        sample_metrics["fid_parts"] = fid_parts(sample_feats, test_feats, labels, test_labels)
+        valid_metrics["fid_parts"] = fid_parts(valid_feats, test_feats, dataset.valid.y, dataset.test.y)
         results["classifier"] = {
             "path": getattr(classifier, "path", None),
             "test_accuracy": (getattr(classifier, "meta", None) or {}).get("test_accuracy"),
@@ -261,6 +327,14 @@ def format_table(results: dict) -> str:
         for k in range(len(ra["per_class"])):
             rows.append((f"  class {k}", _fmt(sa["per_class"][k]) if sa else "-", _fmt(ra["per_class"][k])))
         rows.append(("FID vs test (classifier features)", _fmt(s["fid_test"], ".3f"), _fmt(r["fid_test"], ".3f")))
+        sp, rp = s.get("fid_parts"), r.get("fid_parts")
+        if sp and rp:  # an eval.json from before the parts has none
+            rows.append(("  its mean term", _fmt(sp["mean_term"], ".3f"), _fmt(rp["mean_term"], ".3f")))
+            rows.append(("  spread (1 = the test set's)", _fmt(sp["spread"], ".3f"), _fmt(rp["spread"], ".3f")))
+            rows.append(("  within-class FID, mean of classes", _fmt(_mean_of_known(sp["class_fid"]), ".3f"),
+                         _fmt(_mean_of_known(rp["class_fid"]), ".3f")))
+            rows.append(("  within-class spread, mean of classes", _fmt(_mean_of_known(sp["class_spread"]), ".3f"),
+                         _fmt(_mean_of_known(rp["class_spread"]), ".3f")))
         rows.append(("histogram entropy (1 = uniform)", _fmt(s["histogram_summary"]["entropy"]),
                      _fmt(r["histogram_summary"]["entropy"])))
         rows.append(("smallest class share", _fmt(s["histogram_summary"]["min_share"]),
