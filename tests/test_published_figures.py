@@ -1505,7 +1505,8 @@ def _cdcgan_rows(rows):
 def test_cdcgan_five_untuned_seeds_and_the_fid_screens_come_from_the_committed_runs():
     """docs/RESULTS.md's subsection on the conditional default's five untuned seeds and the two FID screens: both
     tables row by row from the committed evals, the spans and readings quoted beside them, and the README's."""
-    text, flat, rows = _section("docs/RESULTS.md", "### Five untuned seeds of the conditional default", "\n## ")
+    text, flat, rows = _section("docs/RESULTS.md", "### Five untuned seeds of the conditional default",
+                                "\n### Where the FID goes")
     robust, robust_scores, robust_records = _cdcgan_rows(_CDCGAN_ROBUST_ROWS)
     screen, screen_scores, screen_records = _cdcgan_rows(_CDCGAN_FID_SCREEN_ROWS)
     assert rows == robust + screen
@@ -1535,3 +1536,91 @@ def test_cdcgan_five_untuned_seeds_and_the_fid_screens_come_from_the_committed_r
             f"five of five, at FID {fids} real") in readme
     assert (f"a little on a first seed ({every2['fid_ratio']:.2f}× against {step['fid_ratio']:.2f}×), and D seeing its "
             f"batch's spread raised it ({spread['fid_ratio']:.2f}×)") in readme
+
+
+#: The runs whose FID docs/RESULTS.md splits into its parts, in the table's order (seed, threads, D, file prefix).
+_CDCGAN_PARTS_ROWS = (
+    (21, "one thread", "none, no term", "cdcgan-nobn-1t-2026-12-06-seed21"),
+    (22, "default threads", "none, no term", "cdcgan-nobn-2t-2026-12-06-seed22"),
+    *((seed, "default threads", "none, `step` (the default)", f"cdcgan-default-2t-2026-12-06-seed{seed}")
+      for seed in (24, 25, 26, 27)),
+    *((21, "one thread", f"none, `step` every {n} updates", f"cdcgan-maevery{n}-1t-2026-12-06-seed21") for n in (2, 4, 8)),
+    (21, "one thread", "none, batch spread, `step`", "cdcgan-mbs4-1t-2026-12-06-seed21"),
+    *((21, "one thread", f"none, `step` in the first {k} epochs", f"cdcgan-mafirst{k}-1t-2026-12-06-seed21")
+      for k in (3, 5)))
+#: The screens of the term on fewer updates and in the first epochs only, beside seed 21's runs of the tables above.
+_CDCGAN_FIRST_EPOCHS_ROWS = (
+    _CDCGAN_FID_SCREEN_ROWS[0], _CDCGAN_FID_SCREEN_ROWS[1], _CDCGAN_PARTS_ROWS[6], _CDCGAN_PARTS_ROWS[7],
+    _CDCGAN_PARTS_ROWS[8], _CDCGAN_PARTS_ROWS[10], _CDCGAN_PARTS_ROWS[11])
+
+
+def _fid_parts_of(prefix: str) -> tuple[dict, dict]:
+    """(the samples', the real validation set's) FID and its parts from a committed ``-fidparts-epoch10.json``,
+    the class parts averaged over the ten classes; checked against the run's committed eval."""
+    dcgan = REPO / "benchmarks" / "results" / "dcgan"
+    ev = json.loads((dcgan / f"{prefix}-fidparts-epoch10.json").read_text())
+    scored = json.loads((dcgan / f"{prefix}-eval-epoch10.json").read_text())
+    assert (ev["model"], ev["epoch"], ev["n_samples"], ev["seed"]) == ("cdcgan", 10, 10_000, 0)
+    assert ev["classifier"]["samples"]["fid_test"] == pytest.approx(scored["classifier"]["samples"]["fid_test"],
+                                                                    rel=1e-7)  # the same draws
+
+    def read(side: dict) -> dict:
+        p = side["fid_parts"]
+        assert len(p["class_fid"]) == 10 and None not in p["class_fid"]
+        return {"accuracy": side["label_accuracy"]["overall"], "fid": side["fid_test"], "mean": p["mean_term"],
+                "spread": p["spread"], "class_fid": sum(p["class_fid"]) / 10, "class_spread": sum(p["class_spread"]) / 10}
+
+    samples, real = read(ev["classifier"]["samples"]), read(ev["classifier"]["real_valid"])
+    samples["fid_ratio"] = samples["fid"] / real["fid"]
+    return samples, real
+
+
+def _parts_row(first: str, d: str, x: dict, fid_ratio: str) -> str:
+    return (f"| {first} | {d} | {100 * x['accuracy']:.1f}% | {fid_ratio} | {x['mean']:.3f} | {x['spread']:.3f} | "
+            f"{x['class_fid']:.2f} | {x['class_spread']:.3f} |")
+
+
+def test_cdcgan_fid_parts_and_the_first_epochs_screens_come_from_the_committed_runs():
+    """docs/RESULTS.md's subsection on the FID's parts and the term in the first epochs only: both tables row by
+    row from the committed evals, the readings quoted beside them, and the README's."""
+    text, flat, rows = _section("docs/RESULTS.md", "### Where the FID goes", "\n## ")
+    parts = {prefix: _fid_parts_of(prefix) for *_, prefix in _CDCGAN_PARTS_ROWS}
+    expected = [_parts_row(f"{seed} ({threads})", d, parts[prefix][0], f"{parts[prefix][0]['fid_ratio']:.2f}")
+                for seed, threads, d, prefix in _CDCGAN_PARTS_ROWS]
+    real = parts[_CDCGAN_PARTS_ROWS[0][3]][1]
+    for _, other in parts.values():  # the real validation set against the test set, the same in every eval
+        assert other == pytest.approx(real, rel=1e-6)
+    assert _parts_row("real validation set (the ceiling)", "—", real, "1.00") in text
+    screen, screen_scores, screen_records = _cdcgan_rows(_CDCGAN_FIRST_EPOCHS_ROWS)
+    assert rows == expected + screen
+    samples = [x for x, _ in parts.values()]
+    none, default, every, first = samples[:2], samples[2:6], samples[6:9], samples[10:]
+    span = lambda xs, key, fmt="{:.3f}": _value_span([x[key] for x in xs], fmt)  # noqa: E731
+    assert (f"each class's samples spread {span(default, 'class_spread')} of the test set's same class, against "
+            f"{span(none, 'class_spread')} without the term (seeds 21–22) and {real['class_spread']:.3f} for real "
+            f"validation digits; the whole set spreads {span(default, 'spread')}") in flat
+    assert f"its mean moves by {span(default, 'mean')} against {span(none, 'mean')}" in flat
+    assert f"where the classifier reads real validation digits at {100 * real['accuracy']:.1f}%" in flat
+    assert f"(every 8: {every[2]['class_spread']:.3f})" in flat and max(x["class_spread"] for x in every) == \
+        every[2]["class_spread"]
+    assert (f"(every 2, 4 and 8 updates: {every[0]['fid_ratio']:.2f}, {every[1]['fid_ratio']:.2f} and "
+            f"{every[2]['fid_ratio']:.2f}×)") in flat
+    no_term, step, _, _, _, first3, first5 = screen_scores
+    assert _meets_labels(first5) and first5["fid_ratio"] <= 1.5 and not _meets_labels(first3)
+    assert (f"meets the FID and the label targets together on seed 21**: {first5['fid_ratio']:.2f}× real (issue 12: "
+            f"1.5), label accuracy {100 * first5['accuracy']:.1f}% with every class at "
+            f"{100 * first5['worst_class']:.1f}% or better") in flat
+    assert f"(within-class spread {first[1]['class_spread']:.3f})" in flat
+    assert min(x["class_fid"] for x in samples) == first[1]["class_fid"]
+    assert (f"lowest in the table of parts ({first[1]['class_fid']:.2f}, against {span(none, 'class_fid', '{:.2f}')} "
+            f"without the term and {span(default, 'class_fid', '{:.2f}')} with it throughout)") in flat
+    assert (f"too few for the labels**: {100 * first3['accuracy']:.1f}% overall (worst class "
+            f"{100 * first3['worst_class']:.1f}%), FID {first3['fid_ratio']:.2f}×") in flat
+    assert (f"**Parzen falls as the classes widen**: {first5['parzen']:.1f} against {step['parzen']:.1f} with the term "
+            f"throughout (no term: {no_term['parzen']:.1f})") in flat
+    record = screen_records[-1]
+    on, off = record[:5], record[5:]
+    assert (f"D(G(z)) reads {_value_span([r['D_G_z'] for r in on[1:]], '{:.2f}')} over epochs 2–5, as with the term "
+            f"throughout, and {_value_span([r['D_G_z'] for r in off], '{:.2f}')} once it is gone") in flat
+    assert (f"{_value_span([r['seconds'] for r in off], '{:.0f}', ' s')} against "
+            f"{_value_span([r['seconds'] for r in on], '{:.0f}', ' s')} at one thread") in flat
