@@ -19,7 +19,8 @@ Where a distance comes from
 place or the wrong mix), the spread :math:`\operatorname{tr} S_a / \operatorname{tr} S_b` (1: as spread out as the
 reference), and with labels the same distance and spread class by class, each class of the samples against the
 same class of the reference. A generator whose classes are each narrower than the real ones (each image more
-typical of its class) shows a within-class spread under 1 and a total spread over 1.
+typical of its class) shows a within-class spread under 1, and one whose classes sit further apart a total spread
+over 1.
 
 The Parzen-window estimator is :mod:`minigan.eval.parzen`.
 """
@@ -253,8 +254,9 @@ def evaluate_run(model, dataset: data.Dataset, classifier=None, parzen: bool = F
     of the samples, the Fréchet distance between the classifier's features of the samples and of the real
     test set and its parts (:func:`fid_parts`; class by class for a conditional model's requested labels); for
     the real validation set: its accuracy, its histogram, and its Fréchet distance to the test set and its
-    parts, class by class. With ``parzen``: the Parzen protocol on the same samples (:func:`parzen_evaluate`). ``truncation`` < 1
-    draws the samples from the central part of the noise prior (:func:`draw_samples`); the result records it.
+    parts, class by class. With ``parzen``: the Parzen protocol on the same samples (:func:`parzen_evaluate`).
+    ``truncation`` < 1 draws the samples from the central part of the noise prior (:func:`draw_samples`); the
+    result records it.
 
     Returns a JSON-serialisable dict.
     """
