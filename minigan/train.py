@@ -478,8 +478,10 @@ class Trainer(RunState):
         first = self.config.matching_aware_first_epochs
         if mode == "none":
             return ""
-        return (f", matching-aware D {mode}" + (f" every {every} updates" if every != 1 else "")
-                + ((" in the first epoch" if first == 1 else f" in the first {first} epochs") if first else ""))
+        note = f", matching-aware D {mode}" + (f" every {every} updates" if every != 1 else "")
+        if first:
+            note += " in the first epoch" if first == 1 else f" in the first {first} epochs"
+        return note
 
     def _threads_note(self) -> str:
         count = self._cpu_threads()

@@ -165,14 +165,16 @@ def _rows_of_class(features, labels, k: int):
     return features[backend.to_device(np.flatnonzero(np.asarray(labels) == k))]
 
 
-def fid_parts(features, ref_features, labels=None, ref_labels=None, n_classes: int = N_CLASSES) -> dict:
+def fid_parts(features, ref_features, labels=None, ref_labels=None, n_classes: int = N_CLASSES, *, stats=None,
+              ref_stats=None) -> dict:
     r"""Where the Fréchet distance between two feature sets comes from (host or device arrays).
 
     Returns ``mean_term`` (:math:`\lVert m - m_{ref}\rVert^2`, in float64), ``spread`` (:math:`\operatorname{tr}
     S / \operatorname{tr} S_{ref}`), and, when both label arrays are given, ``class_fid`` and ``class_spread``: for
     each class k, the Fréchet distance and the spread of the rows labelled k against the reference rows labelled
     k (None for a class with fewer than two rows on either side); without labels those two are None. A spread
-    against a reference without any (all its rows alike) is None.
+    against a reference without any (all its rows alike) is None. ``stats`` and ``ref_stats`` are the two sets'
+    :func:`feature_statistics` where the caller has them already.
     """
     if features.shape[1:] != ref_features.shape[1:]:
         raise ValueError(f"fid_parts: feature widths differ: {features.shape} vs {ref_features.shape}")
@@ -183,8 +185,8 @@ def fid_parts(features, ref_features, labels=None, ref_labels=None, n_classes: i
             if np.asarray(labs).shape != (feats.shape[0],):
                 raise ValueError(f"fid_parts: {name} must hold one label per feature row ({feats.shape[0]}), got "
                                  f"shape {np.asarray(labs).shape}")
-    mean, cov = feature_statistics(features)
-    ref_mean, ref_cov = feature_statistics(ref_features)
+    mean, cov = stats if stats is not None else feature_statistics(features)
+    ref_mean, ref_cov = ref_stats if ref_stats is not None else feature_statistics(ref_features)
     parts = {"mean_term": float(((mean - ref_mean) ** 2).sum()), "spread": _spread(cov, ref_cov),
              "class_fid": None, "class_spread": None}
     if labels is None:
@@ -294,8 +296,10 @@ def evaluate_run(model, dataset: data.Dataset, classifier=None, parzen: bool = F
         sample_metrics["fid_test"] = frechet_from_statistics(*sample_stats, *test_stats)
         valid_metrics["fid_test"] = frechet_from_statistics(*valid_stats, *test_stats)
         test_labels = dataset.test.y if labels is not None else None
-        sample_metrics["fid_parts"] = fid_parts(sample_feats, test_feats, labels, test_labels)
-        valid_metrics["fid_parts"] = fid_parts(valid_feats, test_feats, dataset.valid.y, dataset.test.y)
+        sample_metrics["fid_parts"] = fid_parts(sample_feats, test_feats, labels, test_labels, stats=sample_stats,
+                                                ref_stats=test_stats)
+        valid_metrics["fid_parts"] = fid_parts(valid_feats, test_feats, dataset.valid.y, dataset.test.y,
+                                               stats=valid_stats, ref_stats=test_stats)
         results["classifier"] = {
             "path": getattr(classifier, "path", None),
             "test_accuracy": (getattr(classifier, "meta", None) or {}).get("test_accuracy"),
