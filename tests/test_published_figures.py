@@ -1654,8 +1654,8 @@ def test_cdcgan_fid_parts_and_the_first_epochs_screens_come_from_the_committed_r
             f"{_value_span([s['fid_ratio'] for s in untuned_scores], '{:.2f}')}× on three untuned seeds") in readme
 
 
-#: The term in the first six and seven epochs: seed 28 (whose "5"s missed with five), seed 21, and the untuned seeds
-#: 31-33, beside the five-epoch runs of seeds 28 and 21.
+#: The term in the first six and seven epochs: seed 28 (whose "5"s missed with five), seed 21, the untuned seeds
+#: 31-33 (one thread) and 34 (default threads, as a user runs it), beside the five-epoch runs of seeds 28 and 21.
 _CDCGAN_FIRST_SEVEN_ROWS = (
     (28, "one thread, untuned", "none, `step` in the first 5 epochs", "cdcgan-mafirst5-1t-2026-12-06-seed28"),
     *((28, "one thread", f"none, `step` in the first {k} epochs", f"cdcgan-mafirst{k}-1t-2026-12-06-seed28")
