@@ -281,7 +281,8 @@ def test_the_run_says_the_rates_and_model_options_its_preset_chose(tmp_path):
     lines.clear()
     Trainer(config(tmp_path, "cdcgan", "c", batch=16, epochs=None, steps=1, lr_G=3e-4), dataset=_two_class_data(),
             log=lines.append).run(handle_signals=False)
-    assert "lr G 0.0003 D 0.0002, model options d_norm=none width=2, matching-aware D step, " in lines[0], lines[0]
+    assert ("lr G 0.0003 D 0.0002, model options d_norm=none width=2, matching-aware D step in the first 7 epochs, "
+            in lines[0]), lines[0]
 
 
 def _d_norm_layer(D) -> str | None:
@@ -557,8 +558,8 @@ def test_matching_aware_every_n_updates_gives_the_term_on_updates_0_n_2n_only(tm
     seen = _spy_discriminator_steps(monkeypatch)
     ds = tiny_dataset(20)
     lines = []
-    t = Trainer(config(tmp_path, "cdcgan", epochs=1, matching_aware=mode, matching_aware_every=2), dataset=ds,
-                log=lines.append)
+    t = Trainer(config(tmp_path, "cdcgan", epochs=1, matching_aware=mode, matching_aware_every=2,
+                       matching_aware_epochs=0), dataset=ds, log=lines.append)
     assert t.config.matching_aware_every == 2
     assert t.run(handle_signals=False).updates == 5
     assert f"matching-aware D {mode} every 2 updates, " in lines[0], lines[0]
@@ -652,7 +653,13 @@ def test_matching_aware_epochs_is_stored_checked_on_resume_and_needs_a_term(tmp_
     for bad in (-1, 1.5, True, "2"):
         with pytest.raises(ConfigError, match="matching_aware_epochs must be a whole number of epochs >= 0"):
             TrainConfig(model="cdcgan", matching_aware_epochs=bad)
-    assert TrainConfig(model="cdcgan").matching_aware_first_epochs == 0
+    # The preset's count: the conditional DCGAN on MNIST has the term in its first 7 epochs; on Fashion-MNIST, and
+    # for the MLP CGAN, throughout; none when the term is turned off (so that `--matching-aware none` is valid).
+    assert TrainConfig(model="cdcgan").matching_aware_first_epochs == 7
+    assert TrainConfig(model="cdcgan", dataset="fashion-mnist").matching_aware_first_epochs == 0
+    assert TrainConfig(model="cgan").matching_aware_first_epochs == 0
+    assert TrainConfig(model="cdcgan", matching_aware="none").matching_aware_first_epochs == 0
+    assert TrainConfig(model="cdcgan", matching_aware_epochs=0).matching_aware_first_epochs == 0
 
 
 def test_matching_aware_runs_resume_bit_identically_and_keep_their_mode(tmp_path):
@@ -669,7 +676,8 @@ def test_matching_aware_runs_resume_bit_identically_and_keep_their_mode(tmp_path
     lines = []
     resumed = Trainer.resume(tmp_path / "split", dataset=ds, log=lines.append, epochs=3, matching_aware="step")
     resumed.run(handle_signals=False)
-    assert resumed.family.matching_aware == "step" and "matching-aware D step, " in lines[0]
+    # The preset's first 7 epochs, resolved at the start and stored: the resumed run says them too.
+    assert resumed.family.matching_aware == "step" and "matching-aware D step in the first 7 epochs, " in lines[0]
     assert resumed.opt_D.steps == 2 * resumed.updates == 18
 
 
