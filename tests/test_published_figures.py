@@ -1739,7 +1739,8 @@ def test_cdcgan_first_seven_epochs_come_from_the_committed_runs():
         for r in record:
             if (seed, r["epoch"]) not in shared:
                 quiet[r["epoch"] <= 7].append(r["seconds"])
-    busy = [r["seconds"] for seed, record in zip((35, 36), records[-2:]) for r in record if (seed, r["epoch"]) in shared]
+    busy = [r["seconds"] for seed, record in zip((35, 36), records[-2:]) for r in record
+            if (seed, r["epoch"]) in shared]
     assert min(busy) > max(quiet[True])  # what was left out is what the shared cores slowed
     assert (f"{_value_span(quiet[True], '{:.0f}', ' s')} with the term and {_value_span(quiet[False], '{:.0f}', ' s')} "
             f"without it (seeds 35 and 36, leaving out the five epochs that shared the cores with the test suite, the "
