@@ -1490,6 +1490,22 @@ _CDCGAN_FID_SCREEN_ROWS = (
     (21, "one thread", "none, batch spread, `step`", "cdcgan-mbs4-1t-2026-12-06-seed21"))
 
 
+def _pct(x: float) -> str:
+    """A fraction as the docs print a label accuracy: 0.9957 -> "99.6%"."""
+    return f"{100 * x:.1f}%"
+
+
+def _mean_class_spread(ev: dict) -> float:
+    """An eval JSON's samples' within-class spread (as a fraction of the test set's), averaged over the classes."""
+    return sum(ev["classifier"]["samples"]["fid_parts"]["class_spread"]) / 10
+
+
+def _records_without_seconds(prefix: str) -> list[dict]:
+    """A committed run's metrics records without their timings: what two runs of the same computation share."""
+    path = REPO / "benchmarks" / "results" / "dcgan" / f"{prefix}-metrics.jsonl"
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in path.read_text().splitlines()]
+
+
 def _cdcgan_rows(rows):
     """(table rows, scores, metrics records) of the committed 10-epoch conditional DCGAN runs ``rows`` name."""
     dcgan = REPO / "benchmarks" / "results" / "dcgan"
@@ -1497,7 +1513,8 @@ def _cdcgan_rows(rows):
     for seed, threads, d, prefix in rows:
         ev = json.loads((dcgan / f"{prefix}-eval-epoch10.json").read_text())
         expected.append(_cdcgan_screen_row(seed, threads, d, ev))
-        scores.append({**_eval_scores(ev), "parzen": ev["parzen"]["mean"]})
+        spread = {"class_spread": _mean_class_spread(ev)} if "fid_parts" in ev["classifier"]["samples"] else {}
+        scores.append({**_eval_scores(ev), "parzen": ev["parzen"]["mean"], **spread})
         records.append([json.loads(line) for line in (dcgan / f"{prefix}-metrics.jsonl").read_text().splitlines()])
         assert [r["epoch"] for r in records[-1]] == list(range(1, 11)) and records[-1][-1]["lr"] == 4e-4
     return expected, scores, records
@@ -1678,30 +1695,26 @@ def test_cdcgan_first_seven_epochs_come_from_the_committed_runs():
     assert rows == expected
     five28, six28, seven28, five21, seven21, *rest = scores
     untuned, (user, user35, user36) = rest[:3], rest[3:]
-    pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
-    assert (f"{pct(five28['worst_class'])} → {pct(six28['worst_class'])} → {pct(seven28['worst_class'])} with the term "
-            f"in the first five, six and seven epochs (overall {pct(five28['accuracy'])}, {pct(six28['accuracy'])}, "
-            f"{pct(seven28['accuracy'])}), the FID {five28['fid_ratio']:.2f}, {six28['fid_ratio']:.2f} and "
+    assert (f"{_pct(five28['worst_class'])} → {_pct(six28['worst_class'])} → {_pct(seven28['worst_class'])} with the term "
+            f"in the first five, six and seven epochs (overall {_pct(five28['accuracy'])}, {_pct(six28['accuracy'])}, "
+            f"{_pct(seven28['accuracy'])}), the FID {five28['fid_ratio']:.2f}, {six28['fid_ratio']:.2f} and "
             f"{seven28['fid_ratio']:.2f}× real") in flat
     assert five28["worst_class"] < six28["worst_class"] < seven28["worst_class"] and not _meets_labels(five28)
     same = ("loss_D", "loss_G", "D_x", "D_G_z", "diversity", "label_share")
     firsts = [[{k: r[k] for k in same} for r in record[:5]] for record in records[:3]]
     assert firsts[0] == firsts[1] == firsts[2]  # one run until the term ends (two sessions, two commits)
     assert [{k: r[k] for k in same} for r in records[0][5:6]] != [{k: r[k] for k in same} for r in records[1][5:6]]
-    assert (f"{pct(five21['worst_class'])} → {pct(seven21['worst_class'])} for the worst class, FID "
+    assert (f"{_pct(five21['worst_class'])} → {_pct(seven21['worst_class'])} for the worst class, FID "
             f"{five21['fid_ratio']:.2f} → {seven21['fid_ratio']:.2f}× real, still under 1.5") in flat
     assert (f"label accuracy {_value_span([100 * s['accuracy'] for s in untuned], '{:.1f}', '%')} with every class at "
-            f"{pct(min(s['worst_class'] for s in untuned))} or better (the \"5\"s again the weakest), FID "
+            f"{_pct(min(s['worst_class'] for s in untuned))} or better (the \"5\"s again the weakest), FID "
             f"{_value_span([s['fid_ratio'] for s in untuned], '{:.2f}')}× real") in flat
     seven = [seven28, seven21, *untuned]
     assert all(_meets_labels(s) and s["fid_ratio"] <= 1.5 for s in seven)  # five of five
     fids = _value_span([s["fid_ratio"] for s in seven], "{:.2f}")
-    worst = pct(min(s["worst_class"] for s in seven))
+    worst = _pct(min(s["worst_class"] for s in seven))
     assert f"together on five of five seeds** (FID {fids}× real, every class {worst} or better)" in flat
-    dcgan = REPO / "benchmarks" / "results" / "dcgan"
-    spreads = [sum(json.loads((dcgan / f"{prefix}-eval-epoch10.json").read_text())["classifier"]["samples"]
-                   ["fid_parts"]["class_spread"]) / 10 for seed, _, d, prefix in _CDCGAN_FIRST_SEVEN_ROWS
-               if "first 7" in d and seed < 34]
+    spreads = [s["class_spread"] for s in seven]
     assert len(spreads) == 5
     assert (f"Each class spreads {_value_span(spreads, '{:.3f}')} of the test set's same class (first five epochs: "
             "0.923–0.945; the term throughout: 0.866–0.878), and Parzen reads "
@@ -1711,22 +1724,21 @@ def test_cdcgan_first_seven_epochs_come_from_the_committed_runs():
     assert (f"Epochs with the term took {_value_span(on, '{:.0f}', ' s')}, without it "
             f"{_value_span(off, '{:.0f}', ' s')}") in flat
     assert _meets_labels(user) and user["fid_ratio"] <= 1.5
-    assert (f"{pct(user['accuracy'])} with every class at {pct(user['worst_class'])} or better, FID "
+    assert (f"{_pct(user['accuracy'])} with every class at {_pct(user['worst_class'])} or better, FID "
             f"{user['fid_ratio']:.2f}× real, Parzen {user['parzen']:.1f}, the targets met on a sixth seed") in flat
     # Seeds 35 and 36, as a user runs them on the other machine, and the default they made.
     users = [user35, user36]
     assert all(_meets_labels(s) and s["fid_ratio"] <= 1.5 for s in users)
-    user_spreads = [sum(json.loads((dcgan / f"{prefix}-eval-epoch10.json").read_text())["classifier"]["samples"]
-                        ["fid_parts"]["class_spread"]) / 10 for seed, _, _, prefix in _CDCGAN_FIRST_SEVEN_ROWS[-2:]]
-    assert (f"{pct(user35['accuracy'])} and {pct(user36['accuracy'])} with every class at "
-            f"{pct(user35['worst_class'])} and {pct(user36['worst_class'])} or better, FID {user35['fid_ratio']:.2f} "
+    user_spreads = [user35["class_spread"], user36["class_spread"]]
+    assert (f"{_pct(user35['accuracy'])} and {_pct(user36['accuracy'])} with every class at "
+            f"{_pct(user35['worst_class'])} and {_pct(user36['worst_class'])} or better, FID {user35['fid_ratio']:.2f} "
             f"and {user36['fid_ratio']:.2f}× real, Parzen {user35['parzen']:.1f} and {user36['parzen']:.1f}; each "
             f"class spreads {user_spreads[0]:.3f} and {user_spreads[1]:.3f} of the test set's") in flat
     every = [*seven, user, *users]
     assert len(every) == 8 and all(_meets_labels(s) and s["fid_ratio"] <= 1.5 for s in every)
     every_fids = _value_span([s["fid_ratio"] for s in every], "{:.2f}")
     every_acc = _value_span([100 * s["accuracy"] for s in every], "{:.1f}", "%")
-    every_worst = pct(min(s["worst_class"] for s in every))
+    every_worst = _pct(min(s["worst_class"] for s in every))
     assert (f"**eight of eight seeds** (FID {every_fids}× real, {every_acc} with every class at {every_worst} or "
             "better), three of them at the default threads from a fresh install") in flat
     from minigan.config import TrainConfig
@@ -1754,7 +1766,7 @@ def test_cdcgan_first_seven_epochs_come_from_the_committed_runs():
     assert (f"three more untuned seeds at the default threads, each run as a user runs it from a fresh install "
             f"(34–36), met both too: FID {user_fids}× real, "
             f"{_value_span([100 * s['accuracy'] for s in [user, *users]], '{:.1f}', '%')} with every class at "
-            f"{pct(min(s['worst_class'] for s in [user, *users]))} or better") in readme
+            f"{_pct(min(s['worst_class'] for s in [user, *users]))} or better") in readme
     assert (f"the default now: {_value_span(quiet[True], '{:.0f}', ' s')} with the term and "
             f"{_value_span(quiet[False], '{:.0f}', ' s')} after it") in readme
 
@@ -1773,37 +1785,32 @@ def test_cdcgan_fashion_first_seven_epochs_screen_comes_from_the_committed_runs(
     assert rows == [_cdcgan_screen_row(0, "one thread", d, ev, "fashion-mnist") for d, ev in evals.items()]
     throughout, first7 = (_eval_scores(ev) for ev in evals.values())
     per_class = [ev["classifier"]["samples"]["label_accuracy"]["per_class"] for ev in evals.values()]
-    spreads = [sum(ev["classifier"]["samples"]["fid_parts"]["class_spread"]) / 10 for ev in evals.values()]
-    pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
+    spreads = [_mean_class_spread(ev) for ev in evals.values()]
     drop = 100 * (throughout["accuracy"] - first7["accuracy"])
     assert first7["accuracy"] < 0.95 <= throughout["accuracy"]
-    assert (f"the labels fall {drop:.1f} points**, to {pct(first7['accuracy'])}, under issue 12's 95%, and the FID "
+    assert (f"the labels fall {drop:.1f} points**, to {_pct(first7['accuracy'])}, under issue 12's 95%, and the FID "
             f"does not move ({throughout['fid_ratio']:.2f} → {first7['fid_ratio']:.2f}× real)") in flat
     assert f"({spreads[0]:.3f} → {spreads[1]:.3f} of the test set's same class)" in flat
     falls = {k: 100 * (per_class[0][k] - per_class[1][k]) for k in range(10)}
     assert max(falls, key=falls.get) == 6 and sorted(falls, key=falls.get)[-4:-1] == [4, 0, 2]
-    assert f'the shirts ("6") fall from {pct(per_class[0][6])} to {pct(per_class[1][6])}' in flat
+    assert f'the shirts ("6") fall from {_pct(per_class[0][6])} to {_pct(per_class[1][6])}' in flat
     assert (f"by {min(falls[k] for k in (0, 2, 4)):.0f}–{max(falls[k] for k in (0, 2, 4)):.0f} points (pullovers "
-            f'"2" {pct(per_class[0][2])} → {pct(per_class[1][2])}, T-shirts "0" {pct(per_class[0][0])} → '
-            f'{pct(per_class[1][0])}, coats "4" {pct(per_class[0][4])} → {pct(per_class[1][4])})') in flat
+            f'"2" {_pct(per_class[0][2])} → {_pct(per_class[1][2])}, T-shirts "0" {_pct(per_class[0][0])} → '
+            f'{_pct(per_class[1][0])}, coats "4" {_pct(per_class[0][4])} → {_pct(per_class[1][4])})') in flat
     for ev in evals.values():
         assert ev["classifier"]["test_accuracy"] == 0.8846
     assert "88.46% on the test garments" in flat
     # The run with the term throughout is the committed Xeon run, record for record and in its eval.
-    records = {name: [{k: v for k, v in json.loads(line).items() if k != "seconds"}
-                      for line in (dcgan / f"{name}-metrics.jsonl").read_text().splitlines()]
-               for name in ("cdcgan-fashion-nobn-mastep-1t-amd-2026-12-06-seed0",
-                            "cdcgan-fashion-nobn-mastep-1t-2026-12-06-seed0")}
-    amd, xeon = records.values()
+    amd = _records_without_seconds("cdcgan-fashion-nobn-mastep-1t-amd-2026-12-06-seed0")
+    xeon = _records_without_seconds("cdcgan-fashion-nobn-mastep-1t-2026-12-06-seed0")
     assert len(amd) == 10 and amd == xeon
     xeon_ev = json.loads((dcgan / "cdcgan-fashion-nobn-mastep-1t-2026-12-06-seed0-eval-epoch10.json").read_text())
     assert _eval_scores(xeon_ev) == throughout
-    first7_records = [json.loads(line) for line in (dcgan / "cdcgan-fashion-mafirst7-1t-2026-12-06-seed0-metrics.jsonl")
-                      .read_text().splitlines()]
-    assert [{k: v for k, v in r.items() if k != "seconds"} for r in first7_records[:7]] == amd[:7]  # one run until then
+    first7_run = _records_without_seconds("cdcgan-fashion-mafirst7-1t-2026-12-06-seed0")
+    assert first7_run[:7] == amd[:7] and first7_run[7] != amd[7]  # one run until the term ends
     assert "all ten epochs' records equal" in flat and "their first seven epochs' records are equal" in flat
-    assert (f"Fashion-MNIST keeps it throughout: there, on seed 0, its labels fell from {pct(throughout['accuracy'])} "
-            f"to {pct(first7['accuracy'])} without the term after epoch 7, at the same FID") in prose("README.md")
+    assert (f"Fashion-MNIST keeps it throughout: there, on seed 0, its labels fell from {_pct(throughout['accuracy'])} "
+            f"to {_pct(first7['accuracy'])} without the term after epoch 7, at the same FID") in prose("README.md")
     from minigan.config import TrainConfig
     assert TrainConfig(model="cdcgan", dataset="fashion-mnist").matching_aware_first_epochs == 0
     assert TrainConfig(model="cdcgan", dataset="mnist").matching_aware_first_epochs == 7
@@ -1812,10 +1819,8 @@ def test_cdcgan_fashion_first_seven_epochs_screen_comes_from_the_committed_runs(
 def test_amd_cpu_figures_come_from_the_committed_runs():
     """benchmarks/RESULTS.md's 2026-12-06 AMD EPYC section: each table row from its step_time JSON, the readings
     against issue 14's targets, and the profile's phases from its JSON."""
-    results = (REPO / "benchmarks" / "RESULTS.md").read_text()
-    results = results[results.index("## Issue 14's CPU figures on the AMD EPYC"):]
-    results = results[:results.index("\n## ", 5)]
-    flat = " ".join(results.split())
+    results, flat, _ = _section("benchmarks/RESULTS.md", "## Issue 14's CPU figures on the AMD EPYC",
+                                "\n## The CLI timed from outside")
     runs = REPO / "benchmarks" / "results" / "2026-12-06-amd"
     load = lambda name: json.loads((runs / f"{name}.json").read_text())  # noqa: E731
     ms = lambda s: f"{1e3 * s:.2f}"  # noqa: E731
