@@ -27,18 +27,23 @@ import numpy as np
 
 from . import backend
 
-__all__ = ["split", "split_large", "blockwise", "copyto", "fill", "random_fill", "workers", "set_workers",
+__all__ = ["split", "split_large", "blockwise", "copyto", "fill", "random_fill", "random_bits", "UNIFORM_BITS", "workers", "set_workers",
            "default_workers", "THREAD_VARIABLES", "MIN_SPLIT", "RANDOM_MIN_SPLIT"]
 
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
-#: Passes over fewer values than this run whole: a hand-off to a pool thread costs tens of microseconds, about
-#: what one core needs to copy this many float32 values.
-MIN_SPLIT = 1 << 16
+#: Passes over fewer values than this run whole. A hand-off to a pool thread and back (waking it, and the caller
+#: when it is last) took ~60 µs on the 2-core AMD EPYC, a no-op block included: about what one core needs for
+#: a few passes over this many float32 values. Measured in the CGAN iteration at batch 100 (Maxout's z of 96-240 k
+#: values): its passes outside the products took 2.2-2.3 ms a step split over two workers at 2**16, 1.5-1.7 ms
+#: whole at 2**18 (two runs of four rounds each, medians).
+MIN_SPLIT = 1 << 18
 
-#: Draws of fewer values than this run whole: one uniform float costs a core about three times what copying one
-#: does, so a draw pays for the hand-off at a quarter of :data:`MIN_SPLIT`.
-RANDOM_MIN_SPLIT = 1 << 14
+#: Draws split into blocks of at least this many values (fewer: drawn whole): one value from raw outputs
+#: (:func:`random_bits`) costs a core about a nanosecond, and a hand-off to a pool thread and back ~60 µs on the
+#: 2-core AMD EPYC (measured: a dropout draw of 120 k float32 values took as long on two workers as on one, 160 k
+#: values 0.18 against 0.21 ms, 1.2 M values 0.87 against 1.57 ms).
+RANDOM_MIN_SPLIT = 1 << 16
 
 _lock = threading.Lock()
 _workers: int | None = None
@@ -168,72 +173,120 @@ _local = threading.local()
 
 
 def _block_generators(k: int) -> list:
-    """``k`` PCG64 generators for :func:`random_fill`'s blocks, kept per calling thread (making one costs ~20 µs,
-    about a tenth of a split draw's gain); their states are overwritten before every use."""
+    """``k`` PCG64 bit generators for :func:`random_bits`' blocks, kept per calling thread (making one costs
+    ~20 µs, about a tenth of a split draw's gain); their states are overwritten before every use."""
     kept = getattr(_local, "generators", [])
     while len(kept) < k:
-        kept.append(np.random.Generator(np.random.PCG64(0)))
+        kept.append(np.random.PCG64(0))
     _local.generators = kept
     return kept[:k]
 
 
-def random_fill(generator, out, after: Callable[[int, int], Any] | None = None) -> None:
-    r"""Fill ``out`` with U[0, 1) draws from ``generator`` (a PCG64 ``numpy.random.Generator``), in blocks on the
-    pool, with exactly the values and the final generator state of ``generator.random(dtype=out.dtype, out=out)``.
+#: Bits of a PCG64 output that NumPy's U[0, 1) floats keep, and the shift that drops the rest, by dtype:
+#: ``generator.random`` makes a float32 from a 32-bit word ``w`` as ``(w >> 8) * 2**-24`` and a float64 from
+#: a 64-bit output ``r`` as ``(r >> 11) * 2**-53`` (numpy/random/src: ``next_float``, ``pcg64_next_double``).
+UNIFORM_BITS = {np.dtype(np.float32): (24, 8), np.dtype(np.float64): (53, 11)}
+
+
+def random_bits(generator, n: int, dtype, consume: Callable[[int, int, Any], Any]) -> None:
+    r"""The raw bits behind ``generator.random(n, dtype=dtype)`` (a PCG64 ``numpy.random.Generator``), drawn in
+    blocks on the pool: ``consume(start, stop, bits)`` runs on each block's worker with the bits of elements
+    ``start .. stop-1``, and the generator ends in exactly the state the float draw leaves.
+
+    ``bits`` are the 32-bit words (``uint32``) of a float32 draw or the 64-bit outputs (``uint64``) of a float64
+    one; element ``i`` of the draw is ``(bits >> s) * 2**-m`` with ``(m, s)`` = :data:`UNIFORM_BITS` [dtype]. They
+    are scratch: ``consume`` may overwrite them. Drawing raw outputs (``random_raw``) costs a core about half
+    of what NumPy's float32 draw does, which calls a function per value; and a pass that only compares the
+    draw with a threshold (dropout) can compare the integers and skip the conversion.
 
     Why it is exact: PCG64 can jump ahead (``advance(k)``: the state after k more 64-bit outputs, in O(log k)),
-    so block b starts from a copy of the state advanced past the outputs the blocks before it consume. A float64
-    takes one 64-bit output. A float32 takes 32 bits: NumPy draws one 64-bit output for two float32 values,
-    returns its low half and keeps the high half for the next draw (``has_uint32`` / ``uinteger`` in the
-    state), so float32 blocks start at even offsets, after the half kept from an earlier draw (if any) has been
-    used on the first value. The generator ends in the state of the last block's copy, which has drawn the
-    draw's last 64-bit output, so it keeps (or has just used) that output's high half as the whole draw does; a
-    kept half that a float64 draw never touches is put back.
+    so block b starts from a copy of the state advanced past the outputs the blocks before it consume. A
+    float64 takes one 64-bit output. A float32 takes 32 bits: NumPy draws one 64-bit output for two float32
+    values, returns its low half and keeps the high half for the next value (``has_uint32`` / ``uinteger`` in
+    the state); so a kept half from an earlier draw is the first word, the rest are the outputs' halves, low
+    first, and the generator is left keeping the last output's high half, used (an even count) or not (odd),
+    as NumPy leaves it. A float64 draw leaves a kept half alone.
 
-    ``after(start, stop)`` (flat element indices) runs on each block right after it is drawn, on the same
-    worker, so a pass that consumes the draw (dropout's threshold) reads it from the cache. ``out`` must be a
-    C-contiguous float32 or float64 host array; small draws and a single worker run whole.
-
-    Used by :meth:`minigan.backend.Rng.random` and ``Dropout.forward``.
+    Blocks of fewer than :data:`RANDOM_MIN_SPLIT` values, a single worker and nested calls draw whole (on the
+    calling thread). Used by :func:`random_fill` and ``minigan.backend.dropout_draw``.
     """
-    if type(out) is not np.ndarray or not out.flags.c_contiguous:
-        raise ValueError("parallel.random_fill: out must be a C-contiguous NumPy array (a flat view of it is filled)")
-    flat = out.reshape(-1)
-    n = flat.size
-    per = 2 if out.dtype == np.float32 else 1
+    dtype = np.dtype(dtype)
+    if dtype not in UNIFORM_BITS:
+        raise TypeError(f"parallel.random_bits: dtype must be float32 or float64, got {dtype}")
     bit_generator = generator.bit_generator
-    k = min(workers(), max(1, n // max(RANDOM_MIN_SPLIT, 1)))
-    nested = threading.current_thread().name.startswith("minigan-block")
+    if type(bit_generator) is not np.random.PCG64:
+        raise TypeError(f"parallel.random_bits: a PCG64 generator is needed, got {type(bit_generator).__name__}")
+    per = 2 if dtype == np.float32 else 1
+    state = bit_generator.state
+    has_kept, kept = state["has_uint32"], state["uinteger"]
     first = 0
-    if k > 1 and not nested and type(bit_generator) is np.random.PCG64:
-        state = bit_generator.state
-        kept = state["has_uint32"], state["uinteger"]
-        if per == 2 and kept[0]:  # the kept high half is the first value
-            generator.random(dtype=out.dtype, out=flat[:1])
-            first, state = 1, bit_generator.state
-        outputs = -(-(n - first) // per)  # 64-bit outputs the rest of the draw consumes
-        k = min(k, outputs)  # no empty block: the last one ends in the state the whole draw ends in
-    else:
+    if per == 2 and has_kept and n > 0:
+        consume(0, 1, np.array([kept], np.uint32))  # the kept high half is the first word
+        first = 1
+    outputs = -(-(n - first) // per)  # 64-bit outputs the rest of the draw consumes
+    k = min(workers(), max(1, n // max(RANDOM_MIN_SPLIT, 1)), max(outputs, 1))
+    if threading.current_thread().name.startswith("minigan-block"):
         k = 1
-    if k <= 1:
-        generator.random(dtype=out.dtype, out=flat[first:])
-        if after is not None:
-            after(0, n)
-        return
     edges = [round(i * outputs / k) for i in range(k + 1)]
-    block_generators = _block_generators(k)
-    for b, block_generator in enumerate(block_generators):
-        block_generator.bit_generator.state = {**state, "has_uint32": 0, "uinteger": 0}
-        block_generator.bit_generator.advance(edges[b])
+    last: list = [None] * k  # each block's last output, read before consume may overwrite its bits
+    generators = [bit_generator] if k == 1 else _block_generators(k)
+    if k > 1:
+        plain = {**state, "has_uint32": 0, "uinteger": 0}
+        for b, block_generator in enumerate(generators):
+            block_generator.state = plain
+            block_generator.advance(edges[b])
 
     def run(b: int, _: int) -> None:
+        count = edges[b + 1] - edges[b]
+        if count == 0:
+            return
+        raw = generators[b].random_raw(count)
+        last[b] = int(raw[-1])
         start, stop = first + edges[b] * per, min(n, first + edges[b + 1] * per)
-        block_generators[b].random(dtype=out.dtype, out=flat[start:stop])
-        if after is not None:
-            after(0 if b == 0 else start, stop)  # block 0 also covers the kept half drawn above
+        consume(start, stop, raw.view(np.uint32)[:stop - start] if per == 2 else raw)
 
-    split(k, run)
-    end = block_generators[-1].bit_generator.state
-    if per == 1:  # a float64 draw leaves a kept float32 half where it was
-        end["has_uint32"], end["uinteger"] = kept
+    if k == 1:
+        run(0, 0)
+    else:
+        split(k, run)
+    end = generators[-1].state
+    if per == 1 or outputs == 0:
+        end["has_uint32"], end["uinteger"] = (0, kept) if first else (has_kept, kept)
+    else:
+        end["has_uint32"], end["uinteger"] = (n - first) % 2, last[-1] >> 32
     bit_generator.state = end
+
+
+def random_fill(generator, out, after: Callable[[int, int], Any] | None = None) -> None:
+    r"""Fill ``out`` with U[0, 1) draws from ``generator`` (a ``numpy.random.Generator``), in blocks on the pool,
+    with exactly the values and the final generator state of ``generator.random(dtype=out.dtype, out=out)``.
+
+    For PCG64 (every :class:`minigan.backend.Rng`) the values are made from :func:`random_bits`' raw outputs as
+    NumPy makes them (exact: integers below 2**24 or 2**53 are floats as they are, and the scale is a power of
+    two); other bit generators draw whole with NumPy's own draw.
+
+    ``after(start, stop)`` (flat element indices) runs on each block right after it is drawn, on the same
+    worker, so a pass that consumes the draw reads it from the cache. ``out`` must be a C-contiguous float32
+    or float64 host array. Used by :meth:`minigan.backend.Rng.random`.
+    """
+    if type(out) is not np.ndarray or not out.flags.c_contiguous or out.dtype not in UNIFORM_BITS:
+        raise ValueError("parallel.random_fill: out must be a C-contiguous float32 or float64 NumPy array "
+                         "(a flat view of it is filled)")
+    flat = out.reshape(-1)
+    if type(generator.bit_generator) is not np.random.PCG64:
+        generator.random(dtype=out.dtype, out=flat)
+        if after is not None:
+            after(0, flat.size)
+        return
+    bits, shift = UNIFORM_BITS[out.dtype]
+    scale = out.dtype.type(2.0 ** -bits)
+
+    def consume(start: int, stop: int, raw) -> None:
+        values = flat[start:stop]
+        np.right_shift(raw, raw.dtype.type(shift), out=raw)
+        np.copyto(values, raw, casting="unsafe")  # exact: fewer than 2**24 (2**53) values each
+        values *= scale
+        if after is not None:
+            after(start, stop)
+
+    random_bits(generator, flat.size, out.dtype, consume)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from minigan import backend
+from minigan import backend, parallel
 from minigan.nn import losses, optim
 from minigan.nn import Dropout, Linear, Maxout, ReLU
 
@@ -58,6 +60,34 @@ def test_dropout_layer_is_the_formula(on_backend):
         same(y, device(backend.to_host(x) * mask), on_backend)
         same(layer.backward(backend.xp().ones_like(x)), device(mask), on_backend)  # backward is dout * mask
         assert 0 < float(backend.to_host(mask == 0).mean()) < 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(p=st.one_of(st.floats(0.0, 1.0, exclude_max=True), st.sampled_from([0.2, 0.5, 0.8, 1 - 2.0**-26, 2.0**-30])),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**32 - 1))
+def test_dropout_threshold_is_the_float_comparison(p, dtype, seed):
+    """``bits >= dropout_threshold(p)`` is ``u >= p`` for the float ``u`` the bits make, at the threshold, on
+    either side of it and at random; p that rounds to 1 in float32 keeps nothing."""
+    bits, shift = parallel.UNIFORM_BITS[np.dtype(dtype)]
+    word = np.uint32 if dtype == np.float32 else np.uint64
+    threshold = backend.dropout_threshold(p, dtype)
+    top = 2 ** (bits + shift)
+    near = [threshold + d for d in (-1, 0, 1, *range(-2 << shift, 2 << shift, 1 << (shift - 2)))]
+    raw = np.random.default_rng(seed).integers(0, top, 1000, dtype=word)
+    raw = np.concatenate([raw, np.array([w for w in near if 0 <= w < top] + [0, top - 1], word)])
+    u = (raw >> word(shift)).astype(dtype) * dtype(2.0 ** -bits)
+    kept = raw >= threshold if threshold < top else np.zeros(raw.size, bool)
+    np.testing.assert_array_equal(kept, u >= p)
+
+
+def test_dropout_that_rounds_to_dropping_everything_drops_everything():
+    p = 1 - 2.0**-26  # below 1 as a Python float, 1.0 as a float32
+    x = np.ones((3, 5), np.float32)
+    y, mask = backend.dropout_draw(x, backend.Rng(0), p)
+    y_ref, mask_ref = backend.dropout_forward(x, backend.Rng(0).random(x.shape, np.float32), p)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(mask, mask_ref)
+    assert not mask.any()
 
 
 @pytest.mark.parametrize("pieces", [5, 4, 1])

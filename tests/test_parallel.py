@@ -237,9 +237,58 @@ def test_random_fill_draws_what_one_draw_would_and_leaves_the_same_state(n, work
         parallel.RANDOM_MIN_SPLIT = saved
 
 
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(0, 300), workers=st.integers(1, 4), dtype=st.sampled_from([np.float32, np.float64]),
+       before=st.integers(0, 3), seed=st.integers(0, 2**32 - 1))
+def test_random_bits_are_the_bits_behind_the_float_draw(n, workers, dtype, before, seed):
+    """Split among 1-4 workers, the raw bits handed to ``consume`` make NumPy's own float draw exactly
+    (``(bits >> s) * 2**-m``), each element once, in blocks that are contiguous and ordered within each call,
+    and the generator ends in the float draw's state (a kept float32 half from ``before`` values included)."""
+    saved = parallel.RANDOM_MIN_SPLIT
+    parallel.RANDOM_MIN_SPLIT = 1
+    parallel.set_workers(workers)
+    try:
+        whole, split = (np.random.Generator(np.random.PCG64(seed)) for _ in range(2))
+        whole.random(before, dtype=np.float32)
+        split.random(before, dtype=np.float32)
+        expected = whole.random(n, dtype=dtype)
+        bits, shift = parallel.UNIFORM_BITS[np.dtype(dtype)]
+        got, seen = np.full(n, np.nan, dtype), np.zeros(n, int)
+
+        def consume(start, stop, raw):
+            assert raw.dtype == (np.uint32 if dtype == np.float32 else np.uint64) and raw.size == stop - start
+            got[start:stop] = (raw >> raw.dtype.type(shift)).astype(dtype) * dtype(2.0 ** -bits)
+            seen[start:stop] += 1
+        parallel.random_bits(split, n, dtype, consume)
+        np.testing.assert_array_equal(got, expected)
+        np.testing.assert_array_equal(seen, 1)
+        assert split.bit_generator.state == whole.bit_generator.state
+    finally:
+        parallel.set_workers(None)
+        parallel.RANDOM_MIN_SPLIT = saved
+
+
+def test_random_bits_refuses_what_it_cannot_draw_exactly():
+    with pytest.raises(TypeError, match="float32 or float64"):
+        parallel.random_bits(np.random.default_rng(0), 4, np.float16, lambda *_: None)
+    with pytest.raises(TypeError, match="PCG64 generator is needed, got MT19937"):
+        parallel.random_bits(np.random.Generator(np.random.MT19937(0)), 4, np.float32, lambda *_: None)
+
+
+def test_random_fill_takes_any_bit_generator():
+    """Other bit generators than PCG64 fill with NumPy's own draw (their bits make floats differently)."""
+    whole, filled = (np.random.Generator(np.random.MT19937(3)) for _ in range(2))
+    out, seen = np.empty(10, np.float32), []
+    parallel.random_fill(filled, out, lambda a, b: seen.append((a, b)))
+    np.testing.assert_array_equal(out, whole.random(10, dtype=np.float32))
+    assert seen == [(0, 10)]
+
+
 def test_random_fill_refuses_an_array_it_cannot_fill_in_place():
-    with pytest.raises(ValueError, match="C-contiguous"):
+    with pytest.raises(ValueError, match="C-contiguous float32 or float64"):
         parallel.random_fill(np.random.default_rng(0), np.empty((4, 6), np.float32)[:, ::2])
+    with pytest.raises(ValueError, match="C-contiguous float32 or float64"):
+        parallel.random_fill(np.random.default_rng(0), np.empty(4, np.int32))
 
 
 @pytest.mark.parametrize("shape", [(7, 9), (33, 5, 3), (2, 1)])

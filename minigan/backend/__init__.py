@@ -62,6 +62,7 @@ __all__ = [
     "bce_logits",
     "dropout_forward",
     "dropout_draw",
+    "dropout_threshold",
     "splitmix_uniform",
     "sigmoid",
     "relu_forward",
@@ -284,7 +285,8 @@ def _blockwise(fn, *arrays) -> list:
 from .strict import StrictArray, StrictBackendError, strict_xp  # noqa: E402
 from .rng import Rng, as_seed, splitmix_uniform  # noqa: E402
 from .fused import (  # noqa: E402
-    bce_logits, column_sum, dropout_draw, dropout_forward, maxout_backward, maxout_forward, relu_forward, sigmoid,
+    bce_logits, column_sum, dropout_draw, dropout_forward, dropout_threshold, maxout_backward, maxout_forward,
+    relu_forward, sigmoid,
 )
 from .updates import (  # noqa: E402
     adam_clip_scale, adam_update, adam_update_many, lane_arrays, sgd_momentum_update, sgd_momentum_update_many,

@@ -4,6 +4,8 @@ gradient): one CuPy kernel each on the GPU, and exactly the passes they replace 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import _import_cupy, _is_cupy_array, _parallel, get_array_module
@@ -89,15 +91,31 @@ def dropout_forward(x, u, p: float, out=None):
     return (x * u if out is None else xp.multiply(x, u, out=out)), u
 
 
+def dropout_threshold(p: float, dtype) -> int:
+    r"""The integer form of dropout's keep test ``u >= p`` on the raw bits of a ``dtype`` draw: ``u >= p`` exactly
+    when ``bits >= dropout_threshold(p, dtype)``, for the bits :func:`minigan.parallel.random_bits` hands over.
+
+    ``u = (bits >> s)·2^{-m}`` (:data:`minigan.parallel.UNIFORM_BITS`), and NumPy compares a float32 draw with
+    ``p`` rounded to float32 (a Python float meets a float32 array as float32), so with :math:`p'` that
+    rounding, :math:`u \ge p' \iff (	ext{bits} \gg s) \ge \lceil p' 2^mceil \iff 	ext{bits} \ge
+    \lceil p' 2^mceil 2^s` (:math:`p' 2^m` is exact in float64). :math:`2^{32}` (:math:`2^{64}` for float64),
+    above every word, when :math:`p'` rounds to 1.
+    """
+    bits, shift = _parallel().UNIFORM_BITS[np.dtype(dtype)]
+    rounded = float(np.dtype(dtype).type(p))
+    return math.ceil(rounded * 2.0 ** bits) << shift
+
+
 def dropout_draw(x, rng: Rng, p: float):
     r"""Inverted dropout's training forward with a fresh mask from ``rng``: ``(y, mask)``, the same bits as
     ``dropout_forward(x, rng.random(x.shape, x.dtype, like=x), p)``.
 
-    NumPy (a C-contiguous float array): the draw and :func:`dropout_forward`'s three passes run block by block
-    on the block pool (:func:`minigan.parallel.random_fill`, the passes as its ``after``), each block's passes
-    reading its fresh draw from the cache. CuPy: one kernel computes the key's draw where it uses it (no array
-    of uniforms is written and read back). Elsewhere (strict, other layouts): the draw, then
-    :func:`dropout_forward`. Called by ``Dropout.forward``.
+    NumPy (a C-contiguous float array): the mask comes from the draw's raw bits, never made floats
+    (:func:`minigan.parallel.random_bits`, compared with :func:`dropout_threshold`), then the same two passes as
+    :func:`dropout_forward` (the 0/1 mask times ``1/(1-p)``, and ``x`` times the mask), block by block on the
+    block pool, each block's passes reading its bits from the cache. CuPy: one kernel computes the key's draw
+    where it uses it (no array of uniforms is written and read back). Elsewhere (strict, other layouts): the
+    draw, then :func:`dropout_forward`. Called by ``Dropout.forward``.
     """
     if _is_cupy_array(x) and x.dtype in (np.float32, np.float64):
         cupy = _import_cupy()
@@ -109,11 +127,19 @@ def dropout_draw(x, rng: Rng, p: float):
         return dropout_forward(x, rng.random(x.shape, x.dtype, like=x), p)
     mask, y = np.empty_like(x), np.empty_like(x)
     flat_mask, flat_x, flat_y = mask.reshape(-1), x.reshape(-1), y.reshape(-1)
+    threshold = dropout_threshold(p, x.dtype)
+    scale = 1 / (1 - p)
 
-    def passes(start: int, stop: int) -> None:
-        dropout_forward(flat_x[start:stop], flat_mask[start:stop], p, out=flat_y[start:stop])
+    def passes(start: int, stop: int, bits) -> None:
+        keep = flat_mask[start:stop]
+        if threshold >> (8 * bits.itemsize):  # p rounds to 1: no value is kept
+            keep.fill(0)
+        else:
+            np.greater_equal(bits, bits.dtype.type(threshold), out=keep)  # [u >= p] as 0.0 / 1.0
+        keep *= scale
+        np.multiply(flat_x[start:stop], keep, out=flat_y[start:stop])
 
-    _parallel().random_fill(rng.host, mask, after=passes)
+    _parallel().random_bits(rng.host, x.size, x.dtype, passes)
     return y, mask
 
 
