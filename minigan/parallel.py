@@ -27,7 +27,7 @@ import numpy as np
 
 from . import backend
 
-__all__ = ["split", "split_large", "blockwise", "copyto", "fill", "random_fill", "random_bits", "UNIFORM_BITS", "workers", "set_workers",
+__all__ = ["split", "split_large", "blockwise", "blockwise_many", "copyto", "fill", "random_fill", "random_bits", "UNIFORM_BITS", "workers", "set_workers",
            "default_workers", "THREAD_VARIABLES", "MIN_SPLIT", "RANDOM_MIN_SPLIT"]
 
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -156,6 +156,40 @@ def blockwise(fn: Callable[..., Any], *arrays: Any) -> list:
 
     split(k, run, like=arrays[0])
     return results
+
+
+def blockwise_many(fn: Callable[..., Any], groups: list) -> None:
+    """:func:`blockwise` over several groups of same-shaped arrays in one hand-off: an optimizer's update of every
+    tensor of a network. ``groups`` is a list of tuples of arrays (one tuple per tensor); the cache blocks of
+    all of them are dealt to the workers in contiguous runs of about equal numbers of values, and ``fn(lane,
+    *views)`` runs on each. One hand-off per step instead of one per large tensor (~60 µs each on the AMD EPYC).
+
+    The caller makes sure no two groups write the same memory (blocks of different groups run at once); results
+    are bit-identical to :func:`blockwise` on each group in turn, since the update is elementwise.
+    """
+    blocks = [views for arrays in groups for views in backend.cache_blocks(*arrays)]
+    if not blocks:
+        return
+    sizes = [views[0].size for views in blocks]
+    total = sum(sizes)
+    k = min(workers(), len(blocks)) if total >= MIN_SPLIT else 1
+    if k <= 1:
+        for views in blocks:
+            fn(0, *views)
+        return
+    edges, done = [0], 0
+    for i, size in enumerate(sizes):  # lane boundaries where the running count passes each k-th of the values
+        done += size
+        if len(edges) < k and done >= total * len(edges) / k:
+            edges.append(i + 1)
+    edges += [len(blocks)] * (k + 1 - len(edges))
+
+    def run(first: int, last: int) -> None:
+        for lane in range(first, last):
+            for i in range(edges[lane], edges[lane + 1]):
+                fn(lane, *blocks[i])
+
+    split(k, run, like=groups[0][0])
 
 
 def copyto(dst, src) -> None:

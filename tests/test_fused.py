@@ -299,10 +299,10 @@ def test_rng_draws_are_a_function_of_the_host_stream(on_backend, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_multi_tensor_updates_are_the_per_tensor_updates(on_backend, dtype):
-    """One launch for every tensor on CuPy (a table of addresses), tensor by tensor elsewhere: either way the
-    bits of one update per tensor in turn. Shapes include one longer than the kernel's grid (a grid-stride
+    """One launch for every tensor on CuPy (a table of addresses), one hand-off of every tensor's blocks to the
+    block pool on NumPy, tensor by tensor on strict arrays: every way the bits of one update per tensor in turn. Shapes include one longer than the kernel's grid (a grid-stride
     loop), a 0-d and an empty one; a non-contiguous tensor, or one parameter under two names (updated twice,
-    in turn), sends CuPy back to the per-tensor kernels."""
+    in turn), sends CuPy back to the per-tensor kernels, and a shared parameter NumPy back to tensor by tensor."""
     rng = np.random.default_rng(11)
 
     def tensors(shapes):

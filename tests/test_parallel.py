@@ -205,6 +205,61 @@ def test_blockwise_returns_each_blocks_result_in_block_order(size, workers, seed
         backend.CPU_BLOCK_ELEMENTS, parallel.MIN_SPLIT = saved_block, saved_split
 
 
+@settings(max_examples=30, deadline=None)
+@given(sizes=st.lists(st.integers(0, 20_000), min_size=1, max_size=6), workers=st.integers(1, 4))
+def test_blockwise_many_deals_every_block_once(sizes, workers):
+    """Every cache block of every group runs once, on a lane below the worker count, with lanes taking
+    contiguous runs of blocks in order."""
+    saved_block, saved_split = backend.CPU_BLOCK_ELEMENTS, parallel.MIN_SPLIT
+    backend.CPU_BLOCK_ELEMENTS, parallel.MIN_SPLIT = 4096, 0
+    parallel.set_workers(workers)
+    try:
+        groups = [(np.zeros(size),) for size in sizes]
+        lanes = []
+        lock = threading.Lock()
+
+        def fn(lane, view):
+            assert 0 <= lane < workers
+            view += 1
+            group = next(i for i, (a,) in enumerate(groups) if view is a or view.base is a)
+            with lock:
+                lanes.append(((group, view.ctypes.data), lane))
+        parallel.blockwise_many(fn, groups)
+        for (a,) in groups:
+            np.testing.assert_array_equal(a, 1)
+        in_block_order = [lane for _, lane in sorted(lanes)]
+        assert in_block_order == sorted(in_block_order)
+    finally:
+        parallel.set_workers(None)
+        backend.CPU_BLOCK_ELEMENTS, parallel.MIN_SPLIT = saved_block, saved_split
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_whole_network_updates_on_the_pool_are_the_per_tensor_updates(pool_of, workers):
+    """SGD and Adam on every tensor in one hand-off (blocks of different tensors at once): the bits of one
+    update per tensor in turn, on 1-3 workers."""
+    rng = np.random.default_rng(4)
+    shapes = [(300, 200), (7,), (), (0, 3), (250, 260), (5, 4)]
+    saved = backend.CPU_BLOCK_ELEMENTS
+    backend.CPU_BLOCK_ELEMENTS = 4096  # many blocks per tensor
+    pool_of(workers)
+    try:
+        groups = [[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(5)]
+        groups[4] = [abs(a) for a in groups[4]]  # Adam's second moment
+        p, g, m, v, u = groups
+        pr, gr, mr, vr, ur = [[a.copy() for a in group] for group in groups]
+        backend.sgd_momentum_update_many(p, g, v, 0.05, 0.5, {})
+        backend.adam_update_many(p, g, m, u, 0.5, 0.999, 1e-3, 1e-8, {})
+        for i in range(len(shapes)):
+            backend.sgd_momentum_update(pr[i], gr[i], vr[i], 0.05, 0.5)
+            backend.adam_update(pr[i], gr[i], mr[i], ur[i], 0.5, 0.999, 1e-3, 1e-8)
+        for got, want in zip((p, m, v, u), (pr, mr, vr, ur)):
+            for a, b in zip(got, want):
+                np.testing.assert_array_equal(a, b)
+    finally:
+        backend.CPU_BLOCK_ELEMENTS = saved
+
+
 @settings(max_examples=60, deadline=None)
 @given(n=st.integers(0, 300), workers=st.integers(1, 4), dtype=st.sampled_from([np.float32, np.float64]),
        before=st.integers(0, 3), seed=st.integers(0, 2**32 - 1), with_after=st.booleans())

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from . import _blockwise, _import_cupy, _is_cupy_array, get_array_module, is_device_array
+from . import _blockwise, _import_cupy, _is_cupy_array, _parallel, get_array_module, is_device_array
 from .kernels import _KERNEL_OPTIONS, _kernel, _scalar
 
 
@@ -38,16 +38,31 @@ def sgd_momentum_update(p, g, v, lr: float, momentum: float, work: dict | None =
     if _is_cupy_array(p):
         _kernel("sgd_momentum")(g, _scalar(p, lr), _scalar(p, momentum), p, v)
         return
-    xp = get_array_module(p)
+    _blockwise(_sgd_momentum_block(get_array_module(p), lr, momentum, work), p, g, v)
 
+
+def _sgd_momentum_block(xp, lr: float, momentum: float, work: dict | None):
     def block(lane, p_, g_, v_):
         lr_g, = lane_arrays(work, lane, p_, 1)
         xp.multiply(g_, lr, out=lr_g)
         v_ *= momentum
         v_ -= lr_g
         p_ += v_
+    return block
 
-    _blockwise(block, p, g, v)
+
+def _host_update_many(block, columns: list[list]) -> bool:
+    """Run ``block`` over every tensor's cache blocks in one hand-off to the block pool
+    (:func:`minigan.parallel.blockwise_many`) and return True; False (nothing done) unless every array is a
+    NumPy array and no two parameters (``columns[0]``) share memory: blocks of different tensors run at once,
+    where tensor by tensor a shared parameter is updated twice in turn."""
+    if not columns[0] or not all(type(a) is np.ndarray for column in columns for a in column):
+        return False
+    spans = sorted((p.__array_interface__["data"][0], p.nbytes) for p in columns[0] if p.size)
+    if any(start + nbytes > next_start for (start, nbytes), (next_start, _) in zip(spans, spans[1:])):
+        return False
+    _parallel().blockwise_many(block, list(zip(*columns)))
+    return True
 
 
 # Multi-tensor updates (CuPy): one launch updates every tensor of a network. The GPU iteration at small batches
@@ -147,10 +162,14 @@ def _multi_tensor_ready(*columns: list) -> bool:
 def sgd_momentum_update_many(ps: list, gs: list, vs: list, lr: float, momentum: float,
                              work: dict | None = None) -> None:
     """:func:`sgd_momentum_update` on every ``(ps[i], gs[i], vs[i])``: one kernel for all on CuPy, the same bits
-    as one kernel per tensor; elsewhere the per-tensor updates in turn. Called by ``SGD.step``."""
+    as one kernel per tensor; on NumPy every tensor's cache blocks in one hand-off to the block pool (the same
+    bits as tensor by tensor; :func:`_host_update_many`); elsewhere the per-tensor updates in turn. Called by
+    ``SGD.step``."""
     plan = _multi_tensor_plan([ps, gs, vs])
     if plan is not None:
         _multi_tensor_update("sgd_momentum", plan, (lr, momentum))
+        return
+    if _host_update_many(_sgd_momentum_block(np, lr, momentum, work), [ps, gs, vs]):
         return
     for p, g, v in zip(ps, gs, vs):
         sgd_momentum_update(p, g, v, lr, momentum, work)
@@ -159,10 +178,14 @@ def sgd_momentum_update_many(ps: list, gs: list, vs: list, lr: float, momentum: 
 def adam_update_many(ps: list, gs: list, ms: list, vs: list, beta1: float, beta2: float, lr_t: float, eps_t: float,
                      work: dict | None = None) -> None:
     """:func:`adam_update` on every tensor with one (host) ``lr_t``: one kernel for all on CuPy, the same bits as
-    one kernel per tensor; elsewhere the per-tensor updates in turn. Called by ``Adam.step`` without a clip."""
+    one kernel per tensor; on NumPy every tensor's cache blocks in one hand-off to the block pool; elsewhere
+    the per-tensor updates in turn. Called by ``Adam.step`` without a clip."""
     plan = _multi_tensor_plan([ps, gs, ms, vs])
     if plan is not None:
         _multi_tensor_update("adam", plan, (beta1, 1 - beta1, beta2, 1 - beta2, lr_t, eps_t))
+        return
+    if not is_device_array(lr_t) and _host_update_many(_adam_block(np, beta1, beta2, lr_t, eps_t, work),
+                                                       [ps, gs, ms, vs]):
         return
     for p, g, m, v in zip(ps, gs, ms, vs):
         adam_update(p, g, m, v, beta1, beta2, lr_t, eps_t, work)
@@ -217,8 +240,10 @@ def adam_update(p, g, m, v, beta1: float, beta2: float, lr_t: float, eps_t: floa
         lr = lr_t.astype(p.dtype) if is_device_array(lr_t) else s(lr_t)  # a 0-d array broadcasts in the kernel
         _kernel("adam")(g, s(beta1), s(1 - beta1), s(beta2), s(1 - beta2), lr, s(eps_t), p, m, v)
         return
-    xp = get_array_module(p)
+    _blockwise(_adam_block(get_array_module(p), beta1, beta2, lr_t, eps_t, work), p, g, m, v)
 
+
+def _adam_block(xp, beta1: float, beta2: float, lr_t, eps_t: float, work: dict | None):
     def block(lane, p_, g_, m_, v_):
         a, b = lane_arrays(work, lane, p_, 2)
         m_ *= beta1
@@ -232,5 +257,4 @@ def adam_update(p, g, m, v, beta1: float, beta2: float, lr_t: float, eps_t: floa
         b += eps_t                    # sqrt(v) + eps_t
         a /= b
         p_ -= a
-
-    _blockwise(block, p, g, m, v)
+    return block
