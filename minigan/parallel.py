@@ -128,7 +128,7 @@ def split_large(size: int, n: int, fn: Callable[[int, int], Any], like: Any = No
         split(n, fn, like)
 
 
-def blockwise(fn: Callable[..., Any], *arrays: Any) -> list:
+def blockwise(fn: Callable[..., Any], *arrays: Any, block: int | None = None) -> list:
     """``fn(lane, *views)`` over matching flat blocks of same-shaped arrays: an elementwise update on every core.
 
     The blocks are :func:`minigan.backend.cache_blocks`' (so a pass of several steps streams each array from
@@ -138,9 +138,10 @@ def blockwise(fn: Callable[..., Any], *arrays: Any) -> list:
     elementwise, so every worker count gives the same bits.
 
     Returns ``fn``'s results in block order, whichever worker ran each block: a reduction that adds them up in
-    that order (:func:`minigan.backend.adam_clip_scale`) gets the same bits for every worker count too.
+    that order (:func:`minigan.backend.adam_clip_scale`) gets the same bits for every worker count too. Its bits
+    do depend on where the blocks end, so such a reduction passes its own ``block`` (elements per block).
     """
-    blocks = list(backend.cache_blocks(*arrays))
+    blocks = list(backend.cache_blocks(*arrays, block=block))
     results: list = [None] * len(blocks)
     k = min(workers(), len(blocks)) if arrays[0].size >= MIN_SPLIT else 1
     if k <= 1:

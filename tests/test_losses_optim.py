@@ -221,11 +221,11 @@ def test_blocked_updates_equal_whole_array_updates_bit_for_bit(on_backend, make,
     # A weight matrix of 3 blocks and a bit (plus a bias, a single block): the cache-blocked update must be
     # the very same float32 arithmetic as one pass over the whole arrays.
     rng = np.random.default_rng(4)
-    values = {"W": rng.standard_normal((700, 300)), "gW": rng.standard_normal((700, 300)),
-              "gb": rng.standard_normal(300)}
+    values = {"W": rng.standard_normal((1100, 800)), "gW": rng.standard_normal((1100, 800)),
+              "gb": rng.standard_normal(800)}
 
     def model():
-        m = Linear(700, 300, rng=0)
+        m = Linear(1100, 800, rng=0)
         m.params["W"][...] = backend.to_device(values["W"].astype(np.float32))
         m.grads["W"][...] = backend.to_device(values["gW"].astype(np.float32))
         m.grads["b"][...] = backend.to_device(values["gb"].astype(np.float32))

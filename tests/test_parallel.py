@@ -3,6 +3,7 @@ and the conv layers give bit-identical results on any number of workers (numpy a
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import threading
@@ -232,6 +233,28 @@ def test_blockwise_many_deals_every_block_once(sizes, workers):
     finally:
         parallel.set_workers(None)
         backend.CPU_BLOCK_ELEMENTS, parallel.MIN_SPLIT = saved_block, saved_split
+
+
+def test_adam_clip_factor_keeps_its_own_blocks(monkeypatch):
+    """The clip factor's partial sums end every CLIP_SUM_BLOCK values whatever the update's block size is (its
+    bits are part of every clipped run), on any number of workers."""
+    from minigan.backend import updates
+
+    rng = np.random.default_rng(5)  # data whose float64 partial sums round differently in blocks of 256 Ki
+    g = (rng.standard_normal(300_001) * 3 * 10.0 ** rng.uniform(-1, 1, 300_001)).astype(np.float32)
+    v = abs(rng.standard_normal(300_001)).astype(np.float32)
+    factors = set()
+    for block in (1 << 12, 1 << 16, 1 << 18, 1 << 24):
+        for workers in (1, 2, 3):
+            monkeypatch.setattr(backend, "CPU_BLOCK_ELEMENTS", block)
+            parallel.set_workers(workers)
+            factors.add(backend.adam_clip_scale(g, v, 0.999, 0.5, 1e-8, 1.0, {}))
+    parallel.set_workers(None)
+    assert len(factors) == 1
+    step = updates.CLIP_SUM_BLOCK
+    u = np.maximum((v * 0.999 + (g * g) * np.float32(1 - 0.999)) / np.float32(0.5), np.float32(1e-16))
+    sums = [float(((g * g) / u)[i:i + step].sum(dtype=np.float64)) for i in range(0, g.size, step)]
+    assert factors == {1.0 / np.sqrt(math.fsum(sums) / g.size)}
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3])

@@ -15,8 +15,8 @@ def lane_arrays(work: dict | None, lane: int, like, count: int) -> list:
     """``count`` scratch arrays shaped like ``like`` for one worker ``lane`` of :func:`minigan.parallel.blockwise`.
 
     ``work`` is a dict the caller keeps between calls (an optimizer's): each lane's buffers are reused while the
-    blocks fit them (reallocated for a larger block, another dtype or backend), so a steady update allocates
-    nothing. ``None``: fresh arrays.
+    blocks fit them (grown for a larger block or count, remade for another dtype or backend), so a steady update
+    allocates nothing. ``None``: fresh arrays.
     """
     xp = get_array_module(like)
     if work is None:
@@ -24,7 +24,11 @@ def lane_arrays(work: dict | None, lane: int, like, count: int) -> list:
     buffers = work.get(lane)
     if (buffers is None or len(buffers) < count or buffers[0].size < like.size or buffers[0].dtype != like.dtype
             or get_array_module(buffers[0]) is not xp):
-        buffers = work[lane] = [xp.empty(like.size, like.dtype) for _ in range(count)]
+        # grow to the largest block and count seen (an Adam step's two 256 Ki scratch arrays and its clip's
+        # three of 64 Ki share them), so updates that alternate do not reallocate every step
+        same_kind = buffers is not None and buffers[0].dtype == like.dtype and get_array_module(buffers[0]) is xp
+        size = max(like.size, buffers[0].size) if same_kind else like.size
+        buffers = work[lane] = [xp.empty(size, like.dtype) for _ in range(max(count, len(buffers) if same_kind else 0))]
     return [b[:like.size].reshape(like.shape) for b in buffers[:count]]
 
 
@@ -191,6 +195,12 @@ def adam_update_many(ps: list, gs: list, ms: list, vs: list, beta1: float, beta2
         adam_update(p, g, m, v, beta1, beta2, lr_t, eps_t, work)
 
 
+#: Elements per partial sum of :func:`adam_clip_scale`: each block's float64 sum rounds where the block ends, so
+#: this number is part of the clip factor's bits (and of every run trained with a clip); kept at the 64 Ki the
+#: committed runs were trained with when :data:`minigan.backend.CPU_BLOCK_ELEMENTS` grew.
+CLIP_SUM_BLOCK = 1 << 16
+
+
 def adam_clip_scale(g, v, beta2: float, bias2: float, eps: float, clip: float, work: dict | None = None):
     r"""StableAdamW's factor :math:`\min(1, c/r)` for one tensor's Adam step, with
     :math:`r = \sqrt{\operatorname{mean}(g^2/\hat u)}` and :math:`\hat u = (\beta_2 v + (1-\beta_2) g^2)/b_2`
@@ -200,8 +210,8 @@ def adam_clip_scale(g, v, beta2: float, bias2: float, eps: float, clip: float, w
     dwarfs the ones before it (up to :math:`1/\sqrt{1-\beta_2}`), which is when Adam's step would spike
     (:class:`minigan.nn.optim.Adam`'s ``update_clip``). Read before :func:`adam_update` changes ``v``.
 
-    NumPy: per cache block on the block pool, the blocks' float64 sums added in block order (the same bits for
-    every worker count), a Python float back. Device arrays (CuPy, strict): array expressions, and the factor
+    NumPy: per block of :data:`CLIP_SUM_BLOCK` values on the block pool, the blocks' float64 sums added in block
+    order (the same bits for every worker count), a Python float back. Device arrays (CuPy, strict): array expressions, and the factor
     stays a 0-d array of ``g``'s dtype on the device, so the step needs no read-back.
     """
     xp = get_array_module(g)
@@ -221,7 +231,7 @@ def adam_clip_scale(g, v, beta2: float, bias2: float, eps: float, clip: float, w
         gg /= u
         return float(gg.sum(dtype=xp.float64))
 
-    r = math.sqrt(math.fsum(_blockwise(block, g, v)) / max(g.size, 1))
+    r = math.sqrt(math.fsum(_blockwise(block, g, v, block=CLIP_SUM_BLOCK)) / max(g.size, 1))
     return 1.0 if r <= clip else clip / r
 
 
