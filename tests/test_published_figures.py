@@ -1909,6 +1909,10 @@ def test_amd_cpu_figures_after_the_pool_changes_come_from_the_committed_runs():
             f"({before['cgan-step-b100']['torch_over_minigan']:.2f}× on 2026-12-06; the issue asks 1.5×), "
             f"{b1000['torch_over_minigan']:.2f}× at batch 1000") in flat
     assert before["cgan-step-b100"]["torch_over_minigan"] < b100["torch_over_minigan"] < 1.5
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert (f"files `benchmarks/results/2026-12-07-amd/`): {b100['minigan_over_floor']:.2f}× the floor at batch 100 and "
+            f"{b1000['minigan_over_floor']:.2f}× at batch 1000, PyTorch taking {b100['torch_over_minigan']:.2f}× and "
+            f"{b1000['torch_over_minigan']:.2f}× minigan's time.") in readme
     # the two checkouts side by side, both orders, and the DCGAN
     ab, ba, dc = load("ab-cgan-main-dev"), load("ab-cgan-dev-main"), load("ab-cdcgan-main-dev")
     assert (ab["A"]["commit"], ab["B"]["commit"], ba["A"]["commit"], ba["B"]["commit"]) == ("d97b2ed", "bff1f07",
