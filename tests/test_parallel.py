@@ -3,6 +3,7 @@ and the conv layers give bit-identical results on any number of workers (numpy a
 
 from __future__ import annotations
 
+import contextlib
 import math
 import subprocess
 import sys
@@ -283,6 +284,28 @@ def test_whole_network_updates_on_the_pool_are_the_per_tensor_updates(pool_of, w
         backend.CPU_BLOCK_ELEMENTS = saved
 
 
+@contextlib.contextmanager
+def _every_draw_split(workers: int):
+    """``workers`` block-pool workers, and every draw split among them however small; restored after."""
+    saved = parallel.RANDOM_MIN_SPLIT
+    parallel.RANDOM_MIN_SPLIT = 1
+    parallel.set_workers(workers)
+    try:
+        yield
+    finally:
+        parallel.set_workers(None)
+        parallel.RANDOM_MIN_SPLIT = saved
+
+
+def _twin_generators(seed: int, before: int, n: int, dtype):
+    """Two PCG64 generators in the same state after ``before`` float32 values (so a half of a 64-bit output may
+    be kept), and the first one's next ``n`` values of ``dtype``: (drawn from, still to draw, the values)."""
+    whole, split = (np.random.Generator(np.random.PCG64(seed)) for _ in range(2))
+    whole.random(before, dtype=np.float32)
+    split.random(before, dtype=np.float32)
+    return whole, split, whole.random(n, dtype=dtype)
+
+
 @settings(max_examples=60, deadline=None)
 @given(n=st.integers(0, 300), workers=st.integers(1, 4), dtype=st.sampled_from([np.float32, np.float64]),
        before=st.integers(0, 3), seed=st.integers(0, 2**32 - 1), with_after=st.booleans())
@@ -291,14 +314,8 @@ def test_random_fill_draws_what_one_draw_would_and_leaves_the_same_state(n, work
     """Split among 1-4 workers, a draw gives the values and the final state of NumPy's own draw, whatever half
     of a 64-bit output an earlier float32 draw left kept (``before`` values drawn first); ``after`` sees every
     element once, after its block is drawn."""
-    saved = parallel.RANDOM_MIN_SPLIT
-    parallel.RANDOM_MIN_SPLIT = 1  # split even the smallest draw
-    parallel.set_workers(workers)
-    try:
-        whole, split = (np.random.Generator(np.random.PCG64(seed)) for _ in range(2))
-        whole.random(before, dtype=np.float32)
-        split.random(before, dtype=np.float32)
-        expected = whole.random(n, dtype=dtype)
+    with _every_draw_split(workers):
+        whole, split, expected = _twin_generators(seed, before, n, dtype)
         got, seen = np.full(n, np.nan, dtype), np.zeros(n, int)
 
         def after(start, stop):
@@ -310,9 +327,6 @@ def test_random_fill_draws_what_one_draw_would_and_leaves_the_same_state(n, work
         np.testing.assert_array_equal(split.random(3, dtype=np.float32), whole.random(3, dtype=np.float32))
         if with_after:
             np.testing.assert_array_equal(seen, 1)
-    finally:
-        parallel.set_workers(None)
-        parallel.RANDOM_MIN_SPLIT = saved
 
 
 @settings(max_examples=60, deadline=None)
@@ -322,14 +336,8 @@ def test_random_bits_are_the_bits_behind_the_float_draw(n, workers, dtype, befor
     """Split among 1-4 workers, the raw bits handed to ``consume`` make NumPy's own float draw exactly
     (``(bits >> s) * 2**-m``), each element once, in blocks that are contiguous and ordered within each call,
     and the generator ends in the float draw's state (a kept float32 half from ``before`` values included)."""
-    saved = parallel.RANDOM_MIN_SPLIT
-    parallel.RANDOM_MIN_SPLIT = 1
-    parallel.set_workers(workers)
-    try:
-        whole, split = (np.random.Generator(np.random.PCG64(seed)) for _ in range(2))
-        whole.random(before, dtype=np.float32)
-        split.random(before, dtype=np.float32)
-        expected = whole.random(n, dtype=dtype)
+    with _every_draw_split(workers):
+        whole, split, expected = _twin_generators(seed, before, n, dtype)
         bits, shift = parallel.UNIFORM_BITS[np.dtype(dtype)]
         got, seen = np.full(n, np.nan, dtype), np.zeros(n, int)
 
@@ -341,9 +349,6 @@ def test_random_bits_are_the_bits_behind_the_float_draw(n, workers, dtype, befor
         np.testing.assert_array_equal(got, expected)
         np.testing.assert_array_equal(seen, 1)
         assert split.bit_generator.state == whole.bit_generator.state
-    finally:
-        parallel.set_workers(None)
-        parallel.RANDOM_MIN_SPLIT = saved
 
 
 def test_random_bits_refuses_what_it_cannot_draw_exactly():

@@ -1816,13 +1816,17 @@ def test_cdcgan_fashion_first_seven_epochs_screen_comes_from_the_committed_runs(
     assert TrainConfig(model="cdcgan", dataset="mnist").matching_aware_first_epochs == 7
 
 
+def _ms(seconds: float) -> str:
+    return f"{1e3 * seconds:.2f}"
+
+
 def _issue14_rows(runs_dir: str) -> tuple[list[str], dict, dict]:
     """The five table rows of an issue-14 section of benchmarks/RESULTS.md (step_time at batch 100, 100 at one
     thread and 1000; the paper preset's trainer and CLI at 100 and 1000) from its JSON files in ``runs_dir``,
     with the step and end-to-end records by name and by batch."""
     runs = REPO / "benchmarks" / "results" / runs_dir
     load = lambda name: json.loads((runs / f"{name}.json").read_text())  # noqa: E731
-    ms = lambda s: f"{1e3 * s:.2f}"  # noqa: E731
+    ms = _ms
     step = {name: load(name) for name in ("cgan-step-b100", "cgan-step-b100-1t", "cgan-step-b1000")}
     expected = []
     for name, d in step.items():
@@ -1841,17 +1845,24 @@ def _issue14_rows(runs_dir: str) -> tuple[list[str], dict, dict]:
     return expected, step, e2e
 
 
+def _issue14_section(start: str, end: str, runs_dir: str):
+    """An issue-14 section of benchmarks/RESULTS.md whose five table rows are :func:`_issue14_rows`' (asserted):
+    its text with whitespace runs made single spaces, the step and end-to-end records, and a loader of the
+    section's JSON files by name."""
+    results, flat, _ = _section("benchmarks/RESULTS.md", start, end)
+    rows = [line.strip() for line in results.splitlines() if line.startswith("| `python")]
+    expected, step, e2e = _issue14_rows(runs_dir)
+    assert sorted(rows) == sorted(expected) and len(rows) == 5
+    runs = REPO / "benchmarks" / "results" / runs_dir
+    return flat, step, e2e, lambda name: json.loads((runs / f"{name}.json").read_text())
+
+
 def test_amd_cpu_figures_come_from_the_committed_runs():
     """benchmarks/RESULTS.md's 2026-12-06 AMD EPYC section: each table row from its step_time JSON, the readings
     against issue 14's targets, and the profile's phases from its JSON."""
-    results, flat, _ = _section("benchmarks/RESULTS.md", "## Issue 14's CPU figures on the AMD EPYC",
-                                "\n## The CLI timed from outside")
-    runs = REPO / "benchmarks" / "results" / "2026-12-06-amd"
-    load = lambda name: json.loads((runs / f"{name}.json").read_text())  # noqa: E731
-    ms = lambda s: f"{1e3 * s:.2f}"  # noqa: E731
-    rows = [line.strip() for line in results.splitlines() if line.startswith("| `python")]
-    expected, step, e2e = _issue14_rows("2026-12-06-amd")
-    assert sorted(rows) == sorted(expected) and len(rows) == 5
+    flat, step, e2e, load = _issue14_section("## Issue 14's CPU figures on the AMD EPYC",
+                                             "\n## The CLI timed from outside", "2026-12-06-amd")
+    ms = _ms
     b100, b100_1t, b1000 = step.values()
     assert b1000["minigan_over_floor"] <= 1.3 < b100["minigan_over_floor"]
     assert 1.3 < e2e[1000]["trainer_over_floor"] < 1.32 and 1.3 < e2e[1000]["cli"]["cli_over_floor"] < 1.32
@@ -1877,14 +1888,10 @@ def test_amd_cpu_figures_come_from_the_committed_runs():
 def test_amd_cpu_figures_after_the_pool_changes_come_from_the_committed_runs():
     """benchmarks/RESULTS.md's 2026-12-07 AMD EPYC section: each table row from its JSON, the readings against
     issue 14's targets and the 2026-12-06 figures, the side-by-side runs of the two checkouts, and the profile."""
-    results, flat, _ = _section("benchmarks/RESULTS.md", "## Issue 14's CPU figures after the pool was re-measured",
-                                "\n## Issue 14's CPU figures on the AMD EPYC, all cores (2026-12-06)")
-    runs = REPO / "benchmarks" / "results" / "2026-12-07-amd"
-    load = lambda name: json.loads((runs / f"{name}.json").read_text())  # noqa: E731
-    ms = lambda s: f"{1e3 * s:.2f}"  # noqa: E731
-    rows = [line.strip() for line in results.splitlines() if line.startswith("| `python")]
-    expected, step, e2e = _issue14_rows("2026-12-07-amd")
-    assert sorted(rows) == sorted(expected) and len(rows) == 5
+    flat, step, e2e, load = _issue14_section("## Issue 14's CPU figures after the pool was re-measured",
+                                             "\n## Issue 14's CPU figures on the AMD EPYC, all cores (2026-12-06)",
+                                             "2026-12-07-amd")
+    ms = _ms
     b100, b100_1t, b1000 = step.values()
     _, before, before_e2e = _issue14_rows("2026-12-06-amd")
     # batch 1000 meets 1.3x everywhere; batch 100 does not, but moved from the figures of the day before
