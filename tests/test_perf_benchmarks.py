@@ -385,14 +385,14 @@ def test_ab_checkouts_times_each_side_with_its_own_code(tmp_path):
 
     repo = str(Path(__file__).resolve().parents[1])
     script = os.path.join(repo, "benchmarks", "ab_checkouts.py")
-    copy = tmp_path / "copy"  # a second checkout whose block pool sleeps in every elementwise update
+    copy = tmp_path / "copy"  # a second checkout whose block pool sleeps in every optimizer step
     shutil.copytree(os.path.join(repo, "minigan"), copy / "minigan")
     shutil.copytree(os.path.join(repo, "benchmarks"), copy / "benchmarks", ignore=shutil.ignore_patterns("results"))
     parallel = copy / "minigan" / "parallel.py"
     source = parallel.read_text()
-    marker = "    blocks = list(backend.cache_blocks(*arrays))\n"
-    assert marker in source
-    parallel.write_text(source.replace(marker, "    import time; time.sleep(0.02)\n" + marker))
+    marker = "    blocks = [views for arrays in groups for views in backend.cache_blocks(*arrays)]\n"
+    assert marker in source  # parallel.blockwise_many: both SGD steps of an iteration, one call each
+    parallel.write_text(source.replace(marker, "    import time; time.sleep(0.06)\n" + marker))
     # The block pool is imported lazily on the timed path (the optimizers' steps): if side A ran the copy's
     # module there, both sides would sleep and the ratio would be near 1.
     done = subprocess.run([sys.executable, script, repo, str(copy), "--model", "cgan", "--iters", "4",
@@ -402,7 +402,7 @@ def test_ab_checkouts_times_each_side_with_its_own_code(tmp_path):
     assert "cgan, batch 8, threads 1, 4 alternating pairs" in done.stdout
     record = json.loads((tmp_path / "ab.json").read_text())
     assert record["B"] == {"checkout": str(copy), "commit": None}  # the copy is not a git checkout
-    # Each of the iteration's SGD steps over a tensor calls the pool: many sleeps on B's side, none on A's.
+    # Each of the iteration's two SGD steps calls the pool once: two sleeps on B's side, none on A's.
     assert record["median_s"]["B"] - record["median_s"]["A"] > 0.1 and record["pair_ratio_median"] > 2
     bad = subprocess.run([sys.executable, script, repo, str(tmp_path / "nowhere")], capture_output=True, text=True,
                          timeout=60, cwd=tmp_path)
