@@ -211,7 +211,7 @@ def test_blockwise_returns_each_blocks_result_in_block_order(size, workers, seed
 @given(sizes=st.lists(st.integers(0, 20_000), min_size=1, max_size=6), workers=st.integers(1, 4))
 def test_blockwise_many_deals_every_block_once(sizes, workers):
     """Every cache block of every group runs once, on a lane below the worker count, with lanes taking
-    contiguous runs of blocks in order."""
+    contiguous runs of blocks in order and none left without one (small groups first included)."""
     saved_block, saved_split = backend.CPU_BLOCK_ELEMENTS, parallel.MIN_SPLIT
     backend.CPU_BLOCK_ELEMENTS, parallel.MIN_SPLIT = 4096, 0
     parallel.set_workers(workers)
@@ -231,6 +231,8 @@ def test_blockwise_many_deals_every_block_once(sizes, workers):
             np.testing.assert_array_equal(a, 1)
         in_block_order = [lane for _, lane in sorted(lanes)]
         assert in_block_order == sorted(in_block_order)
+        blocks = sum(-(-size // 4096) if size > 4096 else 1 for size in sizes)
+        assert set(in_block_order) == set(range(min(workers, blocks)))  # every lane gets a block
     finally:
         parallel.set_workers(None)
         backend.CPU_BLOCK_ELEMENTS, parallel.MIN_SPLIT = saved_block, saved_split

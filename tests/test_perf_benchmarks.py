@@ -390,7 +390,7 @@ def test_ab_checkouts_times_each_side_with_its_own_code(tmp_path):
     shutil.copytree(os.path.join(repo, "benchmarks"), copy / "benchmarks", ignore=shutil.ignore_patterns("results"))
     parallel = copy / "minigan" / "parallel.py"
     source = parallel.read_text()
-    marker = "    blocks = [views for arrays in groups for views in backend.cache_blocks(*arrays)]\n"
+    marker = "    blocks = [views for arrays in groups for views in backend.cache_blocks(*arrays, block=block)]\n"
     assert marker in source  # parallel.blockwise_many: both SGD steps of an iteration, one call each
     parallel.write_text(source.replace(marker, "    import time; time.sleep(0.06)\n" + marker))
     # The block pool is imported lazily on the timed path (the optimizers' steps): if side A ran the copy's

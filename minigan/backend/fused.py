@@ -97,8 +97,10 @@ def dropout_threshold(p: float, dtype) -> int:
 
     ``u = (bits >> s)·2^{-m}`` (:data:`minigan.parallel.UNIFORM_BITS`), and NumPy compares a float32 draw with
     ``p`` rounded to float32 (a Python float meets a float32 array as float32), so with :math:`p'` that
-    rounding, :math:`u \ge p' \iff (	ext{bits} \gg s) \ge \lceil p' 2^mceil \iff 	ext{bits} \ge
-    \lceil p' 2^mceil 2^s` (:math:`p' 2^m` is exact in float64). :math:`2^{32}` (:math:`2^{64}` for float64),
+    rounding, :math:`u \ge p' \iff (	ext{bits} \gg s) \ge \lceil p' 2^m
+ceil \iff 	ext{bits} \ge
+    \lceil p' 2^m
+ceil 2^s` (:math:`p' 2^m` is exact in float64). :math:`2^{32}` (:math:`2^{64}` for float64),
     above every word, when :math:`p'` rounds to 1.
     """
     bits, shift = _parallel().UNIFORM_BITS[np.dtype(dtype)]
@@ -128,11 +130,12 @@ def dropout_draw(x, rng: Rng, p: float):
     mask, y = np.empty_like(x), np.empty_like(x)
     flat_mask, flat_x, flat_y = mask.reshape(-1), x.reshape(-1), y.reshape(-1)
     threshold = dropout_threshold(p, x.dtype)
+    keeps_none = threshold >= 2 ** (32 if x.dtype == np.float32 else 64)  # p rounds to 1: above every word
     scale = 1 / (1 - p)
 
     def passes(start: int, stop: int, bits) -> None:
         keep = flat_mask[start:stop]
-        if threshold >> (8 * bits.itemsize):  # p rounds to 1: no value is kept
+        if keeps_none:
             keep.fill(0)
         else:
             np.greater_equal(bits, bits.dtype.type(threshold), out=keep)  # [u >= p] as 0.0 / 1.0

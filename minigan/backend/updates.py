@@ -27,8 +27,8 @@ def lane_arrays(work: dict | None, lane: int, like, count: int) -> list:
         # grow to the largest block and count seen (an Adam step's two 256 Ki scratch arrays and its clip's
         # three of 64 Ki share them), so updates that alternate do not reallocate every step
         same_kind = buffers is not None and buffers[0].dtype == like.dtype and get_array_module(buffers[0]) is xp
-        size = max(like.size, buffers[0].size) if same_kind else like.size
-        buffers = work[lane] = [xp.empty(size, like.dtype) for _ in range(max(count, len(buffers) if same_kind else 0))]
+        size, kept = (max(like.size, buffers[0].size), len(buffers)) if same_kind else (like.size, 0)
+        buffers = work[lane] = [xp.empty(size, like.dtype) for _ in range(max(count, kept))]
     return [b[:like.size].reshape(like.shape) for b in buffers[:count]]
 
 
@@ -188,8 +188,7 @@ def adam_update_many(ps: list, gs: list, ms: list, vs: list, beta1: float, beta2
     if plan is not None:
         _multi_tensor_update("adam", plan, (beta1, 1 - beta1, beta2, 1 - beta2, lr_t, eps_t))
         return
-    if not is_device_array(lr_t) and _host_update_many(_adam_block(np, beta1, beta2, lr_t, eps_t, work),
-                                                       [ps, gs, ms, vs]):
+    if _host_update_many(_adam_block(np, beta1, beta2, lr_t, eps_t, work), [ps, gs, ms, vs]):
         return
     for p, g, m, v in zip(ps, gs, ms, vs):
         adam_update(p, g, m, v, beta1, beta2, lr_t, eps_t, work)
